@@ -1,0 +1,118 @@
+"""Datasets, selected by name.
+
+Each module in this package that defines a module-level `DATASET` is a dataset: adding one means
+writing a module with its schema and loader, and nothing else. Loading returns the frame with its
+schema, provenance and a content hash for lineage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import pkgutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+
+import pandas as pd
+
+from loanops.schema import FeatureSchema
+
+Loader = Callable[[int | None, int], pd.DataFrame]
+"""Build the raw frame: `loader(rows, seed)`. `rows` is None for the dataset's natural size."""
+
+
+class UnknownDatasetError(KeyError):
+    """Raised for a dataset name that no module in `loanops.data` defines."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A named source of loans: its schema, how to load it, and where it comes from."""
+
+    name: str
+    schema: FeatureSchema
+    loader: Loader
+    description: str
+    provenance: Mapping[str, str] = field(default_factory=dict)
+    generated: bool = False
+    """Generated datasets draw `rows` rows; fixed ones are subsampled when `rows` is given."""
+    default_rows: int | None = None
+
+
+@dataclass(frozen=True)
+class LoadedDataset:
+    """A loaded frame with everything lineage needs."""
+
+    dataset: Dataset
+    frame: pd.DataFrame
+    sha256: str
+
+    @property
+    def name(self) -> str:
+        return self.dataset.name
+
+    @property
+    def schema(self) -> FeatureSchema:
+        return self.dataset.schema
+
+
+@cache
+def registry() -> dict[str, Dataset]:
+    """Every dataset defined in this package, by name."""
+    found: dict[str, Dataset] = {}
+    for module_info in pkgutil.iter_modules(__path__):
+        module = importlib.import_module(f"{__name__}.{module_info.name}")
+        dataset = getattr(module, "DATASET", None)
+        if isinstance(dataset, Dataset):
+            if dataset.name in found:
+                raise RuntimeError(f"dataset {dataset.name!r} is defined twice")
+            found[dataset.name] = dataset
+    return found
+
+
+def get_dataset(name: str) -> Dataset:
+    """The dataset called `name`.
+
+    Raises:
+        UnknownDatasetError: naming the datasets that do exist.
+    """
+    datasets = registry()
+    if name not in datasets:
+        raise UnknownDatasetError(
+            f"unknown dataset {name!r}; choose one of: {', '.join(sorted(datasets))}"
+        )
+    return datasets[name]
+
+
+def load_dataset(name: str, rows: int | None = None, seed: int = 0) -> LoadedDataset:
+    """Load a dataset by name.
+
+    Args:
+        name: a registered dataset name.
+        rows: rows to draw (generated) or a seeded random subsample (fixed); None for all.
+        seed: seed for generation or subsampling.
+
+    Returns:
+        The frame, its dataset and the frame's sha256.
+    """
+    dataset = get_dataset(name)
+    if dataset.generated:
+        frame = dataset.loader(rows or dataset.default_rows, seed)
+    else:
+        frame = dataset.loader(None, seed)
+        if rows is not None and rows < len(frame):
+            frame = frame.sample(n=rows, random_state=seed).sort_index()
+    frame = frame.reset_index(drop=True)
+    return LoadedDataset(dataset=dataset, frame=frame, sha256=frame_sha256(frame))
+
+
+def frame_sha256(frame: pd.DataFrame) -> str:
+    """A content hash of a frame: column names, dtypes and every value, in order."""
+    digest = hashlib.sha256()
+    digest.update(repr([(c, str(t)) for c, t in frame.dtypes.items()]).encode())
+    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return digest.hexdigest()

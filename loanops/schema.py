@@ -1,0 +1,150 @@
+"""The feature schema: one declaration per dataset of what a model takes as input.
+
+A `FeatureSchema` is the single source of truth for the pandas dtypes, the validation rules
+(see `loanops.validation`), the MLflow model signature, and later the API request model and
+Evidently's column mapping. It round-trips through JSON so that it travels with the model.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, Schema, TensorSpec
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+FeatureKind = Literal["int", "float", "category"]
+
+_PANDAS_DTYPES: dict[FeatureKind, str] = {"int": "int64", "float": "float64", "category": "object"}
+_MLFLOW_TYPES: dict[str, Literal["long", "double", "string"]] = {
+    "int64": "long",
+    "float64": "double",
+    "object": "string",
+}
+
+
+class Feature(BaseModel):
+    """One model input: its type, the values it may take, and what it means."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    kind: FeatureKind
+    description: str
+    minimum: float | None = None
+    maximum: float | None = None
+    categories: tuple[str, ...] | None = None
+    nullable: bool = False
+
+    @model_validator(mode="after")
+    def _rules_fit_kind(self) -> Feature:
+        if self.kind == "category":
+            if not self.categories:
+                raise ValueError(f"categorical feature {self.name!r} needs its categories")
+            if self.minimum is not None or self.maximum is not None:
+                raise ValueError(f"categorical feature {self.name!r} cannot have a range")
+        elif self.categories is not None:
+            raise ValueError(f"numeric feature {self.name!r} cannot have categories")
+        if (
+            self.minimum is not None
+            and self.maximum is not None
+            and self.minimum > self.maximum
+        ):
+            raise ValueError(f"feature {self.name!r} has minimum above maximum")
+        return self
+
+    @property
+    def pandas_dtype(self) -> str:
+        # A nullable integer column is carried as float so NaN needs no special dtype.
+        if self.kind == "int" and self.nullable:
+            return "float64"
+        return _PANDAS_DTYPES[self.kind]
+
+    @property
+    def is_categorical(self) -> bool:
+        return self.kind == "category"
+
+
+class Target(BaseModel):
+    """The label column and which of its values means default."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    positive: str | int = Field(description="Value meaning the loan defaulted.")
+    negative: str | int = Field(description="Value meaning the loan repaid.")
+
+
+class FeatureSchema(BaseModel):
+    """The inputs and label of one dataset, in model input order."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    features: tuple[Feature, ...]
+    target: Target
+
+    @model_validator(mode="after")
+    def _names_unique(self) -> FeatureSchema:
+        names = [f.name for f in self.features]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"duplicate feature names: {duplicated}")
+        if self.target.name in names:
+            raise ValueError(f"target {self.target.name!r} is also listed as a feature")
+        return self
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    @property
+    def numeric_features(self) -> list[str]:
+        return [f.name for f in self.features if not f.is_categorical]
+
+    @property
+    def categorical_features(self) -> list[str]:
+        return [f.name for f in self.features if f.is_categorical]
+
+    def feature(self, name: str) -> Feature:
+        for f in self.features:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+    def pandas_dtypes(self) -> dict[str, str]:
+        return {f.name: f.pandas_dtype for f in self.features}
+
+    def to_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The feature columns of `frame`, in schema order and cast to the schema's dtypes.
+
+        Raises:
+            KeyError: when a feature column is missing.
+            ValueError: when a column cannot be cast.
+        """
+        missing = [n for n in self.feature_names if n not in frame.columns]
+        if missing:
+            raise KeyError(f"missing feature columns: {missing}")
+        features = frame[self.feature_names].astype(self.pandas_dtypes())
+        for name in self.categorical_features:
+            # Model input carries None for a missing category, never the float NaN pandas leaves.
+            column = features[name]
+            features[name] = column.where(column.notna(), None)
+        return features
+
+    def labels(self, frame: pd.DataFrame) -> np.ndarray:
+        """The target as 0/1, where 1 means default."""
+        return (frame[self.target.name] == self.target.positive).to_numpy(dtype=np.int8)
+
+    def mlflow_signature(self) -> ModelSignature:
+        """Signature of a model that takes these features and returns P(repaid), P(default)."""
+        inputs = Schema(
+            [
+                ColSpec(_MLFLOW_TYPES[f.pandas_dtype], f.name, required=not f.nullable)
+                for f in self.features
+            ]
+        )
+        outputs = Schema([TensorSpec(np.dtype("float64"), (-1, 2))])
+        return ModelSignature(inputs=inputs, outputs=outputs)

@@ -1,0 +1,113 @@
+"""Runtime configuration: one pydantic-settings class, read through `get_settings()`.
+
+Every field maps to an environment variable `LOANOPS_<FIELD>`; the Kubernetes ConfigMap and Secret
+use exactly these names. Nothing here touches the filesystem or MLflow: paths are computed, not created.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, computed_field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ModelFamily = Literal["logreg", "hist_gbt"]
+
+
+class Settings(BaseSettings):
+    """All loanops configuration, with embedded defaults that need no services."""
+
+    model_config = SettingsConfigDict(env_prefix="LOANOPS_", env_file=".env", extra="ignore")
+
+    env: Literal["dev", "staging", "production"] = Field(
+        default="dev", description="Deployment environment; only `dev` tolerates embedded defaults."
+    )
+    home: Path = Field(
+        default=Path(".loanops"),
+        description="Folder for embedded state: the SQLite tracking store and file artifacts.",
+    )
+    tracking_uri: str | None = Field(
+        default=None, description="MLflow tracking URI; unset means SQLite under `home`."
+    )
+
+    experiment_name: str = "loan-default"
+    promotion_experiment_name: str = Field(
+        default="loan-default-promotions",
+        description="Experiment holding one run per promotion decision: the append-only gate log.",
+    )
+    model_name: str = Field(default="loan-default", description="Registered model name.")
+    production_alias: str = "production"
+    previous_alias: str = "previous"
+
+    dataset: str = Field(default="lending_club", description="Name of the training dataset.")
+    dataset_rows: int | None = Field(
+        default=None, gt=0, description="Rows to draw, for generated datasets."
+    )
+    seed: int = 42
+
+    test_size: float = Field(default=0.2, gt=0, lt=0.5)
+    validation_size: float = Field(
+        default=0.25,
+        gt=0,
+        lt=0.5,
+        description="Share of the non-test rows held out to calibrate and pick the threshold.",
+    )
+    cv_folds: int = Field(default=5, ge=2, le=10)
+    tune_trials: int = Field(default=30, ge=1, description="Optuna trial budget.")
+    tune_timeout_seconds: float | None = Field(
+        default=None, gt=0, description="Optuna time budget; stops tuning at whichever comes first."
+    )
+    model_families: tuple[ModelFamily, ...] = ("logreg", "hist_gbt")
+    bootstrap_samples: int = Field(default=1000, ge=100)
+
+    cost_false_approve: float = Field(
+        default=5.0, gt=0, description="Cost of approving a loan that defaults (loss given default)."
+    )
+    cost_false_decline: float = Field(
+        default=1.0, gt=0, description="Cost of declining a loan that would have repaid (lost margin)."
+    )
+
+    promotion_min_auc: float = Field(default=0.65, ge=0.5, le=1.0)
+    promotion_max_ece: float = Field(default=0.05, gt=0, le=1.0)
+    promotion_auc_tolerance: float = Field(
+        default=0.01, ge=0, description="How far the challenger's AUC may fall below the champion's."
+    )
+
+    validation_min_positives: int = Field(default=50, ge=1)
+    validation_unknown_category_tolerance: float = Field(
+        default=0.001,
+        ge=0,
+        lt=1,
+        description="Share of rows per column allowed to carry a category outside the schema.",
+    )
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def mlflow_uri(self) -> str:
+        """The tracking URI in force: the configured one, or the embedded SQLite store."""
+        if self.tracking_uri:
+            return self.tracking_uri
+        return f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def artifact_location(self) -> str:
+        """Where new experiments keep artifacts when the tracking store is a local database."""
+        return (self.home / "artifacts").resolve().as_uri()
+
+    @model_validator(mode="after")
+    def _require_explicit_store_outside_dev(self) -> Settings:
+        if self.env != "dev" and not self.tracking_uri:
+            raise ValueError(
+                "LOANOPS_TRACKING_URI must be set outside dev mode; "
+                "the embedded SQLite store is for local use only"
+            )
+        return self
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()
