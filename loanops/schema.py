@@ -47,11 +47,7 @@ class Feature(BaseModel):
                 raise ValueError(f"categorical feature {self.name!r} cannot have a range")
         elif self.categories is not None:
             raise ValueError(f"numeric feature {self.name!r} cannot have categories")
-        if (
-            self.minimum is not None
-            and self.maximum is not None
-            and self.minimum > self.maximum
-        ):
+        if self.minimum is not None and self.maximum is not None and self.minimum > self.maximum:
             raise ValueError(f"feature {self.name!r} has minimum above maximum")
         return self
 

@@ -1,7 +1,8 @@
 """Runtime configuration: one pydantic-settings class, read through `get_settings()`.
 
-Every field maps to an environment variable `LOANOPS_<FIELD>`; the Kubernetes ConfigMap and Secret
-use exactly these names. Nothing here touches the filesystem or MLflow: paths are computed, not created.
+Every field maps to an environment variable `LOANOPS_<FIELD>`; the Kubernetes ConfigMap and
+Secret use exactly these names. Nothing here touches the filesystem or MLflow: paths are computed,
+not created.
 """
 
 from __future__ import annotations
@@ -63,16 +64,22 @@ class Settings(BaseSettings):
     bootstrap_samples: int = Field(default=1000, ge=100)
 
     cost_false_approve: float = Field(
-        default=5.0, gt=0, description="Cost of approving a loan that defaults (loss given default)."
+        default=5.0,
+        gt=0,
+        description="Cost of approving a loan that defaults (loss given default).",
     )
     cost_false_decline: float = Field(
-        default=1.0, gt=0, description="Cost of declining a loan that would have repaid (lost margin)."
+        default=1.0,
+        gt=0,
+        description="Cost of declining a loan that would have repaid (lost margin).",
     )
 
     promotion_min_auc: float = Field(default=0.65, ge=0.5, le=1.0)
     promotion_max_ece: float = Field(default=0.05, gt=0, le=1.0)
     promotion_auc_tolerance: float = Field(
-        default=0.01, ge=0, description="How far the challenger's AUC may fall below the champion's."
+        default=0.01,
+        ge=0,
+        description="How far the challenger's AUC may fall below the champion's.",
     )
 
     validation_min_positives: int = Field(default=50, ge=1)

@@ -13,6 +13,7 @@ import pkgutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
+from pathlib import Path
 
 import pandas as pd
 
@@ -50,6 +51,8 @@ class LoadedDataset:
     dataset: Dataset
     frame: pd.DataFrame
     sha256: str
+    source: str
+    """Where the rows came from: the dataset's own loader, or a file."""
 
     @property
     def name(self) -> str:
@@ -107,7 +110,33 @@ def load_dataset(name: str, rows: int | None = None, seed: int = 0) -> LoadedDat
         if rows is not None and rows < len(frame):
             frame = frame.sample(n=rows, random_state=seed).sort_index()
     frame = frame.reset_index(drop=True)
-    return LoadedDataset(dataset=dataset, frame=frame, sha256=frame_sha256(frame))
+    source = dataset.provenance.get("source", f"loanops.data.{name}")
+    return LoadedDataset(dataset, frame, frame_sha256(frame), source=source)
+
+
+def load_file(name: str, path: Path) -> LoadedDataset:
+    """Load rows from a CSV or Parquet file that follows the schema of dataset `name`.
+
+    Raises:
+        UnknownDatasetError: for an unknown dataset name.
+        FileNotFoundError: when the file does not exist.
+        ValueError: for a file type other than CSV or Parquet.
+    """
+    dataset = get_dataset(name)
+    frame = read_frame(path)
+    return LoadedDataset(dataset, frame, frame_sha256(frame), source=str(path.resolve()))
+
+
+def read_frame(path: Path) -> pd.DataFrame:
+    """Read a CSV or Parquet file into a frame, choosing the reader by suffix."""
+    if not path.exists():
+        raise FileNotFoundError(f"no such file: {path}")
+    suffixes = "".join(path.suffixes).lower()
+    if suffixes.endswith(".parquet") or suffixes.endswith(".pq"):
+        return pd.read_parquet(path)
+    if suffixes.endswith((".csv", ".csv.gz")):
+        return pd.read_csv(path)
+    raise ValueError(f"unsupported file type {path.name!r}: use .csv, .csv.gz or .parquet")
 
 
 def frame_sha256(frame: pd.DataFrame) -> str:

@@ -83,7 +83,9 @@ SCHEMA = FeatureSchema(
             description="Years in current employment; emp_unk when not stated.",
         ),
         _count("delinq_2yrs", "30+ days past-due incidents in the past 2 years."),
-        _count("inq_last_6mths", "Credit inquiries in the past 6 months, excluding auto and mortgage."),
+        _count(
+            "inq_last_6mths", "Credit inquiries in the past 6 months, excluding auto and mortgage."
+        ),
         Feature(
             name="revol_util",
             kind="float",

@@ -1,0 +1,332 @@
+"""The `loanops` command: run the flows and read the registry.
+
+It lives in `flows/` because it is the operator's way into the pipeline: it may import flows and
+the domain core, while `loanops/` and `serving/` never import it.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from mlflow.exceptions import MlflowException
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from loanops import registry
+from loanops.data import UnknownDatasetError, get_dataset
+from loanops.settings import Settings
+from loanops.validation import DataValidationError
+
+app = typer.Typer(
+    name="loanops",
+    help="Loan-default models: train, gate, promote and inspect them.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+models_app = typer.Typer(
+    help="Read the model registry and the promotion log.", no_args_is_help=True
+)
+app.add_typer(models_app, name="models")
+
+console = Console()
+err_console = Console(stderr=True)
+
+T = TypeVar("T")
+
+DatasetOption = Annotated[
+    str | None, typer.Option("--dataset", "-d", help="Dataset name (default: settings).")
+]
+RowsOption = Annotated[
+    int | None, typer.Option(min=1, help="Rows to draw (generated) or subsample (fixed).")
+]
+SeedOption = Annotated[int | None, typer.Option(help="Seed for split, search and model.")]
+TrialsOption = Annotated[int | None, typer.Option(min=1, help="Optuna trial budget.")]
+TimeoutOption = Annotated[
+    float | None, typer.Option("--timeout", min=1, help="Optuna time budget in seconds.")
+]
+DataOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--data",
+        exists=True,
+        dir_okay=False,
+        help="Train on this CSV or Parquet file; it must follow the dataset's schema.",
+    ),
+]
+
+
+def fail(message: str) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code=1)
+
+
+@contextmanager
+def clear_errors() -> Iterator[None]:
+    """Turn the errors a user can cause into one line and exit code 1."""
+    try:
+        yield
+    except DataValidationError as error:
+        problems = "; ".join(str(p) for p in error.problems)
+        raise fail(f"dataset {error.dataset!r} failed validation: {problems}") from None
+    except ValidationError as error:
+        details = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}"
+            for e in error.errors()
+        )
+        raise fail(f"invalid settings: {details}") from None
+    except MlflowException as error:
+        raise fail(f"MLflow: {error.message}") from None
+    except (UnknownDatasetError, FileNotFoundError, ValueError, RuntimeError) as error:
+        raise fail(str(error)) from None
+
+
+def settings() -> Settings:
+    with clear_errors():
+        return Settings()
+
+
+def run_with_status(message: str, run: Callable[[], T]) -> T:
+    with clear_errors(), console.status(message, spinner="dots"):
+        return run()
+
+
+def check_dataset(name: str | None) -> None:
+    if name is not None:
+        with clear_errors():
+            get_dataset(name)
+
+
+def training_table(result: Any) -> Table:
+    table = Table(title=f"{result.model_name} v{result.version}", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    evaluation = result.evaluation
+    rows = {
+        "dataset": f"{result.dataset} ({result.rows:,} rows, sha256 {result.dataset_sha256[:12]})",
+        "model": f"{result.family} {result.params}",
+        "cv_roc_auc": f"{result.cv_roc_auc:.4f}",
+        "test_roc_auc": (
+            f"{evaluation.roc_auc:.4f} "
+            f"(95 % CI {evaluation.roc_auc_lo:.4f} to {evaluation.roc_auc_hi:.4f})"
+        ),
+        "test KS / Brier / ECE": (
+            f"{evaluation.ks:.3f} / {evaluation.brier:.4f} / {evaluation.ece:.4f}"
+        ),
+        "threshold": (
+            f"{evaluation.threshold:.4f} (approves {evaluation.approval_rate:.1%}, "
+            f"cost {evaluation.cost_per_loan:.3f} per loan)"
+        ),
+        "MLflow run": result.run_id,
+    }
+    for key, value in rows.items():
+        table.add_row(key, value)
+    return table
+
+
+def promotion_table(result: Any) -> Table:
+    table = Table(title=f"promotion: {result.outcome}", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("challenger", f"v{result.challenger_version}")
+    table.add_row("champion", f"v{result.champion_version}" if result.champion_version else "-")
+    production = result.production_version
+    table.add_row("production now", f"v{production}" if production else "-")
+    table.add_row("reasons", "\n".join(result.reasons))
+    return table
+
+
+@app.command()
+def train(
+    dataset: DatasetOption = None,
+    rows: RowsOption = None,
+    seed: SeedOption = None,
+    trials: TrialsOption = None,
+    timeout: TimeoutOption = None,
+    data: DataOption = None,
+) -> None:
+    """Tune, train, evaluate and register a candidate model version."""
+    check_dataset(dataset)
+    from flows.train import train_flow
+
+    result = run_with_status(
+        "training…",
+        lambda: train_flow(
+            dataset=dataset,
+            rows=rows,
+            seed=seed,
+            trials=trials,
+            timeout_seconds=timeout,
+            data_path=str(data) if data else None,
+        ),
+    )
+    console.print(training_table(result))
+
+
+@app.command()
+def promote(
+    version: Annotated[
+        str | None, typer.Option(help="Challenger version (default: the newest).")
+    ] = None,
+) -> None:
+    """Gate a version against the production champion and move the aliases if it passes."""
+    from flows.promote import promote_flow
+
+    result = run_with_status("gating…", lambda: promote_flow(version=version))
+    console.print(promotion_table(result))
+
+
+@app.command()
+def retrain(
+    dataset: DatasetOption = None,
+    rows: RowsOption = None,
+    seed: SeedOption = None,
+    trials: TrialsOption = None,
+    timeout: TimeoutOption = None,
+    data: DataOption = None,
+) -> None:
+    """Train a candidate, then gate it against the champion."""
+    check_dataset(dataset)
+    from flows.retrain import retrain_flow
+
+    result = run_with_status(
+        "retraining…",
+        lambda: retrain_flow(
+            dataset=dataset,
+            rows=rows,
+            seed=seed,
+            trials=trials,
+            timeout_seconds=timeout,
+            data_path=str(data) if data else None,
+        ),
+    )
+    console.print(training_table(result.training))
+    console.print(promotion_table(result.promotion))
+
+
+@app.command()
+def demo(
+    trials: TrialsOption = None,
+) -> None:
+    """Run the whole main job on embedded defaults and say where to look."""
+    config = settings()
+    from flows.retrain import retrain_flow
+
+    result = run_with_status(
+        f"retraining on {config.dataset}…", lambda: retrain_flow(trials=trials)
+    )
+    console.print(training_table(result.training))
+    console.print(promotion_table(result.promotion))
+    console.print(where_to_look(config))
+
+
+def where_to_look(config: Settings) -> str:
+    lines = ["", "[bold]Where to look[/]"]
+    if config.tracking_uri:
+        lines.append(f"  MLflow: {config.mlflow_uri}")
+    else:
+        store = shlex.quote(config.mlflow_uri)
+        artifacts = shlex.quote(config.artifact_location)
+        lines.append(
+            f"  MLflow UI:  .venv/bin/mlflow ui --backend-store-uri {store} "
+            f"--default-artifact-root {artifacts}   → http://127.0.0.1:5000"
+        )
+    prefect_home = os.environ.get("PREFECT_HOME")
+    prefix = f"PREFECT_HOME={shlex.quote(prefect_home)} " if prefect_home else ""
+    lines.append(f"  Prefect UI: {prefix}.venv/bin/prefect server start   → http://127.0.0.1:4200")
+    lines.append("  Registry:   .venv/bin/loanops models list; .venv/bin/loanops models history")
+    return "\n".join(lines)
+
+
+@models_app.command("list")
+def list_models() -> None:
+    """Every registered version, its aliases and headline metrics."""
+    config = settings()
+    with clear_errors():
+        client = registry.connect(config)
+        versions = client.search_model_versions(f"name = '{config.model_name}'")
+        table = Table(title=config.model_name)
+        for column in ("version", "aliases", "created", "dataset", "cv AUC", "test AUC", "gate"):
+            table.add_column(column)
+        for version in sorted(versions, key=lambda v: int(v.version)):
+            metrics = client.get_run(version.run_id).data.metrics if version.run_id else {}
+            table.add_row(
+                str(version.version),
+                ", ".join(version.aliases),
+                _timestamp(version.creation_timestamp),
+                version.tags.get("loanops.dataset", "-"),
+                _metric(metrics, "cv_roc_auc"),
+                _metric(metrics, "test_roc_auc"),
+                version.tags.get("gate.outcome", "-"),
+            )
+    console.print(table)
+
+
+@models_app.command()
+def history() -> None:
+    """The promotion log, oldest first: every gate decision with both versions' metrics."""
+    config = settings()
+    with clear_errors():
+        records = registry.history(registry.connect(config), config)
+    table = Table(title=f"{config.model_name}: promotion history")
+    for column in ("when", "outcome", "challenger", "champion", "AUC (chal / champ)", "reasons"):
+        table.add_column(column)
+    for record in records:
+        champion_auc = (record.champion_metrics or {}).get("roc_auc")
+        table.add_row(
+            record.decided_at,
+            record.outcome,
+            f"v{record.challenger_version}",
+            f"v{record.champion_version}" if record.champion_version else "-",
+            f"{record.challenger_metrics['roc_auc']:.4f} / "
+            + (f"{champion_auc:.4f}" if champion_auc is not None else "-"),
+            "\n".join(record.reasons),
+        )
+    console.print(table)
+    if not records:
+        console.print("no gate decisions yet")
+
+
+@models_app.command()
+def show(version: Annotated[str, typer.Argument(help="Version number.")]) -> None:
+    """One version: lineage tags, card, and metrics."""
+    config = settings()
+    with clear_errors():
+        client = registry.connect(config)
+        model_version = client.get_model_version(config.model_name, version)
+        card = registry.model_card(client, model_version)
+        metrics = client.get_run(model_version.run_id).data.metrics if model_version.run_id else {}
+    table = Table(title=f"{config.model_name} v{version}", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("aliases", ", ".join(model_version.aliases) or "-")
+    table.add_row("run", model_version.run_id or "-")
+    for key, value in sorted(model_version.tags.items()):
+        table.add_row(key, value)
+    table.add_row("family", f"{card.family} {card.params}")
+    table.add_row("threshold", f"{card.threshold:.4f}")
+    table.add_row(
+        "cost matrix",
+        f"false approve {card.cost_false_approve}, false decline {card.cost_false_decline}",
+    )
+    for name in sorted(metrics):
+        if name.startswith(("cv_", "test_")):
+            table.add_row(name, f"{metrics[name]:.4f}")
+    console.print(table)
+
+
+def _metric(metrics: dict[str, float], name: str) -> str:
+    return f"{metrics[name]:.4f}" if name in metrics else "-"
+
+
+def _timestamp(millis: int | None) -> str:
+    if millis is None:
+        return "-"
+    return datetime.fromtimestamp(millis / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M")

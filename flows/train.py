@@ -1,0 +1,377 @@
+"""Train: load → validate → split → tune → fit and calibrate → evaluate → log → register.
+
+The first half of `retrain`. It ends with a new registered version carrying its lineage;
+whether that version serves is for the `promote` flow to decide.
+"""
+
+from __future__ import annotations
+
+import getpass
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+from mlflow import MlflowClient
+from mlflow.data.pandas_dataset import from_pandas
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+
+from loanops import registry
+from loanops.data import LoadedDataset, load_dataset, load_file
+from loanops.evaluate import (
+    CostMatrix,
+    Evaluation,
+    evaluate,
+    feature_importance,
+    plot_calibration,
+    plot_confusion,
+    plot_importance,
+    plot_precision_recall,
+    plot_roc,
+)
+from loanops.features import Splits, split_frame
+from loanops.settings import Settings
+from loanops.train import TrainedModel, fit
+from loanops.tune import TrialRecord, TuneResult, tune
+from loanops.validation import ValidationReport, validate_training_frame
+
+# Calls to the tracking server can fail transiently; computation is retried never.
+TRACKING_RETRIES: dict[str, Any] = {"retries": 3, "retry_delay_seconds": [2, 5, 15]}
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a training run produced."""
+
+    model_name: str
+    version: str
+    run_id: str
+    family: str
+    params: dict[str, Any]
+    cv_roc_auc: float
+    evaluation: Evaluation
+    dataset: str
+    dataset_sha256: str
+    rows: int
+
+
+def settings_for(**overrides: Any) -> Settings:
+    """Settings from the environment, with the flow's non-None parameters on top."""
+    return Settings(**{key: value for key, value in overrides.items() if value is not None})
+
+
+@task(cache_policy=NO_CACHE)
+def load(settings: Settings, data_path: str | None) -> LoadedDataset:
+    if data_path is not None:
+        return load_file(settings.dataset, Path(data_path))
+    return load_dataset(settings.dataset, rows=settings.dataset_rows, seed=settings.seed)
+
+
+@task(cache_policy=NO_CACHE)
+def validate(loaded: LoadedDataset, settings: Settings) -> ValidationReport:
+    report = validate_training_frame(
+        loaded.frame,
+        loaded.schema,
+        min_positives=settings.validation_min_positives,
+        unknown_category_tolerance=settings.validation_unknown_category_tolerance,
+    )
+    logger = get_run_logger()
+    for problem in report.warnings:
+        logger.warning("tolerated: %s", problem)
+    return report
+
+
+@task(cache_policy=NO_CACHE)
+def split(loaded: LoadedDataset, settings: Settings) -> Splits:
+    return split_frame(
+        loaded.frame,
+        loaded.schema,
+        test_size=settings.test_size,
+        validation_size=settings.validation_size,
+        seed=settings.seed,
+    )
+
+
+@task(cache_policy=NO_CACHE, **TRACKING_RETRIES)
+def start_run(
+    settings: Settings, loaded: LoadedDataset, report: ValidationReport, splits: Splits
+) -> str:
+    """Open the parent MLflow run and record the data lineage and configuration."""
+    client = registry.connect(settings)
+    experiment_id = registry.ensure_experiment(client, settings.experiment_name, settings)
+    run = client.create_run(
+        experiment_id,
+        run_name=f"train-{settings.dataset}",
+        tags=lineage_tags(loaded, report.rows),
+    )
+    run_id = run.info.run_id
+    client.log_batch(
+        run_id,
+        params=[
+            mlflow.entities.Param(key, str(value))
+            for key, value in {
+                "dataset": settings.dataset,
+                "dataset_rows": report.rows,
+                "seed": settings.seed,
+                "cv_folds": settings.cv_folds,
+                "tune_trials": settings.tune_trials,
+                "tune_timeout_seconds": settings.tune_timeout_seconds,
+                "model_families": ",".join(settings.model_families),
+                "cost_false_approve": settings.cost_false_approve,
+                "cost_false_decline": settings.cost_false_decline,
+                "train_rows": len(splits.train),
+                "validation_rows": len(splits.validation),
+                "test_rows": len(splits.test),
+            }.items()
+        ],
+        metrics=[
+            mlflow.entities.Metric("data_default_rate", report.default_rate, 0, 0),
+            mlflow.entities.Metric("data_rows", report.rows, 0, 0),
+        ],
+    )
+    target = loaded.schema.target.name
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_input(
+            from_pandas(loaded.frame, name=loaded.name, targets=target),
+            context="training",
+        )
+    return run_id
+
+
+def lineage_tags(loaded: LoadedDataset, rows: int) -> dict[str, str]:
+    flow_run_id = flow_run.get_id()
+    return {
+        "loanops.dataset": loaded.name,
+        "loanops.dataset_sha256": loaded.sha256,
+        "loanops.data_source": loaded.source,
+        "loanops.git_commit": registry.git_commit(),
+        "loanops.prefect_flow_run_id": str(flow_run_id) if flow_run_id else "",
+        "loanops.training_rows": str(rows),
+        "loanops.trained_by": getpass.getuser(),
+    }
+
+
+def _log_trial(client: MlflowClient, experiment_id: str, parent_run_id: str) -> Any:
+    def log(record: TrialRecord) -> None:
+        run = client.create_run(
+            experiment_id,
+            run_name=f"trial-{record.number:03d}-{record.family}",
+            tags={"mlflow.parentRunId": parent_run_id, "loanops.trial_state": record.state},
+        )
+        client.log_batch(
+            run.info.run_id,
+            params=[mlflow.entities.Param("family", record.family)]
+            + [mlflow.entities.Param(k, str(v)) for k, v in record.params.items()],
+            metrics=[
+                mlflow.entities.Metric("fold_roc_auc", auc, 0, step)
+                for step, auc in enumerate(record.fold_aucs)
+            ]
+            + (
+                [mlflow.entities.Metric("cv_roc_auc", record.cv_roc_auc, 0, 0)]
+                if record.state == "COMPLETE" and record.cv_roc_auc is not None
+                else []
+            ),
+        )
+        status = "FINISHED" if record.state == "COMPLETE" else "KILLED"
+        client.set_terminated(run.info.run_id, status=status)
+
+    return log
+
+
+@task(cache_policy=NO_CACHE)
+def tune_models(
+    splits: Splits, loaded: LoadedDataset, settings: Settings, run_id: str
+) -> TuneResult:
+    """Optuna search, one MLflow child run per trial under the parent run."""
+    client = registry.connect(settings)
+    experiment_id = client.get_run(run_id).info.experiment_id
+    development = splits.development
+    result = tune(
+        development.X,
+        development.y,
+        loaded.schema,
+        families=settings.model_families,
+        n_trials=settings.tune_trials,
+        timeout_seconds=settings.tune_timeout_seconds,
+        folds=settings.cv_folds,
+        seed=settings.seed,
+        on_trial=_log_trial(client, experiment_id, run_id),
+    )
+    client.log_batch(
+        run_id,
+        params=[mlflow.entities.Param("best_family", result.family)]
+        + [mlflow.entities.Param(f"best_{k}", str(v)) for k, v in result.params.items()],
+        metrics=[
+            mlflow.entities.Metric("cv_roc_auc", result.cv_roc_auc, 0, 0),
+            mlflow.entities.Metric("cv_roc_auc_std", result.cv_roc_auc_std, 0, 0),
+            mlflow.entities.Metric("trials_complete", result.n_complete, 0, 0),
+            mlflow.entities.Metric("trials_pruned", result.n_pruned, 0, 0),
+        ],
+    )
+    get_run_logger().info(
+        "best: %s %s, CV ROC AUC %.4f ± %.4f (%d complete, %d pruned)",
+        result.family,
+        result.params,
+        result.cv_roc_auc,
+        result.cv_roc_auc_std,
+        result.n_complete,
+        result.n_pruned,
+    )
+    return result
+
+
+def cost_matrix(settings: Settings) -> CostMatrix:
+    return CostMatrix(
+        false_approve=settings.cost_false_approve, false_decline=settings.cost_false_decline
+    )
+
+
+@task(cache_policy=NO_CACHE)
+def fit_calibrated(
+    splits: Splits, loaded: LoadedDataset, best: TuneResult, settings: Settings
+) -> TrainedModel:
+    """Fit the best configuration, calibrate it and choose its threshold."""
+    return fit(
+        loaded.schema,
+        best.family,
+        best.params,
+        splits.train,
+        splits.validation,
+        cost_matrix(settings),
+        settings.seed,
+    )
+
+
+@task(cache_policy=NO_CACHE, **TRACKING_RETRIES)
+def evaluate_on_test(
+    trained: TrainedModel, splits: Splits, settings: Settings, run_id: str
+) -> Evaluation:
+    """Score the test split, log the metrics and the plots."""
+    p = trained.predict_pd(splits.test.X)
+    y = splits.test.y
+    evaluation = evaluate(
+        y,
+        p,
+        threshold=trained.threshold,
+        costs=cost_matrix(settings),
+        bootstrap_samples=settings.bootstrap_samples,
+        seed=settings.seed,
+    )
+    client = registry.connect(settings)
+    client.log_batch(
+        run_id,
+        metrics=[
+            mlflow.entities.Metric(name, value, 0, 0)
+            for name, value in {
+                **evaluation.as_metrics(),
+                "threshold": trained.threshold,
+                "bayes_threshold": cost_matrix(settings).bayes_threshold,
+            }.items()
+        ],
+    )
+    importance = feature_importance(trained.model, splits.test.X, y, seed=settings.seed)
+    figures = {
+        "plots/roc.png": plot_roc(y, p),
+        "plots/precision_recall.png": plot_precision_recall(y, p),
+        "plots/calibration.png": plot_calibration(y, p),
+        "plots/confusion_matrix.png": plot_confusion(y, p, trained.threshold),
+        "plots/feature_importance.png": plot_importance(importance),
+    }
+    for path, figure in figures.items():
+        client.log_figure(run_id, figure, path)
+    client.log_dict(run_id, importance.round(6).to_dict(), "feature_importance.json")
+    return evaluation
+
+
+@task(cache_policy=NO_CACHE, **TRACKING_RETRIES)
+def log_and_register(
+    trained: TrainedModel,
+    splits: Splits,
+    loaded: LoadedDataset,
+    settings: Settings,
+    run_id: str,
+) -> str:
+    """Log the model with its card and frozen gate data, then register a new version."""
+    schema = loaded.schema
+    card = registry.ModelCard(
+        threshold=trained.threshold,
+        family=trained.family,
+        params=trained.params,
+        dataset=loaded.name,
+        dataset_sha256=loaded.sha256,
+        cost_false_approve=settings.cost_false_approve,
+        cost_false_decline=settings.cost_false_decline,
+        feature_schema=schema.model_dump(mode="json"),
+    )
+    model_uri = registry.log_model(run_id, trained.model, schema, splits.train.X.head(5), card)
+    client = registry.connect(settings)
+    labels = np.where(splits.test.y == 1, schema.target.positive, schema.target.negative)
+    gate_frame = splits.test.X.assign(**{schema.target.name: labels})
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(registry.GATE_DATA_ARTIFACT).name
+        gate_frame.to_parquet(path, index=False)
+        client.log_artifact(run_id, str(path), str(Path(registry.GATE_DATA_ARTIFACT).parent))
+    tags = client.get_run(run_id).data.tags
+    lineage = {key: value for key, value in tags.items() if key.startswith("loanops.")}
+    version = registry.register_version(
+        client, settings.model_name, model_uri, run_id, {**lineage, "loanops.run_id": run_id}
+    )
+    client.set_terminated(run_id)
+    get_run_logger().info("registered %s v%s", settings.model_name, version.version)
+    return str(version.version)
+
+
+@flow(name="train")
+def train_flow(
+    dataset: str | None = None,
+    rows: int | None = None,
+    seed: int | None = None,
+    trials: int | None = None,
+    timeout_seconds: float | None = None,
+    data_path: str | None = None,
+) -> TrainResult:
+    """Train, evaluate and register a new candidate model version.
+
+    Args:
+        dataset: dataset name (default: settings).
+        rows: rows to draw or subsample.
+        seed: seed for the split, the search and the model.
+        trials: Optuna trial budget.
+        timeout_seconds: Optuna time budget.
+        data_path: train on this CSV or Parquet file, which must follow the dataset's schema.
+    """
+    settings = settings_for(
+        dataset=dataset,
+        dataset_rows=rows,
+        seed=seed,
+        tune_trials=trials,
+        tune_timeout_seconds=timeout_seconds,
+    )
+    loaded = load(settings, data_path)
+    report = validate(loaded, settings)
+    splits = split(loaded, settings)
+    run_id = start_run(settings, loaded, report, splits)
+    try:
+        best = tune_models(splits, loaded, settings, run_id)
+        trained = fit_calibrated(splits, loaded, best, settings)
+        evaluation = evaluate_on_test(trained, splits, settings, run_id)
+        version = log_and_register(trained, splits, loaded, settings, run_id)
+    except BaseException:
+        registry.connect(settings).set_terminated(run_id, status="FAILED")
+        raise
+    return TrainResult(
+        model_name=settings.model_name,
+        version=version,
+        run_id=run_id,
+        family=best.family,
+        params=best.params,
+        cv_roc_auc=best.cv_roc_auc,
+        evaluation=evaluation,
+        dataset=loaded.name,
+        dataset_sha256=loaded.sha256,
+        rows=report.rows,
+    )

@@ -1,0 +1,1021 @@
+"""A synthetic LendingClub-like loan book with a known ground truth and injectable drift.
+
+A latent creditworthiness z ~ N(0, 1), which no model sees, drives the correlations among the
+features. The probability of default is an explicit logistic function of the observed features
+plus independent noise, so `pd_true` is known and every drift scenario has a testable meaning.
+Grades come from fixed score cut-offs computed once on a no-drift reference draw, so a riskier
+applicant pool gets a riskier grade mix. The design and its calibration to the real LendingClub
+extract are in DATA-NOTES ("Synthetic LendingClub-like generator").
+
+Generation is vectorised numpy in chunks seeded by `SeedSequence(seed).spawn(k)`: the output is
+deterministic for a given (seed, chunk_rows), and `write_parquet` keeps memory flat. Each variable
+draws from its own stream, so a drifted frame is a paired counterfactual of the undrifted one with
+the same seed: rows before the drift starts are identical.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass
+from functools import cache
+from pathlib import Path
+from types import MappingProxyType
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from loanops.data import Dataset
+from loanops.schema import Feature, FeatureSchema, Target
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+RampKind = Literal["step", "linear"]
+
+GENERATOR_VERSION = "1.0.0"
+"""Bump whenever a change alters the rows drawn for a given (rows, seed, drift, chunk_rows)."""
+
+DEFAULT_ROWS = 100_000
+DEFAULT_CHUNK_ROWS = 250_000
+LABEL_DELAY_MONTHS = 12
+"""`default` is observed this many months after `issue_d` (the performance window)."""
+
+BASE_DEFAULT_RATE = 0.082
+EMP_NULL_RATE = 0.08
+"""Share of rows with no `emp_length` before any drift."""
+
+TERMS = ("36", "60")
+GRADES = tuple("ABCDEFG")
+SUB_GRADES = tuple(f"{grade}{step}" for grade in GRADES for step in range(1, 6))
+REFERENCE_GRADE_MIX: Mapping[str, float] = MappingProxyType(
+    {"A": 0.20, "B": 0.30, "C": 0.27, "D": 0.13, "E": 0.065, "F": 0.027, "G": 0.008}
+)
+"""Grade shares on the no-drift reference draw, which fix the underwriting cut-offs."""
+
+# Shares of the stated lengths in the real 2016Q1 extract (emp_unk excluded; nulls drawn apart).
+_EMP_WEIGHTS: Mapping[str, float] = MappingProxyType(
+    {
+        "< 1 year": 0.0744,
+        "1 year": 0.0589,
+        "2 years": 0.0906,
+        "3 years": 0.0780,
+        "4 years": 0.0584,
+        "5 years": 0.0601,
+        "6 years": 0.0396,
+        "7 years": 0.0339,
+        "8 years": 0.0477,
+        "9 years": 0.0428,
+        "10+ years": 0.3502,
+    }
+)
+EMP_LENGTHS = tuple(_EMP_WEIGHTS)
+
+HOME_OWNERSHIPS = ("MORTGAGE", "RENT", "OWN")
+VERIFICATION_STATUSES = ("Not Verified", "Source Verified", "Verified")
+_VERIFICATION_WEIGHTS = (0.348, 0.380, 0.272)
+
+_PURPOSE_WEIGHTS: Mapping[str, float] = MappingProxyType(
+    {
+        "debt_consolidation": 0.51,
+        "credit_card": 0.23,
+        "other": 0.09,
+        "home_improvement": 0.07,
+        "major_purchase": 0.028,
+        "small_business": 0.015,
+        "car": 0.015,
+        "medical": 0.014,
+        "moving": 0.009,
+        "vacation": 0.010,
+        "house": 0.009,
+    }
+)
+PURPOSES = tuple(_PURPOSE_WEIGHTS)
+_PURPOSE_EFFECTS: Mapping[str, float] = MappingProxyType(
+    {
+        "small_business": 0.6,
+        "moving": 0.3,
+        "medical": 0.25,
+        "other": 0.2,
+        "debt_consolidation": 0.1,
+        "credit_card": -0.1,
+        "home_improvement": -0.1,
+        "car": -0.2,
+    }
+)
+
+# Shares in the real 2016Q1 extract. LendingClub did not lend in Iowa; IA gets the smallest
+# observed share so that the vocabulary covers all 50 states and DC.
+_STATE_WEIGHTS: Mapping[str, float] = MappingProxyType(
+    {
+        "CA": 0.1343, "TX": 0.0913, "NY": 0.0778, "FL": 0.0742, "IL": 0.0427, "NJ": 0.0354,
+        "OH": 0.0333, "GA": 0.0325, "PA": 0.0303, "NC": 0.0296, "VA": 0.0295, "MI": 0.0265,
+        "AZ": 0.0226, "MA": 0.0222, "MD": 0.0213, "WA": 0.0203, "CO": 0.0178, "IN": 0.0177,
+        "TN": 0.0171, "MN": 0.0170, "MO": 0.0158, "WI": 0.0147, "CT": 0.0145, "NV": 0.0133,
+        "OR": 0.0125, "LA": 0.0121, "AL": 0.0117, "SC": 0.0111, "KY": 0.0108, "OK": 0.0089,
+        "KS": 0.0085, "AR": 0.0082, "NM": 0.0079, "MS": 0.0064, "UT": 0.0056, "NH": 0.0053,
+        "HI": 0.0052, "RI": 0.0045, "ME": 0.0037, "NE": 0.0037, "WV": 0.0031, "DE": 0.0027,
+        "AK": 0.0026, "ND": 0.0025, "ID": 0.0021, "MT": 0.0021, "DC": 0.0019, "WY": 0.0018,
+        "SD": 0.0017, "VT": 0.0016, "IA": 0.0016,
+    }
+)  # fmt: skip
+ADDR_STATES = tuple(sorted(_STATE_WEIGHTS))
+
+# Ground-truth default model (DATA-NOTES). The intercept was found by bisection with
+# `_solve_intercept(BASE_DEFAULT_RATE)`, the mean pd_true over 1M no-drift rows (seed 20160101),
+# which gives -3.3398; tests/unit/test_synthetic.py re-solves it on a smaller draw.
+_INTERCEPT = -3.34
+_DTI_COEF = 0.02
+_LOGIT_NOISE_SD = 0.3
+# E[sigmoid(eta + N(0, s^2))] ~= sigmoid(eta / sqrt(1 + pi s^2 / 8)) (probit approximation).
+_MARGINAL_SCALE = 1.0 / math.sqrt(1.0 + math.pi * _LOGIT_NOISE_SD**2 / 8.0)
+
+# Multinomial logit for home ownership against RENT, in (ln income - 11.1) and z; intercepts
+# solved so that the no-drift mix is MORTGAGE .456, RENT .403, OWN .141.
+_HOME_MORTGAGE = (0.13, 1.2, 0.3)
+_HOME_OWN = (-0.98, 0.5, 0.1)
+
+_REFERENCE_ROWS = 400_000
+_REFERENCE_SEED = 20160101
+_MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+
+# One independent stream per draw: a knob that changes one variable's draws (a Poisson rate, say)
+# then leaves every other draw untouched, and the first rows of a chunk do not depend on its size.
+# Append new names; never reorder.
+_STREAMS = (
+    "time",
+    "z",
+    "income",
+    "loan",
+    "term",
+    "fico",
+    "dti",
+    "revol",
+    "delinq",
+    "inq",
+    "pub_rec",
+    "open_acc",
+    "total_acc",
+    "home",
+    "verification",
+    "purpose",
+    "purpose_other",
+    "state",
+    "emp",
+    "emp_code",
+    "grade",
+    "rate",
+    "default_noise",
+    "default",
+)
+
+
+def _count(name: str, description: str, maximum: float) -> Feature:
+    return Feature(name=name, kind="int", description=description, minimum=0, maximum=maximum)
+
+
+def _category(name: str, categories: tuple[str, ...], description: str) -> Feature:
+    return Feature(name=name, kind="category", categories=categories, description=description)
+
+
+SCHEMA = FeatureSchema(
+    name="synthetic",
+    target=Target(name="default", positive=1, negative=0),
+    features=(
+        Feature(
+            name="loan_amnt",
+            kind="int",
+            minimum=1_000,
+            maximum=40_000,
+            description="Amount applied for, in USD, a multiple of 25.",
+        ),
+        _category("term", TERMS, "Loan term in months."),
+        Feature(
+            name="int_rate",
+            kind="float",
+            minimum=5,
+            maximum=31,
+            description="Interest rate, in percent, set by the lender from the sub-grade.",
+        ),
+        Feature(
+            name="installment",
+            kind="float",
+            minimum=0,
+            maximum=2_500,
+            description="Monthly payment, in USD, of the fully amortising loan.",
+        ),
+        _category("grade", GRADES, "Lender-assigned risk grade, A (safest) to G."),
+        _category("sub_grade", SUB_GRADES, "Lender-assigned risk sub-grade, A1 (safest) to G5."),
+        Feature(
+            name="emp_length",
+            kind="category",
+            categories=EMP_LENGTHS,
+            nullable=True,
+            description="Years in current employment; null when not stated.",
+        ),
+        _category(
+            "home_ownership", HOME_OWNERSHIPS, "Home ownership status given by the borrower."
+        ),
+        Feature(
+            name="annual_inc",
+            kind="float",
+            minimum=0,
+            maximum=10_000_000,
+            description="Self-reported annual income, in USD.",
+        ),
+        _category(
+            "verification_status",
+            VERIFICATION_STATUSES,
+            "Whether the lender verified the income, or its source.",
+        ),
+        _category("purpose", PURPOSES, "Purpose of the loan given by the borrower."),
+        _category(
+            "addr_state", ADDR_STATES, "Borrower's state, two-letter code (50 states and DC)."
+        ),
+        Feature(
+            name="dti",
+            kind="float",
+            minimum=0,
+            maximum=100,
+            description="Monthly debt payments, excluding mortgage and this loan, over monthly "
+            "income, in percent.",
+        ),
+        Feature(
+            name="fico_range_low",
+            kind="int",
+            minimum=660,
+            maximum=845,
+            description="Lower bound of the borrower's FICO range at origination, a multiple of 5; "
+            "660 is the lender's floor.",
+        ),
+        Feature(
+            name="revol_util",
+            kind="float",
+            minimum=0,
+            maximum=150,
+            description="Revolving line utilisation, in percent of available credit.",
+        ),
+        _count("delinq_2yrs", "30+ days past-due incidents in the past 2 years.", 50),
+        _count(
+            "inq_last_6mths",
+            "Credit inquiries in the past 6 months, excluding auto and mortgage.",
+            50,
+        ),
+        _count("pub_rec", "Derogatory public records.", 50),
+        _count("open_acc", "Open credit lines in the borrower's credit file.", 100),
+        _count("total_acc", "Credit lines ever opened in the borrower's credit file.", 200),
+    ),
+)
+"""The model inputs. The frame also carries `id`, `issue_d`, `label_available_d` and `pd_true`."""
+
+COLUMNS = ("id", "issue_d", "label_available_d", *SCHEMA.feature_names, "default", "pd_true")
+
+
+@dataclass(frozen=True)
+class Drift:
+    """Drift injected into the generated loans, ramped in over issue-date position t in [0, 1].
+
+    Each knob is applied with weight λ(t): 0 before `start`, then 1 (`ramp="step"`) or rising
+    linearly to 1 at the last row (`ramp="linear"`). `Drift()` is no drift.
+
+    Attributes:
+        z_shift: added to the latent creditworthiness z, so FICO, income, dti, utilisation and
+            inquiries move together; P(default | X) is unchanged (covariate shift).
+        fico_shift: added to the reported FICO only; risk follows the true score (score
+            inflation, a concept drift).
+        macro_logit: added to every loan's default logit (a recession; X unchanged).
+        dti_coef_mult: multiplies the dti coefficient of the default logit (concept drift).
+        emp_null_drift: target share of null `emp_length` (the no-drift share is 0.08).
+        income_mult: multiplies the reported annual income only (a univariate drift; risk and
+            loan amounts follow the true income).
+        dti_shift: added to dti, in percentage points; risk and grade follow the shifted dti.
+        small_biz_mult: multiplies the odds of the small_business purpose (a channel-mix change).
+        ramp: how λ(t) rises after `start`.
+        start: position t0 in [0, 1] at which the drift begins.
+    """
+
+    z_shift: float = 0.0
+    fico_shift: float = 0.0
+    macro_logit: float = 0.0
+    dti_coef_mult: float = 1.0
+    emp_null_drift: float = EMP_NULL_RATE
+    income_mult: float = 1.0
+    dti_shift: float = 0.0
+    small_biz_mult: float = 1.0
+    ramp: RampKind = "step"
+    start: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name in (
+            "z_shift",
+            "fico_shift",
+            "macro_logit",
+            "dti_coef_mult",
+            "emp_null_drift",
+            "income_mult",
+            "dti_shift",
+            "small_biz_mult",
+            "start",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise ValueError(f"Drift.{name} must be a number, got {value!r}")
+            if not math.isfinite(value):
+                raise ValueError(f"Drift.{name} must be finite, got {value!r}")
+        if not 0.0 <= self.emp_null_drift <= 1.0:
+            raise ValueError(
+                f"Drift.emp_null_drift is a null rate in [0, 1], got {self.emp_null_drift}"
+            )
+        if not 0.0 <= self.start <= 1.0:
+            raise ValueError(f"Drift.start is a position in [0, 1], got {self.start}")
+        if self.dti_coef_mult < 0:
+            raise ValueError(f"Drift.dti_coef_mult must be >= 0, got {self.dti_coef_mult}")
+        if not 0.0 < self.income_mult <= 5.0:
+            raise ValueError(f"Drift.income_mult must be in (0, 5], got {self.income_mult}")
+        if self.small_biz_mult < 0:
+            raise ValueError(f"Drift.small_biz_mult must be >= 0, got {self.small_biz_mult}")
+        if self.ramp not in ("step", "linear"):
+            raise ValueError(f"Drift.ramp must be 'step' or 'linear', got {self.ramp!r}")
+
+    @property
+    def is_active(self) -> bool:
+        """Whether any knob differs from no drift (and the drift starts before the end)."""
+        neutral = Drift(ramp=self.ramp, start=self.start)
+        return self != neutral and self.start < 1.0
+
+    def weight(self, t: FloatArray) -> FloatArray:
+        """The ramp λ(t) in [0, 1] at positions `t`.
+
+        Args:
+            t: issue-date positions in [0, 1].
+
+        Returns:
+            λ(t), an array shaped like `t`.
+        """
+        t = np.asarray(t, dtype=np.float64)
+        if self.ramp == "step":
+            return (t >= self.start).astype(np.float64)
+        if self.start >= 1.0:
+            return np.zeros_like(t)
+        return np.clip((t - self.start) / (1.0 - self.start), 0.0, 1.0)
+
+    @classmethod
+    def covariate_shift(cls, *, ramp: RampKind = "step", start: float = 0.5) -> Drift:
+        """A riskier applicant pool (z_shift = -0.5); P(default | X) is unchanged."""
+        return cls(z_shift=-0.5, ramp=ramp, start=start)
+
+    @classmethod
+    def score_inflation(cls, *, ramp: RampKind = "step", start: float = 0.5) -> Drift:
+        """Reported FICO rises by 30 points while risk does not."""
+        return cls(fico_shift=30.0, ramp=ramp, start=start)
+
+    @classmethod
+    def macro_shock(cls, *, ramp: RampKind = "step", start: float = 0.5) -> Drift:
+        """A recession: +0.8 on every default logit, features unchanged."""
+        return cls(macro_logit=0.8, ramp=ramp, start=start)
+
+    @classmethod
+    def coefficient_change(cls, *, ramp: RampKind = "step", start: float = 0.5) -> Drift:
+        """dti matters four times as much to default; features unchanged."""
+        return cls(dti_coef_mult=4.0, ramp=ramp, start=start)
+
+    @classmethod
+    def missingness_spike(cls, *, ramp: RampKind = "step", start: float = 0.5) -> Drift:
+        """The `emp_length` null rate rises from 8 % to 40 %."""
+        return cls(emp_null_drift=0.40, ramp=ramp, start=start)
+
+    @classmethod
+    def preset(cls, name: str, *, ramp: RampKind = "step", start: float = 0.5) -> Drift:
+        """A named drift scenario, one of `PRESETS`.
+
+        Args:
+            name: the scenario, e.g. "macro_shock".
+            ramp: how the drift rises after `start`.
+            start: position t0 in [0, 1] at which the drift begins.
+
+        Raises:
+            ValueError: for an unknown name.
+        """
+        if name not in _PRESET_FACTORIES:
+            raise ValueError(f"unknown drift preset {name!r}; choose one of: {', '.join(PRESETS)}")
+        return _PRESET_FACTORIES[name](ramp=ramp, start=start)
+
+
+_PRESET_FACTORIES: Mapping[str, Callable[..., Drift]] = MappingProxyType(
+    {
+        "covariate_shift": Drift.covariate_shift,
+        "score_inflation": Drift.score_inflation,
+        "macro_shock": Drift.macro_shock,
+        "coefficient_change": Drift.coefficient_change,
+        "missingness_spike": Drift.missingness_spike,
+    }
+)
+PRESETS = tuple(_PRESET_FACTORIES)
+"""Names of the drift scenarios in DATA-NOTES, for `Drift.preset`."""
+
+
+def _cumulative(weights: Mapping[str, float] | tuple[float, ...]) -> FloatArray:
+    values = np.asarray(list(weights.values()) if isinstance(weights, Mapping) else weights)
+    cumulative = np.cumsum(values) / values.sum()
+    cumulative[-1] = 1.0
+    return cumulative
+
+
+def _categorical(rng: np.random.Generator, cumulative: FloatArray, n: int) -> IntArray:
+    return np.searchsorted(cumulative, rng.random(n), side="right").astype(np.int64)
+
+
+def _sigmoid(x: FloatArray) -> FloatArray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def _round_to(x: FloatArray, step: float) -> FloatArray:
+    return np.round(x / step) * step
+
+
+def _purpose_effects() -> FloatArray:
+    return np.array([_PURPOSE_EFFECTS.get(p, 0.0) for p in PURPOSES])
+
+
+def _logit(
+    *,
+    fico: FloatArray,
+    dti: FloatArray,
+    term60: FloatArray,
+    inq: FloatArray,
+    delinq: FloatArray,
+    pub_rec: FloatArray,
+    loan: FloatArray,
+    income: FloatArray,
+    revol: FloatArray,
+    rent: FloatArray,
+    mortgage: FloatArray,
+    verified: FloatArray,
+    purpose_effect: FloatArray,
+    dti_coef: float | FloatArray = _DTI_COEF,
+) -> FloatArray:
+    """The ground-truth default logit without its noise term (DATA-NOTES)."""
+    return (
+        _INTERCEPT
+        - 0.018 * (fico - 700.0)
+        + dti_coef * (dti - 18.0)
+        + 0.45 * term60
+        + 0.12 * inq
+        + 0.15 * delinq
+        + 0.25 * pub_rec
+        + 0.35 * np.log(10.0 * loan / income)
+        + 0.005 * (revol - 50.0)
+        + 0.25 * rent
+        - 0.10 * mortgage
+        + 0.15 * verified
+        + purpose_effect
+    )
+
+
+def _marginal_pd(eta: FloatArray) -> FloatArray:
+    """P(default) given the noise-free logit, the independent N(0, 0.3²) noise integrated out."""
+    return _sigmoid(eta * _MARGINAL_SCALE)
+
+
+def _risk_score(
+    fico: FloatArray, dti: FloatArray, inq: FloatArray, term60: FloatArray, noise: FloatArray
+) -> FloatArray:
+    """The lender's underwriting score: higher is riskier."""
+    return -(fico - 700.0) / 35.0 + 0.03 * (dti - 18.0) + 0.15 * inq + 0.2 * term60 + 0.6 * noise
+
+
+def _applicants(
+    n: int, lam: FloatArray, drift: Drift, rng: Mapping[str, np.random.Generator]
+) -> dict[str, npt.NDArray[np.generic]]:
+    """Draw the applicants' features (everything before underwriting) as numpy columns."""
+    z = rng["z"].standard_normal(n) + lam * drift.z_shift
+
+    log_inc = 11.1 + 0.1 * z + 0.55 * rng["income"].standard_normal(n)
+    income = np.clip(_round_to(np.exp(log_inc), 100.0), 4_000.0, 2_000_000.0)
+    loan_mean = 9.45 + 0.45 * (log_inc - 11.1)
+    loan = np.clip(
+        _round_to(np.exp(loan_mean + 0.6 * rng["loan"].standard_normal(n)), 25.0), 1_000.0, 40_000.0
+    )
+    term60 = rng["term"].random(n) < _sigmoid(-0.8 + 1.2 * (np.log(loan) - 9.6))
+
+    fico_true = np.clip(
+        _round_to(700.0 + 35.0 * z + 12.0 * rng["fico"].standard_normal(n), 5.0), 660.0, 845.0
+    )
+    fico = np.clip(_round_to(fico_true + lam * drift.fico_shift, 5.0), 660.0, 845.0)
+    dti = np.clip(
+        np.round(rng["dti"].gamma(4.0, 4.7, n) - 2.0 * z + lam * drift.dti_shift, 2), 0.0, 60.0
+    )
+    revol = np.clip(np.round(100.0 * rng["revol"].beta(2.0, 2.2, n) - 8.0 * z, 1), 0.0, 150.0)
+    delinq = rng["delinq"].poisson(np.exp(-1.7 - 0.4 * z))
+    inq = rng["inq"].poisson(np.exp(-0.6 - 0.3 * z))
+    pub_rec = rng["pub_rec"].poisson(0.12, n)
+    open_acc = 1 + rng["open_acc"].poisson(10.5, n)
+    total_acc = open_acc + rng["total_acc"].poisson(11.0, n)
+
+    centred_inc = log_inc - 11.1
+    mortgage_odds = np.exp(
+        _HOME_MORTGAGE[0] + _HOME_MORTGAGE[1] * centred_inc + _HOME_MORTGAGE[2] * z
+    )
+    own_odds = np.exp(_HOME_OWN[0] + _HOME_OWN[1] * centred_inc + _HOME_OWN[2] * z)
+    total_odds = 1.0 + mortgage_odds + own_odds
+    u = rng["home"].random(n)
+    home = np.where(
+        u < mortgage_odds / total_odds, 0, np.where(u < (mortgage_odds + 1.0) / total_odds, 1, 2)
+    )
+
+    verification = _categorical(rng["verification"], _cumulative(_VERIFICATION_WEIGHTS), n)
+
+    # small_business first with its (possibly drifted) probability, otherwise another purpose.
+    small_biz = PURPOSES.index("small_business")
+    base_share = _PURPOSE_WEIGHTS["small_business"]
+    odds = base_share / (1.0 - base_share) * (1.0 + lam * (drift.small_biz_mult - 1.0))
+    others = {p: w for p, w in _PURPOSE_WEIGHTS.items() if p != "small_business"}
+    other_codes = np.array([PURPOSES.index(p) for p in others])
+    is_small_biz = rng["purpose"].random(n) < odds / (1.0 + odds)
+    other = other_codes[_categorical(rng["purpose_other"], _cumulative(others), n)]
+    purpose = np.where(is_small_biz, small_biz, other)
+
+    state = _categorical(
+        rng["state"], _cumulative(tuple(_STATE_WEIGHTS[s] for s in ADDR_STATES)), n
+    )
+
+    null_rate = EMP_NULL_RATE + lam * (drift.emp_null_drift - EMP_NULL_RATE)
+    emp_null = rng["emp"].random(n) < null_rate
+    emp = np.where(emp_null, -1, _categorical(rng["emp_code"], _cumulative(_EMP_WEIGHTS), n))
+
+    return {
+        "loan": loan,
+        "term60": term60,
+        "income_true": income,
+        "income": np.round(income * (1.0 + lam * (drift.income_mult - 1.0)), 2),
+        "fico_true": fico_true,
+        "fico": fico,
+        "dti": dti,
+        "revol": revol,
+        "delinq": delinq,
+        "inq": inq,
+        "pub_rec": pub_rec,
+        "open_acc": open_acc,
+        "total_acc": total_acc,
+        "home": home,
+        "verification": verification,
+        "purpose": purpose,
+        "state": state,
+        "emp": emp,
+    }
+
+
+def _streams(seed_sequence: np.random.SeedSequence) -> dict[str, np.random.Generator]:
+    children = seed_sequence.spawn(len(_STREAMS))
+    return {
+        name: np.random.default_rng(child) for name, child in zip(_STREAMS, children, strict=True)
+    }
+
+
+def _as_float(x: npt.NDArray[np.generic]) -> FloatArray:
+    return np.asarray(x, dtype=np.float64)
+
+
+def _ground_truth_eta(
+    a: Mapping[str, npt.NDArray[np.generic]], dti_coef: float | FloatArray
+) -> FloatArray:
+    """The noise-free default logit of drawn applicants, from their true features."""
+    home = a["home"]
+    return _logit(
+        fico=_as_float(a["fico_true"]),
+        dti=_as_float(a["dti"]),
+        term60=_as_float(a["term60"]),
+        inq=_as_float(a["inq"]),
+        delinq=_as_float(a["delinq"]),
+        pub_rec=_as_float(a["pub_rec"]),
+        loan=_as_float(a["loan"]),
+        income=_as_float(a["income_true"]),
+        revol=_as_float(a["revol"]),
+        rent=_as_float(home == 1),
+        mortgage=_as_float(home == 0),
+        verified=_as_float(a["verification"] == 2),
+        purpose_effect=_purpose_effects()[np.asarray(a["purpose"], dtype=np.int64)],
+        dti_coef=dti_coef,
+    )
+
+
+def _reference_applicants() -> tuple[dict[str, npt.NDArray[np.generic]], FloatArray]:
+    """A no-drift draw and its underwriting scores, for cut-offs and calibration."""
+    rng = _streams(np.random.SeedSequence(_REFERENCE_SEED))
+    n = _REFERENCE_ROWS
+    lam = np.zeros(n)
+    applicants = _applicants(n, lam, Drift(), rng)
+    score = _risk_score(
+        _as_float(applicants["fico"]),
+        _as_float(applicants["dti"]),
+        _as_float(applicants["inq"]),
+        _as_float(applicants["term60"]),
+        rng["grade"].standard_normal(n),
+    )
+    return applicants, score
+
+
+@cache
+def _sub_grade_cutoffs() -> FloatArray:
+    """The 34 fixed score cut-offs between sub-grades A1..G5, from the no-drift reference draw.
+
+    Each grade's reference share is split evenly over its five sub-grades.
+    """
+    _, score = _reference_applicants()
+    shares = np.repeat(np.array(list(REFERENCE_GRADE_MIX.values())) / 5.0, 5)
+    levels = np.cumsum(shares)[:-1]
+    return np.quantile(score, levels)
+
+
+def _solve_intercept(
+    target_rate: float, rows: int = 1_000_000, seed: int = _REFERENCE_SEED
+) -> float:
+    """The intercept b0 at which the mean no-drift pd_true equals `target_rate`, by bisection."""
+    rng = _streams(np.random.SeedSequence(seed))
+    applicants = _applicants(rows, np.zeros(rows), Drift(), rng)
+    eta_without_b0 = _ground_truth_eta(applicants, _DTI_COEF) - _INTERCEPT
+    low, high = -10.0, 5.0
+    for _ in range(60):
+        middle = (low + high) / 2.0
+        if _marginal_pd(eta_without_b0 + middle).mean() < target_rate:
+            low = middle
+        else:
+            high = middle
+    return (low + high) / 2.0
+
+
+def _month_labels(start_month: str, count: int) -> npt.NDArray[np.object_]:
+    match = _MONTH.match(start_month)
+    if match is None:
+        raise ValueError(f"start_month must look like 'YYYY-MM', got {start_month!r}")
+    first = int(match.group(1)) * 12 + int(match.group(2)) - 1
+    return np.array(
+        [f"{(first + i) // 12:04d}-{(first + i) % 12 + 1:02d}" for i in range(count)], dtype=object
+    )
+
+
+def _labels(values: tuple[str, ...]) -> npt.NDArray[np.object_]:
+    return np.array(values, dtype=object)
+
+
+def _draw_chunk(
+    seed_sequence: np.random.SeedSequence,
+    first_row: int,
+    n: int,
+    rows: int,
+    drift: Drift,
+    months: int,
+    month_labels: npt.NDArray[np.object_],
+) -> pd.DataFrame:
+    rng = _streams(seed_sequence)
+    index = np.arange(first_row, first_row + n, dtype=np.int64)
+    # Jittered stratified positions: uniform on [0, 1] and sorted without a global sort.
+    t = (index + rng["time"].random(n)) / rows
+    month = np.minimum((t * months).astype(np.int64), months - 1)
+    lam = drift.weight(t)
+
+    a = _applicants(n, lam, drift, rng)
+    fico, dti, inq = _as_float(a["fico"]), _as_float(a["dti"]), _as_float(a["inq"])
+    term60 = np.asarray(a["term60"], dtype=np.bool_)
+
+    score = _risk_score(fico, dti, inq, term60.astype(np.float64), rng["grade"].standard_normal(n))
+    sub_grade = np.searchsorted(_sub_grade_cutoffs(), score, side="right")
+    base_rate = 5.32 + (28.99 - 5.32) * sub_grade / (len(SUB_GRADES) - 1)
+    int_rate = np.clip(np.round(base_rate + 0.25 * rng["rate"].standard_normal(n), 2), 5.0, 31.0)
+    payments = np.where(term60, 60.0, 36.0)
+    monthly_rate = int_rate / 1200.0
+    loan = _as_float(a["loan"])
+    installment = np.round(loan * monthly_rate / (1.0 - (1.0 + monthly_rate) ** -payments), 2)
+
+    dti_coef = _DTI_COEF * (1.0 + lam * (drift.dti_coef_mult - 1.0))
+    eta = _ground_truth_eta(a, dti_coef) + lam * drift.macro_logit
+    noise = _LOGIT_NOISE_SD * rng["default_noise"].standard_normal(n)
+    default = rng["default"].random(n) < _sigmoid(eta + noise)
+
+    emp_labels = np.array([*EMP_LENGTHS, None], dtype=object)  # code -1 picks None
+    columns: dict[str, npt.ArrayLike] = {
+        "id": index,
+        "issue_d": month_labels[month],
+        "label_available_d": month_labels[month + LABEL_DELAY_MONTHS],
+        "loan_amnt": loan.astype(np.int64),
+        "term": _labels(TERMS)[term60.astype(np.int64)],
+        "int_rate": int_rate,
+        "installment": installment,
+        "grade": _labels(GRADES)[sub_grade // 5],
+        "sub_grade": _labels(SUB_GRADES)[sub_grade],
+        "emp_length": emp_labels[np.asarray(a["emp"], dtype=np.int64)],
+        "home_ownership": _labels(HOME_OWNERSHIPS)[np.asarray(a["home"], dtype=np.int64)],
+        "annual_inc": _as_float(a["income"]),
+        "verification_status": _labels(VERIFICATION_STATUSES)[
+            np.asarray(a["verification"], dtype=np.int64)
+        ],
+        "purpose": _labels(PURPOSES)[np.asarray(a["purpose"], dtype=np.int64)],
+        "addr_state": _labels(ADDR_STATES)[np.asarray(a["state"], dtype=np.int64)],
+        "dti": dti,
+        "fico_range_low": fico.astype(np.int64),
+        "revol_util": _as_float(a["revol"]),
+        "delinq_2yrs": np.asarray(a["delinq"], dtype=np.int64),
+        "inq_last_6mths": inq.astype(np.int64),
+        "pub_rec": np.asarray(a["pub_rec"], dtype=np.int64),
+        "open_acc": np.asarray(a["open_acc"], dtype=np.int64),
+        "total_acc": np.asarray(a["total_acc"], dtype=np.int64),
+        "default": default.astype(np.int8),
+        "pd_true": _marginal_pd(eta),
+    }
+    return pd.DataFrame(columns, index=pd.RangeIndex(first_row, first_row + n))
+
+
+def _chunks(
+    rows: int,
+    seed: int,
+    drift: Drift | None,
+    months: int,
+    start_month: str,
+    chunk_rows: int,
+) -> Iterator[pd.DataFrame]:
+    """The chunks of a draw, lazily; the arguments are checked before this returns."""
+    if isinstance(rows, bool) or not isinstance(rows, numbers.Integral) or rows < 0:
+        raise ValueError(f"rows must be a non-negative integer, got {rows!r}")
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be positive, got {chunk_rows}")
+    if months < 1:
+        raise ValueError(f"months must be positive, got {months}")
+    month_labels = _month_labels(start_month, months + LABEL_DELAY_MONTHS)
+    count = max(1, -(-rows // chunk_rows))
+    seed_sequences = np.random.SeedSequence(seed).spawn(count)
+    drift = drift or Drift()
+
+    def draw() -> Iterator[pd.DataFrame]:
+        for number, seed_sequence in enumerate(seed_sequences):
+            first = number * chunk_rows
+            n = min(chunk_rows, rows - first)
+            yield _draw_chunk(seed_sequence, first, n, max(rows, 1), drift, months, month_labels)
+
+    return draw()
+
+
+def generate(
+    rows: int,
+    seed: int = 0,
+    drift: Drift | None = None,
+    *,
+    months: int = 36,
+    start_month: str = "2016-01",
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+) -> pd.DataFrame:
+    """Draw a synthetic loan book, sorted by issue date.
+
+    Args:
+        rows: number of loans.
+        seed: seed of the whole draw; the output is deterministic for a given (seed, chunk_rows).
+        drift: drift to inject; None for none.
+        months: number of issue months covered, each with about rows / months loans.
+        start_month: first issue month, "YYYY-MM".
+        chunk_rows: rows drawn per chunk (each chunk has its own spawned seed).
+
+    Returns:
+        A frame with the columns `COLUMNS`: `id`, `issue_d` and `label_available_d` ("YYYY-MM"),
+        the `SCHEMA` features, the label `default` (int8) and `pd_true`: the ground-truth
+        probability of default given the applicant's true features, with the logit noise
+        integrated out. That is P(default | observed features) unless a drift makes the reported
+        FICO or income differ from the true ones (`fico_shift`, `income_mult`).
+
+    Raises:
+        ValueError: for a negative row count, a non-positive chunk size or month count, or a
+            malformed start month.
+    """
+    frames = list(_chunks(rows, seed, drift, months, start_month, chunk_rows))
+    frame = frames[0] if len(frames) == 1 else pd.concat(frames)
+    return frame.reset_index(drop=True)
+
+
+def write_parquet(
+    path: str | Path,
+    rows: int,
+    seed: int = 0,
+    drift: Drift | None = None,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    *,
+    months: int = 36,
+    start_month: str = "2016-01",
+) -> Path:
+    """Write `generate(rows, seed, drift, ...)` as Parquet partitioned by `issue_d`, chunk by chunk.
+
+    Only one chunk is in memory at a time. The folder gets hive partitions `issue_d=YYYY-MM/` and
+    a `_generator.json` with the arguments and generator version (readers skip "_" files).
+    Reading it back with `pd.read_parquet(path)` returns `issue_d` as a categorical column.
+
+    Args:
+        path: folder to create; it must not exist or be empty.
+        rows: number of loans.
+        seed: seed of the whole draw.
+        drift: drift to inject; None for none.
+        chunk_rows: rows drawn and written per chunk.
+        months: number of issue months covered.
+        start_month: first issue month, "YYYY-MM".
+
+    Returns:
+        The folder written.
+
+    Raises:
+        FileExistsError: when `path` exists and is not an empty folder.
+    """
+    import pyarrow as pa  # deferred: only writing needs pyarrow directly
+    import pyarrow.parquet as pq
+
+    root = Path(path)
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise FileExistsError(f"{root} already exists and is not an empty folder")
+    chunks = _chunks(rows, seed, drift, months, start_month, chunk_rows)
+    root.mkdir(parents=True, exist_ok=True)
+    for number, chunk in enumerate(chunks):
+        if chunk.empty:
+            continue
+        pq.write_to_dataset(
+            pa.Table.from_pandas(chunk, preserve_index=False),
+            root_path=root,
+            partition_cols=["issue_d"],
+            basename_template=f"part-{number:05d}-{{i}}.parquet",
+        )
+    manifest = {
+        "generator": __name__,
+        "generator_version": GENERATOR_VERSION,
+        "rows": rows,
+        "seed": seed,
+        "chunk_rows": chunk_rows,
+        "months": months,
+        "start_month": start_month,
+        "drift": asdict(drift or Drift()),
+    }
+    (root / "_generator.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return root
+
+
+def baseline_pd(frame: pd.DataFrame) -> FloatArray:
+    """P(default | X) under the no-drift ground truth, from a frame's observed columns.
+
+    This is the ideal model fitted before any drift: on undrifted rows it equals `pd_true`. On
+    drifted rows the gap between it and the observed default rate is what a performance monitor
+    sees once labels arrive.
+
+    Args:
+        frame: a frame with the `SCHEMA` feature columns.
+
+    Returns:
+        One probability per row.
+    """
+    effects = frame["purpose"].map(dict(zip(PURPOSES, _purpose_effects(), strict=True)))
+    eta = _logit(
+        fico=frame["fico_range_low"].to_numpy(np.float64),
+        dti=frame["dti"].to_numpy(np.float64),
+        term60=(frame["term"] == "60").to_numpy(np.float64),
+        inq=frame["inq_last_6mths"].to_numpy(np.float64),
+        delinq=frame["delinq_2yrs"].to_numpy(np.float64),
+        pub_rec=frame["pub_rec"].to_numpy(np.float64),
+        loan=frame["loan_amnt"].to_numpy(np.float64),
+        income=frame["annual_inc"].to_numpy(np.float64),
+        revol=frame["revol_util"].to_numpy(np.float64),
+        rent=(frame["home_ownership"] == "RENT").to_numpy(np.float64),
+        mortgage=(frame["home_ownership"] == "MORTGAGE").to_numpy(np.float64),
+        verified=(frame["verification_status"] == "Verified").to_numpy(np.float64),
+        purpose_effect=effects.to_numpy(np.float64),
+    )
+    return _marginal_pd(eta)
+
+
+def _row_sample(frame: pd.DataFrame, share: float, seed: int) -> npt.NDArray[np.intp]:
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"share must be in [0, 1], got {share}")
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(len(frame), size=round(share * len(frame)), replace=False))
+
+
+def income_as_monthly(frame: pd.DataFrame, share: float, seed: int = 0) -> pd.DataFrame:
+    """An upstream unit bug: `annual_inc` holds the monthly income for `share` of the rows.
+
+    Args:
+        frame: a generated frame.
+        share: fraction of rows to corrupt, in [0, 1].
+        seed: seed choosing the rows.
+
+    Returns:
+        A corrupted copy.
+
+    Raises:
+        ValueError: when `share` is outside [0, 1].
+    """
+    corrupted = frame.copy()
+    rows = _row_sample(frame, share, seed)
+    column = corrupted.columns.get_loc("annual_inc")
+    corrupted.iloc[rows, column] = np.round(frame["annual_inc"].to_numpy()[rows] / 12.0, 2)
+    return corrupted
+
+
+def revol_util_as_fraction(frame: pd.DataFrame) -> pd.DataFrame:
+    """An upstream unit bug: `revol_util` as a fraction (0-1.5) instead of a percentage.
+
+    Args:
+        frame: a generated frame.
+
+    Returns:
+        A corrupted copy.
+    """
+    corrupted = frame.copy()
+    corrupted["revol_util"] = frame["revol_util"] / 100.0
+    return corrupted
+
+
+def int_rate_as_string(frame: pd.DataFrame) -> pd.DataFrame:
+    """An upstream dtype bug: `int_rate` as strings such as "13.5%".
+
+    Args:
+        frame: a generated frame.
+
+    Returns:
+        A corrupted copy.
+    """
+    corrupted = frame.copy()
+    corrupted["int_rate"] = frame["int_rate"].round(2).astype(str) + "%"
+    return corrupted
+
+
+def unseen_category(
+    frame: pd.DataFrame, column: str, value: str, share: float, seed: int = 0
+) -> pd.DataFrame:
+    """An upstream vocabulary change: `value`, unknown to the schema, in `share` of `column`.
+
+    Args:
+        frame: a generated frame.
+        column: a categorical column, e.g. "purpose".
+        value: the new category, e.g. "crypto".
+        share: fraction of rows to corrupt, in [0, 1].
+        seed: seed choosing the rows.
+
+    Returns:
+        A corrupted copy.
+
+    Raises:
+        KeyError: when `column` is not in the frame.
+        ValueError: when `column` is not categorical, `value` is already one of its categories,
+            or `share` is outside [0, 1].
+    """
+    if column not in frame.columns:
+        raise KeyError(column)
+    if column in SCHEMA.feature_names:
+        feature = SCHEMA.feature(column)
+        if feature.categories is None:
+            raise ValueError(f"{column!r} is not a categorical feature")
+        if value in feature.categories:
+            raise ValueError(f"{value!r} is already a category of {column!r}")
+    corrupted = frame.copy()
+    rows = _row_sample(frame, share, seed)
+    corrupted.iloc[rows, corrupted.columns.get_loc(column)] = value
+    return corrupted
+
+
+def drop_column(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+    """An upstream schema change: `column` is missing.
+
+    Args:
+        frame: a generated frame.
+        column: the column to drop.
+
+    Returns:
+        A copy without `column`.
+
+    Raises:
+        KeyError: when `column` is not in the frame.
+    """
+    if column not in frame.columns:
+        raise KeyError(column)
+    return frame.drop(columns=[column])
+
+
+def load(rows: int | None, seed: int) -> pd.DataFrame:
+    """The dataset loader: `generate(rows, seed)`, no drift; `DEFAULT_ROWS` rows when None."""
+    return generate(DEFAULT_ROWS if rows is None else rows, seed)
+
+
+DATASET = Dataset(
+    name="synthetic",
+    schema=SCHEMA,
+    loader=load,
+    generated=True,
+    default_rows=DEFAULT_ROWS,
+    description=(
+        "Synthetic LendingClub-like loans over 36 months from 2016-01, with a known ground truth "
+        "(pd_true, about 8.2 % default) and injectable drift; for scale and monitoring tests."
+    ),
+    provenance={
+        "source": "generated by loanops.data.synthetic",
+        "generator_version": GENERATOR_VERSION,
+        "design": "DATA-NOTES, synthetic LendingClub-like generator, calibrated to the real 2016Q1 "
+        "extract (modeldata/lending_club)",
+        "licence": "generated",
+    },
+)

@@ -1,0 +1,172 @@
+"""Hyperparameter search: Optuna over model families, scored by stratified k-fold ROC AUC.
+
+Each trial reports its running mean AUC after every fold, so the median pruner can stop a poor
+configuration after a fold or two instead of paying for all of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import numpy as np
+import optuna
+import pandas as pd
+from sklearn.base import clone
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedKFold
+
+from loanops.features import build_model
+from loanops.schema import FeatureSchema
+from loanops.settings import ModelFamily
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """What one trial tried, how it ended, and the AUC of each fold it got through."""
+
+    number: int
+    family: ModelFamily
+    params: dict[str, Any]
+    state: str
+    fold_aucs: list[float]
+
+    @property
+    def cv_roc_auc(self) -> float | None:
+        return float(np.mean(self.fold_aucs)) if self.fold_aucs else None
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    """The winning configuration and how the search went."""
+
+    family: ModelFamily
+    params: dict[str, Any]
+    cv_roc_auc: float
+    cv_roc_auc_std: float
+    trials: list[TrialRecord]
+
+    @property
+    def n_complete(self) -> int:
+        return sum(t.state == "COMPLETE" for t in self.trials)
+
+    @property
+    def n_pruned(self) -> int:
+        return sum(t.state == "PRUNED" for t in self.trials)
+
+
+def suggest(trial: optuna.Trial, families: Sequence[ModelFamily]) -> tuple[ModelFamily, dict]:
+    """Draw a model family and its hyperparameters from the search space."""
+    family = cast(ModelFamily, trial.suggest_categorical("family", list(families)))
+    if family == "logreg":
+        return family, {
+            "C": trial.suggest_float("C", 1e-3, 10.0, log=True),
+            "log_amounts": trial.suggest_categorical("log_amounts", [True, False]),
+        }
+    return family, {
+        "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.3, log=True),
+        "max_leaf_nodes": trial.suggest_int("max_leaf_nodes", 4, 64, log=True),
+        "min_samples_leaf": trial.suggest_int("min_samples_leaf", 10, 400, log=True),
+        "l2_regularization": trial.suggest_float("l2_regularization", 1e-4, 10.0, log=True),
+    }
+
+
+def cross_validated_aucs(
+    model: Any,
+    X: pd.DataFrame,
+    y: np.ndarray,
+    *,
+    folds: int,
+    seed: int,
+    on_fold: Callable[[int, float], None] | None = None,
+) -> list[float]:
+    """ROC AUC of `model` on each stratified fold; `on_fold(step, auc)` after each fold."""
+    aucs: list[float] = []
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for step, (fit_idx, score_idx) in enumerate(splitter.split(X, y)):
+        fitted = clone(model).fit(X.iloc[fit_idx], y[fit_idx])
+        scores = fitted.predict_proba(X.iloc[score_idx])[:, 1]
+        aucs.append(float(roc_auc_score(y[score_idx], scores)))
+        if on_fold is not None:
+            on_fold(step, aucs[-1])
+    return aucs
+
+
+def tune(
+    X: pd.DataFrame,
+    y: np.ndarray,
+    schema: FeatureSchema,
+    *,
+    families: Sequence[ModelFamily],
+    n_trials: int,
+    timeout_seconds: float | None,
+    folds: int,
+    seed: int,
+    on_trial: Callable[[TrialRecord], None] | None = None,
+) -> TuneResult:
+    """Search model families and hyperparameters for the best cross-validated ROC AUC.
+
+    Args:
+        X: development features.
+        y: development labels, 0/1.
+        schema: the feature schema, for building pipelines.
+        families: model families to search over.
+        n_trials: trial budget.
+        timeout_seconds: time budget; the search stops at whichever budget runs out first.
+        folds: cross-validation folds per trial.
+        seed: seeds the sampler and the folds, so a search is reproducible.
+        on_trial: called with each finished or pruned trial, e.g. to track it.
+
+    Returns:
+        The best configuration with its mean and spread of fold AUCs.
+
+    Raises:
+        RuntimeError: when no trial completed within the budget.
+    """
+    records: list[TrialRecord] = []
+
+    def objective(trial: optuna.Trial) -> float:
+        family, params = suggest(trial, families)
+        model = build_model(schema, family, params, seed)
+        fold_aucs: list[float] = []
+
+        def report(step: int, auc: float) -> None:
+            fold_aucs.append(auc)
+            running_mean = float(np.mean(fold_aucs))
+            trial.report(running_mean, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"running AUC {running_mean:.4f} after fold {step + 1}")
+
+        state = "FAIL"
+        try:
+            cross_validated_aucs(model, X, y, folds=folds, seed=seed, on_fold=report)
+            state = "COMPLETE"
+        except optuna.TrialPruned:
+            state = "PRUNED"
+            raise
+        finally:
+            record = TrialRecord(trial.number, family, params, state, list(fold_aucs))
+            records.append(record)
+            if on_trial is not None:
+                on_trial(record)
+        return float(np.mean(fold_aucs))
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
+    )
+    study.optimize(objective, n_trials=n_trials, timeout=timeout_seconds)
+    complete = [r for r in records if r.state == "COMPLETE"]
+    if not complete:
+        raise RuntimeError("tuning finished without a single complete trial; raise the budget")
+    best = max(complete, key=lambda r: r.cv_roc_auc or 0.0)
+    return TuneResult(
+        family=best.family,
+        params=best.params,
+        cv_roc_auc=float(np.mean(best.fold_aucs)),
+        cv_roc_auc_std=float(np.std(best.fold_aucs)),
+        trials=records,
+    )
