@@ -126,7 +126,7 @@ def promote_flow(version: str | None = None, model_name: str | None = None) -> P
     settings = settings_for(model_name=model_name)
     logger = get_run_logger()
     challenger, champion = resolve_versions(settings, version)
-    if champion is not None and champion.version == challenger.version:
+    if champion is not None and str(champion.version) == str(challenger.version):
         logger.info("v%s already holds %s", challenger.version, settings.production_alias)
         return PromotionResult(
             outcome="unchanged",

@@ -307,7 +307,7 @@ def log_and_register(
         cost_false_decline=settings.cost_false_decline,
         feature_schema=schema.model_dump(mode="json"),
     )
-    model_uri = registry.log_model(run_id, trained.model, schema, splits.train.X.head(5), card)
+    model_info = registry.log_model(run_id, trained.model, schema, splits.train.X.head(5), card)
     client = registry.connect(settings)
     labels = np.where(splits.test.y == 1, schema.target.positive, schema.target.negative)
     gate_frame = splits.test.X.assign(**{schema.target.name: labels})
@@ -318,7 +318,7 @@ def log_and_register(
     tags = client.get_run(run_id).data.tags
     lineage = {key: value for key, value in tags.items() if key.startswith("loanops.")}
     version = registry.register_version(
-        client, settings.model_name, model_uri, run_id, {**lineage, "loanops.run_id": run_id}
+        client, settings.model_name, model_info, run_id, {**lineage, "loanops.run_id": run_id}
     )
     client.set_terminated(run_id)
     get_run_logger().info("registered %s v%s", settings.model_name, version.version)

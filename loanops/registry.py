@@ -20,6 +20,7 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
+from mlflow.models.model import ModelInfo
 
 from loanops.promotion import GateDecision
 from loanops.schema import FeatureSchema
@@ -126,12 +127,8 @@ def log_model(
     schema: FeatureSchema,
     input_example: pd.DataFrame,
     card: ModelCard,
-) -> str:
-    """Log a fitted model to a run, with its signature, input example and card.
-
-    Returns:
-        The logged model's URI.
-    """
+) -> ModelInfo:
+    """Log a fitted model to a run, with its signature, input example and card."""
     with mlflow.start_run(run_id=run_id):
         info = mlflow.sklearn.log_model(
             model,
@@ -144,11 +141,11 @@ def log_model(
             metadata={LOANOPS_METADATA_KEY: asdict(card)},
             pip_requirements=model_requirements(),
         )
-    return str(info.model_uri)
+    return info
 
 
 def register_version(
-    client: MlflowClient, model_name: str, model_uri: str, run_id: str, tags: dict[str, str]
+    client: MlflowClient, model_name: str, model: ModelInfo, run_id: str, tags: dict[str, str]
 ) -> ModelVersion:
     """Register a logged model as a new version carrying lineage tags."""
     try:
@@ -160,8 +157,9 @@ def register_version(
             )
         except MlflowException:
             pass  # created concurrently
-    version = client.create_model_version(model_name, source=model_uri, run_id=run_id, tags=tags)
-    return version
+    return client.create_model_version(
+        model_name, source=model.model_uri, run_id=run_id, tags=tags, model_id=model.model_id
+    )
 
 
 def version_by_alias(client: MlflowClient, model_name: str, alias: str) -> ModelVersion | None:

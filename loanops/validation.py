@@ -179,11 +179,20 @@ def validate_training_frame(
                 continue  # value rules on a column of the wrong type only repeat the dtype error
             rule, detail = _describe(str(column), str(check), failures, frame, schema)
             problem = Problem(str(column), rule, _row_count(failures, len(frame)), detail)
-            share = problem.rows / len(frame)
-            if rule == "unexpected category" and share <= unknown_category_tolerance:
-                tolerated.append(problem)
-            else:
-                problems.append(problem)
+            if rule == "unexpected category":
+                share = problem.rows / len(frame)
+                within = share <= unknown_category_tolerance
+                problem = Problem(
+                    problem.column,
+                    rule,
+                    problem.rows,
+                    f"{detail}; {share:.3%} of rows, {'within' if within else 'over'} the "
+                    f"{unknown_category_tolerance:.3%} tolerance",
+                )
+                if within:
+                    tolerated.append(problem)
+                    continue
+            problems.append(problem)
 
     target = schema.target.name
     positives = int((frame[target] == schema.target.positive).sum()) if target in frame else 0

@@ -1,0 +1,32 @@
+"""Session-wide test environment.
+
+Prefect and MLflow read some settings when first imported, so they are set here, before any
+test module imports them: a throwaway PREFECT_HOME (its temporary API server and database), no
+telemetry from either library, and one OpenMP thread so model timings stay steady on 2 cores.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+
+import pytest
+
+_PREFECT_HOME = tempfile.mkdtemp(prefix="loanops-test-prefect-")
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+for _name in [name for name in os.environ if name.startswith("LOANOPS_") and "TEST" not in name]:
+    # Tests build their own settings; a developer's shell must not leak into them.
+    del os.environ[_name]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_prefect_home() -> Iterator[None]:
+    yield
+    shutil.rmtree(_PREFECT_HOME, ignore_errors=True)

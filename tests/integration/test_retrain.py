@@ -1,0 +1,190 @@
+"""The retrain flow end to end, on the real LendingClub data, against two real tracking stores:
+MLflow on SQLite in-process, and a real `mlflow server` process backed by PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from flows.retrain import retrain_flow
+from flows.train import train_flow
+from loanops import registry
+from loanops.data import load_dataset
+from loanops.settings import Settings
+from loanops.validation import DataValidationError
+
+pytestmark = pytest.mark.integration
+
+LINEAGE_TAGS = (
+    "loanops.dataset",
+    "loanops.dataset_sha256",
+    "loanops.git_commit",
+    "loanops.prefect_flow_run_id",
+    "loanops.training_rows",
+)
+
+
+@pytest.fixture(params=["sqlite", "mlflow-server-postgres"])
+def tracking_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'mlflow.db'}"
+    return str(request.getfixturevalue("mlflow_server_url"))
+
+
+@pytest.fixture
+def settings(tracking_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Environment for the flows: this store, a model name of the test's own, a small budget."""
+    env = {
+        "LOANOPS_TRACKING_URI": tracking_uri,
+        "LOANOPS_HOME": str(tmp_path / "home"),
+        "LOANOPS_MODEL_NAME": f"loan-default-{uuid.uuid4().hex[:8]}",
+        "LOANOPS_TUNE_TRIALS": "3",
+        "LOANOPS_BOOTSTRAP_SAMPLES": "200",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return Settings()
+
+
+@pytest.fixture(scope="module")
+def shuffled_labels_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """LendingClub with its labels shuffled: features carry no signal about them any more."""
+    frame = load_dataset("lending_club").frame
+    rng = np.random.default_rng(0)
+    frame["Class"] = rng.permutation(frame["Class"].to_numpy())
+    path = tmp_path_factory.mktemp("data") / "shuffled.parquet"
+    frame.to_parquet(path, index=False)
+    return path
+
+
+def test_retrain_promotes_then_gate_refuses_a_worse_model(
+    settings: Settings, shuffled_labels_file: Path
+) -> None:
+    client = registry.connect(settings)
+
+    first = retrain_flow(dataset="lending_club")
+
+    assert first.promotion.outcome == "promoted"
+    version = client.get_model_version(settings.model_name, first.training.version)
+    for tag in LINEAGE_TAGS:
+        assert version.tags.get(tag), f"lineage tag {tag} missing from v{version.version}"
+    assert version.tags["loanops.dataset"] == "lending_club"
+    assert version.tags["loanops.training_rows"] == "9857"
+    assert version.tags["loanops.dataset_sha256"] == load_dataset("lending_club").sha256
+    assert version.tags["gate.outcome"] == "promoted"
+    production = registry.version_by_alias(client, settings.model_name, "production")
+    assert production is not None and str(production.version) == str(version.version)
+
+    run = client.get_run(first.training.run_id)
+    for metric in ("cv_roc_auc", "test_roc_auc", "test_roc_auc_lo", "test_roc_auc_hi"):
+        assert metric in run.data.metrics, metric
+    assert run.data.metrics["test_roc_auc_lo"] <= run.data.metrics["test_roc_auc"]
+    assert run.data.metrics["test_roc_auc"] <= run.data.metrics["test_roc_auc_hi"]
+    assert run.data.metrics["cv_roc_auc"] > 0.70
+    plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert plots == {
+        f"plots/{name}.png"
+        for name in (
+            "roc",
+            "precision_recall",
+            "calibration",
+            "confusion_matrix",
+            "feature_importance",
+        )
+    }
+    trials = client.search_runs(
+        [run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{run.info.run_id}'"
+    )
+    assert len(trials) == 3
+
+    # The logged model is usable as MLflow logged it: signature, input example, probabilities.
+    model_uri = f"models:/{settings.model_name}@production"
+    info = mlflow.models.get_model_info(model_uri)
+    assert info.signature is not None
+    assert [c.name for c in info.signature.inputs] == load_dataset(
+        "lending_club"
+    ).schema.feature_names
+    example = load_dataset("lending_club").schema.to_frame(
+        load_dataset("lending_club").frame.head(3)
+    )
+    probabilities = mlflow.pyfunc.load_model(model_uri).predict(example)
+    assert np.asarray(probabilities).shape == (3, 2)
+    card = registry.model_card(client, version)
+    assert 0 < card.threshold < 1
+
+    second = retrain_flow(data_path=str(shuffled_labels_file), trials=2)
+
+    assert second.promotion.outcome == "rejected"
+    assert second.training.version != first.training.version
+    production = registry.version_by_alias(client, settings.model_name, "production")
+    assert production is not None and str(production.version) == first.training.version
+    assert registry.version_by_alias(client, settings.model_name, "previous") is None
+    rejected = client.get_model_version(settings.model_name, second.training.version)
+    assert rejected.tags["gate.outcome"] == "rejected"
+
+    records = registry.history(client, settings)
+    assert [(r.outcome, r.challenger_version, r.champion_version) for r in records] == [
+        ("promoted", first.training.version, None),
+        ("rejected", second.training.version, first.training.version),
+    ]
+    assert any("floor" in reason for reason in records[1].reasons)
+    assert records[1].champion_metrics is not None
+    assert records[1].challenger_metrics["roc_auc"] < settings.promotion_min_auc
+
+
+def test_a_better_challenger_takes_production_and_keeps_the_old_champion_as_previous(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = registry.connect(settings)
+    first = retrain_flow(dataset="lending_club", rows=4000)
+    # A tolerance this wide makes the second version's promotion certain, whatever its AUC.
+    monkeypatch.setenv("LOANOPS_PROMOTION_AUC_TOLERANCE", "0.5")
+
+    second = retrain_flow(dataset="lending_club", rows=4000, seed=7)
+
+    assert second.promotion.outcome == "promoted"
+    production = registry.version_by_alias(client, settings.model_name, "production")
+    previous = registry.version_by_alias(client, settings.model_name, "previous")
+    assert production is not None and str(production.version) == second.training.version
+    assert previous is not None and str(previous.version) == first.training.version
+
+
+def test_bad_training_data_fails_the_flow_and_registers_nothing(
+    settings: Settings, tmp_path: Path
+) -> None:
+    frame = load_dataset("lending_club").frame
+    frame.loc[:49, "int_rate"] = 250.0
+    frame.loc[:8, "addr_state"] = "ZZ"
+    frame.loc[:199, "term"] = "term_120"
+    path = tmp_path / "bad.csv"
+    frame.to_csv(path, index=False)
+
+    with pytest.raises(DataValidationError) as failure:
+        train_flow(data_path=str(path))
+
+    message = str(failure.value)
+    assert "int_rate: out of range (50 rows)" in message
+    assert "term: unexpected category (200 rows)" in message
+    # 9 rows of 9,857 is within the 0.1 % tolerance for unseen categories.
+    assert "addr_state" not in message
+    client = MlflowClient(settings.mlflow_uri)
+    assert client.search_model_versions(f"name = '{settings.model_name}'") == []
+
+
+def test_gate_data_is_the_frozen_test_split(settings: Settings) -> None:
+    client = registry.connect(settings)
+    result = train_flow(dataset="lending_club", rows=3000, trials=1)
+
+    version = client.get_model_version(settings.model_name, result.version)
+    gate = registry.gate_data(client, version, Path(settings.home))
+
+    assert len(gate) == result.evaluation.rows
+    assert isinstance(gate, pd.DataFrame)
+    assert set(gate["Class"]) <= {"good", "bad"}
