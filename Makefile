@@ -1,0 +1,59 @@
+# loanops: `make demo` and `make test` work from a clean clone with only python3 (3.11+) and make.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+# Embedded defaults: Prefect state stays in the project, and nothing phones home.
+export PREFECT_HOME ?= $(CURDIR)/.loanops/prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
+export MLFLOW_DISABLE_TELEMETRY ?= true
+export DO_NOT_TRACK ?= true
+# Use the interpreter we were given; never download one.
+export UV_PYTHON_DOWNLOADS := never
+export UV_PYTHON := $(PYTHON)
+
+.PHONY: help install lint format test test-fast demo bench lock clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml uv.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+	$(BIN)/uv sync --frozen
+	@touch $@
+
+install: $(STAMP) ## Install the locked dependencies into .venv
+
+lint: install ## ruff (lint and format check) and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: install ## Apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: install lint ## Install, lint, and run the whole test suite against real services
+	$(BIN)/pytest
+
+test-fast: install ## Only the tiers that need no services
+	$(BIN)/pytest -m "not integration"
+
+demo: install ## Tune, train, register and promote a model on embedded defaults
+	$(BIN)/loanops demo
+
+bench: install ## Benchmarks; each prints its figure against a baseline from the same run
+	$(BIN)/python bench/synthetic_auc.py
+
+lock: ## Re-resolve uv.lock after editing pyproject.toml
+	$(BIN)/uv lock
+
+clean: ## Remove the venv and all embedded state
+	rm -rf $(VENV) .loanops .pytest_cache .mypy_cache .ruff_cache
