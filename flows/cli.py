@@ -224,7 +224,7 @@ def demo(
     )
     console.print(training_table(result.training))
     console.print(promotion_table(result.promotion))
-    console.print(where_to_look(config))
+    console.print(where_to_look(config), soft_wrap=True)
 
 
 def where_to_look(config: Settings) -> str:
