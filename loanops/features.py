@@ -103,6 +103,11 @@ def split_frame(
     return Splits(Split(X_train, y_train), Split(X_val, y_val), Split(X[test], y[test]))
 
 
+def _non_negative(schema: FeatureSchema, name: str) -> bool:
+    minimum = schema.feature(name).minimum
+    return minimum is not None and minimum >= 0
+
+
 def _numeric_steps(*, log: bool) -> Pipeline:
     steps: list[tuple[str, Any]] = [("impute", SimpleImputer(strategy="median"))]
     if log:
@@ -127,7 +132,7 @@ def build_preprocessor(schema: FeatureSchema, family: ModelFamily, *, log_amount
     if family == "logreg":
         # Amounts and counts are right-skewed; log1p tames them for a linear model. Negative
         # values cannot reach it: validation and the request model both enforce the minimum.
-        loggable = [n for n in numeric if log_amounts and (schema.feature(n).minimum or -1) >= 0]
+        loggable = [n for n in numeric if log_amounts and _non_negative(schema, n)]
         plain = [n for n in numeric if n not in loggable]
         numbers: list[tuple[str, Any, list[str]]] = [
             ("num", _numeric_steps(log=False), plain),

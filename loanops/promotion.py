@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+_FLOAT_SLACK = 1e-12
+
 
 @dataclass(frozen=True)
 class GatePolicy:
@@ -74,7 +76,8 @@ def decide(challenger: GateScores, champion: GateScores | None, policy: GatePoli
         passed.append("no champion: the floors alone decide")
     else:
         change = challenger.roc_auc - champion.roc_auc
-        within = change >= -policy.auc_tolerance
+        # A drop of exactly the tolerance passes, even where float subtraction overshoots it.
+        within = change >= -policy.auc_tolerance - _FLOAT_SLACK
         check(
             within,
             f"AUC change {change:+.4f} vs champion v{champion.version} "

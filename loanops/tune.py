@@ -122,8 +122,15 @@ def tune(
         The best configuration with its mean and spread of fold AUCs.
 
     Raises:
+        ValueError: when a class has fewer rows than there are folds.
         RuntimeError: when no trial completed within the budget.
     """
+    smallest_class = int(np.bincount(y, minlength=2).min())
+    if smallest_class < folds:
+        raise ValueError(
+            f"{folds}-fold cross-validation needs at least {folds} rows of each class; "
+            f"the smallest class has {smallest_class}"
+        )
     records: list[TrialRecord] = []
 
     def objective(trial: optuna.Trial) -> float:

@@ -163,6 +163,8 @@ def validate_training_frame(
     tolerated: list[Problem] = []
     if frame.empty:
         raise DataValidationError(schema.name, [Problem("<frame>", "empty frame", 0)])
+    # Failure cases are reported by index label; positions make every row count once.
+    frame = frame.reset_index(drop=True)
 
     try:
         with warnings.catch_warnings():

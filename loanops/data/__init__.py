@@ -123,19 +123,31 @@ def load_file(name: str, path: Path) -> LoadedDataset:
         ValueError: for a file type other than CSV or Parquet.
     """
     dataset = get_dataset(name)
-    frame = read_frame(path)
+    schema = dataset.schema
+    frame = read_frame(path, text_columns=schema.categorical_features)
+    # A float column whose values happen to be whole numbers reads back as integers.
+    for feature in schema.features:
+        if feature.kind == "float" and feature.name in frame:
+            if pd.api.types.is_integer_dtype(frame[feature.name]):
+                frame[feature.name] = frame[feature.name].astype("float64")
+    frame = frame.reset_index(drop=True)
     return LoadedDataset(dataset, frame, frame_sha256(frame), source=str(path.resolve()))
 
 
-def read_frame(path: Path) -> pd.DataFrame:
-    """Read a CSV or Parquet file into a frame, choosing the reader by suffix."""
+def read_frame(path: Path, text_columns: list[str] | None = None) -> pd.DataFrame:
+    """Read a CSV or Parquet file into a frame, choosing the reader by suffix.
+
+    Args:
+        path: the file.
+        text_columns: CSV columns to keep as text, so category codes such as "36" stay strings.
+    """
     if not path.exists():
         raise FileNotFoundError(f"no such file: {path}")
     suffixes = "".join(path.suffixes).lower()
     if suffixes.endswith(".parquet") or suffixes.endswith(".pq"):
         return pd.read_parquet(path)
     if suffixes.endswith((".csv", ".csv.gz")):
-        return pd.read_csv(path)
+        return pd.read_csv(path, dtype=dict.fromkeys(text_columns or [], "object"))
     raise ValueError(f"unsupported file type {path.name!r}: use .csv, .csv.gz or .parquet")
 
 

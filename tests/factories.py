@@ -1,0 +1,281 @@
+"""Test inputs shared by every tier: applicants, small frames, corruptors and scored samples.
+
+Tests import these (`from tests.factories import ...`) rather than writing their own rows, so a
+schema change is absorbed here once. Every builder returns a fresh object that the caller may
+mutate freely.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from loanops.data import load_dataset
+from loanops.data.lending_club import SCHEMA as LENDING_CLUB
+from loanops.promotion import GatePolicy, GateScores
+from loanops.schema import Feature, FeatureSchema, Target
+from loanops.settings import Settings
+
+__all__ = [
+    "LENDING_CLUB",
+    "TINY",
+    "applicants_frame",
+    "calibrated_scores",
+    "cast_column",
+    "drop_column",
+    "gate_policy",
+    "gate_scores",
+    "keep_positives",
+    "lending_club_applicant",
+    "lending_club_frame",
+    "lending_club_sample",
+    "risky_applicant",
+    "safe_applicant",
+    "set_values",
+    "tiny_frame",
+]
+
+# --- lending_club applicants ------------------------------------------------------------------
+
+_TYPICAL_APPLICANT: dict[str, Any] = {
+    "funded_amnt": 15_000,
+    "term": "term_36",
+    "int_rate": 11.99,
+    "sub_grade": "C1",
+    "addr_state": "CA",
+    "verification_status": "Source_Verified",
+    "annual_inc": 70_000.0,
+    "emp_length": "emp_5",
+    "delinq_2yrs": 0,
+    "inq_last_6mths": 0,
+    "revol_util": 50.0,
+    "acc_now_delinq": 0,
+    "open_il_6m": 2,
+    "open_il_12m": 1,
+    "open_il_24m": 1,
+    "total_bal_il": 25_000,
+    "all_util": 60,
+    "inq_fi": 1,
+    "inq_last_12m": 2,
+    "delinq_amnt": 0,
+    "num_il_tl": 7,
+    "total_il_high_credit_limit": 35_000,
+    "Class": "good",
+}
+"""Close to the median loan of the 2016Q1 extract, with its sub-grade's usual rate."""
+
+
+def lending_club_applicant(**overrides: Any) -> dict[str, Any]:
+    """A valid lending_club row (features and `Class`), typical unless overridden.
+
+    Raises:
+        KeyError: for an override that is not a column, so a typo cannot pass silently.
+    """
+    unknown = sorted(set(overrides) - set(_TYPICAL_APPLICANT))
+    if unknown:
+        raise KeyError(f"not lending_club columns: {unknown}")
+    return {**_TYPICAL_APPLICANT, **overrides}
+
+
+def safe_applicant(**overrides: Any) -> dict[str, Any]:
+    """A clearly safe borrower: A1 at the A1 rate, high income, clean and unstretched file."""
+    safe: dict[str, Any] = {
+        "funded_amnt": 5_000,
+        "term": "term_36",
+        "int_rate": 5.32,
+        "sub_grade": "A1",
+        "annual_inc": 250_000.0,
+        "emp_length": "emp_ge_10",
+        "delinq_2yrs": 0,
+        "inq_last_6mths": 0,
+        "revol_util": 8.0,
+        "open_il_6m": 0,
+        "open_il_12m": 0,
+        "open_il_24m": 0,
+        "total_bal_il": 0,
+        "all_util": 15,
+        "inq_fi": 0,
+        "inq_last_12m": 0,
+        "num_il_tl": 2,
+        "total_il_high_credit_limit": 10_000,
+    }
+    return lending_club_applicant(**{**safe, **overrides})
+
+
+def risky_applicant(**overrides: Any) -> dict[str, Any]:
+    """A clearly risky borrower: G5 at the G5 rate, low income, delinquent, credit-hungry."""
+    risky: dict[str, Any] = {
+        "funded_amnt": 35_000,
+        "term": "term_60",
+        "int_rate": 28.99,
+        "sub_grade": "G5",
+        "verification_status": "Verified",
+        "annual_inc": 22_000.0,
+        "emp_length": "emp_lt_1",
+        "delinq_2yrs": 3,
+        "inq_last_6mths": 5,
+        "revol_util": 95.0,
+        "open_il_6m": 8,
+        "open_il_12m": 4,
+        "open_il_24m": 6,
+        "total_bal_il": 60_000,
+        "all_util": 95,
+        "inq_fi": 6,
+        "inq_last_12m": 12,
+        "num_il_tl": 20,
+        "total_il_high_credit_limit": 70_000,
+    }
+    return lending_club_applicant(**{**risky, **overrides})
+
+
+def applicants_frame(*rows: dict[str, Any], schema: FeatureSchema = LENDING_CLUB) -> pd.DataFrame:
+    """Rows as a frame whose feature columns carry the schema's pandas dtypes."""
+    frame = pd.DataFrame(list(rows))
+    present = {name: dtype for name, dtype in schema.pandas_dtypes().items() if name in frame}
+    return frame.astype(present)
+
+
+# --- the real dataset -------------------------------------------------------------------------
+
+
+@cache
+def _lending_club() -> pd.DataFrame:
+    return load_dataset("lending_club").frame
+
+
+def lending_club_frame() -> pd.DataFrame:
+    """The full lending_club frame (9,857 rows), loaded once per process and copied per call."""
+    return _lending_club().copy()
+
+
+def lending_club_sample(rows: int, seed: int = 0) -> pd.DataFrame:
+    """A seeded random subsample of lending_club with a fresh RangeIndex."""
+    return _lending_club().sample(n=rows, random_state=seed).reset_index(drop=True)
+
+
+# --- a tiny schema with every kind of feature -------------------------------------------------
+
+TINY = FeatureSchema(
+    name="tiny",
+    target=Target(name="defaulted", positive=1, negative=0),
+    features=(
+        Feature(name="amount", kind="int", minimum=100, maximum=10_000, description="Amount."),
+        Feature(name="rate", kind="float", minimum=0, maximum=30, description="Rate, percent."),
+        Feature(
+            name="late_payments",
+            kind="int",
+            minimum=0,
+            maximum=50,
+            nullable=True,
+            description="Late payments; null when unknown.",
+        ),
+        Feature(
+            name="grade",
+            kind="category",
+            categories=("A", "B", "C"),
+            description="Grade.",
+        ),
+        Feature(
+            name="tenure",
+            kind="category",
+            categories=("short", "long"),
+            nullable=True,
+            description="Tenure; null when unknown.",
+        ),
+    ),
+)
+"""A small schema covering int, float, nullable int, category and nullable category."""
+
+
+def tiny_frame(rows: int = 400, seed: int = 0, *, positive_share: float = 0.2) -> pd.DataFrame:
+    """A valid frame for `TINY`, with some nulls in its nullable columns.
+
+    The label depends on `rate` and `grade`, so a model fitted on it has something to learn.
+    """
+    rng = np.random.default_rng(seed)
+    grade = rng.choice(np.array(["A", "B", "C"], dtype=object), rows)
+    rate = np.round(rng.uniform(5, 25, rows), 2)
+    late = rng.integers(0, 5, rows).astype(np.float64)
+    late[rng.random(rows) < 0.1] = np.nan
+    tenure = rng.choice(np.array(["short", "long"], dtype=object), rows)
+    tenure[rng.random(rows) < 0.1] = None
+    risk = (rate - 5) / 20 + (grade == "C") * 0.3
+    cutoff = np.quantile(risk, 1 - positive_share)
+    return pd.DataFrame(
+        {
+            "amount": rng.integers(100, 10_001, rows),
+            "rate": rate,
+            "late_payments": late,
+            "grade": grade,
+            "tenure": tenure,
+            "defaulted": (risk > cutoff).astype(np.int64),
+        }
+    )
+
+
+# --- corruptors -------------------------------------------------------------------------------
+
+
+def set_values(frame: pd.DataFrame, column: str, value: Any, rows: int) -> pd.DataFrame:
+    """A copy of `frame` with `column` set to `value` in its first `rows` rows."""
+    corrupted = frame.copy()
+    dtype = corrupted[column].dtype
+    if (value is None or isinstance(value, str)) and not pd.api.types.is_object_dtype(dtype):
+        corrupted[column] = corrupted[column].astype(object)  # a mixed column, as a bad file has
+    elif isinstance(value, float) and pd.api.types.is_integer_dtype(dtype):
+        corrupted[column] = corrupted[column].astype(np.float64)
+    corrupted.loc[corrupted.index[:rows], column] = value
+    return corrupted
+
+
+def cast_column(frame: pd.DataFrame, column: str, dtype: Any) -> pd.DataFrame:
+    """A copy of `frame` with `column` cast to `dtype`."""
+    return frame.astype({column: dtype})
+
+
+def drop_column(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+    """A copy of `frame` without `column`."""
+    return frame.drop(columns=[column])
+
+
+def keep_positives(frame: pd.DataFrame, schema: FeatureSchema, positives: int) -> pd.DataFrame:
+    """A copy of `frame` in which only the first `positives` defaults keep their label."""
+    target = schema.target
+    relabelled = frame.copy()
+    is_positive = (relabelled[target.name] == target.positive).to_numpy()
+    demote = np.flatnonzero(is_positive)[positives:]
+    relabelled.loc[relabelled.index[demote], target.name] = target.negative
+    return relabelled
+
+
+# --- scores and gate inputs -------------------------------------------------------------------
+
+
+def calibrated_scores(
+    rows: int, seed: int, *, low: float = 0.01, high: float = 0.5
+) -> tuple[np.ndarray, np.ndarray]:
+    """Labels drawn from their own scores, so `p` is perfectly calibrated: (y, p)."""
+    rng = np.random.default_rng(seed)
+    p = rng.uniform(low, high, rows)
+    y = (rng.random(rows) < p).astype(np.int64)
+    return y, p
+
+
+def gate_policy(**overrides: float) -> GatePolicy:
+    """The promotion policy of a default `Settings`, unless overridden."""
+    fields = Settings.model_fields
+    values = {
+        "min_auc": fields["promotion_min_auc"].default,
+        "max_ece": fields["promotion_max_ece"].default,
+        "auc_tolerance": fields["promotion_auc_tolerance"].default,
+        **overrides,
+    }
+    return GatePolicy(**values)
+
+
+def gate_scores(roc_auc: float = 0.75, ece: float = 0.02, version: str = "2") -> GateScores:
+    """A model version's gate metrics, passing the default floors unless overridden."""
+    return GateScores(version=version, roc_auc=roc_auc, ece=ece)

@@ -1,0 +1,117 @@
+"""The promotion gate as a decision table: floors, the champion comparison, and its reasons."""
+
+from __future__ import annotations
+
+import pytest
+
+from loanops.promotion import GateDecision, GatePolicy, GateScores, decide
+from tests.factories import gate_policy, gate_scores
+
+POLICY = gate_policy()  # AUC floor 0.65, ECE ceiling 0.05, AUC tolerance 0.01
+
+
+def champion(roc_auc: float, ece: float = 0.02) -> GateScores:
+    return gate_scores(roc_auc=roc_auc, ece=ece, version="1")
+
+
+FLOOR_AUC_OK = "AUC 0.7000 >= floor 0.6500"
+FLOOR_ECE_OK = "calibration error 0.0200 <= ceiling 0.0500"
+
+DECISION_TABLE = [
+    # id, challenger (auc, ece), champion auc or None, promote, reasons
+    ("no-champion-clears-floors", (0.70, 0.02), None, True,
+     (FLOOR_AUC_OK, FLOOR_ECE_OK, "no champion: the floors alone decide")),
+    ("no-champion-auc-below-floor", (0.60, 0.02), None, False,
+     ("AUC 0.6000 < floor 0.6500",)),
+    ("no-champion-ece-above-ceiling", (0.70, 0.08), None, False,
+     ("calibration error 0.0800 > ceiling 0.0500",)),
+    ("better-than-champion", (0.70, 0.02), 0.68, True,
+     (FLOOR_AUC_OK, FLOOR_ECE_OK, "AUC change +0.0200 vs champion v1 within tolerance -0.0100")),
+    ("equal-to-champion", (0.70, 0.02), 0.70, True,
+     (FLOOR_AUC_OK, FLOOR_ECE_OK, "AUC change +0.0000 vs champion v1 within tolerance -0.0100")),
+    ("slightly-worse-within-tolerance", (0.70, 0.02), 0.705, True,
+     (FLOOR_AUC_OK, FLOOR_ECE_OK, "AUC change -0.0050 vs champion v1 within tolerance -0.0100")),
+    ("regression-beyond-tolerance", (0.70, 0.02), 0.75, False,
+     ("AUC change -0.0500 vs champion v1 beyond tolerance -0.0100",)),
+    ("floor-failure-despite-beating-champion", (0.60, 0.02), 0.55, False,
+     ("AUC 0.6000 < floor 0.6500",)),
+    ("every-check-fails-and-is-listed", (0.60, 0.08), 0.75, False,
+     ("AUC 0.6000 < floor 0.6500", "calibration error 0.0800 > ceiling 0.0500",
+      "AUC change -0.1500 vs champion v1 beyond tolerance -0.0100")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("challenger", "champion_auc", "promote", "reasons"),
+    [case[1:] for case in DECISION_TABLE],
+    ids=[case[0] for case in DECISION_TABLE],
+)
+def test_gate_decision_table(
+    challenger: tuple[float, float],
+    champion_auc: float | None,
+    promote: bool,
+    reasons: tuple[str, ...],
+) -> None:
+    incumbent = None if champion_auc is None else champion(champion_auc)
+    decision = decide(gate_scores(*challenger), incumbent, POLICY)
+    assert decision.promote is promote
+    assert decision.reasons == reasons
+    assert decision.outcome == ("promoted" if promote else "rejected")
+    assert decision.summary == "; ".join(reasons)
+
+
+def test_decision_carries_its_inputs() -> None:
+    challenger, incumbent = gate_scores(0.7), champion(0.69)
+    decision = decide(challenger, incumbent, POLICY)
+    assert decision == GateDecision(
+        promote=True,
+        reasons=decision.reasons,
+        challenger=challenger,
+        champion=incumbent,
+        policy=POLICY,
+    )
+
+
+def test_exact_floor_and_ceiling_pass() -> None:
+    decision = decide(gate_scores(roc_auc=0.65, ece=0.05), None, POLICY)
+    assert decision.promote
+    assert decision.reasons[:2] == (
+        "AUC 0.6500 >= floor 0.6500",
+        "calibration error 0.0500 <= ceiling 0.0500",
+    )
+
+
+def test_just_past_the_floor_or_ceiling_fails() -> None:
+    assert not decide(gate_scores(roc_auc=0.6499), None, POLICY).promote
+    assert not decide(gate_scores(ece=0.0501), None, POLICY).promote
+
+
+def test_a_drop_of_exactly_the_tolerance_passes_when_exactly_representable() -> None:
+    # Binary fractions: the subtraction is exact, so this checks the comparison alone.
+    policy = GatePolicy(min_auc=0.5, max_ece=0.0625, auc_tolerance=0.125)
+    decision = decide(gate_scores(roc_auc=0.75, ece=0.0625), champion(0.875), policy)
+    assert decision.promote
+    assert decision.reasons[-1] == "AUC change -0.1250 vs champion v1 within tolerance -0.1250"
+
+
+def test_a_drop_just_past_the_tolerance_fails() -> None:
+    assert not decide(gate_scores(roc_auc=0.7399), champion(0.75), POLICY).promote
+
+
+@pytest.mark.parametrize(("challenger_auc", "champion_auc"), [(0.74, 0.75), (0.70, 0.71)])
+def test_a_drop_of_exactly_the_decimal_tolerance_passes(
+    challenger_auc: float, champion_auc: float
+) -> None:
+    decision = decide(gate_scores(roc_auc=challenger_auc), champion(champion_auc), POLICY)
+    assert decision.promote, decision.summary
+
+
+def test_the_champions_own_scores_do_not_gate_the_challenger() -> None:
+    weak_champion = champion(0.55, ece=0.3)
+    assert decide(gate_scores(0.70), weak_champion, POLICY).promote
+
+
+def test_zero_tolerance_rejects_any_regression() -> None:
+    policy = gate_policy(auc_tolerance=0.0)
+    assert decide(gate_scores(0.75), champion(0.75), policy).promote
+    assert not decide(gate_scores(0.7499), champion(0.75), policy).promote

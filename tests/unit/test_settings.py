@@ -1,0 +1,166 @@
+"""Settings: the LOANOPS_ environment, defaults, the embedded store, and no side effects."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from loanops.settings import Settings, get_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """No LOANOPS_ variable from the caller's shell, no `.env` file, and a fresh cache."""
+    for name in list(os.environ):
+        if name.upper().startswith("LOANOPS_"):
+            monkeypatch.delenv(name)
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def test_defaults_need_no_services() -> None:
+    settings = Settings()
+    assert settings.env == "dev"
+    assert settings.home == Path(".loanops")
+    assert settings.tracking_uri is None
+    assert settings.dataset == "lending_club"
+    assert settings.dataset_rows is None
+    assert settings.seed == 42
+    assert settings.model_families == ("logreg", "hist_gbt")
+    assert (settings.test_size, settings.validation_size, settings.cv_folds) == (0.2, 0.25, 5)
+    assert (settings.cost_false_approve, settings.cost_false_decline) == (5.0, 1.0)
+    assert settings.promotion_min_auc == 0.65
+    assert settings.promotion_max_ece == 0.05
+    assert settings.promotion_auc_tolerance == 0.01
+
+
+def test_environment_variables_with_the_loanops_prefix_are_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LOANOPS_SEED", "7")
+    monkeypatch.setenv("LOANOPS_DATASET", "synthetic")
+    monkeypatch.setenv("LOANOPS_DATASET_ROWS", "5000")
+    monkeypatch.setenv("LOANOPS_MODEL_FAMILIES", '["logreg"]')
+    monkeypatch.setenv("LOANOPS_TUNE_TIMEOUT_SECONDS", "12.5")
+    settings = Settings()
+    assert settings.seed == 7
+    assert settings.dataset == "synthetic"
+    assert settings.dataset_rows == 5000
+    assert settings.model_families == ("logreg",)
+    assert settings.tune_timeout_seconds == 12.5
+
+
+def test_prefix_is_case_insensitive(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("loanops_seed", "8")
+    assert Settings().seed == 8
+
+
+def test_variables_without_the_prefix_are_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEED", "7")
+    monkeypatch.setenv("TRACKING_URI", "http://elsewhere:5000")
+    settings = Settings()
+    assert settings.seed == 42
+    assert settings.tracking_uri is None
+
+
+def test_dotenv_file_is_read_and_the_environment_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    Path(".env").write_text("LOANOPS_SEED=9\nLOANOPS_CV_FOLDS=3\nOTHER_TOOL_SETTING=x\n")
+    monkeypatch.setenv("LOANOPS_CV_FOLDS", "4")
+    settings = Settings()
+    assert settings.seed == 9
+    assert settings.cv_folds == 4
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("LOANOPS_TEST_SIZE", "0.5"),
+        ("LOANOPS_CV_FOLDS", "1"),
+        ("LOANOPS_DATASET_ROWS", "0"),
+        ("LOANOPS_PROMOTION_MIN_AUC", "0.4"),
+        ("LOANOPS_MODEL_FAMILIES", '["forest"]'),
+        ("LOANOPS_ENV", "qa"),
+    ],
+)
+def test_out_of_bounds_values_are_refused(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError):
+        Settings()
+
+
+def test_mlflow_uri_defaults_to_sqlite_under_home(tmp_path: Path) -> None:
+    home = tmp_path / "state"
+    settings = Settings(home=home)
+    assert settings.mlflow_uri == f"sqlite:///{home.resolve() / 'mlflow.db'}"
+    assert settings.artifact_location == (home.resolve() / "artifacts").as_uri()
+
+
+def test_relative_home_resolves_against_the_working_directory() -> None:
+    expected = Path.cwd().resolve() / ".loanops" / "mlflow.db"
+    assert Settings().mlflow_uri == f"sqlite:///{expected}"
+
+
+def test_tracking_uri_takes_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOANOPS_TRACKING_URI", "http://mlflow:5000")
+    assert Settings().mlflow_uri == "http://mlflow:5000"
+
+
+def test_computed_fields_are_part_of_the_dump(tmp_path: Path) -> None:
+    dumped = Settings(home=tmp_path).model_dump()
+    assert dumped["mlflow_uri"].startswith("sqlite:///")
+    assert dumped["artifact_location"].startswith("file://")
+
+
+@pytest.mark.parametrize("env", ["staging", "production"])
+def test_refuses_non_dev_environment_without_a_tracking_uri(
+    monkeypatch: pytest.MonkeyPatch, env: str
+) -> None:
+    monkeypatch.setenv("LOANOPS_ENV", env)
+    with pytest.raises(ValidationError, match="LOANOPS_TRACKING_URI must be set outside dev"):
+        Settings()
+
+
+def test_refuses_non_dev_environment_with_an_empty_tracking_uri() -> None:
+    with pytest.raises(ValidationError, match="LOANOPS_TRACKING_URI"):
+        Settings(env="production", tracking_uri="")
+
+
+def test_non_dev_environment_with_a_tracking_uri_is_accepted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LOANOPS_ENV", "production")
+    monkeypatch.setenv("LOANOPS_TRACKING_URI", "postgresql://mlflow@db/mlflow")
+    settings = Settings()
+    assert settings.env == "production"
+    assert settings.mlflow_uri == "postgresql://mlflow@db/mlflow"
+
+
+def test_constructing_settings_creates_no_folders_or_files(tmp_path: Path) -> None:
+    home = tmp_path / "state"
+    settings = Settings(home=home)
+    settings.model_dump()
+    assert settings.mlflow_uri and settings.artifact_location
+    default = Settings()
+    default.model_dump()
+    assert not home.exists()
+    assert list(Path.cwd().iterdir()) == []
+
+
+def test_get_settings_reads_the_environment_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOANOPS_SEED", "1")
+    first = get_settings()
+    monkeypatch.setenv("LOANOPS_SEED", "2")
+    assert get_settings() is first
+    assert first.seed == 1
+    get_settings.cache_clear()
+    assert get_settings().seed == 2
