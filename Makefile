@@ -47,7 +47,6 @@ test-fast: install ## Only the tiers that need no services
 	$(BIN)/pytest -m "not integration"
 
 demo: install ## Tune, train, register and promote a model on embedded defaults
-	@mkdir -p "$$PREFECT_HOME"
 	$(BIN)/loanops demo
 
 bench: install ## Benchmarks; each prints its figure against a baseline from the same run

@@ -6,6 +6,7 @@ the domain core, while `loanops/` and `serving/` never import it.
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 from collections.abc import Callable, Iterator
@@ -22,6 +23,7 @@ from rich.table import Table
 
 from loanops import registry
 from loanops.data import UnknownDatasetError, get_dataset
+from loanops.promotion import PromotionError
 from loanops.settings import Settings
 from loanops.validation import DataValidationError
 
@@ -40,6 +42,8 @@ console = Console()
 err_console = Console(stderr=True)
 
 T = TypeVar("T")
+
+USER_ERRORS = (DataValidationError, UnknownDatasetError, PromotionError, FileNotFoundError)
 
 DatasetOption = Annotated[
     str | None, typer.Option("--dataset", "-d", help="Dataset name (default: settings).")
@@ -63,6 +67,16 @@ DataOption = Annotated[
 ]
 
 
+@app.callback()
+def main() -> None:
+    """Prepare the process for the flows: runs before every command."""
+    # Prefect creates its home folder but not that folder's parents; an embedded default such
+    # as ./.loanops/prefect would otherwise fail with a timeout that hides the cause.
+    prefect_home = os.environ.get("PREFECT_HOME")
+    if prefect_home:
+        Path(prefect_home).expanduser().mkdir(parents=True, exist_ok=True)
+
+
 def fail(message: str) -> typer.Exit:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code=1)
@@ -84,7 +98,7 @@ def clear_errors() -> Iterator[None]:
         raise fail(f"invalid settings: {details}") from None
     except MlflowException as error:
         raise fail(f"MLflow: {error.message}") from None
-    except (UnknownDatasetError, FileNotFoundError, ValueError, RuntimeError) as error:
+    except (*USER_ERRORS, ValueError) as error:
         raise fail(str(error)) from None
 
 
@@ -93,7 +107,28 @@ def settings() -> Settings:
         return Settings()
 
 
+class _NoTracebackForUserErrors(logging.Filter):
+    """Drop the traceback Prefect logs for errors the user caused; `clear_errors` explains them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], USER_ERRORS):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def _quiet_prefect_tracebacks() -> None:
+    quiet = _NoTracebackForUserErrors()
+    loggers = [logging.getLogger(name) for name in logging.root.manager.loggerDict]
+    for logger in [logging.getLogger("prefect"), *loggers]:
+        if logger.name.startswith("prefect"):
+            for handler in logger.handlers:
+                if not any(isinstance(f, _NoTracebackForUserErrors) for f in handler.filters):
+                    handler.addFilter(quiet)
+
+
 def run_with_status(message: str, run: Callable[[], T]) -> T:
+    _quiet_prefect_tracebacks()
     with clear_errors(), console.status(message, spinner="dots"):
         return run()
 
@@ -252,6 +287,12 @@ def list_models() -> None:
     with clear_errors():
         client = registry.connect(config)
         versions = client.search_model_versions(f"name = '{config.model_name}'")
+        # Search results leave out aliases; the registered model has them all.
+        aliases: dict[str, list[str]] = {}
+        if versions:
+            model = client.get_registered_model(config.model_name)
+            for alias, number in sorted(model.aliases.items()):
+                aliases.setdefault(str(number), []).append(alias)
         table = Table(title=config.model_name)
         for column in ("version", "aliases", "created", "dataset", "cv AUC", "test AUC", "gate"):
             table.add_column(column)
@@ -259,7 +300,7 @@ def list_models() -> None:
             metrics = client.get_run(version.run_id).data.metrics if version.run_id else {}
             table.add_row(
                 str(version.version),
-                ", ".join(version.aliases),
+                ", ".join(aliases.get(str(version.version), [])),
                 _timestamp(version.creation_timestamp),
                 version.tags.get("loanops.dataset", "-"),
                 _metric(metrics, "cv_roc_auc"),

@@ -23,12 +23,8 @@ from flows.train import TRACKING_RETRIES, settings_for
 from loanops import registry
 from loanops.data import frame_sha256
 from loanops.evaluate import expected_calibration_error
-from loanops.promotion import GateDecision, GatePolicy, GateScores, decide
+from loanops.promotion import GateDecision, GatePolicy, GateScores, PromotionError, decide
 from loanops.settings import Settings
-
-
-class PromotionError(RuntimeError):
-    """Raised when the gate cannot run at all, as opposed to running and saying no."""
 
 
 @dataclass(frozen=True)

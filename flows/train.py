@@ -14,11 +14,14 @@ from typing import Any
 
 import mlflow
 import numpy as np
+import requests
 from mlflow import MlflowClient
 from mlflow.data.pandas_dataset import from_pandas
+from mlflow.exceptions import MlflowException
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
+from prefect.states import State
 
 from loanops import registry
 from loanops.data import LoadedDataset, load_dataset, load_file
@@ -39,8 +42,21 @@ from loanops.train import TrainedModel, fit
 from loanops.tune import TrialRecord, TuneResult, tune
 from loanops.validation import ValidationReport, validate_training_frame
 
-# Calls to the tracking server can fail transiently; computation is retried never.
-TRACKING_RETRIES: dict[str, Any] = {"retries": 3, "retry_delay_seconds": [2, 5, 15]}
+
+def transient_tracking_error(task: Any, task_run: Any, state: State) -> bool:
+    """Retry only what a second attempt can fix: a lost connection or a 5xx from MLflow."""
+    error = state.data
+    if isinstance(error, MlflowException):
+        return error.get_http_status_code() >= 500
+    return isinstance(error, ConnectionError | TimeoutError | requests.RequestException)
+
+
+# Calls to the tracking server can fail transiently; computation and bad input are never retried.
+TRACKING_RETRIES: dict[str, Any] = {
+    "retries": 3,
+    "retry_delay_seconds": [2, 5, 15],
+    "retry_condition_fn": transient_tracking_error,
+}
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,10 @@ from dataclasses import dataclass, field
 _FLOAT_SLACK = 1e-12
 
 
+class PromotionError(RuntimeError):
+    """Raised when the gate cannot run at all, as opposed to running and saying no."""
+
+
 @dataclass(frozen=True)
 class GatePolicy:
     """Absolute floors, and how much AUC a challenger may give up against the champion."""

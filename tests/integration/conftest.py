@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
-from tests.services import fresh_database, mlflow_server, postgres_server_url
+from tests.services import free_port, fresh_database, mlflow_server, postgres_server_url
+
+BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="session")
@@ -31,3 +38,53 @@ def mlflow_server_url(
         mlflow_server(database_url, artifacts) as url,
     ):
         yield url
+
+
+@pytest.fixture(scope="session")
+def prefect_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[str, dict[str, str]]]:
+    """A real `prefect server` on a free port, with its own PREFECT_HOME.
+
+    Yields the API URL and the environment variables that point a process at it.
+    """
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    client_env = {"PREFECT_HOME": str(home), "PREFECT_API_URL": api_url}
+    env = {
+        **os.environ,
+        **client_env,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+    }
+    log = (home / "server.log").open("w")
+    server = subprocess.Popen(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"prefect server exited: {(home / 'server.log').read_text()}")
+            try:
+                if httpx.get(f"{api_url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("prefect server did not become healthy within 90 s")
+            time.sleep(0.5)
+        yield api_url, client_env
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()

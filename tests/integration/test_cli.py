@@ -1,0 +1,114 @@
+"""The `loanops` command as a user runs it: the installed entry point, in its own process.
+
+Flows report to a real Prefect server (the session fixture) and track to MLflow on SQLite in a
+folder of the test's own.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from loanops.data import load_dataset
+
+pytestmark = pytest.mark.integration
+
+LOANOPS = Path(sys.executable).parent / "loanops"
+
+
+@pytest.fixture(scope="module")
+def cli_env(
+    prefect_server: tuple[str, dict[str, str]], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
+    home = tmp_path_factory.mktemp("cli-home")
+    _, prefect_env = prefect_server
+    return {
+        **os.environ,
+        **prefect_env,
+        "LOANOPS_HOME": str(home),
+        "LOANOPS_BOOTSTRAP_SAMPLES": "200",
+        "COLUMNS": "200",  # wide enough that rich does not wrap the tables we read
+    }
+
+
+def loanops(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(LOANOPS), *args], env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_train_promote_and_read_the_registry(cli_env: dict[str, str]) -> None:
+    trained = loanops(cli_env, "train", "--rows", "4000", "--seed", "7", "--trials", "2")
+    assert trained.returncode == 0, trained.stderr
+    assert "cv_roc_auc" in trained.stdout
+    assert "loan-default v1" in trained.stdout
+
+    promoted = loanops(cli_env, "promote")
+    assert promoted.returncode == 0, promoted.stderr
+    assert "promotion: promoted" in promoted.stdout
+    assert "no champion: the floors alone decide" in promoted.stdout
+
+    listed = loanops(cli_env, "models", "list")
+    assert listed.returncode == 0, listed.stderr
+    row = next(line for line in listed.stdout.splitlines() if "production" in line)
+    assert "lending_club" in row and "promoted" in row
+
+    history = loanops(cli_env, "models", "history")
+    assert history.returncode == 0, history.stderr
+    assert "promoted" in history.stdout and "v1" in history.stdout
+
+    shown = loanops(cli_env, "models", "show", "1")
+    assert shown.returncode == 0, shown.stderr
+    for expected in (
+        "loanops.dataset_sha256",
+        load_dataset("lending_club", rows=4000, seed=7).sha256,
+    ):
+        assert expected in shown.stdout
+
+
+def test_unknown_dataset_is_one_line_and_exit_1(cli_env: dict[str, str]) -> None:
+    result = loanops(cli_env, "train", "--dataset", "nope")
+
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "error: unknown dataset 'nope'; choose one of: lending_club, synthetic"
+    )
+
+
+def test_bad_training_data_is_one_clear_line_without_a_traceback(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    frame = load_dataset("lending_club").frame
+    frame.loc[:99, "int_rate"] = 99.0
+    path = tmp_path / "bad.parquet"
+    frame.to_parquet(path, index=False)
+
+    result = loanops(cli_env, "train", "--data", str(path))
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        "error: dataset 'lending_club' failed validation: "
+        "int_rate: out of range (100 rows): allowed [0.0, 40.0]; e.g. 99.0"
+    ]
+
+
+def test_unknown_version_is_one_line(cli_env: dict[str, str]) -> None:
+    result = loanops(cli_env, "models", "show", "999")
+
+    assert result.returncode == 1
+    assert "error: MLflow:" in result.stderr and "999" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_settings_refuse_the_embedded_store_outside_dev(cli_env: dict[str, str]) -> None:
+    result = loanops({**cli_env, "LOANOPS_ENV": "production"}, "models", "list")
+
+    assert result.returncode == 1
+    assert "error: invalid settings:" in result.stderr
+    assert "LOANOPS_TRACKING_URI must be set outside dev mode" in result.stderr
