@@ -178,6 +178,26 @@ def promotion_table(result: Any) -> Table:
     return table
 
 
+def training_parameters(
+    dataset: str | None,
+    rows: int | None,
+    seed: int | None,
+    trials: int | None,
+    timeout: float | None,
+    data: Path | None,
+) -> dict[str, Any]:
+    """The train and retrain flows' parameters from the shared command-line options."""
+    check_dataset(dataset)
+    return {
+        "dataset": dataset,
+        "rows": rows,
+        "seed": seed,
+        "trials": trials,
+        "timeout_seconds": timeout,
+        "data_path": str(data) if data else None,
+    }
+
+
 @app.command()
 def train(
     dataset: DatasetOption = None,
@@ -188,20 +208,10 @@ def train(
     data: DataOption = None,
 ) -> None:
     """Tune, train, evaluate and register a candidate model version."""
-    check_dataset(dataset)
+    parameters = training_parameters(dataset, rows, seed, trials, timeout, data)
     from flows.train import train_flow
 
-    result = run_with_status(
-        "training…",
-        lambda: train_flow(
-            dataset=dataset,
-            rows=rows,
-            seed=seed,
-            trials=trials,
-            timeout_seconds=timeout,
-            data_path=str(data) if data else None,
-        ),
-    )
+    result = run_with_status("training…", lambda: train_flow(**parameters))
     console.print(training_table(result))
 
 
@@ -228,20 +238,10 @@ def retrain(
     data: DataOption = None,
 ) -> None:
     """Train a candidate, then gate it against the champion."""
-    check_dataset(dataset)
+    parameters = training_parameters(dataset, rows, seed, trials, timeout, data)
     from flows.retrain import retrain_flow
 
-    result = run_with_status(
-        "retraining…",
-        lambda: retrain_flow(
-            dataset=dataset,
-            rows=rows,
-            seed=seed,
-            trials=trials,
-            timeout_seconds=timeout,
-            data_path=str(data) if data else None,
-        ),
-    )
+    result = run_with_status("retraining…", lambda: retrain_flow(**parameters))
     console.print(training_table(result.training))
     console.print(promotion_table(result.promotion))
 
