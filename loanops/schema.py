@@ -7,13 +7,14 @@ Evidently's column mapping. It round-trips through JSON so that it travels with 
 
 from __future__ import annotations
 
-from typing import Literal
+from functools import cache
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema, TensorSpec
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 FeatureKind = Literal["int", "float", "category"]
 
@@ -134,6 +135,15 @@ class FeatureSchema(BaseModel):
         """The target as 0/1, where 1 means default."""
         return (frame[self.target.name] == self.target.positive).to_numpy(dtype=np.int8)
 
+    def request_model(self) -> type[BaseModel]:
+        """The pydantic model of one application: a flat object keyed by feature name.
+
+        Types are strict, so "13.5%" is not a rate and 1.5 is not a count; floats must be
+        finite; categories must be one of the declared values; nullable features may be null or
+        left out; any other key is refused. Each rule names its field when it fails.
+        """
+        return _request_model(self)
+
     def mlflow_signature(self) -> ModelSignature:
         """Signature of a model that takes these features and returns P(repaid), P(default)."""
         inputs = Schema(
@@ -144,3 +154,37 @@ class FeatureSchema(BaseModel):
         )
         outputs = Schema([TensorSpec(np.dtype("float64"), (-1, 2))])
         return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+@cache
+def _request_model(schema: FeatureSchema) -> type[BaseModel]:
+    fields: dict[str, Any] = {}
+    for feature in schema.features:
+        annotation: Any
+        constraints: dict[str, Any] = {"description": feature.description}
+        if feature.kind == "category":
+            annotation = Literal[feature.categories]
+        else:
+            annotation = int if feature.kind == "int" else float
+            if feature.kind == "float":
+                constraints["allow_inf_nan"] = False
+            if feature.minimum is not None:
+                constraints["ge"] = feature.minimum
+            if feature.maximum is not None:
+                constraints["le"] = feature.maximum
+        field = Annotated[annotation, Field(**constraints)]
+        if feature.nullable:
+            fields[feature.name] = (field | None, None)
+        else:
+            fields[feature.name] = (field, ...)
+    model: type[BaseModel] = create_model(
+        f"{_camel(schema.name)}Application",
+        __config__=ConfigDict(extra="forbid", strict=True, frozen=True),
+        __doc__=f"One loan application, with the features of the {schema.name} schema.",
+        **fields,
+    )
+    return model
+
+
+def _camel(name: str) -> str:
+    return "".join(part.capitalize() for part in name.split("_"))
