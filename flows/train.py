@@ -36,6 +36,7 @@ from loanops.evaluate import (
     plot_precision_recall,
     plot_roc,
 )
+from loanops.explain import favourable_values
 from loanops.features import Splits, split_frame
 from loanops.settings import Settings
 from loanops.train import TrainedModel, fit
@@ -262,6 +263,14 @@ def fit_calibrated(
     )
 
 
+@task(cache_policy=NO_CACHE)
+def find_favourable_values(
+    trained: TrainedModel, splits: Splits, loaded: LoadedDataset, settings: Settings
+) -> dict[str, Any]:
+    """The values adverse-action reasons compare applicants with, from the training split."""
+    return favourable_values(trained.predict_pd, splits.train.X, loaded.schema, seed=settings.seed)
+
+
 @task(cache_policy=NO_CACHE, **TRACKING_RETRIES)
 def evaluate_on_test(
     trained: TrainedModel, splits: Splits, settings: Settings, run_id: str
@@ -306,6 +315,7 @@ def evaluate_on_test(
 @task(cache_policy=NO_CACHE, **TRACKING_RETRIES)
 def log_and_register(
     trained: TrainedModel,
+    favourable: dict[str, Any],
     splits: Splits,
     loaded: LoadedDataset,
     settings: Settings,
@@ -322,6 +332,7 @@ def log_and_register(
         cost_false_approve=settings.cost_false_approve,
         cost_false_decline=settings.cost_false_decline,
         feature_schema=schema.model_dump(mode="json"),
+        favourable_values=favourable,
     )
     model_info = registry.log_model(run_id, trained.model, schema, splits.train.X.head(5), card)
     client = registry.connect(settings)
@@ -374,8 +385,9 @@ def train_flow(
     try:
         best = tune_models(splits, loaded, settings, run_id)
         trained = fit_calibrated(splits, loaded, best, settings)
+        favourable = find_favourable_values(trained, splits, loaded, settings)
         evaluation = evaluate_on_test(trained, splits, settings, run_id)
-        version = log_and_register(trained, splits, loaded, settings, run_id)
+        version = log_and_register(trained, favourable, splits, loaded, settings, run_id)
     except BaseException:
         registry.connect(settings).set_terminated(run_id, status="FAILED")
         raise

@@ -19,6 +19,7 @@ from loanops.schema import FeatureSchema
 from loanops.settings import ModelFamily
 
 MISSING_CATEGORY = "__missing__"
+_MONOTONIC = {"increasing": 1, "decreasing": -1, None: 0}
 # Changing this salt reshuffles every frozen test split and so breaks champion comparisons.
 _HOLDOUT_SALT = "loanops-holdout1"  # pandas wants exactly 16 bytes
 
@@ -172,8 +173,11 @@ def build_model(
     if family == "logreg":
         classifier = LogisticRegression(C=params["C"], max_iter=2000)
     elif family == "hist_gbt":
-        n_numeric = len(schema.numeric_features)
-        categorical_mask = [False] * n_numeric + [True] * len(schema.categorical_features)
+        numeric = [schema.feature(name) for name in schema.numeric_features]
+        n_categorical = len(schema.categorical_features)
+        categorical_mask = [False] * len(numeric) + [True] * n_categorical
+        # Credit policy's direction of risk, where the schema declares one, binds the trees.
+        monotonic = [_MONOTONIC[f.risk] for f in numeric] + [0] * n_categorical
         classifier = HistGradientBoostingClassifier(
             learning_rate=params["learning_rate"],
             max_leaf_nodes=params["max_leaf_nodes"],
@@ -184,6 +188,7 @@ def build_model(
             validation_fraction=0.15,
             n_iter_no_change=20,
             categorical_features=categorical_mask,
+            monotonic_cst=monotonic,
             random_state=seed,
         )
     else:

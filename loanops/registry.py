@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import subprocess
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -105,6 +105,8 @@ class ModelCard:
     cost_false_approve: float
     cost_false_decline: float
     feature_schema: dict[str, Any]
+    favourable_values: dict[str, Any] = field(default_factory=dict)
+    """Per feature, the value adverse-action reasons compare an applicant with."""
 
     @property
     def schema(self) -> FeatureSchema:

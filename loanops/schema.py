@@ -17,6 +17,7 @@ from mlflow.types import ColSpec, Schema, TensorSpec
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 FeatureKind = Literal["int", "float", "category"]
+RiskDirection = Literal["increasing", "decreasing"]
 
 _PANDAS_DTYPES: dict[FeatureKind, str] = {"int": "int64", "float": "float64", "category": "object"}
 _MLFLOW_TYPES: dict[str, Literal["long", "double", "string"]] = {
@@ -38,6 +39,14 @@ class Feature(BaseModel):
     maximum: float | None = None
     categories: tuple[str, ...] | None = None
     nullable: bool = False
+    risk: RiskDirection | None = Field(
+        default=None,
+        description="How default risk moves as the value grows, where credit policy says so.",
+    )
+    reason: str | None = Field(
+        default=None,
+        description="Adverse-action text when this feature raises an applicant's risk.",
+    )
 
     @model_validator(mode="after")
     def _rules_fit_kind(self) -> Feature:
@@ -46,6 +55,8 @@ class Feature(BaseModel):
                 raise ValueError(f"categorical feature {self.name!r} needs its categories")
             if self.minimum is not None or self.maximum is not None:
                 raise ValueError(f"categorical feature {self.name!r} cannot have a range")
+            if self.risk is not None:
+                raise ValueError(f"categorical feature {self.name!r} cannot have a risk direction")
         elif self.categories is not None:
             raise ValueError(f"numeric feature {self.name!r} cannot have categories")
         if self.minimum is not None and self.maximum is not None and self.minimum > self.maximum:
@@ -104,6 +115,34 @@ class FeatureSchema(BaseModel):
     @property
     def categorical_features(self) -> list[str]:
         return [f.name for f in self.features if f.is_categorical]
+
+    def with_risk(self, directions: dict[str, RiskDirection]) -> FeatureSchema:
+        """This schema with the credit-policy direction of risk set on the named features.
+
+        Raises:
+            ValueError: when a name is not a feature.
+        """
+        unknown = sorted(set(directions) - set(self.feature_names))
+        if unknown:
+            raise ValueError(f"risk directions for unknown features: {unknown}")
+        features = tuple(
+            f.model_copy(update={"risk": directions[f.name]}) if f.name in directions else f
+            for f in self.features
+        )
+        return self.model_validate({**self.model_dump(), "features": features})
+
+    def with_reasons(self, reasons: dict[str, str]) -> FeatureSchema:
+        """This schema with adverse-action texts set, one per feature.
+
+        Raises:
+            ValueError: when a text names no feature, or a feature has no text.
+        """
+        unknown = sorted(set(reasons) - set(self.feature_names))
+        missing = sorted(set(self.feature_names) - set(reasons))
+        if unknown or missing:
+            raise ValueError(f"reason texts: unknown features {unknown}, missing {missing}")
+        features = tuple(f.model_copy(update={"reason": reasons[f.name]}) for f in self.features)
+        return self.model_validate({**self.model_dump(), "features": features})
 
     def feature(self, name: str) -> Feature:
         for f in self.features:

@@ -27,98 +27,146 @@ def _count(name: str, description: str, maximum: float = 1_000) -> Feature:
     return Feature(name=name, kind="int", description=description, minimum=0, maximum=maximum)
 
 
-SCHEMA = FeatureSchema(
-    name="lending_club",
-    target=Target(name="Class", positive="bad", negative="good"),
-    features=(
-        Feature(
-            name="funded_amnt",
-            kind="int",
-            minimum=500,
-            maximum=40_000,
-            description="Amount committed to the loan, in USD.",
+SCHEMA = (
+    FeatureSchema(
+        name="lending_club",
+        target=Target(name="Class", positive="bad", negative="good"),
+        features=(
+            Feature(
+                name="funded_amnt",
+                kind="int",
+                minimum=500,
+                maximum=40_000,
+                description="Amount committed to the loan, in USD.",
+            ),
+            Feature(
+                name="term",
+                kind="category",
+                categories=("term_36", "term_60"),
+                description="Loan term in months.",
+            ),
+            Feature(
+                name="int_rate",
+                kind="float",
+                minimum=0,
+                maximum=40,
+                description="Interest rate, in percent, set by the lender from the sub-grade.",
+            ),
+            Feature(
+                name="sub_grade",
+                kind="category",
+                categories=SUB_GRADES,
+                description="Lender-assigned risk sub-grade, A1 (safest) to G5.",
+            ),
+            Feature(
+                name="addr_state",
+                kind="category",
+                categories=tuple(US_STATES),
+                description="Borrower's state, two-letter code.",
+            ),
+            Feature(
+                name="verification_status",
+                kind="category",
+                categories=("Not_Verified", "Source_Verified", "Verified"),
+                description="Whether the lender verified the borrower's income.",
+            ),
+            Feature(
+                name="annual_inc",
+                kind="float",
+                minimum=0,
+                maximum=10_000_000,
+                description="Self-reported annual income, in USD.",
+            ),
+            Feature(
+                name="emp_length",
+                kind="category",
+                categories=EMP_LENGTHS,
+                description="Years in current employment; emp_unk when not stated.",
+            ),
+            _count("delinq_2yrs", "30+ days past-due incidents in the past 2 years."),
+            _count(
+                "inq_last_6mths",
+                "Credit inquiries in the past 6 months, excluding auto and mortgage.",
+            ),
+            Feature(
+                name="revol_util",
+                kind="float",
+                minimum=0,
+                maximum=300,
+                description="Revolving line utilisation, in percent of available credit.",
+            ),
+            _count("acc_now_delinq", "Accounts on which the borrower is now delinquent."),
+            _count("open_il_6m", "Installment accounts opened in the past 6 months."),
+            _count("open_il_12m", "Installment accounts opened in the past 12 months."),
+            _count("open_il_24m", "Installment accounts opened in the past 24 months."),
+            _count(
+                "total_bal_il",
+                "Total current balance of installment accounts, in USD.",
+                100_000_000,
+            ),
+            Feature(
+                name="all_util",
+                kind="int",
+                minimum=0,
+                maximum=1_000,
+                description="Balance to credit limit on all trades, in percent.",
+            ),
+            _count("inq_fi", "Personal finance inquiries."),
+            _count("inq_last_12m", "Credit inquiries in the past 12 months."),
+            _count(
+                "delinq_amnt",
+                "Past-due amount owed on accounts now delinquent, in USD.",
+                10_000_000,
+            ),
+            _count("num_il_tl", "Number of installment accounts."),
+            _count(
+                "total_il_high_credit_limit",
+                "Total high credit limit of installment accounts, in USD.",
+                100_000_000,
+            ),
         ),
-        Feature(
-            name="term",
-            kind="category",
-            categories=("term_36", "term_60"),
-            description="Loan term in months.",
-        ),
-        Feature(
-            name="int_rate",
-            kind="float",
-            minimum=0,
-            maximum=40,
-            description="Interest rate, in percent, set by the lender from the sub-grade.",
-        ),
-        Feature(
-            name="sub_grade",
-            kind="category",
-            categories=SUB_GRADES,
-            description="Lender-assigned risk sub-grade, A1 (safest) to G5.",
-        ),
-        Feature(
-            name="addr_state",
-            kind="category",
-            categories=tuple(US_STATES),
-            description="Borrower's state, two-letter code.",
-        ),
-        Feature(
-            name="verification_status",
-            kind="category",
-            categories=("Not_Verified", "Source_Verified", "Verified"),
-            description="Whether the lender verified the borrower's income.",
-        ),
-        Feature(
-            name="annual_inc",
-            kind="float",
-            minimum=0,
-            maximum=10_000_000,
-            description="Self-reported annual income, in USD.",
-        ),
-        Feature(
-            name="emp_length",
-            kind="category",
-            categories=EMP_LENGTHS,
-            description="Years in current employment; emp_unk when not stated.",
-        ),
-        _count("delinq_2yrs", "30+ days past-due incidents in the past 2 years."),
-        _count(
-            "inq_last_6mths", "Credit inquiries in the past 6 months, excluding auto and mortgage."
-        ),
-        Feature(
-            name="revol_util",
-            kind="float",
-            minimum=0,
-            maximum=300,
-            description="Revolving line utilisation, in percent of available credit.",
-        ),
-        _count("acc_now_delinq", "Accounts on which the borrower is now delinquent."),
-        _count("open_il_6m", "Installment accounts opened in the past 6 months."),
-        _count("open_il_12m", "Installment accounts opened in the past 12 months."),
-        _count("open_il_24m", "Installment accounts opened in the past 24 months."),
-        _count(
-            "total_bal_il", "Total current balance of installment accounts, in USD.", 100_000_000
-        ),
-        Feature(
-            name="all_util",
-            kind="int",
-            minimum=0,
-            maximum=1_000,
-            description="Balance to credit limit on all trades, in percent.",
-        ),
-        _count("inq_fi", "Personal finance inquiries."),
-        _count("inq_last_12m", "Credit inquiries in the past 12 months."),
-        _count(
-            "delinq_amnt", "Past-due amount owed on accounts now delinquent, in USD.", 10_000_000
-        ),
-        _count("num_il_tl", "Number of installment accounts."),
-        _count(
-            "total_il_high_credit_limit",
-            "Total high credit limit of installment accounts, in USD.",
-            100_000_000,
-        ),
-    ),
+    )
+    .with_risk(
+        {
+            "funded_amnt": "increasing",
+            "int_rate": "increasing",
+            "annual_inc": "decreasing",
+            "delinq_2yrs": "increasing",
+            "inq_last_6mths": "increasing",
+            "revol_util": "increasing",
+            "acc_now_delinq": "increasing",
+            "all_util": "increasing",
+            "inq_fi": "increasing",
+            "inq_last_12m": "increasing",
+            "delinq_amnt": "increasing",
+        }
+    )
+    .with_reasons(
+        {
+            "funded_amnt": "Loan amount is large",
+            "term": "Loan term is long",
+            "int_rate": "Interest rate for the loan is high",
+            "sub_grade": "Credit grade is low",
+            "addr_state": "State of residence",
+            "verification_status": "Income could not be verified",
+            "annual_inc": "Income is low",
+            "emp_length": "Length of employment is short or unknown",
+            "delinq_2yrs": "Delinquencies in the last 2 years",
+            "inq_last_6mths": "Too many credit inquiries in the last 6 months",
+            "revol_util": "Revolving credit utilisation is high",
+            "acc_now_delinq": "Accounts currently delinquent",
+            "open_il_6m": "Installment accounts opened in the last 6 months",
+            "open_il_12m": "Installment accounts opened in the last 12 months",
+            "open_il_24m": "Installment accounts opened in the last 24 months",
+            "total_bal_il": "Balance on installment accounts is high",
+            "all_util": "Overall credit utilisation is high",
+            "inq_fi": "Personal finance inquiries",
+            "inq_last_12m": "Too many credit inquiries in the last 12 months",
+            "delinq_amnt": "Amount past due on delinquent accounts",
+            "num_il_tl": "Number of installment accounts",
+            "total_il_high_credit_limit": "Installment credit limits",
+        }
+    )
 )
 
 

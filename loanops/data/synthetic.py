@@ -183,93 +183,135 @@ def _category(name: str, categories: tuple[str, ...], description: str) -> Featu
     return Feature(name=name, kind="category", categories=categories, description=description)
 
 
-SCHEMA = FeatureSchema(
-    name="synthetic",
-    target=Target(name="default", positive=1, negative=0),
-    features=(
-        Feature(
-            name="loan_amnt",
-            kind="int",
-            minimum=1_000,
-            maximum=40_000,
-            description="Amount applied for, in USD, a multiple of 25.",
+SCHEMA = (
+    FeatureSchema(
+        name="synthetic",
+        target=Target(name="default", positive=1, negative=0),
+        features=(
+            Feature(
+                name="loan_amnt",
+                kind="int",
+                minimum=1_000,
+                maximum=40_000,
+                description="Amount applied for, in USD, a multiple of 25.",
+            ),
+            _category("term", TERMS, "Loan term in months."),
+            Feature(
+                name="int_rate",
+                kind="float",
+                minimum=5,
+                maximum=31,
+                description="Interest rate, in percent, set by the lender from the sub-grade.",
+            ),
+            Feature(
+                name="installment",
+                kind="float",
+                minimum=0,
+                maximum=2_500,
+                description="Monthly payment, in USD, of the fully amortising loan.",
+            ),
+            _category("grade", GRADES, "Lender-assigned risk grade, A (safest) to G."),
+            _category(
+                "sub_grade", SUB_GRADES, "Lender-assigned risk sub-grade, A1 (safest) to G5."
+            ),
+            Feature(
+                name="emp_length",
+                kind="category",
+                categories=EMP_LENGTHS,
+                nullable=True,
+                description="Years in current employment; null when not stated.",
+            ),
+            _category(
+                "home_ownership", HOME_OWNERSHIPS, "Home ownership status given by the borrower."
+            ),
+            Feature(
+                name="annual_inc",
+                kind="float",
+                minimum=0,
+                maximum=10_000_000,
+                description="Self-reported annual income, in USD.",
+            ),
+            _category(
+                "verification_status",
+                VERIFICATION_STATUSES,
+                "Whether the lender verified the income, or its source.",
+            ),
+            _category("purpose", PURPOSES, "Purpose of the loan given by the borrower."),
+            _category(
+                "addr_state", ADDR_STATES, "Borrower's state, two-letter code (50 states and DC)."
+            ),
+            Feature(
+                name="dti",
+                kind="float",
+                minimum=0,
+                maximum=100,
+                description="Monthly debt payments, excluding mortgage and this loan, over monthly "
+                "income, in percent.",
+            ),
+            Feature(
+                name="fico_range_low",
+                kind="int",
+                minimum=660,
+                maximum=845,
+                description="Lower bound of the borrower's FICO range at origination, "
+                "a multiple of 5; 660 is the lender's floor.",
+            ),
+            Feature(
+                name="revol_util",
+                kind="float",
+                minimum=0,
+                maximum=150,
+                description="Revolving line utilisation, in percent of available credit.",
+            ),
+            _count("delinq_2yrs", "30+ days past-due incidents in the past 2 years.", 50),
+            _count(
+                "inq_last_6mths",
+                "Credit inquiries in the past 6 months, excluding auto and mortgage.",
+                50,
+            ),
+            _count("pub_rec", "Derogatory public records.", 50),
+            _count("open_acc", "Open credit lines in the borrower's credit file.", 100),
+            _count("total_acc", "Credit lines ever opened in the borrower's credit file.", 200),
         ),
-        _category("term", TERMS, "Loan term in months."),
-        Feature(
-            name="int_rate",
-            kind="float",
-            minimum=5,
-            maximum=31,
-            description="Interest rate, in percent, set by the lender from the sub-grade.",
-        ),
-        Feature(
-            name="installment",
-            kind="float",
-            minimum=0,
-            maximum=2_500,
-            description="Monthly payment, in USD, of the fully amortising loan.",
-        ),
-        _category("grade", GRADES, "Lender-assigned risk grade, A (safest) to G."),
-        _category("sub_grade", SUB_GRADES, "Lender-assigned risk sub-grade, A1 (safest) to G5."),
-        Feature(
-            name="emp_length",
-            kind="category",
-            categories=EMP_LENGTHS,
-            nullable=True,
-            description="Years in current employment; null when not stated.",
-        ),
-        _category(
-            "home_ownership", HOME_OWNERSHIPS, "Home ownership status given by the borrower."
-        ),
-        Feature(
-            name="annual_inc",
-            kind="float",
-            minimum=0,
-            maximum=10_000_000,
-            description="Self-reported annual income, in USD.",
-        ),
-        _category(
-            "verification_status",
-            VERIFICATION_STATUSES,
-            "Whether the lender verified the income, or its source.",
-        ),
-        _category("purpose", PURPOSES, "Purpose of the loan given by the borrower."),
-        _category(
-            "addr_state", ADDR_STATES, "Borrower's state, two-letter code (50 states and DC)."
-        ),
-        Feature(
-            name="dti",
-            kind="float",
-            minimum=0,
-            maximum=100,
-            description="Monthly debt payments, excluding mortgage and this loan, over monthly "
-            "income, in percent.",
-        ),
-        Feature(
-            name="fico_range_low",
-            kind="int",
-            minimum=660,
-            maximum=845,
-            description="Lower bound of the borrower's FICO range at origination, a multiple of 5; "
-            "660 is the lender's floor.",
-        ),
-        Feature(
-            name="revol_util",
-            kind="float",
-            minimum=0,
-            maximum=150,
-            description="Revolving line utilisation, in percent of available credit.",
-        ),
-        _count("delinq_2yrs", "30+ days past-due incidents in the past 2 years.", 50),
-        _count(
-            "inq_last_6mths",
-            "Credit inquiries in the past 6 months, excluding auto and mortgage.",
-            50,
-        ),
-        _count("pub_rec", "Derogatory public records.", 50),
-        _count("open_acc", "Open credit lines in the borrower's credit file.", 100),
-        _count("total_acc", "Credit lines ever opened in the borrower's credit file.", 200),
-    ),
+    )
+    .with_risk(
+        {
+            "loan_amnt": "increasing",
+            "int_rate": "increasing",
+            "installment": "increasing",
+            "annual_inc": "decreasing",
+            "dti": "increasing",
+            "fico_range_low": "decreasing",
+            "revol_util": "increasing",
+            "delinq_2yrs": "increasing",
+            "inq_last_6mths": "increasing",
+            "pub_rec": "increasing",
+        }
+    )
+    .with_reasons(
+        {
+            "loan_amnt": "Loan amount is large",
+            "term": "Loan term is long",
+            "int_rate": "Interest rate for the loan is high",
+            "installment": "Monthly payment is high",
+            "grade": "Credit grade is low",
+            "sub_grade": "Credit grade is low",
+            "emp_length": "Length of employment is short or unknown",
+            "home_ownership": "Home ownership status",
+            "annual_inc": "Income is low",
+            "verification_status": "Income verification status",
+            "purpose": "Purpose of the loan",
+            "addr_state": "State of residence",
+            "dti": "Debt-to-income ratio is high",
+            "fico_range_low": "Credit score is low",
+            "revol_util": "Revolving credit utilisation is high",
+            "delinq_2yrs": "Delinquencies in the last 2 years",
+            "inq_last_6mths": "Too many credit inquiries in the last 6 months",
+            "pub_rec": "Derogatory public records",
+            "open_acc": "Number of open credit lines",
+            "total_acc": "Number of credit lines ever opened",
+        }
+    )
 )
 """The model inputs. The frame also carries `id`, `issue_d`, `label_available_d` and `pd_true`."""
 

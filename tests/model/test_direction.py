@@ -41,9 +41,11 @@ def halved_income(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(annual_inc=frame["annual_inc"] / 2)
 
 
-MODEL_FINDING = (
-    "MODEL FINDING, not a code bug: with sub-grade and rate held fixed, both families learned a "
-    "PD that falls slightly as this burden rises (plausibly because the grade already prices it)"
+LINEAR_MODEL_FINDING = (
+    "MODEL FINDING: with sub-grade and rate held fixed, logistic regression learns a PD that "
+    "falls slightly as this burden rises (the grade already prices it). The trees obey the "
+    "schema's risk directions as monotonic constraints; the linear model has no such constraint "
+    "yet, and the explainer reports no reason rather than a wrong one for these features."
 )
 
 
@@ -51,15 +53,16 @@ def test_more_credit_inquiries_raise_mean_pd(lending_club_model: Fitted) -> None
     assert mean_pd_change(lending_club_model, more_inquiries) > 0
 
 
-@pytest.mark.xfail(strict=True, reason=MODEL_FINDING)
 @pytest.mark.parametrize(
     "change",
     [higher_revolving_utilisation, more_past_delinquencies, halved_income],
     ids=["revol_util+20", "delinq_2yrs+2", "annual_inc/2"],
 )
 def test_more_burden_does_not_lower_mean_pd_on_lending_club(
-    lending_club_model: Fitted, change: Change
+    lending_club_model: Fitted, change: Change, request: pytest.FixtureRequest
 ) -> None:
+    if lending_club_model.family == "logreg":
+        request.applymarker(pytest.mark.xfail(strict=True, reason=LINEAR_MODEL_FINDING))
     assert mean_pd_change(lending_club_model, change) >= 0
 
 
