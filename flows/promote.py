@@ -1,19 +1,23 @@
-"""Promote: score challenger and champion on the same frozen data → gate → move aliases → record.
+"""Promote: score challenger and champion on the same frozen data → gate → record → move aliases.
 
-The second half of `retrain`. A failed gate leaves every alias where it was; pass or fail, the
-decision is appended to the promotion log.
+The second half of `retrain`. The decision is appended to the promotion log before any alias
+moves, so production never changes without a record; a failed gate leaves every alias where it
+was.
 """
 
 from __future__ import annotations
 
-import getpass
+import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
@@ -23,8 +27,19 @@ from flows.train import TRACKING_RETRIES, settings_for
 from loanops import registry
 from loanops.data import frame_sha256
 from loanops.evaluate import expected_calibration_error
-from loanops.promotion import GateDecision, GatePolicy, GateScores, PromotionError, decide
+from loanops.promotion import (
+    Comparison,
+    GateDecision,
+    GatePolicy,
+    GateScores,
+    PromotionError,
+    decide,
+    refuse,
+)
+from loanops.schema import FeatureSchema
 from loanops.settings import Settings
+
+CHAMPION_DATA = "the champion's test split"
 
 
 @dataclass(frozen=True)
@@ -52,63 +67,127 @@ def resolve_versions(
     else:
         try:
             challenger = client.get_model_version(settings.model_name, version)
-        except Exception as error:
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
             raise PromotionError(f"{settings.model_name} v{version} does not exist") from error
     champion = registry.version_by_alias(client, settings.model_name, settings.production_alias)
     return challenger, champion
 
 
 @task(cache_policy=NO_CACHE, **TRACKING_RETRIES)
-def load_gate_data(settings: Settings, challenger: ModelVersion) -> pd.DataFrame:
-    """The challenger's frozen test split: the data both versions are judged on."""
+def load_gate_data(settings: Settings, version: ModelVersion) -> pd.DataFrame:
+    """A version's frozen test split, as logged by its training run."""
     client = registry.connect(settings)
     with tempfile.TemporaryDirectory() as tmp:
-        return registry.gate_data(client, challenger, Path(tmp))
+        return registry.gate_data(client, version, Path(tmp))
 
 
-@task(cache_policy=NO_CACHE, **TRACKING_RETRIES)
-def score(settings: Settings, version: ModelVersion, gate_frame: pd.DataFrame) -> GateScores:
-    """A version's gate metrics on the frozen data, using the schema it was trained with."""
-    client = registry.connect(settings)
-    card = registry.model_card(client, version)
-    schema = card.schema
-    model = registry.load_model(settings.model_name, version.version)
-    X = schema.to_frame(gate_frame)
-    y = schema.labels(gate_frame)
-    p = model.predict_proba(X)[:, 1]
+def gate_scores(
+    version: ModelVersion, model: Any, schema: FeatureSchema, frame: pd.DataFrame
+) -> GateScores:
+    """A version's gate metrics on one frozen test set."""
+    X = schema.to_frame(frame)
+    y = schema.labels(frame)
+    p = np.asarray(model.predict_proba(X)[:, 1])
     return GateScores(
         version=str(version.version),
         roc_auc=float(roc_auc_score(y, p)),
         ece=expected_calibration_error(y, p),
-        metrics={"brier": float(brier_score_loss(y, p)), "threshold": card.threshold},
+        mean_pd=float(p.mean()),
+        default_rate=float(y.mean()),
+        rows=len(y),
+        positives=int(y.sum()),
+        metrics={"brier": float(brier_score_loss(y, p))},
     )
-
-
-def same_features(settings: Settings, a: ModelVersion, b: ModelVersion) -> bool:
-    client = registry.connect(settings)
-    return registry.model_card(client, a).schema == registry.model_card(client, b).schema
 
 
 @task(cache_policy=NO_CACHE, **TRACKING_RETRIES)
-def apply_decision(
+def score(
+    settings: Settings, version: ModelVersion, frames: dict[str, pd.DataFrame]
+) -> dict[str, GateScores]:
+    """A version's gate metrics on each named test set, loading the model once."""
+    client = registry.connect(settings)
+    schema = registry.model_card(client, version).schema
+    model = registry.load_model(settings.model_name, str(version.version))
+    return {name: gate_scores(version, model, schema, frame) for name, frame in frames.items()}
+
+
+def input_contract(schema: FeatureSchema) -> tuple[tuple[Any, ...], ...]:
+    """What a model takes as input; descriptions, reasons and risk directions can change."""
+    return tuple(
+        (f.name, f.kind, f.categories, f.nullable, f.minimum, f.maximum) for f in schema.features
+    )
+
+
+def training_fingerprint(client: MlflowClient, version: ModelVersion) -> tuple[str, ...]:
+    """Data, code and configuration a version came from; equal fingerprints mean a clone."""
+    card = registry.model_card(client, version)
+    commit = version.tags.get("loanops.git_commit", "unknown")
+    return (
+        card.dataset_sha256,
+        commit,
+        card.family,
+        json.dumps(card.params, sort_keys=True),
+        f"{card.threshold:.12g}",
+    )
+
+
+@task(cache_policy=NO_CACHE, **TRACKING_RETRIES)
+def precheck(settings: Settings, challenger: ModelVersion, champion: ModelVersion) -> str | None:
+    """Why the two versions cannot or need not be compared, or None when they can."""
+    client = registry.connect(settings)
+    challenger_card = registry.model_card(client, challenger)
+    champion_card = registry.model_card(client, champion)
+    if input_contract(challenger_card.schema) != input_contract(champion_card.schema):
+        return (
+            f"champion v{champion.version} takes different inputs, so the two cannot be scored "
+            "on the same data; a change of inputs is promoted by hand"
+        )
+    fingerprint = training_fingerprint(client, challenger)
+    if "unknown" not in fingerprint[1] and "dirty" not in fingerprint[1]:
+        if fingerprint == training_fingerprint(client, champion):
+            return (
+                f"v{challenger.version} was trained on the same data with the same code and "
+                f"configuration as champion v{champion.version}; promoting it would change "
+                "nothing and push a different model out of the previous alias"
+            )
+    return None
+
+
+@task(cache_policy=NO_CACHE, **TRACKING_RETRIES)
+def record(settings: Settings, decision: GateDecision, gate_sha256: str) -> registry.DecisionRecord:
+    """Append the decision to the promotion log; a retry finds it instead of adding another."""
+    client = registry.connect(settings)
+    run_id = flow_run.get_id()
+    user = registry.operator()
+    return registry.record_decision(
+        client,
+        settings,
+        decision,
+        decided_by=f"{user} via prefect flow run {run_id}" if run_id else user,
+        gate_data_sha256=gate_sha256,
+        decision_key=registry.decision_id(
+            settings.model_name, decision.challenger.version, str(run_id) if run_id else None
+        ),
+    )
+
+
+@task(cache_policy=NO_CACHE, **TRACKING_RETRIES)
+def apply(
     settings: Settings,
     decision: GateDecision,
+    entry: registry.DecisionRecord,
     challenger: ModelVersion,
     champion: ModelVersion | None,
-    gate_sha256: str,
-) -> str:
-    """Move the aliases if the gate passed, then append the decision to the log."""
+) -> None:
+    """Move the aliases if the gate passed, and show the decision on the version."""
     client = registry.connect(settings)
     if decision.promote:
         registry.move_aliases(client, settings, challenger, champion)
-    run_id = flow_run.get_id()
-    decided_by = (
-        f"{getpass.getuser()} via prefect flow run {run_id}" if run_id else getpass.getuser()
-    )
-    record = registry.record_decision(
-        client, settings, decision, decided_by=decided_by, gate_data_sha256=gate_sha256
-    )
-    return record.run_id
+    # The record was written first; this marks that what it says has been carried out.
+    client.set_tag(entry.run_id, "loanops.applied", "true")
+    registry.tag_version_with_decision(client, settings, entry)
 
 
 @flow(name="promote")
@@ -133,31 +212,40 @@ def promote_flow(version: str | None = None, model_name: str | None = None) -> P
             record_run_id=None,
         )
 
-    gate_frame = load_gate_data(settings, challenger)
-    challenger_scores = score(settings, challenger, gate_frame)
     policy = GatePolicy(
         min_auc=settings.promotion_min_auc,
         max_ece=settings.promotion_max_ece,
         auc_tolerance=settings.promotion_auc_tolerance,
+        max_calibration_z=settings.promotion_max_calibration_z,
+        min_gate_positives=settings.promotion_min_gate_positives,
     )
-    if champion is not None and not same_features(settings, challenger, champion):
-        decision = GateDecision(
-            promote=False,
-            reasons=(
-                f"champion v{champion.version} takes different features, so the two cannot be "
-                "scored on the same data; a schema change is promoted by hand",
-            ),
-            challenger=challenger_scores,
-            champion=None,
-            policy=policy,
-        )
+    gate_frame = load_gate_data(settings, challenger)
+    gate_sha256 = frame_sha256(gate_frame)
+    frames = {"challenger": gate_frame}
+    refusal = precheck(settings, challenger, champion) if champion is not None else None
+    if champion is not None and refusal is None:
+        champion_frame = load_gate_data(settings, champion)
+        # The champion's own test split keeps a challenger from choosing its own exam.
+        if frame_sha256(champion_frame) != gate_sha256:
+            frames[CHAMPION_DATA] = champion_frame
+    challenger_scores = score(settings, challenger, frames)
+    if champion is None:
+        decision = decide(challenger_scores["challenger"], None, policy)
+    elif refusal is not None:
+        decision = refuse(refusal, challenger_scores["challenger"], str(champion.version), policy)
     else:
-        champion_scores = score(settings, champion, gate_frame) if champion else None
-        decision = decide(challenger_scores, champion_scores, policy)
+        champion_scores = score(settings, champion, frames)
+        also = [
+            Comparison(name, challenger_scores[name], champion_scores[name])
+            for name in frames
+            if name != "challenger"
+        ]
+        decision = decide(
+            challenger_scores["challenger"], champion_scores["challenger"], policy, also=also
+        )
 
-    record_run_id = apply_decision(
-        settings, decision, challenger, champion, frame_sha256(gate_frame)
-    )
+    entry = record(settings, decision, gate_sha256)
+    apply(settings, decision, entry, challenger, champion)
     log: Any = logger.info if decision.promote else logger.warning
     log("v%s %s: %s", challenger.version, decision.outcome, decision.summary)
     production = challenger if decision.promote else champion
@@ -167,5 +255,5 @@ def promote_flow(version: str | None = None, model_name: str | None = None) -> P
         champion_version=str(champion.version) if champion else None,
         production_version=str(production.version) if production else None,
         reasons=decision.reasons,
-        record_run_id=record_run_id,
+        record_run_id=entry.run_id,
     )

@@ -7,8 +7,12 @@ readable in the MLflow UI as well as through `history()`.
 
 from __future__ import annotations
 
+import getpass
+import hashlib
 import importlib.metadata
+import os
 import subprocess
+import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +22,7 @@ import mlflow
 import mlflow.sklearn
 import pandas as pd
 from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models.model import ModelInfo
@@ -76,10 +81,20 @@ def ensure_experiment(client: MlflowClient, name: str, settings: Settings) -> st
 
 
 def git_commit() -> str:
-    """The checked-out commit, `-dirty` when tracked files changed; `unknown` outside git."""
+    """The commit of the loanops code that runs, `-dirty` with local changes; else `unknown`.
+
+    Git runs in the package's own folder, so the answer is about this code, not about whatever
+    repository the process happens to start in.
+    """
+    here = Path(__file__).resolve().parent
     try:
         commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+            cwd=here,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
@@ -87,6 +102,7 @@ def git_commit() -> str:
             text=True,
             check=True,
             timeout=10,
+            cwd=here,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -165,13 +181,20 @@ def register_version(
 
 
 def version_by_alias(client: MlflowClient, model_name: str, alias: str) -> ModelVersion | None:
-    """The version holding `alias`, or None when no version holds it."""
+    """The version holding `alias`, or None when the model or the alias does not exist.
+
+    Any other failure is raised: a gate that took an outage for "no champion" would let the
+    floors alone decide.
+    """
     try:
-        return client.get_model_version_by_alias(model_name, alias)
+        model = client.get_registered_model(model_name)
     except MlflowException as error:
-        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
             return None
         raise
+    if alias not in model.aliases:
+        return None
+    return client.get_model_version(model_name, str(model.aliases[alias]))
 
 
 def latest_version(client: MlflowClient, model_name: str) -> ModelVersion | None:
@@ -190,8 +213,13 @@ def model_card(client: MlflowClient, version: ModelVersion) -> ModelCard:
 
 
 def load_model(model_name: str, version: str) -> Any:
-    """The fitted scikit-learn model of a registered version."""
-    return mlflow.sklearn.load_model(f"models:/{model_name}/{version}")
+    """The fitted scikit-learn model of a registered version.
+
+    The download goes to a folder removed on return: MLflow would otherwise leave a copy in
+    /tmp for every load, which a long-running worker accumulates.
+    """
+    with tempfile.TemporaryDirectory(prefix="loanops-model-") as tmp:
+        return mlflow.sklearn.load_model(f"models:/{model_name}/{version}", dst_path=tmp)
 
 
 def gate_data(client: MlflowClient, version: ModelVersion, dst: Path) -> pd.DataFrame:
@@ -233,7 +261,35 @@ class DecisionRecord:
     champion_metrics: dict[str, float] | None
     policy: dict[str, float]
     gate_data_sha256: str
+    decision_id: str = ""
     run_id: str = ""
+
+
+def operator() -> str:
+    """Who is running this process, for the record; a container user may have no name."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid {os.getuid()}"
+
+
+def decision_id(model_name: str, challenger_version: str, flow_run_id: str | None) -> str:
+    """The same id for every retry of one gate run, so a retry cannot append a duplicate."""
+    basis = f"{model_name}:{challenger_version}:{flow_run_id or datetime.now(UTC).isoformat()}"
+    return hashlib.sha256(basis.encode()).hexdigest()[:32]
+
+
+def _scores(scores: Any) -> dict[str, float]:
+    return {
+        "roc_auc": scores.roc_auc,
+        "ece": scores.ece,
+        "mean_pd": scores.mean_pd,
+        "default_rate": scores.default_rate,
+        "calibration_z": scores.calibration_z,
+        "rows": float(scores.rows),
+        "positives": float(scores.positives),
+        **scores.metrics,
+    }
 
 
 def record_decision(
@@ -243,9 +299,28 @@ def record_decision(
     *,
     decided_by: str,
     gate_data_sha256: str,
+    decision_key: str,
 ) -> DecisionRecord:
-    """Append a decision to the promotion log and tag the challenger version with it."""
+    """Append a decision to the promotion log, once per `decision_key`.
+
+    The record is a run in the promotions experiment: tags to filter on, both versions'
+    metrics, the policy, and `decision.json`. The tag `loanops.record_complete` is written last,
+    so a run cut short is never read as a decision. A retry with the same key finds the
+    complete record and returns it instead of writing a second one.
+    """
     experiment_id = ensure_experiment(client, settings.promotion_experiment_name, settings)
+    existing = client.search_runs(
+        [experiment_id],
+        filter_string=(
+            f"tags.`loanops.decision_id` = '{decision_key}' "
+            "and tags.`loanops.record_complete` = 'true'"
+        ),
+        max_results=1,
+    )
+    if existing:
+        return DecisionRecord(
+            **mlflow.artifacts.load_dict(f"runs:/{existing[0].info.run_id}/decision.json")
+        )
     champion = decision.champion
     record = DecisionRecord(
         decided_at=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -253,20 +328,13 @@ def record_decision(
         model_name=settings.model_name,
         outcome=decision.outcome,
         challenger_version=decision.challenger.version,
-        champion_version=champion.version if champion else None,
+        champion_version=decision.champion_version,
         reasons=list(decision.reasons),
-        challenger_metrics={
-            "roc_auc": decision.challenger.roc_auc,
-            "ece": decision.challenger.ece,
-            **decision.challenger.metrics,
-        },
-        champion_metrics=(
-            {"roc_auc": champion.roc_auc, "ece": champion.ece, **champion.metrics}
-            if champion
-            else None
-        ),
+        challenger_metrics=_scores(decision.challenger),
+        champion_metrics=_scores(champion) if champion else None,
         policy=asdict(decision.policy),
         gate_data_sha256=gate_data_sha256,
+        decision_id=decision_key,
     )
     run_name = f"v{record.challenger_version} {record.outcome}"
     if record.champion_version:
@@ -276,6 +344,7 @@ def record_decision(
         run_name=run_name,
         tags={
             "loanops.model_name": record.model_name,
+            "loanops.decision_id": decision_key,
             "loanops.outcome": record.outcome,
             "loanops.challenger_version": record.challenger_version,
             "loanops.champion_version": record.champion_version or "",
@@ -284,36 +353,49 @@ def record_decision(
         },
     )
     run_id = run.info.run_id
-    for side, metrics in (
-        ("challenger", record.challenger_metrics),
-        ("champion", record.champion_metrics or {}),
-    ):
-        for name, value in metrics.items():
-            client.log_metric(run_id, f"{side}_{name}", value)
-    for name, value in record.policy.items():
-        client.log_param(run_id, f"policy_{name}", value)
+    client.log_batch(
+        run_id,
+        metrics=[
+            Metric(f"{side}_{name}", value, 0, 0)
+            for side, metrics in (
+                ("challenger", record.challenger_metrics),
+                ("champion", record.champion_metrics or {}),
+            )
+            for name, value in metrics.items()
+        ],
+        params=[Param(f"policy_{name}", str(value)) for name, value in record.policy.items()],
+    )
     stored = DecisionRecord(**{**asdict(record), "run_id": run_id})
     client.log_dict(run_id, asdict(stored), "decision.json")
+    client.set_tag(run_id, "loanops.record_complete", "true")
     client.set_terminated(run_id)
+    return stored
 
+
+def tag_version_with_decision(
+    client: MlflowClient, settings: Settings, record: DecisionRecord
+) -> None:
+    """Show a version's latest gate decision on the version itself; the log keeps them all."""
     for key, value in {
         "gate.outcome": record.outcome,
         "gate.reasons": "; ".join(record.reasons),
         "gate.decided_at": record.decided_at,
-        "gate.record_run_id": run_id,
+        "gate.record_run_id": record.run_id,
     }.items():
         client.set_model_version_tag(settings.model_name, record.challenger_version, key, value)
-    return stored
 
 
 def history(client: MlflowClient, settings: Settings) -> list[DecisionRecord]:
-    """Every gate decision on the configured model, oldest first."""
+    """Every complete gate decision on the configured model, oldest first."""
     experiment = client.get_experiment_by_name(settings.promotion_experiment_name)
     if experiment is None:
         return []
     runs = client.search_runs(
         [experiment.experiment_id],
-        filter_string=f"tags.`loanops.model_name` = '{settings.model_name}'",
+        filter_string=(
+            f"tags.`loanops.model_name` = '{settings.model_name}' "
+            "and tags.`loanops.record_complete` = 'true'"
+        ),
         order_by=["attributes.start_time ASC"],
         max_results=10_000,
     )

@@ -271,11 +271,30 @@ def gate_policy(**overrides: float) -> GatePolicy:
         "min_auc": fields["promotion_min_auc"].default,
         "max_ece": fields["promotion_max_ece"].default,
         "auc_tolerance": fields["promotion_auc_tolerance"].default,
+        "max_calibration_z": fields["promotion_max_calibration_z"].default,
+        "min_gate_positives": fields["promotion_min_gate_positives"].default,
         **overrides,
     }
     return GatePolicy(**values)
 
 
-def gate_scores(roc_auc: float = 0.75, ece: float = 0.02, version: str = "2") -> GateScores:
+def gate_scores(
+    roc_auc: float = 0.75,
+    ece: float = 0.02,
+    version: str = "2",
+    *,
+    mean_pd: float = 0.05,
+    default_rate: float = 0.05,
+    rows: int = 2000,
+    positives: int = 100,
+) -> GateScores:
     """A model version's gate metrics, passing the default floors unless overridden."""
-    return GateScores(version=version, roc_auc=roc_auc, ece=ece)
+    return GateScores(
+        version=version,
+        roc_auc=roc_auc,
+        ece=ece,
+        mean_pd=mean_pd,
+        default_rate=default_rate,
+        rows=rows,
+        positives=positives,
+    )

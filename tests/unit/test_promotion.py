@@ -4,33 +4,36 @@ from __future__ import annotations
 
 import pytest
 
-from loanops.promotion import GateDecision, GatePolicy, GateScores, decide
+from loanops.promotion import Comparison, GateDecision, GateScores, decide, refuse
 from tests.factories import gate_policy, gate_scores
 
-POLICY = gate_policy()  # AUC floor 0.65, ECE ceiling 0.05, AUC tolerance 0.01
+POLICY = gate_policy()  # AUC floor 0.65, ECE ceiling 0.05, AUC tolerance 0.01, z 3, 30 defaults
 
 
 def champion(roc_auc: float, ece: float = 0.02) -> GateScores:
     return gate_scores(roc_auc=roc_auc, ece=ece, version="1")
 
 
+SIZE_OK = "gate data holds 100 defaults, at least the 30 needed"
 FLOOR_AUC_OK = "AUC 0.7000 >= floor 0.6500"
 FLOOR_ECE_OK = "calibration error 0.0200 <= ceiling 0.0500"
+CALIBRATION_OK = "mean PD 0.0500 vs default rate 0.0500, +0.0 standard errors, within ±3"
+CHECKS_OK = (SIZE_OK, FLOOR_AUC_OK, FLOOR_ECE_OK, CALIBRATION_OK)
 
 DECISION_TABLE = [
     # id, challenger (auc, ece), champion auc or None, promote, reasons
     ("no-champion-clears-floors", (0.70, 0.02), None, True,
-     (FLOOR_AUC_OK, FLOOR_ECE_OK, "no champion: the floors alone decide")),
+     (*CHECKS_OK, "no champion: the floors alone decide")),
     ("no-champion-auc-below-floor", (0.60, 0.02), None, False,
      ("AUC 0.6000 < floor 0.6500",)),
     ("no-champion-ece-above-ceiling", (0.70, 0.08), None, False,
      ("calibration error 0.0800 > ceiling 0.0500",)),
     ("better-than-champion", (0.70, 0.02), 0.68, True,
-     (FLOOR_AUC_OK, FLOOR_ECE_OK, "AUC change +0.0200 vs champion v1 within tolerance -0.0100")),
+     (*CHECKS_OK, "AUC change +0.0200 vs champion v1 within tolerance -0.0100")),
     ("equal-to-champion", (0.70, 0.02), 0.70, True,
-     (FLOOR_AUC_OK, FLOOR_ECE_OK, "AUC change +0.0000 vs champion v1 within tolerance -0.0100")),
+     (*CHECKS_OK, "AUC change +0.0000 vs champion v1 within tolerance -0.0100")),
     ("slightly-worse-within-tolerance", (0.70, 0.02), 0.705, True,
-     (FLOOR_AUC_OK, FLOOR_ECE_OK, "AUC change -0.0050 vs champion v1 within tolerance -0.0100")),
+     (*CHECKS_OK, "AUC change -0.0050 vs champion v1 within tolerance -0.0100")),
     ("regression-beyond-tolerance", (0.70, 0.02), 0.75, False,
      ("AUC change -0.0500 vs champion v1 beyond tolerance -0.0100",)),
     ("floor-failure-despite-beating-champion", (0.60, 0.02), 0.55, False,
@@ -69,13 +72,14 @@ def test_decision_carries_its_inputs() -> None:
         challenger=challenger,
         champion=incumbent,
         policy=POLICY,
+        champion_version="1",
     )
 
 
 def test_exact_floor_and_ceiling_pass() -> None:
     decision = decide(gate_scores(roc_auc=0.65, ece=0.05), None, POLICY)
     assert decision.promote
-    assert decision.reasons[:2] == (
+    assert decision.reasons[1:3] == (
         "AUC 0.6500 >= floor 0.6500",
         "calibration error 0.0500 <= ceiling 0.0500",
     )
@@ -88,7 +92,7 @@ def test_just_past_the_floor_or_ceiling_fails() -> None:
 
 def test_a_drop_of_exactly_the_tolerance_passes_when_exactly_representable() -> None:
     # Binary fractions: the subtraction is exact, so this checks the comparison alone.
-    policy = GatePolicy(min_auc=0.5, max_ece=0.0625, auc_tolerance=0.125)
+    policy = gate_policy(min_auc=0.5, max_ece=0.0625, auc_tolerance=0.125)
     decision = decide(gate_scores(roc_auc=0.75, ece=0.0625), champion(0.875), policy)
     assert decision.promote
     assert decision.reasons[-1] == "AUC change -0.1250 vs champion v1 within tolerance -0.1250"
@@ -115,3 +119,41 @@ def test_zero_tolerance_rejects_any_regression() -> None:
     policy = gate_policy(auc_tolerance=0.0)
     assert decide(gate_scores(0.75), champion(0.75), policy).promote
     assert not decide(gate_scores(0.7499), champion(0.75), policy).promote
+
+
+def test_too_few_defaults_in_the_gate_data_rejects() -> None:
+    decision = decide(gate_scores(positives=12), None, POLICY)
+    assert not decision.promote
+    assert decision.reasons == ("gate data holds 12 defaults, fewer than the 30 needed",)
+
+
+def test_a_model_whose_mean_pd_is_far_from_the_default_rate_is_rejected() -> None:
+    # ECE alone would pass: scaling every PD by 1.5 keeps it under the 0.05 ceiling.
+    inflated = gate_scores(ece=0.035, mean_pd=0.075, default_rate=0.045, rows=2000)
+    decision = decide(inflated, None, POLICY)
+    assert not decision.promote
+    assert decision.reasons == (
+        "mean PD 0.0750 vs default rate 0.0450, +6.5 standard errors, beyond ±3",
+    )
+
+
+def test_the_challenger_must_also_hold_up_on_the_champions_own_test_split() -> None:
+    on_champion_data = Comparison("the champion's test split", gate_scores(0.70), champion(0.74))
+    decision = decide(gate_scores(0.75), champion(0.75), POLICY, also=[on_champion_data])
+    assert not decision.promote
+    assert decision.reasons == (
+        "AUC change -0.0400 vs champion v1 on the champion's test split beyond tolerance -0.0100",
+    )
+    assert decision.comparisons == (on_champion_data,)
+
+
+def test_a_refusal_keeps_the_champion_it_was_measured_against() -> None:
+    decision = refuse("identical to the champion", gate_scores(), "7", POLICY)
+    assert not decision.promote
+    assert decision.champion_version == "7"
+    assert decision.reasons == ("identical to the champion",)
+
+
+def test_calibration_z_is_in_standard_errors_of_the_default_rate() -> None:
+    scores = gate_scores(mean_pd=0.06, default_rate=0.05, rows=1900)
+    assert scores.calibration_z == pytest.approx(0.01 / (0.05 * 0.95 / 1900) ** 0.5)
