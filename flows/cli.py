@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import requests
 import typer
 from mlflow.exceptions import MlflowException
 from pydantic import ValidationError
@@ -43,7 +44,19 @@ err_console = Console(stderr=True)
 
 T = TypeVar("T")
 
-USER_ERRORS = (DataValidationError, UnknownDatasetError, PromotionError, FileNotFoundError)
+# The errors `clear_errors` turns into one line; Prefect's logged tracebacks for them are dropped.
+# Besides what a user causes, this covers a broken environment (settings, an unreachable tracking
+# server, a full disk): a traceback explains none of those better than its message does.
+CLEAR_ERRORS: tuple[type[Exception], ...] = (
+    DataValidationError,
+    UnknownDatasetError,
+    PromotionError,
+    ValidationError,
+    MlflowException,
+    ValueError,
+    RuntimeError,
+    OSError,  # includes FileNotFoundError and ConnectionError
+)
 
 DatasetOption = Annotated[
     str | None, typer.Option("--dataset", "-d", help="Dataset name (default: settings).")
@@ -84,22 +97,58 @@ def fail(message: str) -> typer.Exit:
 
 @contextmanager
 def clear_errors() -> Iterator[None]:
-    """Turn the errors a user can cause into one line and exit code 1."""
+    """Turn the errors in `CLEAR_ERRORS` into one line and exit code 1."""
     try:
         yield
-    except DataValidationError as error:
+    except CLEAR_ERRORS as error:
+        raise fail(describe(error)) from None
+
+
+def describe(error: Exception) -> str:
+    """One line saying what went wrong, without a traceback."""
+    if isinstance(error, DataValidationError):
         problems = "; ".join(str(p) for p in error.problems)
-        raise fail(f"dataset {error.dataset!r} failed validation: {problems}") from None
-    except ValidationError as error:
+        return f"dataset {error.dataset!r} failed validation: {problems}"
+    if isinstance(error, ValidationError):
+        what = "settings" if error.title == Settings.__name__ else error.title
         details = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}"
-            for e in error.errors()
+            f"{'.'.join(str(p) for p in e['loc']) or what}: {e['msg']}" for e in error.errors()
         )
-        raise fail(f"invalid settings: {details}") from None
-    except MlflowException as error:
-        raise fail(f"MLflow: {error.message}") from None
-    except (*USER_ERRORS, ValueError) as error:
-        raise fail(str(error)) from None
+        return f"invalid {what}: {details}"
+    chain = causes(error)
+    if any(isinstance(e, ConnectionError | requests.ConnectionError) for e in chain):
+        root = chain[-1]
+        reason = root.strerror if isinstance(root, OSError) and root.strerror else str(root)
+        reason = reason or type(root).__name__
+        uri = _configured_tracking_uri()
+        if uri and any(isinstance(e, MlflowException | requests.RequestException) for e in chain):
+            return f"cannot reach the MLflow tracking server at {uri}: {reason}"
+        return f"connection failed: {reason}"
+    if isinstance(error, MlflowException):
+        return f"MLflow: {error.message}"
+    return str(error) or type(error).__name__
+
+
+def causes(error: BaseException) -> list[BaseException]:
+    """`error` and what led to it, outermost first.
+
+    Follows `__context__` as well as `__cause__`: MLflow raises its exception for a refused
+    connection while handling the `requests` error, without `from`.
+    """
+    chain: list[BaseException] = []
+    link: BaseException | None = error
+    while link is not None and all(link is not seen for seen in chain):
+        chain.append(link)
+        link = link.__cause__ or link.__context__
+    return chain
+
+
+def _configured_tracking_uri() -> str | None:
+    """The tracking URI the flows were given, when one was configured."""
+    try:
+        return Settings().tracking_uri or None
+    except ValidationError:
+        return None
 
 
 def settings() -> Settings:
@@ -107,23 +156,23 @@ def settings() -> Settings:
         return Settings()
 
 
-class _NoTracebackForUserErrors(logging.Filter):
-    """Drop the traceback Prefect logs for errors the user caused; `clear_errors` explains them."""
+class _NoTracebackForClearErrors(logging.Filter):
+    """Drop the traceback Prefect logs for the errors `clear_errors` explains in one line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], USER_ERRORS):
+        if record.exc_info and isinstance(record.exc_info[1], CLEAR_ERRORS):
             record.exc_info = None
             record.exc_text = None
         return True
 
 
 def _quiet_prefect_tracebacks() -> None:
-    quiet = _NoTracebackForUserErrors()
+    quiet = _NoTracebackForClearErrors()
     loggers = [logging.getLogger(name) for name in logging.root.manager.loggerDict]
     for logger in [logging.getLogger("prefect"), *loggers]:
         if logger.name.startswith("prefect"):
             for handler in logger.handlers:
-                if not any(isinstance(f, _NoTracebackForUserErrors) for f in handler.filters):
+                if not any(isinstance(f, _NoTracebackForClearErrors) for f in handler.filters):
                     handler.addFilter(quiet)
 
 

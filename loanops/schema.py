@@ -8,13 +8,15 @@ Evidently's column mapping. It round-trips through JSON so that it travels with 
 from __future__ import annotations
 
 from functools import cache
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
-from mlflow.models import ModelSignature
-from mlflow.types import ColSpec, Schema, TensorSpec
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+
+if TYPE_CHECKING:
+    # MLflow takes seconds to import; serving and validation use the schema without it.
+    from mlflow.models import ModelSignature
 
 FeatureKind = Literal["int", "float", "category"]
 RiskDirection = Literal["increasing", "decreasing"]
@@ -185,6 +187,9 @@ class FeatureSchema(BaseModel):
 
     def mlflow_signature(self) -> ModelSignature:
         """Signature of a model that takes these features and returns P(repaid), P(default)."""
+        from mlflow.models import ModelSignature
+        from mlflow.types import ColSpec, Schema, TensorSpec
+
         inputs = Schema(
             [
                 ColSpec(_MLFLOW_TYPES[f.pandas_dtype], f.name, required=not f.nullable)

@@ -7,14 +7,21 @@ not created.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, computed_field, model_validator
+from pydantic import Field, computed_field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ModelFamily = Literal["logreg", "hist_gbt"]
+
+# MLflow's rules for registered-model alias names (mlflow.utils.validation): letters, digits,
+# `_` and `-`, at most 255 characters; `latest` and version-like names such as `v3` are reserved.
+_ALIAS_CHARACTERS = re.compile(r"[A-Za-z0-9_-]+")
+_VERSION_ALIAS = re.compile(r"[vV][0-9]+")
+_MAX_ALIAS_LENGTH = 255
 
 
 class Settings(BaseSettings):
@@ -39,14 +46,23 @@ class Settings(BaseSettings):
         description="Experiment holding one run per promotion decision: the append-only gate log.",
     )
     model_name: str = Field(default="loan-default", description="Registered model name.")
-    production_alias: str = "production"
-    previous_alias: str = "previous"
+    production_alias: str = Field(
+        default="production", description="Alias of the version that serves."
+    )
+    previous_alias: str = Field(
+        default="previous", description="Alias of the version that served before it, for rollback."
+    )
 
     dataset: str = Field(default="lending_club", description="Name of the training dataset.")
     dataset_rows: int | None = Field(
         default=None, gt=0, description="Rows to draw, for generated datasets."
     )
-    seed: int = 42
+    seed: int = Field(
+        default=42,
+        ge=0,
+        lt=2**32,
+        description="Seed for the split, the search and the model; numpy takes 0 to 2**32 - 1.",
+    )
 
     test_size: float = Field(default=0.2, gt=0, lt=0.5)
     validation_size: float = Field(
@@ -60,7 +76,9 @@ class Settings(BaseSettings):
     tune_timeout_seconds: float | None = Field(
         default=None, gt=0, description="Optuna time budget; stops tuning at whichever comes first."
     )
-    model_families: tuple[ModelFamily, ...] = ("logreg", "hist_gbt")
+    model_families: tuple[ModelFamily, ...] = Field(
+        default=("logreg", "hist_gbt"), description="Model families the search chooses from."
+    )
     bootstrap_samples: int = Field(default=1000, ge=100)
 
     cost_false_approve: float = Field(
@@ -75,11 +93,30 @@ class Settings(BaseSettings):
     )
 
     promotion_min_auc: float = Field(default=0.65, ge=0.5, le=1.0)
-    promotion_max_ece: float = Field(default=0.05, gt=0, le=1.0)
+    promotion_max_ece: float = Field(
+        default=0.05,
+        gt=0,
+        lt=0.5,
+        description="Ceiling on the challenger's expected calibration error.",
+    )
     promotion_auc_tolerance: float = Field(
         default=0.01,
         ge=0,
+        le=0.1,
         description="How far the challenger's AUC may fall below the champion's.",
+    )
+    promotion_max_calibration_z: float = Field(
+        default=3.0,
+        gt=0,
+        description=(
+            "How many standard errors the mean PD may sit from the observed default rate on the "
+            "gate data."
+        ),
+    )
+    promotion_min_gate_positives: int = Field(
+        default=30,
+        ge=1,
+        description="Fewest defaults the gate data must hold for a comparison to count.",
     )
 
     validation_min_positives: int = Field(default=50, ge=1)
@@ -103,6 +140,46 @@ class Settings(BaseSettings):
     def artifact_location(self) -> str:
         """Where new experiments keep artifacts when the tracking store is a local database."""
         return (self.home / "artifacts").resolve().as_uri()
+
+    @field_validator("model_families")
+    @classmethod
+    def _families_are_non_empty_and_unique(
+        cls, families: tuple[ModelFamily, ...]
+    ) -> tuple[ModelFamily, ...]:
+        if not families:
+            raise ValueError("name at least one model family for the search")
+        repeated = sorted({family for family in families if families.count(family) > 1})
+        if repeated:
+            raise ValueError(f"each model family may appear once; repeated: {', '.join(repeated)}")
+        return families
+
+    @field_validator("production_alias", "previous_alias")
+    @classmethod
+    def _alias_is_valid_in_mlflow(cls, alias: str) -> str:
+        if not _ALIAS_CHARACTERS.fullmatch(alias):
+            raise ValueError(
+                f"alias {alias!r} must be non-empty and use only letters, digits, '_' and '-'"
+            )
+        if len(alias) > _MAX_ALIAS_LENGTH:
+            raise ValueError(f"alias must be at most {_MAX_ALIAS_LENGTH} characters")
+        if alias.lower() == "latest":
+            raise ValueError("alias 'latest' is reserved by MLflow")
+        if _VERSION_ALIAS.fullmatch(alias):
+            raise ValueError(
+                f"alias {alias!r} looks like a version (v<digits>), which MLflow reserves"
+            )
+        return alias
+
+    @model_validator(mode="after")
+    def _aliases_differ(self) -> Settings:
+        # Compared without case: the registry's database may not tell them apart.
+        if self.production_alias.lower() == self.previous_alias.lower():
+            raise ValueError(
+                f"production_alias {self.production_alias!r} and previous_alias "
+                f"{self.previous_alias!r} name the same alias; they must differ so that the "
+                "replaced version stays reachable for rollback"
+            )
+        return self
 
     @model_validator(mode="after")
     def _require_explicit_store_outside_dev(self) -> Settings:

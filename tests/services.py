@@ -3,7 +3,9 @@
 Each service is resolved the same way: an explicit URL, else the ``LOANOPS_TEST_*`` environment
 variable, else the local default that runs on our machines and in CI. When the chosen server does
 not answer, a throwaway real server is started for the duration of the context and stopped (by
-PID) on exit, so the suite also passes on a fresh machine. Nothing is skipped.
+PID) on exit, so the suite also passes on a fresh machine. A server that is needed but can be
+neither reached nor started is an error, never a skip; only the tests of the throwaway PostgreSQL
+itself skip where its binaries are missing (see :func:`postgres_binaries_found`).
 
 Typical session fixtures::
 
@@ -235,6 +237,15 @@ def find_postgres_bin_dir() -> Path:
         "install the server binaries (Debian/Ubuntu: `apt-get install postgresql`; "
         "Fedora/RHEL: `dnf install postgresql-server`; macOS: `brew install postgresql`)."
     )
+
+
+def postgres_binaries_found() -> bool:
+    """Return whether :func:`find_postgres_bin_dir` finds the binaries for a throwaway server."""
+    try:
+        find_postgres_bin_dir()
+    except ServiceStartError:
+        return False
+    return True
 
 
 @contextlib.contextmanager

@@ -64,7 +64,7 @@ class LoadedDataset:
 
 
 @cache
-def registry() -> dict[str, Dataset]:
+def catalog() -> dict[str, Dataset]:
     """Every dataset defined in this package, by name."""
     found: dict[str, Dataset] = {}
     for module_info in pkgutil.iter_modules(__path__):
@@ -83,7 +83,7 @@ def get_dataset(name: str) -> Dataset:
     Raises:
         UnknownDatasetError: naming the datasets that do exist.
     """
-    datasets = registry()
+    datasets = catalog()
     if name not in datasets:
         raise UnknownDatasetError(
             f"unknown dataset {name!r}; choose one of: {', '.join(sorted(datasets))}"

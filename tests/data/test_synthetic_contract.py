@@ -153,7 +153,7 @@ def test_pd_true_ranks_and_is_calibrated(frame: pd.DataFrame) -> None:
     assert (by_decile["predicted"] - by_decile["actual"]).abs().max() < 0.01
 
 
-def test_loads_through_the_registry() -> None:
+def test_loads_through_the_catalog() -> None:
     loaded = load_dataset("synthetic", rows=5_000, seed=3)
     assert len(loaded.frame) == 5_000
     syn.SCHEMA.to_frame(loaded.frame)

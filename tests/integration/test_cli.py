@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from loanops.data import load_dataset
+from tests.services import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -112,3 +113,22 @@ def test_settings_refuse_the_embedded_store_outside_dev(cli_env: dict[str, str])
     assert result.returncode == 1
     assert "error: invalid settings:" in result.stderr
     assert "LOANOPS_TRACKING_URI must be set outside dev mode" in result.stderr
+
+
+def test_unreachable_tracking_server_is_one_line_naming_it(cli_env: dict[str, str]) -> None:
+    tracking_uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    env = {
+        **cli_env,
+        "LOANOPS_TRACKING_URI": tracking_uri,
+        # MLflow's own HTTP retries back off for minutes; the flow's task retries still run.
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+    }
+
+    result = loanops(env, "promote")
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        f"error: cannot reach the MLflow tracking server at {tracking_uri}: Connection refused"
+    ], result.stderr

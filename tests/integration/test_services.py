@@ -22,19 +22,32 @@ from sqlalchemy.engine import make_url
 
 from tests.services import (
     DATABASE_URL_ENV,
+    POSTGRES_BIN_GLOBS,
     REDIS_URL_ENV,
+    ServiceStartError,
+    find_postgres_bin_dir,
     free_port,
     fresh_database,
     mlflow_server,
+    postgres_binaries_found,
     postgres_is_reachable,
     postgres_server_url,
     redis_is_reachable,
     redis_url,
-    throwaway_postgres,
     throwaway_redis,
 )
 
 pytestmark = pytest.mark.integration
+
+# Only the tests of the throwaway server itself need its binaries; the suite's own fixtures use
+# a reachable server where there is one, and fail loudly where there is neither.
+needs_postgres_binaries = pytest.mark.skipif(
+    not postgres_binaries_found(),
+    reason=(
+        "no PostgreSQL server binaries (initdb, postgres) on PATH or in "
+        f"{', '.join(POSTGRES_BIN_GLOBS)}, so no throwaway PostgreSQL can be started here"
+    ),
+)
 
 
 def _server_processes(url: str) -> list[psutil.Process]:
@@ -84,6 +97,7 @@ def postgres_server() -> Iterator[str]:
         yield url
 
 
+@needs_postgres_binaries
 def test_throwaway_postgres_replaces_an_unreachable_server(
     monkeypatch: pytest.MonkeyPatch,
 ):
@@ -143,16 +157,31 @@ def test_throwaway_redis_replaces_an_unreachable_server(
     assert not work_dir.exists()
 
 
-def test_a_reachable_server_is_used_as_is(monkeypatch: pytest.MonkeyPatch):
-    with throwaway_postgres() as pg, throwaway_redis() as rd:
-        monkeypatch.setenv(DATABASE_URL_ENV, pg.url)
+def test_a_reachable_server_is_used_as_is(monkeypatch: pytest.MonkeyPatch, postgres_server: str):
+    with throwaway_redis() as rd:
+        monkeypatch.setenv(DATABASE_URL_ENV, postgres_server)
         monkeypatch.setenv(REDIS_URL_ENV, rd.url)
         # Servers started here are direct children (PostgreSQL backends come and go below them).
         before = {p.pid for p in psutil.Process().children()}
         with postgres_server_url() as pg_url, redis_url() as rd_url:
-            assert (pg_url, rd_url) == (pg.url, rd.url)
+            assert (pg_url, rd_url) == (postgres_server, rd.url)
             after = {p.pid for p in psutil.Process().children()}
             assert after <= before, "no new server may start when the configured one answers"
+
+
+def test_without_binaries_only_the_throwaway_tests_skip_and_the_fixture_path_fails_loudly(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no initdb on PATH
+    monkeypatch.setattr("tests.services.POSTGRES_BIN_GLOBS", (str(tmp_path / "pg-*" / "bin"),))
+    unreachable = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
+
+    assert not postgres_binaries_found()
+    with pytest.raises(ServiceStartError, match="no server binaries"):
+        find_postgres_bin_dir()
+    with pytest.raises(ServiceStartError, match="no server binaries"):
+        with postgres_server_url(unreachable):
+            pass
 
 
 @pytest.mark.timeout(120)

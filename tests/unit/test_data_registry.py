@@ -1,4 +1,4 @@
-"""The dataset registry: lookup by name, seeded subsampling, content hashes and file loading."""
+"""The dataset catalog: lookup by name, seeded subsampling, content hashes and file loading."""
 
 from __future__ import annotations
 
@@ -11,21 +11,21 @@ import pytest
 from loanops.data import (
     Dataset,
     UnknownDatasetError,
+    catalog,
     frame_sha256,
     get_dataset,
     load_dataset,
     load_file,
-    registry,
 )
 from loanops.data import synthetic as syn
 from loanops.validation import validate_training_frame
 from tests.factories import LENDING_CLUB, lending_club_frame, lending_club_sample
 
-# --- registry ---------------------------------------------------------------------------------
+# --- catalog ----------------------------------------------------------------------------------
 
 
-def test_registry_finds_both_datasets_under_their_own_names() -> None:
-    datasets = registry()
+def test_catalog_finds_both_datasets_under_their_own_names() -> None:
+    datasets = catalog()
     assert {"lending_club", "synthetic"} <= set(datasets)
     for name, dataset in datasets.items():
         assert isinstance(dataset, Dataset)
@@ -35,7 +35,7 @@ def test_registry_finds_both_datasets_under_their_own_names() -> None:
 
 
 def test_get_dataset_returns_the_registered_dataset() -> None:
-    assert get_dataset("lending_club") is registry()["lending_club"]
+    assert get_dataset("lending_club") is catalog()["lending_club"]
     assert get_dataset("lending_club").schema is LENDING_CLUB
 
 
@@ -44,7 +44,7 @@ def test_unknown_dataset_error_lists_the_known_names() -> None:
         get_dataset("lendingclub")
     message = str(raised.value)
     assert message == (
-        f"unknown dataset 'lendingclub'; choose one of: {', '.join(sorted(registry()))}"
+        f"unknown dataset 'lendingclub'; choose one of: {', '.join(sorted(catalog()))}"
     )
     assert "lending_club" in message and "synthetic" in message
     assert isinstance(raised.value, KeyError)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import numpy as np
@@ -10,7 +12,7 @@ import pytest
 from mlflow.types import TensorSpec
 from pydantic import ValidationError
 
-from loanops.data import registry
+from loanops.data import catalog
 from loanops.schema import Feature, FeatureSchema, Target
 from tests.factories import LENDING_CLUB, TINY, applicants_frame, lending_club_applicant, tiny_frame
 
@@ -202,12 +204,24 @@ def test_mlflow_signature_outputs_both_class_probabilities() -> None:
     assert outputs[0].type == np.dtype("float64") and outputs[0].shape == (-1, 2)
 
 
+def test_importing_the_schema_and_the_datasets_does_not_import_mlflow() -> None:
+    # Serving imports the schema for its request model; MLflow costs seconds and is not needed.
+    code = (
+        "import sys, loanops.schema, loanops.data, loanops.data.lending_club; "
+        "print(sorted(name for name in sys.modules if name.partition('.')[0] == 'mlflow'))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert result.stdout.strip() == "[]"
+
+
 # --- JSON round trip --------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
     "schema",
-    [TINY, *(d.schema for d in registry().values())],
+    [TINY, *(d.schema for d in catalog().values())],
     ids=lambda s: s.name,
 )
 def test_json_round_trip_gives_an_equal_schema(schema: FeatureSchema) -> None:

@@ -40,6 +40,9 @@ def test_defaults_need_no_services() -> None:
     assert settings.promotion_min_auc == 0.65
     assert settings.promotion_max_ece == 0.05
     assert settings.promotion_auc_tolerance == 0.01
+    assert settings.promotion_max_calibration_z == 3.0
+    assert settings.promotion_min_gate_positives == 30
+    assert (settings.production_alias, settings.previous_alias) == ("production", "previous")
 
 
 def test_environment_variables_with_the_loanops_prefix_are_read(
@@ -88,6 +91,14 @@ def test_dotenv_file_is_read_and_the_environment_wins(monkeypatch: pytest.Monkey
         ("LOANOPS_PROMOTION_MIN_AUC", "0.4"),
         ("LOANOPS_MODEL_FAMILIES", '["forest"]'),
         ("LOANOPS_ENV", "qa"),
+        ("LOANOPS_PROMOTION_AUC_TOLERANCE", "0.11"),
+        ("LOANOPS_PROMOTION_AUC_TOLERANCE", "-0.01"),
+        ("LOANOPS_PROMOTION_MAX_ECE", "0.5"),
+        ("LOANOPS_PROMOTION_MAX_ECE", "0"),
+        ("LOANOPS_PROMOTION_MAX_CALIBRATION_Z", "0"),
+        ("LOANOPS_PROMOTION_MIN_GATE_POSITIVES", "0"),
+        ("LOANOPS_SEED", "-1"),
+        ("LOANOPS_SEED", str(2**32)),
     ],
 )
 def test_out_of_bounds_values_are_refused(
@@ -96,6 +107,89 @@ def test_out_of_bounds_values_are_refused(
     monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError):
         Settings()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("LOANOPS_PROMOTION_AUC_TOLERANCE", "0.1"),
+        ("LOANOPS_PROMOTION_AUC_TOLERANCE", "0"),
+        ("LOANOPS_PROMOTION_MAX_ECE", "0.499"),
+        ("LOANOPS_PROMOTION_MAX_CALIBRATION_Z", "0.5"),
+        ("LOANOPS_PROMOTION_MIN_GATE_POSITIVES", "1"),
+        ("LOANOPS_SEED", "0"),
+        ("LOANOPS_SEED", str(2**32 - 1)),
+        ("LOANOPS_MODEL_FAMILIES", '["hist_gbt"]'),
+        ("LOANOPS_PRODUCTION_ALIAS", "champion-2024_q1"),
+        ("LOANOPS_PREVIOUS_ALIAS", "V1beta"),
+    ],
+)
+def test_values_at_and_inside_the_bounds_are_accepted(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    Settings()
+
+
+@pytest.mark.parametrize(
+    ("families", "message"),
+    [
+        ("[]", "name at least one model family"),
+        ('["logreg", "hist_gbt", "logreg"]', "each model family may appear once; repeated: logreg"),
+    ],
+)
+def test_model_families_must_be_non_empty_and_unique(
+    monkeypatch: pytest.MonkeyPatch, families: str, message: str
+) -> None:
+    monkeypatch.setenv("LOANOPS_MODEL_FAMILIES", families)
+    with pytest.raises(ValidationError, match=message):
+        Settings()
+
+
+@pytest.mark.parametrize("field", ["production_alias", "previous_alias"])
+@pytest.mark.parametrize(
+    ("alias", "message"),
+    [
+        ("", "must be non-empty and use only letters, digits, '_' and '-'"),
+        ("prod alias", "'prod alias' must be non-empty and use only letters, digits"),
+        ("prod.1", "'prod.1' must be non-empty and use only letters, digits"),
+        ("prodé", "use only letters, digits"),
+        ("a" * 256, "at most 255 characters"),
+        ("latest", "'latest' is reserved by MLflow"),
+        ("LATEST", "'latest' is reserved by MLflow"),
+        ("v3", r"'v3' looks like a version \(v<digits>\), which MLflow reserves"),
+        ("V12", "'V12' looks like a version"),
+    ],
+)
+def test_aliases_follow_mlflows_alias_rules(field: str, alias: str, message: str) -> None:
+    with pytest.raises(ValidationError, match=message) as raised:
+        Settings(**{field: alias})
+    assert raised.value.errors()[0]["loc"] == (field,)
+
+
+@pytest.mark.parametrize(("production", "previous"), [("champion", "champion"), ("prod", "PROD")])
+def test_production_and_previous_aliases_must_differ(production: str, previous: str) -> None:
+    with pytest.raises(ValidationError, match="name the same alias; they must differ"):
+        Settings(production_alias=production, previous_alias=previous)
+
+
+def test_mlflow_itself_accepts_every_alias_the_settings_accept() -> None:
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.validation import (
+        _validate_model_alias_name,
+        _validate_model_alias_name_reserved,
+    )
+
+    for alias in ("production", "previous", "champion-2024_q1", "V1beta", "v", "a" * 255):
+        Settings(production_alias=alias, previous_alias="other")
+        _validate_model_alias_name(alias)
+        _validate_model_alias_name_reserved(alias)
+    for alias in ("", "prod alias", "latest", "Latest", "v3", "a" * 256):
+        with pytest.raises(MlflowException):
+            _validate_model_alias_name(alias)
+            _validate_model_alias_name_reserved(alias)
+        with pytest.raises(ValidationError):
+            Settings(production_alias=alias)
 
 
 def test_mlflow_uri_defaults_to_sqlite_under_home(tmp_path: Path) -> None:

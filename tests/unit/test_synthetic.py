@@ -358,7 +358,7 @@ def test_drop_column(small: pd.DataFrame) -> None:
         syn.drop_column(small, "colour")
 
 
-# --- registry ---------------------------------------------------------------------------------
+# --- catalog ----------------------------------------------------------------------------------
 
 
 def test_registered_as_a_generated_dataset() -> None:

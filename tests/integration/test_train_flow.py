@@ -1,0 +1,136 @@
+"""The train flow's tracking: an open parent run, its data lineage, and an honest CV figure.
+
+Runs against MLflow on SQLite in a folder of the test's own, on a small synthetic draw.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+
+from flows.train import rescore_best, start_run, train_flow
+from loanops import registry
+from loanops.data import LoadedDataset, load_dataset
+from loanops.features import Splits, build_model, split_frame
+from loanops.settings import Settings
+from loanops.tune import TuneResult, cross_validated_aucs
+from loanops.validation import validate_training_frame
+
+pytestmark = pytest.mark.integration
+
+ROWS = 3_000
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    env = {
+        "LOANOPS_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "LOANOPS_HOME": str(tmp_path / "home"),
+        "LOANOPS_DATASET": "synthetic",
+        "LOANOPS_DATASET_ROWS": str(ROWS),
+        "LOANOPS_TUNE_TRIALS": "2",
+        "LOANOPS_BOOTSTRAP_SAMPLES": "200",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return Settings()
+
+
+@pytest.fixture
+def data(settings: Settings) -> tuple[LoadedDataset, Splits]:
+    loaded = load_dataset(settings.dataset, rows=settings.dataset_rows, seed=settings.seed)
+    splits = split_frame(
+        loaded.frame,
+        loaded.schema,
+        test_size=settings.test_size,
+        validation_size=settings.validation_size,
+        seed=settings.seed,
+    )
+    return loaded, splits
+
+
+def test_start_run_leaves_the_parent_run_open_with_its_lineage(
+    settings: Settings, data: tuple[LoadedDataset, Splits]
+) -> None:
+    loaded, splits = data
+    report = validate_training_frame(
+        loaded.frame,
+        loaded.schema,
+        min_positives=settings.validation_min_positives,
+        unknown_category_tolerance=settings.validation_unknown_category_tolerance,
+    )
+
+    run_id = start_run.fn(settings, loaded, report, splits)
+
+    run = registry.connect(settings).get_run(run_id)
+    assert run.info.status == "RUNNING" and run.info.end_time is None
+    assert mlflow.active_run() is None
+    (dataset_input,) = run.inputs.dataset_inputs
+    assert {tag.key: tag.value for tag in dataset_input.tags} == {"mlflow.data.context": "training"}
+    assert dataset_input.dataset.name == "synthetic"
+    tags = run.data.tags
+    assert tags["loanops.data_rows"] == str(ROWS)
+    assert tags["loanops.training_rows"] == str(len(splits.train))
+    for key, value in loaded.dataset.provenance.items():
+        assert tags[f"loanops.provenance.{key}"] == value
+
+
+def test_rescore_best_scores_the_winner_on_fresh_folds(
+    settings: Settings, data: tuple[LoadedDataset, Splits]
+) -> None:
+    loaded, splits = data
+    client = registry.connect(settings)
+    experiment_id = registry.ensure_experiment(client, settings.experiment_name, settings)
+    run_id = client.create_run(experiment_id).info.run_id
+    params = {"C": 0.5, "log_amounts": True}
+    best = TuneResult("logreg", params, cv_roc_auc=0.99, cv_roc_auc_std=0.0, trials=[])
+
+    rescored = rescore_best.fn(splits, loaded, best, settings, run_id)
+
+    development = splits.development
+    expected = cross_validated_aucs(
+        build_model(loaded.schema, "logreg", params, settings.seed),
+        development.X,
+        development.y,
+        folds=settings.cv_folds,
+        seed=settings.seed + 1,
+    )
+    assert rescored.fold_aucs == pytest.approx(expected)
+    assert len(rescored.fold_aucs) == settings.cv_folds == 5
+    assert rescored.cv_roc_auc == pytest.approx(np.mean(expected))
+    run = client.get_run(run_id)
+    assert run.data.metrics["cv_roc_auc"] == pytest.approx(rescored.cv_roc_auc)
+    assert run.data.metrics["cv_roc_auc_std"] == pytest.approx(np.std(expected))
+    assert run.data.params["cv_rescore_fold_seed"] == str(settings.seed + 1)
+    assert run.info.status == "RUNNING"
+
+
+@pytest.mark.timeout(300)
+def test_train_flow_reports_the_rescored_auc_and_keeps_the_searchs_own(
+    settings: Settings,
+) -> None:
+    result = train_flow()
+
+    client = registry.connect(settings)
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    metrics = run.data.metrics
+    assert result.cv_roc_auc == pytest.approx(metrics["cv_roc_auc"])
+    assert [m.value for m in client.get_metric_history(result.run_id, "cv_roc_auc")] == [
+        pytest.approx(result.cv_roc_auc)
+    ]
+    trials = client.search_runs(
+        [run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{result.run_id}'"
+    )
+    search_best = max(
+        t.data.metrics["cv_roc_auc"] for t in trials if "cv_roc_auc" in t.data.metrics
+    )
+    assert metrics["search_best_cv_roc_auc"] == pytest.approx(search_best)
+    assert metrics["cv_roc_auc"] != pytest.approx(metrics["search_best_cv_roc_auc"], abs=1e-9)
+    version = client.get_model_version(settings.model_name, result.version)
+    assert version.tags["loanops.data_rows"] == str(ROWS)
+    assert version.tags["loanops.training_rows"] == run.data.params["train_rows"]
+    assert version.tags["loanops.provenance.licence"] == "generated"
