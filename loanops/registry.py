@@ -165,7 +165,14 @@ def log_model(
 def register_version(
     client: MlflowClient, model_name: str, model: ModelInfo, run_id: str, tags: dict[str, str]
 ) -> ModelVersion:
-    """Register a logged model as a new version carrying lineage tags."""
+    """Register a logged model as a new version carrying lineage tags.
+
+    A run registers at most one version: when a retry follows a registration whose reply was
+    lost, the version already there is returned instead of a second one.
+    """
+    existing = client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'")
+    if existing:
+        return existing[0]
     try:
         client.get_registered_model(model_name)
     except MlflowException:

@@ -232,3 +232,14 @@ def test_gate_data_is_the_frozen_test_split(settings: Settings) -> None:
     assert len(gate) == result.evaluation.rows
     assert isinstance(gate, pd.DataFrame)
     assert set(gate["Class"]) <= {"good", "bad"}
+
+
+def test_registering_a_run_twice_returns_its_one_version(settings: Settings) -> None:
+    client = registry.connect(settings)
+    result = train_flow(dataset="lending_club", rows=3000, trials=1)
+    info = mlflow.models.get_model_info(f"models:/{settings.model_name}/{result.version}")
+
+    again = registry.register_version(client, settings.model_name, info, result.run_id, {})
+
+    assert str(again.version) == result.version
+    assert len(client.search_model_versions(f"name = '{settings.model_name}'")) == 1
