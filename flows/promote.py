@@ -95,6 +95,7 @@ def gate_scores(
         roc_auc=float(roc_auc_score(y, p)),
         ece=expected_calibration_error(y, p),
         mean_pd=float(p.mean()),
+        pd_variance=float(np.mean(p * (1 - p))),
         default_rate=float(y.mean()),
         rows=len(y),
         positives=int(y.sum()),

@@ -391,8 +391,10 @@ def log_and_register(
         feature_schema=schema.model_dump(mode="json"),
         favourable_values=favourable,
     )
-    model_info = registry.log_model(run_id, trained.model, schema, splits.train.X.head(5), card)
     client = registry.connect(settings)
+    model_info = registry.log_model(
+        client, run_id, trained.model, schema, splits.train.X.head(5), card
+    )
     labels = np.where(splits.test.y == 1, schema.target.positive, schema.target.negative)
     gate_frame = splits.test.X.assign(**{schema.target.name: labels})
     with tempfile.TemporaryDirectory() as tmp:

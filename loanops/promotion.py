@@ -44,12 +44,18 @@ class GateScores:
     default_rate: float
     rows: int
     positives: int
+    pd_variance: float
+    """Mean of p·(1 − p) over the rows: the Bernoulli variance the model itself predicts."""
     metrics: dict[str, float] = field(default_factory=dict)
 
     @property
     def calibration_z(self) -> float:
-        """Mean PD minus the observed default rate, in standard errors of that rate."""
-        spread = math.sqrt(max(self.default_rate * (1 - self.default_rate), 1e-12) / self.rows)
+        """Calibration in the large: mean PD minus the default rate, in standard errors.
+
+        If the PDs were right, the default count would have mean Σp and variance Σp(1 − p), so
+        the gap is measured against the spread the model itself predicts (an O/E test).
+        """
+        spread = math.sqrt(max(self.pd_variance, 1e-12) / self.rows)
         return (self.mean_pd - self.default_rate) / spread
 
 

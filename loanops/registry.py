@@ -140,26 +140,39 @@ def model_requirements() -> list[str]:
 
 
 def log_model(
+    client: MlflowClient,
     run_id: str,
     model: Any,
     schema: FeatureSchema,
     input_example: pd.DataFrame,
     card: ModelCard,
 ) -> ModelInfo:
-    """Log a fitted model to a run, with its signature, input example and card."""
-    with mlflow.start_run(run_id=run_id):
-        info = mlflow.sklearn.log_model(
-            model,
-            name=MODEL_ARTIFACT,
-            signature=schema.mlflow_signature(),
-            input_example=input_example,
-            pyfunc_predict_fn="predict_proba",
-            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
-            skops_trusted_types=SKOPS_TRUSTED_TYPES,
-            metadata={LOANOPS_METADATA_KEY: asdict(card)},
-            pip_requirements=model_requirements(),
-        )
-    return info
+    """Log a fitted model to a run, with its signature, input example and card.
+
+    The logged model is created in the run's experiment first and filled by `log_model`, which
+    leaves the run open: `mlflow.start_run(run_id=...)` as a context would mark it FINISHED
+    while the flow still has work to do on it.
+    """
+    run = client.get_run(run_id)
+    logged = client.create_logged_model(
+        experiment_id=run.info.experiment_id,
+        name=MODEL_ARTIFACT,
+        source_run_id=run_id,
+        params=run.data.params,
+    )
+    return mlflow.sklearn.log_model(
+        model,
+        name=MODEL_ARTIFACT,
+        model_id=logged.model_id,
+        run_id=run_id,
+        signature=schema.mlflow_signature(),
+        input_example=input_example,
+        pyfunc_predict_fn="predict_proba",
+        serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
+        skops_trusted_types=SKOPS_TRUSTED_TYPES,
+        metadata={LOANOPS_METADATA_KEY: asdict(card)},
+        pip_requirements=model_requirements(),
+    )
 
 
 def register_version(
@@ -292,6 +305,7 @@ def _scores(scores: Any) -> dict[str, float]:
         "ece": scores.ece,
         "mean_pd": scores.mean_pd,
         "default_rate": scores.default_rate,
+        "pd_variance": scores.pd_variance,
         "calibration_z": scores.calibration_z,
         "rows": float(scores.rows),
         "positives": float(scores.positives),

@@ -287,6 +287,7 @@ def gate_scores(
     default_rate: float = 0.05,
     rows: int = 2000,
     positives: int = 100,
+    pd_variance: float | None = None,
 ) -> GateScores:
     """A model version's gate metrics, passing the default floors unless overridden."""
     return GateScores(
@@ -297,4 +298,6 @@ def gate_scores(
         default_rate=default_rate,
         rows=rows,
         positives=positives,
+        # Every loan at the mean PD: the largest variance a given mean allows.
+        pd_variance=mean_pd * (1 - mean_pd) if pd_variance is None else pd_variance,
     )

@@ -134,3 +134,35 @@ def test_train_flow_reports_the_rescored_auc_and_keeps_the_searchs_own(
     assert version.tags["loanops.data_rows"] == str(ROWS)
     assert version.tags["loanops.training_rows"] == run.data.params["train_rows"]
     assert version.tags["loanops.provenance.licence"] == "generated"
+
+
+def test_logging_the_model_leaves_the_run_open_and_files_it_in_the_runs_experiment(
+    settings: Settings, data: tuple[LoadedDataset, Splits]
+) -> None:
+    loaded, splits = data
+    client = registry.connect(settings)
+    experiment_id = registry.ensure_experiment(client, settings.experiment_name, settings)
+    run_id = client.create_run(experiment_id).info.run_id
+    model = build_model(loaded.schema, "logreg", {"C": 0.1}, seed=0).fit(
+        splits.train.X, splits.train.y
+    )
+    card = registry.ModelCard(
+        threshold=0.2,
+        family="logreg",
+        params={"C": 0.1},
+        dataset=loaded.name,
+        dataset_sha256=loaded.sha256,
+        cost_false_approve=5.0,
+        cost_false_decline=1.0,
+        feature_schema=loaded.schema.model_dump(mode="json"),
+    )
+
+    info = registry.log_model(client, run_id, model, loaded.schema, splits.train.X.head(3), card)
+
+    run = client.get_run(run_id)
+    assert run.info.status == "RUNNING" and run.info.end_time is None
+    logged = client.get_logged_model(info.model_id)
+    assert logged.experiment_id == experiment_id and logged.source_run_id == run_id
+    reloaded = mlflow.sklearn.load_model(info.model_uri)
+    expected = model.predict_proba(splits.test.X)
+    assert np.array_equal(reloaded.predict_proba(splits.test.X), expected)

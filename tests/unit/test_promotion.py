@@ -133,7 +133,7 @@ def test_a_model_whose_mean_pd_is_far_from_the_default_rate_is_rejected() -> Non
     decision = decide(inflated, None, POLICY)
     assert not decision.promote
     assert decision.reasons == (
-        "mean PD 0.0750 vs default rate 0.0450, +6.5 standard errors, beyond ±3",
+        "mean PD 0.0750 vs default rate 0.0450, +5.1 standard errors, beyond ±3",
     )
 
 
@@ -154,6 +154,6 @@ def test_a_refusal_keeps_the_champion_it_was_measured_against() -> None:
     assert decision.reasons == ("identical to the champion",)
 
 
-def test_calibration_z_is_in_standard_errors_of_the_default_rate() -> None:
-    scores = gate_scores(mean_pd=0.06, default_rate=0.05, rows=1900)
-    assert scores.calibration_z == pytest.approx(0.01 / (0.05 * 0.95 / 1900) ** 0.5)
+def test_calibration_z_measures_the_gap_against_the_spread_the_model_predicts() -> None:
+    scores = gate_scores(mean_pd=0.06, default_rate=0.05, rows=1900, pd_variance=0.04)
+    assert scores.calibration_z == pytest.approx(0.01 / (0.04 / 1900) ** 0.5)
