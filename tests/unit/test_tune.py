@@ -22,6 +22,19 @@ TRIALS = 8  # the median pruner starts after 5 trials, so the last ones may be p
 SEED = 0
 
 
+def logreg_search(X: pd.DataFrame, y: np.ndarray, **overrides: Any) -> TuneResult:
+    """`tune` over logistic regression with this module's folds and seed, unless overridden."""
+    options: dict[str, Any] = {
+        "families": ("logreg",),
+        "n_trials": TRIALS,
+        "timeout_seconds": None,
+        "folds": FOLDS,
+        "seed": SEED,
+        **overrides,
+    }
+    return tune(X, y, LENDING_CLUB, **options)
+
+
 @pytest.fixture(autouse=True, scope="module")
 def one_thread() -> Iterator[None]:
     """BLAS and OpenMP threads only contend with each other on a 2-core runner."""
@@ -47,17 +60,7 @@ def data() -> tuple[pd.DataFrame, np.ndarray]:
 def search(data: tuple[pd.DataFrame, np.ndarray]) -> Search:
     X, y = data
     reported: list[TrialRecord] = []
-    result = tune(
-        X,
-        y,
-        LENDING_CLUB,
-        families=("logreg",),
-        n_trials=TRIALS,
-        timeout_seconds=None,
-        folds=FOLDS,
-        seed=SEED,
-        on_trial=reported.append,
-    )
+    result = logreg_search(X, y, on_trial=reported.append)
     return Search(X, y, result, reported)
 
 
@@ -175,16 +178,7 @@ def test_suggest_returns_the_family_and_its_own_params(params: dict[str, Any], f
 def test_no_trial_at_all_raises_runtime_error(data: tuple[pd.DataFrame, np.ndarray]) -> None:
     X, y = data
     with pytest.raises(RuntimeError, match="without a single complete trial"):
-        tune(
-            X,
-            y,
-            LENDING_CLUB,
-            families=("logreg",),
-            n_trials=0,
-            timeout_seconds=None,
-            folds=FOLDS,
-            seed=SEED,
-        )
+        logreg_search(X, y, n_trials=0)
 
 
 def test_every_trial_pruned_raises_runtime_error(
@@ -198,17 +192,7 @@ def test_every_trial_pruned_raises_runtime_error(
     reported: list[TrialRecord] = []
     X, y = data
     with pytest.raises(RuntimeError, match="without a single complete trial"):
-        tune(
-            X,
-            y,
-            LENDING_CLUB,
-            families=("logreg",),
-            n_trials=3,
-            timeout_seconds=None,
-            folds=FOLDS,
-            seed=SEED,
-            on_trial=reported.append,
-        )
+        logreg_search(X, y, n_trials=3, on_trial=reported.append)
     assert [(t.state, t.fold_aucs) for t in reported] == [("PRUNED", [0.6])] * 3
 
 
@@ -222,17 +206,7 @@ def test_a_failing_trial_is_reported_then_raised(
     reported: list[TrialRecord] = []
     X, y = data
     with pytest.raises(ArithmeticError, match="broken fold"):
-        tune(
-            X,
-            y,
-            LENDING_CLUB,
-            families=("logreg",),
-            n_trials=3,
-            timeout_seconds=None,
-            folds=FOLDS,
-            seed=SEED,
-            on_trial=reported.append,
-        )
+        logreg_search(X, y, n_trials=3, on_trial=reported.append)
     assert [(t.state, t.fold_aucs) for t in reported] == [("FAIL", [])]
 
 
@@ -243,13 +217,4 @@ def test_folds_without_a_default_do_not_produce_a_nan_winner() -> None:
     frame = keep_positives(lending_club_sample(600, seed=1), LENDING_CLUB, 2)
     X, y = LENDING_CLUB.to_frame(frame), LENDING_CLUB.labels(frame)
     with pytest.raises(ValueError, match="needs at least 3 rows of each class"):
-        tune(
-            X,
-            y,
-            LENDING_CLUB,
-            families=("logreg",),
-            n_trials=2,
-            timeout_seconds=None,
-            folds=FOLDS,
-            seed=SEED,
-        )
+        logreg_search(X, y, n_trials=2)
