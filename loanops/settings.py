@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, computed_field, field_validator, model_validator
+from pydantic import Field, SecretStr, computed_field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ModelFamily = Literal["logreg", "hist_gbt"]
@@ -22,12 +22,17 @@ ModelFamily = Literal["logreg", "hist_gbt"]
 _ALIAS_CHARACTERS = re.compile(r"[A-Za-z0-9_-]+")
 _VERSION_ALIAS = re.compile(r"[vV][0-9]+")
 _MAX_ALIAS_LENGTH = 255
+_MODEL_REF = re.compile(r"models:/[^/@]+(@[A-Za-z0-9_-]+|/[0-9]+)")
+# What manifests and templates ship in place of a secret; never a real one.
+_PLACEHOLDER = re.compile(r"change[-_]?(this|me)|placeholder|replace[-_]?me|<[^>]*>", re.I)
 
 
 class Settings(BaseSettings):
     """All loanops configuration, with embedded defaults that need no services."""
 
-    model_config = SettingsConfigDict(env_prefix="LOANOPS_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="LOANOPS_", env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
 
     env: Literal["dev", "staging", "production"] = Field(
         default="dev", description="Deployment environment; only `dev` tolerates embedded defaults."
@@ -127,6 +132,98 @@ class Settings(BaseSettings):
         description="Share of rows per column allowed to carry a category outside the schema.",
     )
 
+    model_ref: str | None = Field(
+        default=None,
+        description=(
+            "Model the serving tier runs: `models:/NAME@ALIAS` follows an alias, "
+            "`models:/NAME/VERSION` pins one. Unset follows `production_alias` of `model_name`."
+        ),
+    )
+    model_poll_seconds: float = Field(
+        default=10.0, gt=0, description="How often serving checks whether its alias has moved."
+    )
+    model_load_max_backoff_seconds: float = Field(
+        default=30.0, gt=0, description="Longest wait between attempts to load the model at start."
+    )
+    reasons_top: int = Field(
+        default=4, ge=1, le=10, description="Adverse-action reasons returned per application."
+    )
+    max_sync_batch: int = Field(
+        default=1000, ge=1, description="Most applications one `/v1/predict/batch` call may hold."
+    )
+    max_body_bytes: int = Field(
+        default=1_048_576, ge=1024, description="Largest JSON request body the API accepts."
+    )
+    max_upload_bytes: int = Field(
+        default=4 * 1024**3, ge=1024, description="Largest batch-job file the API accepts."
+    )
+    api_keys: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Comma-separated keys accepted in `X-API-Key`. Required outside dev; unset in dev "
+            "leaves the scoring endpoints open."
+        ),
+    )
+    database_url: SecretStr | None = Field(
+        default=None,
+        description=(
+            "SQLAlchemy URL of the decision log; unset means SQLite under `home`. A secret: it "
+            "can carry a password."
+        ),
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis of the batch-job queue, e.g. `redis://redis:6379/0`; unset: no jobs.",
+    )
+    storage_dir: Path | None = Field(
+        default=None,
+        description="Shared folder for batch-job files and state; unset means `home`/storage.",
+    )
+    batch_chunk_rows: int = Field(
+        default=50_000, ge=100, description="Rows per batch-job chunk, the unit of retry."
+    )
+    batch_visibility_seconds: float = Field(
+        default=900.0,
+        gt=0,
+        description=(
+            "How long a chunk may run before Redis hands it to another worker; a killed worker's "
+            "chunk is redelivered after this."
+        ),
+    )
+    decision_log_batch_size: int = Field(
+        default=500, ge=1, description="Most decisions the log writes in one transaction."
+    )
+    decision_log_flush_seconds: float = Field(
+        default=0.25, gt=0, description="Longest a decision waits before the log writes it."
+    )
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def model_uri(self) -> str:
+        """The model reference in force: the configured one, or the production alias."""
+        return self.model_ref or f"models:/{self.model_name}@{self.production_alias}"
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def decision_db_url(self) -> str:
+        """The decision log's database URL: the configured one, or SQLite under `home`."""
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return f"sqlite:///{(self.home / 'decisions.db').resolve()}"
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def storage_path(self) -> Path:
+        """The batch-job folder in force."""
+        return (self.storage_dir or self.home / "storage").resolve()
+
+    @property
+    def api_key_values(self) -> tuple[str, ...]:
+        """The accepted API keys; empty when auth is off."""
+        if self.api_keys is None:
+            return ()
+        return tuple(k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip())
+
     @computed_field  # type: ignore[prop-decorator]
     @property
     def mlflow_uri(self) -> str:
@@ -188,6 +285,31 @@ class Settings(BaseSettings):
                 "LOANOPS_TRACKING_URI must be set outside dev mode; "
                 "the embedded SQLite store is for local use only"
             )
+        return self
+
+    @field_validator("model_ref")
+    @classmethod
+    def _model_ref_is_a_registry_uri(cls, ref: str | None) -> str | None:
+        if ref is not None and not _MODEL_REF.fullmatch(ref):
+            raise ValueError(
+                f"model_ref {ref!r} must be models:/NAME@ALIAS or models:/NAME/VERSION"
+            )
+        return ref
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets_outside_dev(self) -> Settings:
+        if self.env == "dev":
+            return self
+        if not self.api_key_values:
+            raise ValueError(f"LOANOPS_API_KEYS must be set when env is {self.env!r}")
+        secrets = {"LOANOPS_API_KEYS": self.api_key_values}
+        if self.database_url is not None:
+            secrets["LOANOPS_DATABASE_URL"] = (self.database_url.get_secret_value(),)
+        for name, values in secrets.items():
+            if any(_PLACEHOLDER.search(value) for value in values):
+                raise ValueError(
+                    f"{name} holds a placeholder; set a real secret when env is {self.env!r}"
+                )
         return self
 
 

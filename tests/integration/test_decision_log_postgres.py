@@ -1,0 +1,258 @@
+"""The decision log on a real PostgreSQL: migration, concurrent start-up, writes and reads.
+
+Each test that migrates gets its own fresh database on the session's server, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import random
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+import pandas as pd
+import psycopg
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
+
+from loanops.decisions import (
+    _MIGRATION_LOCK_KEY,
+    Base,
+    Decision,
+    DecisionLog,
+    count_decisions,
+    create_engine_for,
+    migrate,
+    read_decisions,
+    write_decisions,
+)
+from tests.factories import lending_club_applicant
+from tests.services import fresh_database, libpq_url
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
+
+
+def make_decision(i: int, **overrides: Any) -> Decision:
+    """Decision number `i`, one second after number `i - 1`."""
+    inputs = lending_club_applicant(funded_amnt=1_000 + i)
+    del inputs["Class"]
+    fields: dict[str, Any] = {
+        "request_id": f"req-{i:06d}",
+        "decided_at": T0 + timedelta(seconds=i),
+        "model_name": "loan-default",
+        "model_version": "3",
+        "threshold": 0.2,
+        "inputs": inputs,
+        "probability": (i % 97) / 97,
+        "decision": "decline" if (i % 97) / 97 >= 0.2 else "approve",
+        "reasons": [{"code": "int_rate", "text": "Interest rate is high", "impact": 0.05}],
+    }
+    return Decision(**(fields | overrides))
+
+
+def make_decisions(n: int, start: int = 0, **overrides: Any) -> list[Decision]:
+    return [make_decision(i, **overrides) for i in range(start, start + n)]
+
+
+def start_migrations(url: str, count: int) -> list[BaseProcess]:
+    """Start `migrate(url)` in `count` new processes, forked from a forkserver that has
+    already imported the decision log."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["loanops.decisions", "alembic.command"])
+    processes: list[BaseProcess] = [
+        context.Process(target=migrate, args=(url,)) for _ in range(count)
+    ]
+    for process in processes:
+        process.start()
+    return processes
+
+
+def finish(processes: list[BaseProcess], timeout: float = 60) -> list[int | None]:
+    """Wait for the processes; kill any still running after `timeout`. Their exit codes."""
+    for process in processes:
+        process.join(timeout)
+        if process.is_alive():
+            process.kill()
+            process.join()
+    return [process.exitcode for process in processes]
+
+
+@pytest.fixture
+def database_url(postgres_server: str) -> Iterator[str]:
+    with fresh_database(postgres_server) as url:
+        yield url
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    migrate(database_url)
+    engine = create_engine_for(database_url)
+    yield engine
+    engine.dispose()
+
+
+def test_migration_creates_exactly_the_declared_table_and_is_idempotent(
+    database_url: str,
+) -> None:
+    migrate(database_url)
+    migrate(database_url)
+
+    engine = create_engine_for(database_url)
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(connection)
+            assert context.get_current_revision() == "0001"
+            assert compare_metadata(context, Base.metadata) == []
+            types: dict[str, str] = dict(
+                connection.execute(
+                    sa.text(
+                        "SELECT column_name, data_type FROM information_schema.columns "
+                        "WHERE table_name = 'decisions'"
+                    )
+                ).all()
+            )
+        assert types["inputs"] == types["reasons"] == "jsonb"
+        assert types["decided_at"] == "timestamp with time zone"
+        assert types["probability"] == "double precision"
+        indexes = {
+            i["name"]: i["column_names"] for i in sa.inspect(engine).get_indexes("decisions")
+        }
+        assert indexes == {
+            "ix_decisions_decided_at": ["decided_at"],
+            "ix_decisions_model_decided_at": ["model_name", "model_version", "decided_at"],
+        }
+    finally:
+        engine.dispose()
+
+
+def test_two_processes_can_migrate_a_fresh_database_at_once(database_url: str) -> None:
+    # Without the advisory lock, one of them now and then fails on a duplicate alembic_version
+    # or decisions table.
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as holder:
+        # Hold the migration lock, start both, and see them wait for it.
+        holder.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK_KEY,))
+        processes = start_migrations(database_url, 2)
+        try:
+            time.sleep(0.5)
+            assert [process.is_alive() for process in processes] == [True, True]
+            assert holder.execute("SELECT to_regclass('alembic_version')").fetchone() == (None,)
+        finally:
+            # Released together, they race for it: one migrates, the other finds head.
+            holder.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK_KEY,))
+    assert finish(processes) == [0, 0]
+
+    with psycopg.connect(libpq_url(database_url)) as connection:
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [
+            ("0001",)
+        ]
+        assert connection.execute("SELECT count(*) FROM decisions").fetchone() == (0,)
+
+
+def test_n_decisions_make_n_rows_and_rewriting_them_adds_none(engine: Engine) -> None:
+    chunk = make_decisions(3_000)
+
+    assert write_decisions(engine, chunk) == 3_000
+    assert write_decisions(engine, chunk) == 0  # a redelivered chunk
+    assert write_decisions(engine, make_decisions(1_000, start=2_500)) == 500
+    assert count_decisions(engine) == 3_500
+
+
+def test_a_redelivered_chunk_racing_the_first_delivery_adds_nothing(engine: Engine) -> None:
+    chunk = make_decisions(3_000)
+    results: list[int] = []
+    errors: list[BaseException] = []
+
+    def deliver(seed: int) -> None:
+        try:
+            results.append(write_decisions(engine, random.Random(seed).sample(chunk, len(chunk))))
+        except BaseException as error:  # surfaced below
+            errors.append(error)
+
+    threads = [threading.Thread(target=deliver, args=(seed,)) for seed in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []  # in particular, no deadlock between the shuffled deliveries
+    assert sum(results) == 3_000
+    assert count_decisions(engine) == 3_000
+
+
+def test_reads_are_utc_and_windowed_whatever_the_session_time_zone(
+    engine: Engine, database_url: str
+) -> None:
+    write_decisions(engine, make_decisions(10))
+    write_decisions(engine, make_decisions(10, start=10, model_version="4"))
+    oddly_zoned = create_engine_for(
+        make_url(database_url)
+        .update_query_dict({"options": "-c timezone=Asia/Kathmandu"})
+        .render_as_string(hide_password=False)
+    )
+    try:
+        start, end = T0 + timedelta(seconds=5), T0 + timedelta(seconds=15)
+        frame = read_decisions(oddly_zoned, start.astimezone(timezone(timedelta(hours=-7))), end)
+
+        assert frame["request_id"].tolist() == [f"req-{i:06d}" for i in range(5, 15)]
+        assert str(frame["decided_at"].dtype) == "datetime64[ns, UTC]"
+        assert frame["decided_at"].iloc[0] == pd.Timestamp(start)
+        assert frame["funded_amnt"].tolist() == list(range(1_005, 1_015))
+        assert frame["reasons"].iloc[0] == [
+            {"code": "int_rate", "text": "Interest rate is high", "impact": 0.05}
+        ]
+        assert count_decisions(oddly_zoned, start, end, model_version="4") == 5
+        assert read_decisions(oddly_zoned, start, end, model_version="4").shape[0] == 5
+    finally:
+        oddly_zoned.dispose()
+
+
+def test_the_decision_log_writes_everything_across_dropped_connections(
+    engine: Engine, database_url: str
+) -> None:
+    log = DecisionLog(engine, batch_size=200, flush_seconds=0.02)
+    log.start()
+    name = make_url(database_url).database
+
+    def record(start: int) -> None:
+        for decision in make_decisions(1_500, start=start):
+            log.record(decision)
+            if decision.request_id.endswith("00"):
+                time.sleep(0.001)
+
+    try:
+        threads = [threading.Thread(target=record, args=(1_500 * k,)) for k in range(4)]
+        for thread in threads:
+            thread.start()
+        # Cut every connection to the database while the writer is busy: the pool must
+        # reconnect and the writer carry on, without losing or repeating a decision.
+        cut_connections = 0
+        for _ in range(3):
+            time.sleep(0.05)
+            with psycopg.connect(libpq_url(database_url), dbname="postgres") as admin:
+                cut = admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = %s AND pid <> pg_backend_pid()",
+                    (name,),
+                ).fetchall()
+                cut_connections += len(cut)
+        for thread in threads:
+            thread.join()
+        log.flush(timeout=30)
+    finally:
+        log.close(timeout=10)
+
+    assert cut_connections >= 1
+    assert log.pending == 0
+    assert log.written == 6_000
+    assert count_decisions(engine) == 6_000
+    assert read_decisions(engine)["request_id"].is_unique
