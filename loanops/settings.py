@@ -203,10 +203,12 @@ class Settings(BaseSettings):
         """The model reference in force: the configured one, or the production alias."""
         return self.model_ref or f"models:/{self.model_name}@{self.production_alias}"
 
-    @computed_field  # type: ignore[prop-decorator]
     @property
     def decision_db_url(self) -> str:
-        """The decision log's database URL: the configured one, or SQLite under `home`."""
+        """The decision log's database URL: the configured one, or SQLite under `home`.
+
+        A plain property, not a computed field, so the password it may hold stays out of dumps.
+        """
         if self.database_url is not None:
             return self.database_url.get_secret_value()
         return f"sqlite:///{(self.home / 'decisions.db').resolve()}"

@@ -234,9 +234,75 @@ def test_non_dev_environment_with_a_tracking_uri_is_accepted(
 ) -> None:
     monkeypatch.setenv("LOANOPS_ENV", "production")
     monkeypatch.setenv("LOANOPS_TRACKING_URI", "postgresql://mlflow@db/mlflow")
+    monkeypatch.setenv("LOANOPS_API_KEYS", "k-7f3a9c")
     settings = Settings()
     assert settings.env == "production"
     assert settings.mlflow_uri == "postgresql://mlflow@db/mlflow"
+
+
+PRODUCTION = {"env": "production", "tracking_uri": "http://mlflow:5000"}
+
+
+def test_outside_dev_api_keys_are_required() -> None:
+    with pytest.raises(ValidationError, match="LOANOPS_API_KEYS must be set"):
+        Settings(**PRODUCTION)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "variable"),
+    [
+        ("api_keys", "changethis", "LOANOPS_API_KEYS"),
+        ("api_keys", "k-real-1, CHANGE_ME", "LOANOPS_API_KEYS"),
+        ("api_keys", "<api-key>", "LOANOPS_API_KEYS"),
+        ("database_url", "postgresql://loanops:changeme@db/loanops", "LOANOPS_DATABASE_URL"),
+        ("database_url", "postgresql://loanops:REPLACE_ME@db/loanops", "LOANOPS_DATABASE_URL"),
+    ],
+)
+def test_outside_dev_placeholder_secrets_are_refused_without_echoing_them(
+    field: str, value: str, variable: str
+) -> None:
+    secrets = {"api_keys": "k-7f3a9c", field: value}
+    with pytest.raises(ValidationError, match=f"{variable} holds a placeholder") as error:
+        Settings(**PRODUCTION, **secrets)
+    assert value not in str(error.value)
+
+
+def test_in_dev_placeholders_and_missing_keys_are_tolerated() -> None:
+    assert Settings().api_key_values == ()
+    assert Settings(api_keys="changethis").api_key_values == ("changethis",)
+
+
+def test_api_keys_are_comma_separated_and_hidden_from_reprs() -> None:
+    settings = Settings(api_keys=" k1 ,k2,, k3 ")
+    assert settings.api_key_values == ("k1", "k2", "k3")
+    assert "k1" not in repr(settings)
+    assert "k2" not in str(settings.model_dump())
+
+
+def test_model_ref_defaults_to_the_production_alias_and_accepts_both_forms() -> None:
+    assert Settings().model_uri == "models:/loan-default@production"
+    assert Settings(model_name="pd", production_alias="live").model_uri == "models:/pd@live"
+    assert Settings(model_ref="models:/pd/7").model_uri == "models:/pd/7"
+    assert Settings(model_ref="models:/pd@champion").model_uri == "models:/pd@champion"
+
+
+@pytest.mark.parametrize(
+    "ref", ["models:/pd", "models:/pd/latest", "runs:/abc/model", "models:/pd@", "pd/7"]
+)
+def test_model_ref_must_name_an_alias_or_a_version(ref: str) -> None:
+    with pytest.raises(ValidationError, match="models:/NAME@ALIAS or models:/NAME/VERSION"):
+        Settings(model_ref=ref)
+
+
+def test_decision_log_and_storage_default_under_home(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path)
+    assert settings.decision_db_url == f"sqlite:///{tmp_path / 'decisions.db'}"
+    assert settings.storage_path == tmp_path / "storage"
+    url = "postgresql://loanops:s3cret@db/loanops"
+    with_password = Settings(database_url=url)
+    assert with_password.decision_db_url == url
+    assert "s3cret" not in repr(with_password)
+    assert "s3cret" not in str(with_password.model_dump())
 
 
 def test_constructing_settings_creates_no_folders_or_files(tmp_path: Path) -> None:
