@@ -6,6 +6,8 @@ the domain core, while `loanops/` and `serving/` never import it.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import shlex
@@ -298,6 +300,9 @@ def retrain(
 @app.command()
 def demo(
     trials: TrialsOption = None,
+    serving: Annotated[
+        bool, typer.Option(help="Also start the API and a worker, and score over REST and batch.")
+    ] = True,
 ) -> None:
     """Run the whole main job on embedded defaults and say where to look."""
     config = settings()
@@ -308,7 +313,109 @@ def demo(
     )
     console.print(training_table(result.training))
     console.print(promotion_table(result.promotion))
+    if serving:
+        with clear_errors():
+            tour_serving(config)
     console.print(where_to_look(config), soft_wrap=True)
+
+
+def tour_serving(config: Settings) -> None:
+    """Start the API and a worker, score one application and one batch file, stop them."""
+    import secrets
+    import tempfile
+
+    from flows.local_stack import redis, serving_stack, tour
+    from loanops.data import load_dataset
+
+    schema = get_dataset(config.dataset).schema
+    applications = load_dataset(config.dataset, rows=200, seed=config.seed).frame
+    amount = next(f for f in schema.features if f.minimum is not None and f.kind != "category")
+    assert amount.minimum is not None
+    refused_amount = amount.minimum - 1
+    api_key = secrets.token_urlsafe(24)
+    logs = config.home.resolve() / "logs"
+    with (
+        tempfile.TemporaryDirectory(prefix="loanops-demo-") as tmp,
+        redis(config.redis_url, logs) as redis_url,
+    ):
+        env = {
+            **os.environ,
+            "LOANOPS_REDIS_URL": redis_url,
+            "LOANOPS_API_KEYS": api_key,
+            "LOANOPS_HOME": str(config.home.resolve()),
+        }
+        with contextlib.ExitStack() as services:
+            with console.status("starting the API and a batch worker…"):
+                url = services.enter_context(serving_stack(env, logs))
+            seen = run_with_status(
+                f"scoring over REST and as a batch job at {url}…",
+                lambda: tour(
+                    url,
+                    applications[schema.feature_names],
+                    api_key,
+                    Path(tmp),
+                    (amount.name, refused_amount),
+                ),
+            )
+            console.print("stopping the API and the worker…")
+    console.print(f"[bold]POST /v1/predict[/] → {json.dumps(seen.prediction, indent=2)}")
+    job = seen.job
+    console.print(
+        f"[bold]Batch job {job['id']}[/]: {job['status']}, {job['rows_valid']} rows scored, "
+        f"{job['rows_rejected']} rejected, {seen.result_rows} rows in the result\n"
+        f"{seen.result_preview}"
+    )
+    console.print(f"Service logs: {logs}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes.")] = 1,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve the scoring API under uvicorn, with the model from LOANOPS_MODEL_REF."""
+    settings()  # refuse bad settings in one line before uvicorn starts
+    import uvicorn
+
+    _serving_environment()
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    uvicorn.run(
+        "serving.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        access_log=False,
+        # Clients behind the ingress keep connections open; this bounds a slow drain on shutdown.
+        timeout_graceful_shutdown=30,
+    )
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    log_level: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
+) -> None:
+    """Run a Celery worker that scores batch-job chunks from the Redis at LOANOPS_REDIS_URL."""
+    config = settings()
+    if not config.redis_url:
+        raise fail("LOANOPS_REDIS_URL is not set; the worker needs the job queue's Redis")
+    _serving_environment()
+    from serving.worker import run_worker
+
+    run_worker(config, concurrency=concurrency, loglevel=log_level.upper())
+
+
+def _serving_environment() -> None:
+    # One OpenMP thread per process: two stalled single-row predictions now and then.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    # A long-running service's log is no place for download progress bars.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def where_to_look(config: Settings) -> str:

@@ -754,11 +754,15 @@ class CompiledScorer:
             decisions = self._decision.columns(_RowColumns(rows), n_rows)
         return self._calibrate(decisions)
 
-    def score_frame(self, frame: pd.DataFrame) -> FloatArray:
+    def score_frame(self, frame: pd.DataFrame, *, cast: bool = True) -> FloatArray:
         """Probability of default per row of a frame, vectorised.
 
         Args:
             frame: validated rows holding at least the schema's feature columns.
+            cast: pass the frame through `FeatureSchema.to_frame` first. A caller whose frame is
+                already in that form (numbers as floats with NaN for missing, categories as str
+                or None, never NaN) may skip it: on a batch worker's chunks the cast is a third
+                of the time.
 
         Returns:
             One probability per row, equal to `model.predict_proba(schema.to_frame(frame))[:, 1]`.
@@ -766,7 +770,7 @@ class CompiledScorer:
         Raises:
             KeyError: when a feature column is missing.
         """
-        features = self.schema.to_frame(frame)
+        features = self.schema.to_frame(frame) if cast else frame
         return self._calibrate(self._decision.columns(_FrameColumns(features), len(features)))
 
     def _calibrate(self, decisions: FloatArray) -> FloatArray:
@@ -781,6 +785,7 @@ class CompiledScorer:
         rows = probe.to_dict("records")
         for path, scores in (
             ("score_frame", self.score_frame(probe)),
+            ("score_frame uncast", self.score_frame(self.schema.to_frame(probe), cast=False)),
             ("score_rows", self.score_rows(rows)),
             ("score_rows one by one", np.concatenate([self.score_rows([r]) for r in rows])),
         ):

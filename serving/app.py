@@ -1,0 +1,238 @@
+"""The scoring API: `create_app(settings)` builds one, so tests and `loanops serve` build their own.
+
+Start-up loads the model in the background (`/readyz` says when it is ready), starts the decision
+log's writer, and follows the model's alias. Shutdown stops following and flushes the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from mlflow import MlflowClient
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from loanops import decisions
+from loanops.data import get_dataset, load_dataset
+from loanops.registry import connect
+from loanops.schema import FeatureSchema
+from loanops.settings import Settings, get_settings
+from serving.deps import AppState
+from serving.jobs import JobStore
+from serving.metrics import Metrics, MetricsMiddleware
+from serving.middleware import BodyLimitMiddleware, BodyTooLarge
+from serving.model import LoadedModel, ModelRef
+from serving.routers import batch_jobs, health, model, predict
+from serving.state import ModelHolder
+
+API_TITLE = "loanops scoring API"
+API_DESCRIPTION = """
+Probability of default, a decision and adverse-action reasons for consumer loan applications,
+from the registered model that holds the `production` alias (or a pinned version).
+
+* **Online**: `POST /v1/predict` for one application, `POST /v1/predict/batch` for a few hundred.
+* **Files**: `POST /v1/batch-jobs` queues a CSV or Parquet file; poll the job, then download the
+  scored file.
+* Every decision is written to the decision log, which monitoring reads.
+
+Send one of the configured keys in `X-API-Key`. `/healthz`, `/readyz` and `/metrics` are open.
+"""
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    client_factory: Callable[[], MlflowClient] | None = None,
+) -> FastAPI:
+    """Build the API.
+
+    Args:
+        settings: configuration; the process's settings when omitted.
+        client_factory: builds the registry client; `loanops.registry.connect(settings)` when
+            omitted.
+
+    Returns:
+        The FastAPI app. Nothing is loaded or connected until it starts.
+    """
+    settings = settings or get_settings()
+    schema = get_dataset(settings.dataset).schema
+    metrics = Metrics()
+    holder = ModelHolder(
+        client_factory or (lambda: connect(settings)),
+        ModelRef.parse(settings.model_uri),
+        schema,
+        poll_seconds=settings.model_poll_seconds,
+        max_backoff_seconds=settings.model_load_max_backoff_seconds,
+        on_loaded=lambda loaded: metrics.serving(
+            loaded.name, loaded.version, loaded.run_id, loaded.loaded_at.timestamp()
+        ),
+        on_failure=metrics.reload_failures.inc,
+    )
+    jobs = JobStore(settings.storage_path)
+    metrics.watch_batch_rows(jobs.rows_processed_total)
+    state = AppState(
+        settings=settings,
+        schema=schema,
+        request_model=schema.request_model(),
+        batch_request_model=_batch_request_model(schema, settings.max_sync_batch),
+        holder=holder,
+        metrics=metrics,
+        jobs=jobs,
+        extras={"api_keys": [key.encode() for key in settings.api_key_values]},
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(decisions.migrate, settings.decision_db_url)
+        state.decisions = decisions.DecisionLog(
+            decisions.create_engine_for(settings.decision_db_url),
+            batch_size=settings.decision_log_batch_size,
+            flush_seconds=settings.decision_log_flush_seconds,
+            spill_dir=settings.storage_path / "unsaved-decisions",
+        )
+        state.decisions.start()
+        if settings.redis_url:
+            from serving.worker import create_celery
+
+            state.celery = create_celery(settings)
+        follow = asyncio.create_task(holder.run(), name="follow-model")
+        try:
+            yield
+        finally:
+            follow.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follow
+            await asyncio.to_thread(state.decisions.close)
+
+    app = FastAPI(
+        title=API_TITLE,
+        description=API_DESCRIPTION,
+        version="1",
+        lifespan=lifespan,
+        openapi_tags=[
+            {"name": "predict", "description": "Real-time scoring."},
+            {"name": "batch jobs", "description": "Files scored by the Celery workers."},
+            {"name": "model", "description": "The model serving now."},
+            {"name": "health", "description": "Liveness, readiness and Prometheus metrics."},
+        ],
+    )
+    app.state.loanops = state
+    for router in (predict.router, batch_jobs.router, model.router, health.router):
+        app.include_router(router)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        exempt=lambda scope: scope["path"].rstrip("/") == "/v1/batch-jobs",
+    )
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(BodyTooLarge, _body_too_large)
+    app.openapi = _openapi(app, state)  # type: ignore[method-assign]
+    return app
+
+
+def _batch_request_model(schema: FeatureSchema, max_items: int) -> type[BaseModel]:
+    applications: Any = Annotated[
+        list[schema.request_model()],  # type: ignore[misc]
+        Field(
+            min_length=1,
+            max_length=max_items,
+            description=f"1 to {max_items} applications (LOANOPS_MAX_SYNC_BATCH).",
+        ),
+    ]
+    model: type[BaseModel] = create_model(
+        "BatchApplications",
+        __config__=ConfigDict(extra="forbid", strict=True, frozen=True),
+        __doc__="Applications scored together, with one model version.",
+        applications=(applications, ...),
+    )
+    return model
+
+
+async def _validation_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RequestValidationError)
+    return JSONResponse({"detail": [_printable(e) for e in error.errors()]}, status_code=422)
+
+
+def _printable(error: Any) -> dict[str, Any]:
+    """One field error, with its offending value only where JSON can carry it."""
+    entry = {key: error[key] for key in ("loc", "msg", "type") if key in error}
+    value = error.get("input")
+    if isinstance(value, float) and not math.isfinite(value):
+        entry["input"] = str(value)
+    elif isinstance(value, str | int | float | bool):
+        entry["input"] = value
+    return jsonable_encoder(entry)
+
+
+async def _body_too_large(request: Request, error: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(error)}, status_code=413, headers={"Connection": "close"})
+
+
+def _openapi(app: FastAPI, state: AppState) -> Callable[[], dict[str, Any]]:
+    """The OpenAPI document, with request bodies derived from the feature schema.
+
+    The routes read raw bytes and validate them with the request model in one step (pydantic's
+    JSON parser), so FastAPI cannot see their bodies: they are described here instead. The
+    example is the serving model's own logged input example, once a model is loaded.
+    """
+    cache: dict[str | None, dict[str, Any]] = {}
+
+    def openapi() -> dict[str, Any]:
+        loaded: LoadedModel | None = state.holder.current
+        key = loaded.version if loaded else None
+        if key in cache:
+            return cache[key]
+        document = get_openapi(
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=app.routes,
+            tags=app.openapi_tags,
+        )
+        components = document.setdefault("components", {}).setdefault("schemas", {})
+        template = "#/components/schemas/{model}"
+        for body_model in (state.request_model, state.batch_request_model):
+            body_schema = body_model.model_json_schema(ref_template=template)
+            components.update(body_schema.pop("$defs", {}))
+            components[body_model.__name__] = body_schema
+        application = _example(state, loaded)
+        bodies = {
+            "application": (state.request_model.__name__, application),
+            "batch": (state.batch_request_model.__name__, {"applications": [application]}),
+        }
+        for path in document["paths"].values():
+            for operation in path.values():
+                kind = operation.pop("x-loanops-body", None)
+                if kind is None:
+                    continue
+                name, example = bodies[kind]
+                operation["requestBody"] = {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": template.format(model=name)},
+                            "example": example,
+                        }
+                    },
+                }
+        cache[key] = document
+        app.openapi_schema = document
+        return document
+
+    return openapi
+
+
+def _example(state: AppState, loaded: LoadedModel | None) -> dict[str, Any]:
+    if loaded is not None and loaded.input_example:
+        return loaded.input_example[0]
+    row = state.schema.to_frame(load_dataset(state.settings.dataset, rows=1).frame)
+    return jsonable_encoder(row.astype(object).where(row.notna(), None).iloc[0].to_dict())

@@ -1,0 +1,96 @@
+"""What routes depend on: the app's state, the serving model and the caller's API key."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import APIKeyHeader
+from pydantic import BaseModel
+
+from loanops.schema import FeatureSchema
+from loanops.settings import Settings
+from serving.metrics import Metrics
+from serving.model import LoadedModel
+from serving.state import ModelHolder
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from loanops.decisions import DecisionLog
+    from serving.jobs import JobStore
+
+
+@dataclass
+class AppState:
+    """Everything one API instance holds, built by `create_app`."""
+
+    settings: Settings
+    schema: FeatureSchema
+    request_model: type[BaseModel]
+    batch_request_model: type[BaseModel]
+    holder: ModelHolder
+    metrics: Metrics
+    jobs: JobStore
+    decisions: DecisionLog | None = None
+    celery: Celery | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.loanops
+    return state
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+
+
+def get_settings(state: StateDep) -> Settings:
+    return state.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def get_model(state: StateDep) -> LoadedModel:
+    """The model serving now; 503 until one has loaded and passed its smoke test."""
+    model = state.holder.current
+    if model is None:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail="no model is loaded yet; retry when /readyz answers 200",
+            headers={"Retry-After": "5"},
+        )
+    return model
+
+
+ModelDep = Annotated[LoadedModel, Depends(get_model)]
+
+_api_key_header = APIKeyHeader(
+    name="X-API-Key",
+    auto_error=False,
+    description="One of the keys in `LOANOPS_API_KEYS`.",
+)
+
+
+def require_api_key(state: StateDep, key: Annotated[str | None, Depends(_api_key_header)]) -> None:
+    """401 unless the caller sent one of the configured keys; open when none are configured."""
+    accepted = state.extras["api_keys"]
+    if not accepted:
+        return
+    # Every key is compared in full, so the time taken says nothing about which one nearly matched.
+    offered = (key or "").encode()
+    matched = False
+    for candidate in accepted:
+        matched |= hmac.compare_digest(offered, candidate)
+    if not matched:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="missing or unknown API key in X-API-Key",
+            headers={"WWW-Authenticate": "APIKey"},
+        )
+
+
+ApiKeyDep = Depends(require_api_key)

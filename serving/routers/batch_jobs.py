@@ -1,0 +1,127 @@
+"""Batch jobs: upload a file, follow its progress, download the scored file."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Path, Query, Request, status
+from fastapi.responses import FileResponse
+
+from serving.deps import ApiKeyDep, ModelDep, StateDep
+from serving.jobs import BatchFileError, BatchJob, QueueUnavailable, UploadTooLarge, submit
+from serving.schemas import ERROR_RESPONSES, ErrorBody
+
+router = APIRouter(prefix="/v1/batch-jobs", tags=["batch jobs"], dependencies=[ApiKeyDep])
+
+JobId = Annotated[str, Path(description="The id `POST /v1/batch-jobs` returned.")]
+
+_UPLOAD_BODY = {
+    "required": True,
+    "description": (
+        "The file itself as the raw body, streamed: CSV with a header row "
+        "(`Content-Type: text/csv`) or Parquet (`application/vnd.apache.parquet`). Columns are "
+        "the schema's feature names; other columns, such as a loan id, are passed through."
+    ),
+    "content": {
+        "text/csv": {
+            "schema": {"type": "string", "format": "binary"},
+            "example": "loan_id,funded_amnt,term,...\n1001,10000,term_36,...\n",
+        },
+        "application/vnd.apache.parquet": {"schema": {"type": "string", "format": "binary"}},
+    },
+}
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "No job has this id."}
+}
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=BatchJob,
+    responses={
+        **ERROR_RESPONSES,
+        503: {"model": ErrorBody, "description": "No model yet, or the job queue is down."},
+    },
+    openapi_extra={"requestBody": _UPLOAD_BODY},
+)
+async def create_job(
+    request: Request,
+    state: StateDep,
+    model: ModelDep,
+    filename: Annotated[
+        str | None,
+        Query(
+            description="Name of the file; its extension picks the format when the type is "
+            "`application/octet-stream`.",
+            max_length=255,
+        ),
+    ] = None,
+) -> BatchJob:
+    """Queue a CSV or Parquet file for scoring with the version serving now."""
+    if state.celery is None:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail="batch jobs are disabled: set LOANOPS_REDIS_URL to the queue's Redis",
+        )
+    try:
+        job = await state.jobs.receive(
+            request.stream(),
+            filename=filename or "upload",
+            content_type=request.headers.get("content-type"),
+            max_bytes=state.settings.max_upload_bytes,
+            model_name=model.name,
+            model_version=model.version,
+            schema=state.schema,
+        )
+    except UploadTooLarge as error:
+        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, detail=str(error)) from None
+    except BatchFileError as error:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail=str(error)) from None
+    try:
+        submit(state.celery, state.jobs, job)
+    except QueueUnavailable as error:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(error), headers={"Retry-After": "30"}
+        ) from None
+    return job
+
+
+@router.get("/{job_id}", response_model=BatchJob, responses={**ERROR_RESPONSES, **_NOT_FOUND})
+async def job_status(state: StateDep, job_id: JobId) -> BatchJob:
+    """Status and progress of a job: rows done of the total, valid and rejected rows."""
+    job = state.jobs.get(job_id)
+    if job is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no batch job {job_id!r}")
+    return job
+
+
+@router.get(
+    "/{job_id}/result",
+    response_class=FileResponse,
+    responses={
+        **ERROR_RESPONSES,
+        **_NOT_FOUND,
+        200: {
+            "description": "The scored file, in the upload's format: every input row once, with "
+            "`row`, `probability`, `decision`, `reason_codes` and `rejection_reason`.",
+            "content": {"text/csv": {}, "application/vnd.apache.parquet": {}},
+        },
+        409: {"model": ErrorBody, "description": "The job has not finished."},
+    },
+)
+async def job_result(state: StateDep, job_id: JobId) -> FileResponse:
+    """Download the scored file of a finished job."""
+    job = state.jobs.get(job_id)
+    if job is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no batch job {job_id!r}")
+    path = state.jobs.result_path(job_id)
+    if job.status != "succeeded" or path is None:
+        detail = (
+            f"job {job_id} failed: {job.error}"
+            if job.status == "failed"
+            else f"job {job_id} is {job.status}: {job.rows_done} of {job.total_rows} rows done"
+        )
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=detail)
+    media_type = "text/csv" if job.input_format == "csv" else "application/vnd.apache.parquet"
+    return FileResponse(path, media_type=media_type, filename=f"{job_id}-scored{path.suffix}")

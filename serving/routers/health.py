@@ -1,0 +1,41 @@
+"""Liveness, readiness and metrics: open endpoints for Kubernetes and Prometheus."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from serving.deps import StateDep
+from serving.schemas import Health
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=Health)
+async def healthz() -> Health:
+    """Liveness: the process answers. Cheap by design; it checks nothing else."""
+    return Health(status="ok")
+
+
+@router.get(
+    "/readyz",
+    response_model=Health,
+    responses={503: {"model": Health, "description": "No model has loaded yet."}},
+)
+async def readyz(state: StateDep) -> Response:
+    """Readiness: a model is loaded and has passed its smoke test on its input example."""
+    model = state.holder.current
+    if model is None:
+        error = state.holder.last_error
+        body = Health(status="not ready", detail=error.message if error else "loading the model")
+        return JSONResponse(body.model_dump(), status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
+    return JSONResponse(Health(status="ready", model_version=model.version).model_dump())
+
+
+@router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+async def metrics(state: StateDep) -> Response:
+    """Prometheus metrics: requests, latency, decisions, model version, reloads, batch rows."""
+    if state.decisions is not None:
+        state.metrics.decisions_pending.set(state.decisions.pending)
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,30 @@
+"""What the API is serving."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from serving.deps import ApiKeyDep, ModelDep, StateDep
+from serving.schemas import ERROR_RESPONSES, ModelInfo
+
+router = APIRouter(prefix="/v1", tags=["model"], dependencies=[ApiKeyDep])
+
+
+@router.get("/model", response_model=ModelInfo, responses=ERROR_RESPONSES)
+async def model_info(state: StateDep, model: ModelDep) -> ModelInfo:
+    """The version serving, its run, threshold and metrics, and the last failed reload."""
+    error = state.holder.last_error
+    return ModelInfo(
+        name=model.name,
+        ref=str(state.holder.ref),
+        version=model.version,
+        run_id=model.run_id,
+        family=model.card.family,
+        threshold=model.threshold,
+        metrics=model.metrics,
+        loaded_at=model.loaded_at,
+        last_reload_error=error.message if error else None,
+        last_reload_error_version=error.version if error else None,
+        last_reload_error_at=error.at if error else None,
+        reload_failures=state.holder.reload_failures,
+    )

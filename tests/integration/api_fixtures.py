@@ -1,0 +1,192 @@
+"""Helpers for the API tests: settings, applicants, broken model versions and waiting.
+
+Good model versions come from `tests.integration.serving_fixtures.register_version` (a small
+logistic regression on synthetic loans, logged as the training flow logs it). This module adds
+what a bad release looks like to the serving tier: a model without the loanops card, and a
+loanops model whose stored file was damaged after it was logged. The serving tier only follows
+an alias, so `point_alias` is a faithful stand-in for the promotion flow here.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import httpx
+import mlflow.sklearn
+from mlflow import MlflowClient
+from sklearn.linear_model import LogisticRegression
+
+from loanops import registry
+from loanops.data import synthetic as syn
+from loanops.settings import Settings
+
+API_KEYS = ("k1-3f9a7c2e", "k2-b81d04aa")
+"""Keys the test APIs accept; distinctive, so that a leak into a log is easy to spot."""
+SCHEMA = syn.SCHEMA
+
+
+def unique_model_name(prefix: str = "api-test") -> str:
+    """A registered-model name no other test uses, so tests can share one registry."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def registry_settings(home: Path, **overrides: Any) -> Settings:
+    """Settings of a fresh registered model on synthetic loans, stored under `home`."""
+    values: dict[str, Any] = {
+        "home": home,
+        "model_name": unique_model_name(),
+        "dataset": "synthetic",
+        **overrides,
+    }
+    return Settings(**values)
+
+
+def api_settings(registry: Settings, folder: Path, **overrides: Any) -> Settings:
+    """Settings of an API serving from `registry`'s model registry, with its state in `folder`.
+
+    Each API gets a decision log and storage folder of its own, so tests can count what it wrote.
+    """
+    values: dict[str, Any] = {
+        "home": folder / "home",
+        "tracking_uri": registry.mlflow_uri,
+        "model_name": registry.model_name,
+        "dataset": registry.dataset,
+        "api_keys": ",".join(API_KEYS),
+        "database_url": f"sqlite:///{folder / 'decisions.db'}",
+        "storage_dir": folder / "storage",
+        **overrides,
+    }
+    return Settings(**values)
+
+
+def api_environment(settings: Settings) -> dict[str, str]:
+    """The `LOANOPS_*` variables that give a `loanops serve` process these settings."""
+    environment = {
+        "LOANOPS_HOME": str(settings.home),
+        "LOANOPS_TRACKING_URI": settings.mlflow_uri,
+        "LOANOPS_MODEL_NAME": settings.model_name,
+        "LOANOPS_DATASET": settings.dataset,
+        "LOANOPS_DATABASE_URL": settings.decision_db_url,
+        "LOANOPS_STORAGE_DIR": str(settings.storage_path),
+        "LOANOPS_MODEL_POLL_SECONDS": str(settings.model_poll_seconds),
+        "LOANOPS_DECISION_LOG_FLUSH_SECONDS": str(settings.decision_log_flush_seconds),
+        "LOANOPS_DECISION_LOG_BATCH_SIZE": str(settings.decision_log_batch_size),
+    }
+    if settings.api_keys is not None:
+        environment["LOANOPS_API_KEYS"] = settings.api_keys.get_secret_value()
+    if settings.model_ref is not None:
+        environment["LOANOPS_MODEL_REF"] = settings.model_ref
+    if settings.redis_url is not None:
+        environment["LOANOPS_REDIS_URL"] = settings.redis_url
+    return environment
+
+
+# --- applicants ---------------------------------------------------------------------------------
+
+
+def applicants(rows: int, seed: int = 7) -> list[dict[str, Any]]:
+    """Synthetic applications as a client sends them (features only, null where missing),
+    from the safest to the riskiest by the generator's true probability of default."""
+    frame = syn.generate(rows, seed=seed).sort_values("pd_true")
+    features = SCHEMA.to_frame(frame)
+    return [
+        {name: _json_value(value) for name, value in record.items()}
+        for record in features.to_dict(orient="records")
+    ]
+
+
+def _json_value(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value.item() if hasattr(value, "item") else value
+
+
+# --- model versions -----------------------------------------------------------------------------
+
+
+def register_model_without_card(settings: Settings) -> str:
+    """Register a plain scikit-learn model, which loanops did not log; returns its version."""
+    frame = syn.generate(500, seed=0)
+    features = frame[["loan_amnt", "int_rate"]].astype("float64")
+    model = LogisticRegression().fit(features, frame["default"])
+    client = registry.connect(settings)
+    experiment_id = registry.ensure_experiment(client, settings.experiment_name, settings)
+    run_id = client.create_run(experiment_id, run_name="api-test-no-card").info.run_id
+    logged = client.create_logged_model(
+        experiment_id=experiment_id, name=registry.MODEL_ARTIFACT, source_run_id=run_id
+    )
+    info = mlflow.sklearn.log_model(
+        model,
+        name=registry.MODEL_ARTIFACT,
+        model_id=logged.model_id,
+        run_id=run_id,
+        input_example=features.head(2),
+        pip_requirements=registry.model_requirements(),
+    )
+    version = registry.register_version(client, settings.model_name, info, run_id, {})
+    client.set_terminated(run_id)
+    return str(version.version)
+
+
+def damage_model_file(client: MlflowClient, name: str, version: str) -> Path:
+    """Overwrite a version's serialized model, in a local file artifact store, with junk.
+
+    Returns:
+        The damaged file.
+    """
+    source = client.get_model_version_download_uri(name, version)
+    folder = Path(unquote(urlparse(source).path))
+    (damaged,) = folder.glob("*.skops")
+    damaged.write_bytes(b"this is not a skops archive")
+    return damaged
+
+
+def point_alias(settings: Settings, version: str, alias: str | None = None) -> None:
+    """Point `alias` (default: the production alias) at `version`: all serving watches."""
+    client = registry.connect(settings)
+    client.set_registered_model_alias(
+        settings.model_name, alias or settings.production_alias, version
+    )
+
+
+# --- waiting ------------------------------------------------------------------------------------
+
+
+def wait_until_ready(client: httpx.Client, timeout: float = 60.0) -> dict[str, Any]:
+    """Poll `/readyz` until it answers 200; its body.
+
+    Raises:
+        AssertionError: when it does not within `timeout` seconds, with the last answer.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            response = client.get("/readyz")
+        except httpx.TransportError:
+            response = None
+        if response is not None and response.status_code == 200:
+            body: dict[str, Any] = response.json()
+            return body
+        if time.monotonic() > deadline:
+            last = response.text if response is not None else "no answer"
+            raise AssertionError(f"not ready after {timeout} s: {last}")
+        time.sleep(0.05)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 30.0, what: str = "it") -> None:
+    """Poll `condition()` until it is true.
+
+    Raises:
+        AssertionError: when it is still false after `timeout` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {timeout} s for {what}")
+        time.sleep(0.05)

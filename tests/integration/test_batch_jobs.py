@@ -1,0 +1,428 @@
+"""Batch jobs end to end: a real Redis, real `serving.worker` processes and the registry.
+
+The API's part is played by `JobStore.receive` and `submit`, exactly as the router calls them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from celery import Celery
+from sqlalchemy import Engine, select
+
+from loanops.decisions import DecisionRecord, create_engine_for, migrate
+from loanops.settings import Settings
+from serving.jobs import BatchJob, JobStore, QueueUnavailable, submit
+from serving.model import LoadedModel, load_version
+from serving.worker import create_celery
+from tests.integration.serving_fixtures import (
+    ServingModel,
+    WorkerProcess,
+    batch_redis_url,  # noqa: F401  (a fixture)
+    celery_worker,
+    pool_pids,
+    promote,
+    register_version,
+    serving_model,  # noqa: F401  (a fixture)
+)
+from tests.services import free_port
+
+pytestmark = pytest.mark.integration
+
+CHUNK_ROWS = 500
+JOB_TIMEOUT_S = 90.0
+OUTPUT = ["row", "probability", "decision", "reason_codes", "rejection_reason"]
+
+
+# --- fixtures ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def overrides(batch_redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:  # noqa: F811
+    """What this module's API and workers share besides the model: queue, storage, chunk size."""
+    return {
+        "redis_url": batch_redis_url,
+        "storage_dir": tmp_path_factory.mktemp("storage"),
+        "batch_chunk_rows": CHUNK_ROWS,
+        "batch_visibility_seconds": 120.0,
+    }
+
+
+@pytest.fixture(scope="module")
+def settings(serving_model: ServingModel, overrides: dict[str, Any]) -> Settings:  # noqa: F811
+    return serving_model.settings(**overrides)
+
+
+@pytest.fixture(scope="module")
+def worker(
+    serving_model: ServingModel,  # noqa: F811
+    overrides: dict[str, Any],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[WorkerProcess]:
+    environment = serving_model.environment(
+        **{f"LOANOPS_{key.upper()}": str(value) for key, value in overrides.items()}
+    )
+    with celery_worker(environment, log_dir=tmp_path_factory.mktemp("worker-log")) as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
+def celery_app(settings: Settings) -> Celery:
+    return create_celery(settings)
+
+
+@pytest.fixture(scope="module")
+def store(settings: Settings) -> JobStore:
+    return JobStore.from_settings(settings)
+
+
+@pytest.fixture(scope="module")
+def decision_log(settings: Settings) -> Iterator[Engine]:
+    engine = create_engine_for(settings.decision_db_url)
+    migrate(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def production(settings: Settings, serving_model: ServingModel) -> LoadedModel:  # noqa: F811
+    from loanops.registry import connect
+
+    return load_version(connect(settings), settings.model_name, serving_model.version)
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+async def _pieces(data: bytes, size: int = 65_536) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+def receive(store: JobStore, data: bytes, filename: str, model: LoadedModel) -> BatchJob:
+    return asyncio.run(
+        store.receive(
+            _pieces(data),
+            filename=filename,
+            content_type=None,
+            max_bytes=1 << 30,
+            model_name=model.name,
+            model_version=model.version,
+            schema=model.schema,
+        )
+    )
+
+
+def wait_until_finished(store: JobStore, job_id: str, worker: WorkerProcess) -> BatchJob:
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while True:
+        job = store.get(job_id)
+        assert job is not None
+        if job.finished:
+            return job
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job not finished: {job}\nworker log:\n{worker.tail()}")
+        time.sleep(0.1)
+
+
+def wait_until_recorded(store: JobStore, job_id: str, worker: WorkerProcess) -> BatchJob:
+    """The job once every scored row's decision is in the decision log."""
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while (job := store.get(job_id)) is not None and job.decisions_recorded < job.rows_valid:
+        assert time.monotonic() < deadline, f"decisions not recorded: {job}\n{worker.tail()}"
+        time.sleep(0.1)
+    assert job is not None
+    return job
+
+
+def wait_for_chunks(store: JobStore, job_id: str, chunks: int) -> None:
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while (job := store.get(job_id)) is not None and job.chunks_done < chunks:
+        assert not job.finished, f"the job finished too early to test anything: {job}"
+        assert time.monotonic() < deadline, f"no progress: {job}"
+        time.sleep(0.02)
+
+
+def read_result(store: JobStore, job: BatchJob) -> pd.DataFrame:
+    path = store.result_path(job.id)
+    assert path is not None
+    if job.input_format == "csv":
+        return pd.read_csv(path, dtype={"reason_codes": str, "rejection_reason": str})
+    return pd.read_parquet(path)
+
+
+def logged(engine: Engine, job_id: str) -> pd.DataFrame:
+    columns = (
+        DecisionRecord.request_id,
+        DecisionRecord.model_version,
+        DecisionRecord.probability,
+        DecisionRecord.decision,
+        DecisionRecord.reasons,
+        DecisionRecord.source,
+    )
+    with engine.connect() as connection:
+        rows = connection.execute(select(*columns).where(DecisionRecord.job_id == job_id)).all()
+    return pd.DataFrame(
+        rows,
+        columns=["request_id", "model_version", "probability", "decision", "reasons", "source"],
+    )
+
+
+def expected_scores(model: LoadedModel, frame: pd.DataFrame) -> np.ndarray:
+    return model.score_frame(model.schema.to_frame(frame))[0]
+
+
+def with_bad_rows(applicants: pd.DataFrame) -> tuple[pd.DataFrame, dict[int, str]]:
+    """Applicants as text, some rows broken, and the rejection reason each broken row expects."""
+    frame = applicants.astype(object).copy()
+    broken = {
+        3: ("loan_amnt", "10", "loan_amnt: must be >= 1000"),
+        10: ("grade", "Z", "grade: 'Z' is not one of A, B, C, D, E, F, G"),
+        11: ("annual_inc", None, "annual_inc: missing"),
+        25: ("int_rate", "13.5%", "int_rate: not a number"),
+        26: ("delinq_2yrs", "1.5", "delinq_2yrs: must be a whole number"),
+    }
+    for row, (column, value, _) in broken.items():
+        frame.loc[row, column] = value
+    return frame, {row: reason for row, (_, _, reason) in broken.items()}
+
+
+def check_result(
+    result: pd.DataFrame,
+    submitted: pd.DataFrame,
+    model: LoadedModel,
+    rejected: dict[int, str],
+) -> None:
+    """One row per input row, in order, each scored with `model` or rejected as expected."""
+    assert list(result.columns) == [*submitted.columns, *OUTPUT]
+    assert result["row"].tolist() == list(range(len(submitted)))
+    assert result["id"].tolist() == submitted["id"].astype(int).tolist()
+    is_rejected = result["rejection_reason"].notna()
+    assert dict(result.loc[is_rejected, "rejection_reason"]) == rejected
+    assert result.loc[is_rejected, ["probability", "decision"]].isna().all().all()
+    scored = result.loc[~is_rejected]
+    clean = submitted.drop(index=list(rejected))
+    np.testing.assert_allclose(
+        scored["probability"].to_numpy(), expected_scores(model, clean), rtol=0, atol=1e-12
+    )
+    expected_decision = np.where(scored["probability"] >= model.threshold, "decline", "approve")
+    assert scored["decision"].tolist() == expected_decision.tolist()
+    declined = scored["decision"] == "decline"
+    assert declined.sum() > 0
+    assert scored.loc[declined, "reason_codes"].notna().all()
+    assert scored.loc[~declined, "reason_codes"].isna().all()
+
+
+# --- tests -------------------------------------------------------------------------------------
+
+
+def test_csv_job_scores_each_row_once_and_rejects_bad_rows_with_reasons(
+    worker: WorkerProcess,
+    celery_app: Celery,
+    store: JobStore,
+    production: LoadedModel,
+    serving_model: ServingModel,  # noqa: F811
+    decision_log: Engine,
+) -> None:
+    submitted, rejected = with_bad_rows(serving_model.applicants.head(2200))
+    job = receive(store, submitted.to_csv(index=False).encode(), "applications.csv", production)
+    assert (job.status, job.input_format, job.total_rows) == ("queued", "csv", 2200)
+
+    submit(celery_app, store, job)
+    job = wait_until_finished(store, job.id, worker)
+
+    assert job.status == "succeeded", job.error
+    assert (job.rows_done, job.rows_valid, job.rows_rejected) == (2200, 2195, 5)
+    assert (job.chunks, job.chunks_done) == (5, 5)
+    result = read_result(store, job)
+    check_result(result, submitted, production, rejected)
+    assert wait_until_recorded(store, job.id, worker).decisions_recorded == 2195
+    log = logged(decision_log, job.id).set_index("request_id")
+    scored = result[result["rejection_reason"].isna()]
+    assert sorted(log.index) == sorted(f"{job.id}-{row}" for row in scored["row"])
+    assert set(log["model_version"]) == {production.version}
+    assert set(log["source"]) == {"batch"}
+    first_declined = scored[scored["decision"] == "decline"].iloc[0]
+    reasons = log.loc[f"{job.id}-{first_declined['row']}", "reasons"]
+    assert ";".join(r["code"] for r in reasons) == first_declined["reason_codes"]
+    assert all(r["impact"] > 0 and r["text"] for r in reasons)
+
+
+def test_parquet_job_keeps_its_format_and_columns(
+    worker: WorkerProcess,
+    celery_app: Celery,
+    store: JobStore,
+    production: LoadedModel,
+    serving_model: ServingModel,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    submitted = serving_model.applicants.iloc[:1234].reset_index(drop=True)
+    path = tmp_path / "applications.parquet"
+    submitted.to_parquet(path, index=False)
+    job = receive(store, path.read_bytes(), "upload", production)
+
+    submit(celery_app, store, job)
+    job = wait_until_finished(store, job.id, worker)
+
+    assert job.status == "succeeded", job.error
+    assert (job.input_format, job.total_rows, job.rows_valid, job.chunks) == (
+        "parquet",
+        1234,
+        1234,
+        3,
+    )
+    result = read_result(store, job)
+    check_result(result, submitted, production, rejected={})
+    pd.testing.assert_frame_equal(result[submitted.columns], submitted)
+
+
+def test_a_job_survives_its_worker_being_killed_mid_chunk(
+    worker: WorkerProcess,
+    celery_app: Celery,
+    store: JobStore,
+    production: LoadedModel,
+    serving_model: ServingModel,  # noqa: F811
+    decision_log: Engine,
+) -> None:
+    submitted = pd.concat([serving_model.applicants] * 4, ignore_index=True)  # 20,000 rows
+    job = receive(store, submitted.to_csv(index=False).encode(), "big.csv", production)
+    submit(celery_app, store, job)
+    wait_for_chunks(store, job.id, 3)
+
+    kills = kill_pool_process_mid_task(worker)
+    job = wait_until_finished(store, job.id, worker)
+
+    assert kills >= 1
+    assert job.status == "succeeded", job.error
+    result = read_result(store, job)
+    assert len(result) == len(submitted) == job.rows_done
+    assert result["row"].tolist() == list(range(len(submitted)))
+    assert result["id"].tolist() == submitted["id"].tolist()
+    np.testing.assert_allclose(
+        result["probability"], expected_scores(production, submitted), rtol=0, atol=1e-12
+    )
+    wait_until_recorded(store, job.id, worker)
+    log = logged(decision_log, job.id)
+    assert len(log) == log["request_id"].nunique() == len(submitted)
+
+
+def kill_pool_process_mid_task(worker: WorkerProcess, attempts: int = 5) -> int:
+    """SIGKILL the pool process until one dies holding a task; return how many were killed.
+
+    A process killed between two chunks loses nothing, which would test nothing, so the log is
+    checked for Celery's report that a task's process was lost.
+    """
+    for attempt in range(1, attempts + 1):
+        lost_before = worker.log().count("WorkerLostError")
+        (pid,) = pool_pids(worker)
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if worker.log().count("WorkerLostError") > lost_before:
+                return attempt
+            time.sleep(0.05)
+        wait_for_new_pool_process(worker, pid)
+    raise AssertionError(f"no task was lost in {attempts} kills:\n{worker.tail()}")
+
+
+def wait_for_new_pool_process(worker: WorkerProcess, old_pid: int) -> None:
+    deadline = time.monotonic() + 30
+    while pool_pids(worker) in ([], [old_pid]):
+        assert time.monotonic() < deadline, worker.tail()
+        time.sleep(0.05)
+
+
+def test_a_job_keeps_its_version_when_production_moves_mid_job(
+    worker: WorkerProcess,
+    celery_app: Celery,
+    store: JobStore,
+    settings: Settings,
+    production: LoadedModel,
+    serving_model: ServingModel,  # noqa: F811
+    decision_log: Engine,
+) -> None:
+    from loanops.registry import connect
+
+    challenger = register_version(settings, seed=7, params={"C": 1.0, "log_amounts": False})
+    submitted = pd.concat([serving_model.applicants] * 4, ignore_index=True)
+    job = receive(store, submitted.to_csv(index=False).encode(), "moving.csv", production)
+    submit(celery_app, store, job)
+    wait_for_chunks(store, job.id, 2)
+    try:
+        promote(settings, challenger)
+        # The pool process that replaces this one loads production, which is now the challenger.
+        (pid,) = pool_pids(worker)
+        os.kill(pid, signal.SIGKILL)
+        running = store.get(job.id)
+        assert running is not None and not running.finished, "production moved after the job"
+        job = wait_until_finished(store, job.id, worker)
+    finally:
+        promote(settings, production.version)
+
+    assert job.status == "succeeded", job.error
+    assert job.model_version == production.version
+    result = read_result(store, job)
+    np.testing.assert_allclose(
+        result["probability"], expected_scores(production, submitted), rtol=0, atol=1e-12
+    )
+    new = load_version(connect(settings), settings.model_name, challenger)
+    assert not np.allclose(result["probability"], expected_scores(new, submitted), atol=1e-6)
+    wait_until_recorded(store, job.id, worker)
+    assert set(logged(decision_log, job.id)["model_version"]) == {production.version}
+    assert f"loaded {settings.model_name} v{challenger}" in worker.log()
+
+
+def test_job_state_is_durable_across_store_instances(
+    worker: WorkerProcess,
+    celery_app: Celery,
+    store: JobStore,
+    settings: Settings,
+    production: LoadedModel,
+    serving_model: ServingModel,  # noqa: F811
+) -> None:
+    data = serving_model.applicants.head(300).to_csv(index=False).encode()
+    finished = receive(store, data, "a.csv", production)
+    submit(celery_app, store, finished)
+    finished = wait_until_finished(store, finished.id, worker)
+    waiting = receive(store, data, "b.csv", production)  # received, never queued
+
+    restarted = JobStore.from_settings(settings)
+
+    assert restarted.get(finished.id) == finished
+    assert restarted.get(waiting.id) == waiting
+    assert restarted.result_path(finished.id) == store.result_path(finished.id)
+    assert {finished.id, waiting.id} <= set(restarted.job_ids())
+    assert restarted.rows_processed_total() >= 300
+    assert restarted.delete(waiting.id)
+    assert store.get(waiting.id) is None
+
+
+def test_submitting_while_redis_is_down_fails_fast_and_leaves_nothing(
+    store: JobStore,
+    settings: Settings,
+    production: LoadedModel,
+    serving_model: ServingModel,  # noqa: F811
+) -> None:
+    down = create_celery(
+        settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
+    )
+    job = receive(
+        store, serving_model.applicants.head(10).to_csv(index=False).encode(), "x.csv", production
+    )
+
+    started = time.monotonic()
+    with pytest.raises(QueueUnavailable, match="queue is unavailable"):
+        submit(down, store, job)
+
+    assert time.monotonic() - started < 3
+    assert store.get(job.id) is None
+    assert not (store.jobs_root / job.id).exists()
