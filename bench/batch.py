@@ -329,15 +329,8 @@ def worker(environment: dict[str, str], log: Path) -> Iterator[int]:
         yield proc.pid
 
 
-def unshadow_serving() -> None:
-    """Drop this script's folder from the path, where bench/serving.py hides `serving`."""
-    here = Path(__file__).resolve().parent
-    sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != here]
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    unshadow_serving()
     folder = Path(tempfile.mkdtemp(prefix="loanops-bench-batch-"))
     try:
         return bench(args, folder)

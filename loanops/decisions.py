@@ -18,6 +18,7 @@ import math
 import os
 import secrets
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import threading
@@ -943,3 +944,238 @@ class DecisionLog:
                 self._settled += len(batch)
                 self._progress.notify_all()
             batch = None
+
+
+# --- the writer in a process of its own ------------------------------------------------------
+
+_FRAME_HEADER: Final = 4
+"""Bytes of the big-endian length before each encoded decision on the writer's stdin."""
+_RESTART_WAIT_S = 0.5
+
+
+def _decision_from_line(line: bytes) -> Decision:
+    record = orjson.loads(line)
+    record["decided_at"] = datetime.fromisoformat(record["decided_at"])
+    return Decision(**record)
+
+
+def _frames(stream: Any) -> Iterator[bytes]:
+    """Length-prefixed frames from a binary stream, until it ends."""
+    while header := stream.read(_FRAME_HEADER):
+        if len(header) < _FRAME_HEADER:
+            return  # the sender died mid-frame: nothing complete follows
+        body = stream.read(int.from_bytes(header, "big"))
+        if body is None or len(body) < int.from_bytes(header, "big"):
+            return
+        yield body
+
+
+def write_from_stdin(arguments: Sequence[str] | None = None) -> None:
+    """The writer process (`python -m loanops.decisions URL ...`): a `DecisionLog` fed by stdin.
+
+    It runs until its stdin ends: when the server closes it, or when the server dies. SIGTERM
+    and SIGINT are ignored, so that a stray signal does not drop what it holds before the
+    server has handed everything over.
+    """
+    import argparse
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parser = argparse.ArgumentParser(prog="python -m loanops.decisions")
+    parser.add_argument("url")
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--flush-seconds", type=float, default=0.25)
+    parser.add_argument("--max-pending", type=int, default=100_000)
+    parser.add_argument("--spill-dir", type=Path, default=None)
+    options = parser.parse_args(arguments)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    engine = create_engine_for(options.url)
+    log = DecisionLog(
+        engine,
+        batch_size=options.batch_size,
+        flush_seconds=options.flush_seconds,
+        max_pending=options.max_pending,
+        spill_dir=options.spill_dir,
+    )
+    log.start()
+    try:
+        for line in _frames(sys.stdin.buffer):
+            decision = _decision_from_line(line)
+            try:
+                log.record(decision)
+            except (TypeError, ValueError) as error:
+                folder = options.spill_dir or Path(tempfile.gettempdir()) / "loanops-decision-spill"
+                path = _write_spill(folder, [decision])
+                logger.error("a decision the log refused (%s) went to %s", _describe(error), path)
+    finally:
+        log.close()
+        engine.dispose()
+
+
+class DecisionLogProcess:
+    """A `DecisionLog` in a child process, for a server whose own thread must not wait on it.
+
+    In the API, a writer thread shares the interpreter lock with the event loop: on 2 cores its
+    SQLAlchemy and SQLite work fell behind at about 2,000 decisions a second while the API
+    answered 3,000, and each batch it wrote stalled the requests in flight. Here `record` only
+    encodes the decision (which also checks that it can be stored) and queues the bytes; a
+    sender thread pipes them to `python -m loanops.decisions`, which does the rest on another
+    core and imports nothing but this module. `close` ends the pipe and waits for the child to
+    write or spill everything. A child that dies is restarted, with an ERROR: what it held in
+    memory is lost, as with a killed server.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        batch_size: int = 500,
+        flush_seconds: float = 0.25,
+        max_pending: int = 100_000,
+        spill_dir: Path | None = None,
+    ) -> None:
+        """Prepare the log; nothing runs until `start`.
+
+        Args:
+            url: Database URL of a migrated decision log.
+            batch_size: Most decisions written in one transaction.
+            flush_seconds: Longest a decision waits for its batch to fill.
+            max_pending: Decisions not yet handed to the child before `saturated` says so.
+            spill_dir: Folder for decisions that cannot be written by the time of `close`.
+        """
+        self._command = [
+            sys.executable, "-m", "loanops.decisions", url,
+            "--batch-size", str(batch_size), "--flush-seconds", str(flush_seconds),
+            "--max-pending", str(max_pending),
+            *(["--spill-dir", str(spill_dir)] if spill_dir else []),
+        ]  # fmt: skip
+        self._max_pending = max_pending
+        self._lock = threading.Lock()
+        self._ready = threading.Condition(self._lock)
+        self._queue: deque[bytes] = deque()
+        self._child: subprocess.Popen[bytes] | None = None
+        self._sender: threading.Thread | None = None
+        self._closing = False
+        self._restarts = 0
+
+    @property
+    def pending(self) -> int:
+        """Decisions recorded but not yet handed to the child."""
+        return len(self._queue)
+
+    @property
+    def saturated(self) -> bool:
+        """True when `max_pending` decisions wait for the child: it is not keeping up."""
+        return len(self._queue) >= self._max_pending
+
+    @property
+    def restarts(self) -> int:
+        """How often the child died and was started again."""
+        return self._restarts
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id, while it runs."""
+        return self._child.pid if self._child else None
+
+    def start(self) -> None:
+        """Start the child and the thread that feeds it."""
+        with self._lock:
+            if self._closing:
+                raise RuntimeError("the decision log is closed")
+            if self._sender is not None:
+                return
+            self._child = self._spawn()
+            self._sender = threading.Thread(target=self._send, name="decision-log-sender")
+            self._sender.start()
+
+    def record(self, decision: Decision) -> None:
+        """Queue a decision for the child; never blocks.
+
+        Raises:
+            TypeError: Its inputs or reasons cannot be encoded as JSON.
+            RuntimeError: The log is closed or was never started.
+        """
+        line = _spill_line(decision)
+        with self._lock:
+            if self._closing or self._sender is None:
+                raise RuntimeError("the decision log is not running")
+            self._queue.append(len(line).to_bytes(_FRAME_HEADER, "big") + line)
+            if len(self._queue) == 1:
+                self._ready.notify()
+
+    def close(self, timeout: float = 60) -> None:
+        """Hand everything to the child, end its input and wait for it; idempotent.
+
+        Args:
+            timeout: Most seconds to wait; the child itself retries the database for 30 s
+                before it spills.
+        """
+        with self._lock:
+            if self._closing:
+                return
+            self._closing = True
+            self._ready.notify()
+            sender = self._sender
+        if sender is None:
+            return
+        sender.join(timeout)
+        child = self._child
+        if child is None:
+            return
+        try:
+            child.wait(timeout)
+        except subprocess.TimeoutExpired:
+            logger.error("the decision-log writer (pid %d) did not finish; killing it", child.pid)
+            child.kill()
+            child.wait()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        # A session of its own: a signal to the server's process group (Ctrl-C, a supervisor
+        # stopping the group) must not reach the writer before the server has handed it all.
+        return subprocess.Popen(
+            self._command, stdin=subprocess.PIPE, close_fds=True, start_new_session=True
+        )
+
+    def _send(self) -> None:
+        while True:
+            with self._lock:
+                while not self._queue and not self._closing:
+                    self._ready.wait()
+                if not self._queue:  # closing, and everything handed over
+                    break
+                frames = list(self._queue)
+            data = b"".join(frames)
+            if not self._deliver(data):
+                continue  # the child was replaced; send the same frames again
+            with self._lock:
+                for _ in frames:
+                    self._queue.popleft()
+        child = self._child
+        if child is not None and child.stdin is not None:
+            with contextlib.suppress(OSError):
+                child.stdin.close()
+
+    def _deliver(self, data: bytes) -> bool:
+        child = self._child
+        assert child is not None and child.stdin is not None
+        try:
+            child.stdin.write(data)
+            child.stdin.flush()
+            return True
+        except (BrokenPipeError, ValueError, OSError):
+            child.wait()
+            self._restarts += 1
+            logger.error(
+                "the decision-log writer exited with code %s; starting another; decisions it "
+                "had not yet written are lost",
+                child.returncode,
+            )
+            time.sleep(_RESTART_WAIT_S)
+            self._child = self._spawn()
+            return False
+
+
+if __name__ == "__main__":
+    write_from_stdin()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import gc
 import math
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
@@ -16,9 +18,10 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from mlflow import MlflowClient
 from pydantic import BaseModel, ConfigDict, Field, create_model
+from starlette.requests import ClientDisconnect
 
 from loanops import decisions
 from loanops.data import get_dataset, load_dataset
@@ -65,15 +68,18 @@ def create_app(
     settings = settings or get_settings()
     schema = get_dataset(settings.dataset).schema
     metrics = Metrics()
+
+    def serving(loaded: LoadedModel) -> None:
+        _freeze_heap()
+        metrics.serving(loaded.name, loaded.version, loaded.run_id, loaded.loaded_at.timestamp())
+
     holder = ModelHolder(
         client_factory or (lambda: connect(settings)),
         ModelRef.parse(settings.model_uri),
         schema,
         poll_seconds=settings.model_poll_seconds,
         max_backoff_seconds=settings.model_load_max_backoff_seconds,
-        on_loaded=lambda loaded: metrics.serving(
-            loaded.name, loaded.version, loaded.run_id, loaded.loaded_at.timestamp()
-        ),
+        on_loaded=serving,
         on_failure=metrics.reload_failures.inc,
     )
     jobs = JobStore(settings.storage_path)
@@ -92,8 +98,8 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(decisions.migrate, settings.decision_db_url)
-        state.decisions = decisions.DecisionLog(
-            decisions.create_engine_for(settings.decision_db_url),
+        state.decisions = decisions.DecisionLogProcess(
+            settings.decision_db_url,
             batch_size=settings.decision_log_batch_size,
             flush_seconds=settings.decision_log_flush_seconds,
             spill_dir=settings.storage_path / "unsaved-decisions",
@@ -135,8 +141,32 @@ def create_app(
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(BodyTooLarge, _body_too_large)
+    app.add_exception_handler(ClientDisconnect, _client_disconnected)
     app.openapi = _openapi(app, state)  # type: ignore[method-assign]
     return app
+
+
+def _freeze_heap() -> None:
+    """Hide everything alive now from the cyclic garbage collector; called once a model loads.
+
+    The loaded API holds some 370k objects (libraries and the model). A full collection walks
+    them all, stalling every request in flight for about 0.25 s, and the objects each request
+    leaves behind set one off every few thousand requests. Frozen objects are never walked.
+    Unfreezing first lets this collection free the model that a swap replaced.
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+    _return_free_memory()
+
+
+def _return_free_memory() -> None:
+    """Give the heap pages freed by loading (downloads, verification) back to the system.
+
+    glibc keeps them otherwise; about 10 MiB of the API's RSS after a load. A no-op elsewhere.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _batch_request_model(schema: FeatureSchema, max_items: int) -> type[BaseModel]:
@@ -175,6 +205,12 @@ def _printable(error: Any) -> dict[str, Any]:
 
 async def _body_too_large(request: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(error)}, status_code=413, headers={"Connection": "close"})
+
+
+async def _client_disconnected(request: Request, error: Exception) -> Response:
+    """The client left before its body arrived: nobody to answer, nothing to log."""
+    # 499 is nginx's "client closed request": the metrics count it as that, not as a 500.
+    return Response(status_code=499)
 
 
 def _openapi(app: FastAPI, state: AppState) -> Callable[[], dict[str, Any]]:

@@ -19,7 +19,7 @@ from serving.state import ModelHolder
 if TYPE_CHECKING:
     from celery import Celery
 
-    from loanops.decisions import DecisionLog
+    from loanops.decisions import DecisionLogProcess
     from serving.jobs import JobStore
 
 
@@ -34,12 +34,15 @@ class AppState:
     holder: ModelHolder
     metrics: Metrics
     jobs: JobStore
-    decisions: DecisionLog | None = None
+    decisions: DecisionLogProcess | None = None
     celery: Celery | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
 
-def get_state(request: Request) -> AppState:
+# Every dependency here is `async def`: FastAPI runs a plain `def` dependency in the thread pool,
+# which costs a thread hand-off per dependency per request (about 0.3 ms of CPU in all, and tail
+# latency from the GIL changing hands) for functions that never block.
+async def get_state(request: Request) -> AppState:
     state: AppState = request.app.state.loanops
     return state
 
@@ -47,14 +50,14 @@ def get_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-def get_settings(state: StateDep) -> Settings:
+async def get_settings(state: StateDep) -> Settings:
     return state.settings
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def get_model(state: StateDep) -> LoadedModel:
+async def get_model(state: StateDep) -> LoadedModel:
     """The model serving now; 503 until one has loaded and passed its smoke test."""
     model = state.holder.current
     if model is None:
@@ -75,7 +78,9 @@ _api_key_header = APIKeyHeader(
 )
 
 
-def require_api_key(state: StateDep, key: Annotated[str | None, Depends(_api_key_header)]) -> None:
+async def require_api_key(
+    state: StateDep, key: Annotated[str | None, Depends(_api_key_header)]
+) -> None:
     """401 unless the caller sent one of the configured keys; open when none are configured."""
     accepted = state.extras["api_keys"]
     if not accepted:

@@ -11,6 +11,7 @@ import math
 import multiprocessing
 import os
 import random
+import signal
 import sqlite3
 import threading
 import time
@@ -32,6 +33,7 @@ from loanops.decisions import (
     Base,
     Decision,
     DecisionLog,
+    DecisionLogProcess,
     count_decisions,
     create_engine_for,
     load_spill,
@@ -597,3 +599,82 @@ def test_a_nul_character_is_refused_at_record(
     with pytest.raises(ValueError, match="NUL"):
         decision_log.record(make_decision(1, **overrides))
     assert decision_log.pending == 0
+
+
+# --- the writer in a process of its own ------------------------------------------------------
+
+
+def test_a_writer_process_stores_every_decision_recorded_before_close(
+    engine: Engine, db_url: str, tmp_path: Path
+) -> None:
+    log = DecisionLogProcess(db_url, batch_size=50, flush_seconds=0.05, spill_dir=tmp_path)
+    log.start()
+    decisions = make_decisions(1_234)
+    for decision in decisions:
+        log.record(decision)
+    log.close(timeout=30)
+
+    stored = read_decisions(engine)
+    assert len(stored) == len(decisions)
+    assert set(stored["request_id"]) == {d.request_id for d in decisions}
+    assert log.restarts == 0
+    assert not list(tmp_path.glob("decisions-spill-*"))
+
+
+def test_a_killed_writer_process_is_restarted_and_later_decisions_are_stored(
+    engine: Engine, db_url: str, tmp_path: Path
+) -> None:
+    log = DecisionLogProcess(db_url, batch_size=10, flush_seconds=0.05, spill_dir=tmp_path)
+    log.start()
+    first = make_decisions(20)
+    for decision in first:
+        log.record(decision)
+    wait_until(lambda: count_decisions(engine) == 20, timeout=30)
+    pid = log.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)  # what the OOM killer would do
+    wait_until(lambda: not _alive(pid), timeout=10)
+
+    later = make_decisions(30, start=20)
+    for decision in later:
+        log.record(decision)
+    log.close(timeout=30)
+
+    assert log.restarts == 1
+    assert count_decisions(engine) == 50
+
+
+def _alive(pid: int) -> bool:
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return False
+    return waited == 0
+
+
+def test_a_writer_process_is_out_of_reach_of_signals_to_the_servers_process_group(
+    engine: Engine, db_url: str, tmp_path: Path
+) -> None:
+    log = DecisionLogProcess(db_url, batch_size=10, flush_seconds=0.05, spill_dir=tmp_path)
+    log.start()
+    pid = log.pid
+    assert pid is not None
+    assert os.getpgid(pid) != os.getpgid(0)
+    for decision in make_decisions(40):
+        log.record(decision)
+    log.close(timeout=30)
+
+    assert log.restarts == 0
+    assert count_decisions(engine) == 40
+
+
+def test_a_writer_process_refuses_an_unencodable_decision_in_the_caller(
+    db_url: str, tmp_path: Path
+) -> None:
+    log = DecisionLogProcess(db_url, spill_dir=tmp_path)
+    log.start()
+    try:
+        with pytest.raises(TypeError):
+            log.record(make_decision(0, inputs={"when": object()}))
+    finally:
+        log.close(timeout=10)
