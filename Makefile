@@ -52,6 +52,7 @@ demo: install ## Tune, train, register and promote a model on embedded defaults
 bench: install ## Benchmarks; each prints its figure against a baseline from the same run
 	OMP_NUM_THREADS=1 $(BIN)/python bench/fast_path.py
 	OMP_NUM_THREADS=1 $(BIN)/python bench/batch.py
+	OMP_NUM_THREADS=1 $(BIN)/python bench/api.py
 	$(BIN)/python bench/synthetic_auc.py
 
 lock: ## Re-resolve uv.lock after editing pyproject.toml

@@ -293,7 +293,8 @@ def test_a_job_survives_its_worker_being_killed_mid_chunk(
     serving_model: ServingModel,  # noqa: F811
     decision_log: Engine,
 ) -> None:
-    submitted = pd.concat([serving_model.applicants] * 4, ignore_index=True)  # 20,000 rows
+    # 100,000 rows in 200 chunks: enough work that a kill lands inside a chunk, not after the job.
+    submitted = pd.concat([serving_model.applicants] * 20, ignore_index=True)
     job = receive(store, submitted.to_csv(index=False).encode(), "big.csv", production)
     submit(celery_app, store, job)
     wait_for_chunks(store, job.id, 3)
