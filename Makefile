@@ -18,7 +18,7 @@ export DO_NOT_TRACK ?= true
 export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 
-.PHONY: help install lint format test test-fast demo bench lock clean
+.PHONY: help install lint format test test-fast demo bench lock clean manifests test-manifests
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -60,3 +60,9 @@ lock: ## Re-resolve uv.lock after editing pyproject.toml
 
 clean: ## Remove the venv and all embedded state
 	rm -rf $(VENV) .loanops .pytest_cache .mypy_cache .ruff_cache
+
+manifests: install ## Re-render manifests/rendered/ after changing manifests/ (review the diff, commit)
+	tools/render-manifests.sh
+
+test-manifests: install ## The Kubernetes manifests and the container image, offline
+	$(BIN)/pytest tests/manifests
