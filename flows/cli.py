@@ -40,6 +40,10 @@ models_app = typer.Typer(
     help="Read the model registry and the promotion log.", no_args_is_help=True
 )
 app.add_typer(models_app, name="models")
+outcomes_app = typer.Typer(
+    help="Delayed labels: whether decided loans defaulted.", no_args_is_help=True
+)
+app.add_typer(outcomes_app, name="outcomes")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -409,6 +413,38 @@ def worker(
     from serving.worker import run_worker
 
     run_worker(config, concurrency=concurrency, loglevel=log_level.upper())
+
+
+@outcomes_app.command("load")
+def load_outcomes(
+    path: Annotated[
+        Path,
+        typer.Argument(
+            exists=True,
+            dir_okay=False,
+            help="CSV or Parquet with request_id (or job_id and row), defaulted, [observed_at].",
+        ),
+    ],
+    skip_unknown: Annotated[
+        bool, typer.Option(help="Record the known ids and list the unknown ones, not refuse all.")
+    ] = False,
+) -> None:
+    """Record which decided loans defaulted; the whole file or nothing, unless told otherwise."""
+    config = settings()
+    from loanops import decisions
+    from loanops.outcomes import load_outcomes_file, record_outcomes
+
+    with clear_errors():
+        outcomes = load_outcomes_file(path)
+        decisions.migrate(config.decision_db_url)
+        engine = decisions.create_engine_for(config.decision_db_url)
+        try:
+            report = record_outcomes(engine, outcomes, source="file", skip_unknown=skip_unknown)
+        finally:
+            engine.dispose()
+    if report.refused:
+        raise fail(report.summary)
+    console.print(report.summary, highlight=False, soft_wrap=True)
 
 
 def _serving_environment() -> None:

@@ -33,7 +33,7 @@ from serving.jobs import JobStore
 from serving.metrics import Metrics, MetricsMiddleware
 from serving.middleware import BodyLimitMiddleware, BodyTooLarge
 from serving.model import LoadedModel, ModelRef
-from serving.routers import batch_jobs, health, model, predict
+from serving.routers import batch_jobs, health, model, outcomes, predict
 from serving.state import ModelHolder
 
 API_TITLE = "loanops scoring API"
@@ -45,6 +45,8 @@ from the registered model that holds the `production` alias (or a pinned version
 * **Files**: `POST /v1/batch-jobs` queues a CSV or Parquet file; poll the job, then download the
   scored file.
 * Every decision is written to the decision log, which monitoring reads.
+* **Outcomes**: `POST /v1/outcomes` records, months later, whether decided loans defaulted; the
+  performance monitor joins them to the decisions.
 
 Send one of the configured keys in `X-API-Key`. `/healthz`, `/readyz` and `/metrics` are open.
 """
@@ -98,6 +100,8 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(decisions.migrate, settings.decision_db_url)
+        database = decisions.create_engine_for(settings.decision_db_url)
+        state.extras[outcomes.DATABASE] = database  # what POST /v1/outcomes writes through
         state.decisions = decisions.DecisionLogProcess(
             settings.decision_db_url,
             batch_size=settings.decision_log_batch_size,
@@ -117,6 +121,8 @@ def create_app(
             with contextlib.suppress(asyncio.CancelledError):
                 await follow
             await asyncio.to_thread(state.decisions.close)
+            state.extras.pop(outcomes.DATABASE, None)
+            database.dispose()
 
     app = FastAPI(
         title=API_TITLE,
@@ -127,11 +133,12 @@ def create_app(
             {"name": "predict", "description": "Real-time scoring."},
             {"name": "batch jobs", "description": "Files scored by the Celery workers."},
             {"name": "model", "description": "The model serving now."},
+            {"name": "outcomes", "description": "Delayed labels: whether decided loans defaulted."},
             {"name": "health", "description": "Liveness, readiness and Prometheus metrics."},
         ],
     )
     app.state.loanops = state
-    for router in (predict.router, batch_jobs.router, model.router, health.router):
+    for router in (predict.router, batch_jobs.router, model.router, outcomes.router, health.router):
         app.include_router(router)
     app.add_middleware(
         BodyLimitMiddleware,

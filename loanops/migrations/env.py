@@ -10,6 +10,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy.engine import Connection
 
+import loanops.outcomes  # noqa: F401  (registers the outcomes table on Base.metadata)
 from loanops.decisions import Base, create_engine_for
 from loanops.settings import get_settings
 

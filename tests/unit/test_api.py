@@ -771,16 +771,14 @@ def test_every_scored_application_is_one_decision_log_record_after_shutdown(
         )
         post(started, typical(int_rate=-1.0))  # refused: no decision
         engine = decisions.create_engine_for(state(started).settings.decision_db_url)
+        time.sleep(0.5)  # time enough for the writer process, were it flushing early
         written_while_serving = decisions.count_decisions(engine)
-        assert state(started).decisions is not None
-        pending = state(started).decisions.pending  # type: ignore[union-attr]
 
     log = decisions.read_decisions(engine)
     engine.dispose()
 
     assert written_while_serving == 0
-    assert pending == len(sent) == 8
-    assert len(log) == len(sent)
+    assert len(log) == len(sent) == 8
     by_id = log.set_index("request_id")
     assert set(by_id.index) == {a["request_id"] for a in answered}
     for application, answer in zip(sent, answered, strict=True):

@@ -1,0 +1,606 @@
+"""Outcomes: whether a decided loan defaulted, learned months after the decision (delayed labels).
+
+An outcome is keyed by the ``request_id`` of the decision it resolves, the one key every decision
+in the log has:
+
+- an API decision's request id is in the `/v1/predict` response;
+- a batch decision's request id is ``<job id>-<row>``, where ``row`` is the column of the same name
+  in the job's scored file. A lender's own loan id travels next to it: any extra column of the
+  uploaded file (such as ``loan_id``) is passed through to the scored file. An outcome file may
+  therefore name a batch decision either by ``request_id`` or by its ``job_id`` and ``row``.
+
+Decisions carry no loan id of their own: the API's request body is derived from the feature
+schema and refuses other keys, and a second key would make "which decision is this?" ambiguous.
+
+Outcomes are never silently merged. `record_outcomes` looks at a whole set in one transaction and
+writes all of it or none of it:
+
+- **unknown ids** (no such decision) refuse the set, unless the caller passes
+  ``skip_unknown=True``, in which case they are left out and reported;
+- **duplicates** (an id already recorded with the same ``defaulted``, or repeated in the set with
+  the same value) are reported and written once; the stored row is kept as it is;
+- **conflicts** (an id already recorded with the other value, or given both values in the set)
+  always refuse the set. A recorded outcome is not overwritten by this path.
+
+`load_outcomes_file` reads a CSV or Parquet file into validated outcomes, or raises with every
+bad row by number. `read_labelled` joins outcomes back to their decisions for the performance
+metrics in `loanops.performance`.
+
+The ``outcomes`` table lives on the decision log's `Base`, in the same database, and is created
+by the Alembic revision ``0002``; importing this module registers it on ``Base.metadata``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+)
+from sqlalchemy import Boolean, Engine, ForeignKey, String, Table, func, insert, select
+from sqlalchemy.orm import Mapped, mapped_column
+
+from loanops.decisions import (
+    _COLLISION_PREFIX,
+    _META_COLUMNS,
+    Base,
+    DecisionRecord,
+    UTCDateTime,
+    _window,
+    _write_transaction,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = [
+    "OUTCOME_SOURCES",
+    "Outcome",
+    "OutcomeFileError",
+    "OutcomeRecord",
+    "OutcomeReport",
+    "RowProblem",
+    "load_outcomes_file",
+    "read_labelled",
+    "record_outcomes",
+]
+
+OUTCOME_SOURCES: Final = frozenset({"api", "file"})
+"""The values `OutcomeRecord.source` may take."""
+
+OutcomeSource = Literal["api", "file"]
+
+MAX_REQUEST_ID_LENGTH: Final = 200
+# Printable ASCII without spaces: what the API (hex) and batch jobs (`<job>-<row>`) issue.
+_REQUEST_ID_PATTERN: Final = r"^[\x21-\x7e]+$"
+# Clocks disagree a little; an outcome observed further in the future than this is an error.
+_CLOCK_SKEW: Final = timedelta(minutes=5)
+# Ids per `IN (...)` lookup: well under SQLite's and PostgreSQL's limits on bound parameters.
+_LOOKUP_CHUNK: Final = 5_000
+# Key of the PostgreSQL advisory lock that serialises outcome writers (check, then insert).
+_OUTCOMES_LOCK_KEY: Final = 0x6F7574636F6D6573  # "outcomes"
+# At most this many problems are spelled out in an `OutcomeFileError`'s message.
+_PROBLEMS_SHOWN: Final = 20
+
+_TRUE_TEXT: Final = frozenset({"1", "true"})
+_FALSE_TEXT: Final = frozenset({"0", "false"})
+_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+# --- the outcome -----------------------------------------------------------------------------
+
+
+class Outcome(BaseModel):
+    """Whether the loan of one decision defaulted."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "request_id": "7c9e6679742540de944be07fc1f90ae7",
+                    "defaulted": True,
+                    "observed_at": "2026-10-31T00:00:00Z",
+                }
+            ]
+        },
+    )
+
+    request_id: str = Field(
+        min_length=1,
+        max_length=MAX_REQUEST_ID_LENGTH,
+        pattern=_REQUEST_ID_PATTERN,
+        description="The decision's request id: from the `/v1/predict` response, or "
+        "`<job id>-<row>` for a row of a batch job.",
+    )
+    defaulted: StrictBool = Field(
+        description="`true` if the loan defaulted within its performance window, `false` if it "
+        "did not. Only JSON booleans are accepted."
+    )
+    observed_at: AwareDatetime | None = Field(
+        default=None,
+        description="When the outcome became known, with a time zone; not in the future.",
+    )
+
+    @field_validator("observed_at")
+    @classmethod
+    def _not_in_the_future(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value > datetime.now(UTC) + _CLOCK_SKEW:
+            raise ValueError("observed_at lies in the future")
+        return value
+
+
+class OutcomeRecord(Base):
+    """A row of the ``outcomes`` table: the outcome of the decision with the same request id."""
+
+    __tablename__ = "outcomes"
+
+    request_id: Mapped[str] = mapped_column(
+        String, ForeignKey(DecisionRecord.request_id, ondelete="CASCADE"), primary_key=True
+    )
+    defaulted: Mapped[bool] = mapped_column(Boolean)
+    observed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    """When the outcome became known, as its sender said; None if not said."""
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    """When it was written here."""
+    source: Mapped[str] = mapped_column(String)
+    """``"api"`` or ``"file"``."""
+
+
+_TABLE: Table = Base.metadata.tables[OutcomeRecord.__tablename__]
+_DECISIONS: Table = Base.metadata.tables[DecisionRecord.__tablename__]
+
+
+# --- recording -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OutcomeReport:
+    """What `record_outcomes` did with a set of outcomes.
+
+    Attributes:
+        received: Outcomes in the set, repeats included.
+        recorded: Outcomes newly written (0 when `refused`).
+        duplicates: Ids already recorded with the same value, or repeated in the set with the
+            same value; written at most once, the stored row left as it was.
+        unknown: Ids that match no decision.
+        conflicts: Ids already recorded with the other value, or given both values in the set.
+        refused: True when nothing was written: the set held conflicts, or unknown ids while
+            unknown ids were not to be skipped.
+    """
+
+    received: int
+    recorded: int
+    duplicates: tuple[str, ...] = ()
+    unknown: tuple[str, ...] = ()
+    conflicts: tuple[str, ...] = ()
+    refused: bool = False
+
+    @property
+    def summary(self) -> str:
+        """One line for a log or a terminal, naming up to five ids of each problem."""
+        parts = [
+            f"refused all {self.received} outcomes"
+            if self.refused
+            else f"recorded {self.recorded} of {self.received} outcomes"
+        ]
+        for label, ids in (
+            ("conflicting with a recorded or repeated value", self.conflicts),
+            ("with no such decision", self.unknown),
+            ("already recorded or repeated with the same value", self.duplicates),
+        ):
+            if ids:
+                parts.append(f"{len(ids)} {label}: {_some(ids)}")
+        return "; ".join(parts)
+
+
+def _some(ids: Sequence[str], shown: int = 5) -> str:
+    head = ", ".join(ids[:shown])
+    return head + (f" and {len(ids) - shown} more" if len(ids) > shown else "")
+
+
+def _chunks(values: Sequence[str], size: int = _LOOKUP_CHUNK) -> Iterator[Sequence[str]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def record_outcomes(
+    engine: Engine,
+    outcomes: Iterable[Outcome],
+    *,
+    source: OutcomeSource = "api",
+    skip_unknown: bool = False,
+) -> OutcomeReport:
+    """Record outcomes against their decisions, all of them or none, in one transaction.
+
+    Args:
+        engine: Engine of a migrated decision-log database.
+        outcomes: The outcomes; validated `Outcome` objects.
+        source: Where they came from: ``"api"`` or ``"file"``.
+        skip_unknown: Leave out (and report) ids that match no decision, rather than refuse the
+            whole set for them. Conflicts refuse the set either way.
+
+    Returns:
+        The report; ``refused`` says whether anything was written. Duplicates are never written
+        twice and never overwrite a stored outcome.
+
+    Raises:
+        ValueError: ``source`` is not ``"api"`` or ``"file"``.
+        sqlalchemy.exc.SQLAlchemyError: The database failed; nothing was written.
+    """
+    if source not in OUTCOME_SOURCES:
+        raise ValueError(f"source must be one of {sorted(OUTCOME_SOURCES)}, not {source!r}")
+    items = list(outcomes)
+    first: dict[str, Outcome] = {}
+    duplicates: set[str] = set()
+    conflicts: set[str] = set()
+    for outcome in items:
+        seen = first.setdefault(outcome.request_id, outcome)
+        if seen is outcome:
+            continue
+        if seen.defaulted == outcome.defaulted:
+            duplicates.add(outcome.request_id)
+        else:
+            conflicts.add(outcome.request_id)
+    ids = sorted(first)
+    recorded = 0
+    with _write_transaction(engine) as connection:
+        if connection.dialect.name == "postgresql":
+            # Held until commit: a concurrent writer of the same ids waits, then sees them stored.
+            connection.execute(select(func.pg_advisory_xact_lock(_OUTCOMES_LOCK_KEY)))
+        known: set[str] = set()
+        stored: dict[str, bool] = {}
+        for chunk in _chunks(ids):
+            known.update(
+                connection.execute(
+                    select(_DECISIONS.c.request_id).where(_DECISIONS.c.request_id.in_(chunk))
+                ).scalars()
+            )
+            query = select(_TABLE.c.request_id, _TABLE.c.defaulted)
+            for request_id, defaulted in connection.execute(
+                query.where(_TABLE.c.request_id.in_(chunk))
+            ):
+                stored[request_id] = bool(defaulted)
+        unknown = set(ids) - known
+        for request_id, defaulted in stored.items():
+            if request_id in conflicts:
+                continue
+            if defaulted == first[request_id].defaulted:
+                duplicates.add(request_id)
+            else:
+                conflicts.add(request_id)
+        refused = bool(conflicts) or (bool(unknown) and not skip_unknown)
+        fresh = [
+            request_id
+            for request_id in ids
+            if request_id not in stored
+            and request_id not in unknown
+            and request_id not in conflicts
+        ]
+        if not refused and fresh:
+            now = datetime.now(UTC)
+            rows = [
+                {
+                    "request_id": request_id,
+                    "defaulted": first[request_id].defaulted,
+                    "observed_at": first[request_id].observed_at,
+                    "recorded_at": now,
+                    "source": source,
+                }
+                for request_id in fresh
+            ]
+            connection.execute(insert(_TABLE), rows)
+            recorded = len(rows)
+    return OutcomeReport(
+        received=len(items),
+        recorded=recorded,
+        duplicates=tuple(sorted(duplicates - conflicts)),
+        unknown=tuple(sorted(unknown)),
+        conflicts=tuple(sorted(conflicts)),
+        refused=refused,
+    )
+
+
+# --- files -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    """Why one row of an outcome file (or the file as a whole) was refused.
+
+    Attributes:
+        row: Data row, counted from 1 (the row after a CSV's header is 1); None for the file.
+        column: The column at fault, if one is.
+        message: What is wrong, in words.
+    """
+
+    row: int | None
+    column: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = "file" if self.row is None else f"row {self.row}"
+        return (
+            f"{where}, {self.column}: {self.message}" if self.column else f"{where}: {self.message}"
+        )
+
+
+class OutcomeFileError(ValueError):
+    """An outcome file that cannot be loaded; ``problems`` lists every reason, row by row."""
+
+    def __init__(self, path: Path, problems: Sequence[RowProblem]) -> None:
+        self.path = path
+        self.problems: tuple[RowProblem, ...] = tuple(problems)
+        shown = "; ".join(str(problem) for problem in self.problems[:_PROBLEMS_SHOWN])
+        more = len(self.problems) - _PROBLEMS_SHOWN
+        rows = {problem.row for problem in self.problems if problem.row is not None}
+        head = f"{path.name}: " + (f"{len(rows)} bad rows: " if rows else "")
+        super().__init__(head + shown + (f"; and {more} more problems" if more > 0 else ""))
+
+
+@dataclass
+class _Row:
+    """The cells of one data row, converted one by one; problems collected, not raised."""
+
+    number: int
+    problems: list[RowProblem] = field(default_factory=list)
+
+    def fail(self, column: str | None, message: str) -> None:
+        self.problems.append(RowProblem(self.number, column, message))
+
+
+def _missing(value: Any) -> bool:
+    """None, NaN, NaT, pandas' NA or blank text."""
+    import pandas as pd
+
+    if isinstance(value, str):
+        return not value.strip()
+    return value is None or bool(pd.api.types.is_scalar(value) and pd.isna(value))
+
+
+def _text(value: Any) -> str | None:
+    return value.strip() if isinstance(value, str) else None
+
+
+def _defaulted(value: Any, row: _Row) -> bool | None:
+    column = "defaulted"
+    if _missing(value):
+        row.fail(column, "missing")
+        return None
+    if hasattr(value, "item") and not isinstance(value, str):
+        value = value.item()  # numpy scalars
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float) and value in (0, 1):
+        return bool(value)
+    text = _text(value)
+    if text is not None and text.lower() in _TRUE_TEXT | _FALSE_TEXT:
+        return text.lower() in _TRUE_TEXT
+    row.fail(column, f"{value!r} is not one of 0, 1, true, false")
+    return None
+
+
+def _observed_at(value: Any, row: _Row) -> datetime | None:
+    column = "observed_at"
+    if _missing(value):
+        return None
+    if hasattr(value, "to_pydatetime"):
+        value = value.to_pydatetime()  # pandas Timestamp
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = datetime.fromisoformat(text)
+        except ValueError:
+            row.fail(column, f"{text!r} is not an ISO 8601 date or time")
+            return None
+        if _DATE_ONLY.match(text):
+            return value.replace(tzinfo=UTC)  # a bare date: the start of that day, UTC
+    elif isinstance(value, date) and not isinstance(value, datetime):
+        return datetime(value.year, value.month, value.day, tzinfo=UTC)
+    if not isinstance(value, datetime):
+        row.fail(column, f"{value!r} is not a date or time")
+        return None
+    if value.tzinfo is None or value.utcoffset() is None:
+        row.fail(column, f"{value.isoformat()} has no time zone; add Z or an offset")
+        return None
+    return value
+
+
+def _request_id(record: dict[str, Any], by_job_row: bool, row: _Row) -> str | None:
+    if not by_job_row:
+        value = record["request_id"]
+        if _missing(value):
+            row.fail("request_id", "missing")
+            return None
+        text = _text(value)
+        if text is None:
+            row.fail("request_id", f"{value!r} is not text")
+        return text
+    job_id, number = record["job_id"], record["row"]
+    if _missing(job_id) or _text(job_id) is None:
+        row.fail("job_id", "missing" if _missing(job_id) else f"{job_id!r} is not text")
+        return None
+    if hasattr(number, "item") and not isinstance(number, str):
+        number = number.item()
+    text = _text(number)
+    if text is not None and text.isdigit():
+        number = int(text)
+    elif isinstance(number, float) and number.is_integer():
+        number = int(number)
+    if isinstance(number, bool) or not isinstance(number, int) or number < 0:
+        row.fail("row", "missing" if _missing(number) else f"{number!r} is not a row number")
+        return None
+    return f"{_text(job_id)}-{number}"
+
+
+def _read_frame(path: Path) -> pd.DataFrame:
+    import pandas as pd
+
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            # Every cell as text, none turned into NaN: the checks below see what was written.
+            return pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
+        if suffix in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+    except FileNotFoundError:
+        raise
+    except Exception as error:  # the readers raise many types for a malformed file
+        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        problem = f"cannot be read as {suffix[1:].upper()}: {type(error).__name__}: {message}"
+        raise OutcomeFileError(path, [RowProblem(None, None, problem)]) from error
+    raise OutcomeFileError(
+        path, [RowProblem(None, None, f"unknown format {suffix!r}; use .csv or .parquet")]
+    )
+
+
+def load_outcomes_file(path: str | Path) -> list[Outcome]:
+    """Read and validate an outcome file: CSV with a header row, or Parquet.
+
+    Columns:
+
+    - ``request_id``, or both ``job_id`` and ``row`` (a batch job's row, as in its scored file;
+      used only where there is no ``request_id`` column);
+    - ``defaulted``: 0, 1, true or false (any case), or a boolean column;
+    - ``observed_at`` (optional): ISO 8601 with a time zone, or a bare date (midnight UTC); may
+      be empty.
+
+    Other columns, such as a lender's ``loan_id``, are ignored. Every row is checked before
+    anything is returned, so one error lists all the bad rows.
+
+    Args:
+        path: A ``.csv`` or ``.parquet`` file.
+
+    Returns:
+        One outcome per row, in file order. Repeated ids are kept: `record_outcomes` reports
+        them as duplicates or conflicts.
+
+    Raises:
+        FileNotFoundError: There is no such file.
+        OutcomeFileError: The file cannot be read, lacks a column, has no rows, or has bad rows;
+            ``problems`` names each, with its row number.
+    """
+    path = Path(path)
+    frame = _read_frame(path)
+    columns = {str(name).strip(): name for name in frame.columns}
+    by_job_row = "request_id" not in columns and {"job_id", "row"} <= set(columns)
+    missing = [
+        name
+        for name in ("defaulted", *(() if by_job_row else ("request_id",)))
+        if name not in columns
+    ]
+    if missing:
+        hint = {"request_id": "no such column (nor both job_id and row)"}
+        raise OutcomeFileError(
+            path, [RowProblem(None, name, hint.get(name, "no such column")) for name in missing]
+        )
+    if frame.empty:
+        raise OutcomeFileError(path, [RowProblem(None, None, "the file has no data rows")])
+    wanted = ["job_id", "row"] if by_job_row else ["request_id"]
+    wanted += [name for name in ("defaulted", "observed_at") if name in columns]
+    records = frame[[columns[name] for name in wanted]].set_axis(wanted, axis=1)
+    outcomes: list[Outcome] = []
+    problems: list[RowProblem] = []
+    for number, record in enumerate(records.to_dict(orient="records"), start=1):
+        row = _Row(number)
+        request_id = _request_id(record, by_job_row, row)
+        defaulted = _defaulted(record["defaulted"], row)
+        observed_at = _observed_at(record.get("observed_at"), row)
+        if request_id is not None and defaulted is not None and not row.problems:
+            try:
+                outcomes.append(
+                    Outcome(request_id=request_id, defaulted=defaulted, observed_at=observed_at)
+                )
+            except ValidationError as error:
+                for detail in error.errors(include_url=False):
+                    message = detail["msg"].removeprefix("Value error, ")
+                    row.fail(".".join(str(part) for part in detail["loc"]) or None, message)
+        problems.extend(row.problems)
+    if problems:
+        raise OutcomeFileError(path, problems)
+    return outcomes
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+# Outcome columns of `read_labelled`, after the decision columns, as (name in frame, column).
+_OUTCOME_COLUMNS: Final = (
+    ("defaulted", _TABLE.c.defaulted),
+    ("observed_at", _TABLE.c.observed_at),
+    ("outcome_recorded_at", _TABLE.c.recorded_at),
+    ("outcome_source", _TABLE.c.source),
+)
+
+
+def read_labelled(
+    engine: Engine,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    *,
+    model_name: str | None = None,
+    model_version: str | None = None,
+) -> pd.DataFrame:
+    """Read the decisions of a time window that have an outcome, joined with it.
+
+    Args:
+        engine: Engine of a migrated decision-log database.
+        start: Earliest ``decided_at`` included (timezone-aware); None for no lower bound.
+        end: First ``decided_at`` excluded (timezone-aware); None for no upper bound.
+        model_name: Keep only this model's decisions.
+        model_version: Keep only this model version's decisions.
+
+    Returns:
+        The columns of `loanops.decisions.read_decisions` (the window is on the decision's
+        ``decided_at``), with ``defaulted`` (bool), ``observed_at`` (``datetime64[ns, UTC]``,
+        NaT where not given), ``outcome_recorded_at`` and ``outcome_source`` before the input
+        columns. An input key named like any of these is read as ``input_<key>``. Ordered by
+        ``decided_at``, then ``request_id``; decisions without an outcome are left out.
+
+    Raises:
+        ValueError: A bound is a naive datetime.
+    """
+    import pandas as pd  # imported here: writers and the API do without it
+
+    decision_columns = [_DECISIONS.c[name] for name in _META_COLUMNS]
+    statement = (
+        select(*decision_columns, *(column for _, column in _OUTCOME_COLUMNS), _DECISIONS.c.inputs)
+        .join_from(_DECISIONS, _TABLE, _TABLE.c.request_id == _DECISIONS.c.request_id)
+        .where(*_window(start, end, model_name, model_version))
+        .order_by(_DECISIONS.c.decided_at, _DECISIONS.c.request_id)
+    )
+    with engine.connect() as connection:
+        rows = connection.execute(statement).all()
+    names = [*_META_COLUMNS, *(name for name, _ in _OUTCOME_COLUMNS)]
+    columns: list[list[Any]] = [list(column) for column in zip(*rows, strict=True)] or [
+        [] for _ in range(len(names) + 1)
+    ]
+    frame = pd.DataFrame(
+        {
+            name: pd.Series(values, dtype=object)
+            for name, values in zip(names, columns, strict=False)
+        }
+    )
+    for name in ("decided_at", "observed_at", "outcome_recorded_at"):
+        frame[name] = pd.to_datetime(frame[name], utc=True)
+    for name in ("threshold", "probability"):
+        frame[name] = frame[name].astype("float64")
+    frame["defaulted"] = frame["defaulted"].astype("bool")
+    inputs = pd.DataFrame.from_records(columns[-1], index=frame.index) if rows else None
+    if inputs is None or inputs.columns.empty:
+        return frame
+    inputs = inputs.rename(
+        columns={key: f"{_COLLISION_PREFIX}{key}" for key in inputs.columns if key in frame}
+    )
+    return pd.concat([frame, inputs], axis=1)
