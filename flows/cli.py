@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import pandas as pd
 import requests
 import typer
 from mlflow.exceptions import MlflowException
@@ -413,6 +414,63 @@ def worker(
     from serving.worker import run_worker
 
     run_worker(config, concurrency=concurrency, loglevel=log_level.upper())
+
+
+@app.command()
+def monitor(
+    days: Annotated[float | None, typer.Option(min=0.01, help="Window length in days.")] = None,
+    data: DataOption = None,
+) -> None:
+    """Drift of the production model's recent decisions (or a file) against its reference."""
+    settings()
+    from flows.monitor import monitor_flow
+
+    data_path = str(data) if data else None
+    result = run_with_status(
+        "comparing decisions with the reference…",
+        lambda: monitor_flow(days=days, data_path=data_path),
+    )
+    summary = result.summary
+    table = Table(title=f"monitor: {summary.model_name} v{summary.model_version}")
+    table.add_column("what")
+    table.add_column("value")
+    table.add_row("rows (sampled for tests)", f"{summary.rows:,} ({summary.sample_rows:,})")
+    table.add_row(
+        "drifted features",
+        f"{summary.drift.share_drifted:.0%}: {', '.join(summary.drift.drifted_features) or '-'}",
+    )
+    if summary.prediction is not None:
+        table.add_row("score PSI", f"{summary.prediction.psi:.4f}")
+    table.add_row(
+        "data quality",
+        "flagged" if summary.quality.flagged else "ok",
+    )
+    table.add_row("triggered", "; ".join(result.reasons) or "nothing")
+    console.print(table)
+    console.print(f"Report: {result.report_dir / 'report.html'} (MLflow run {result.run_id})")
+
+
+@app.command()
+def performance(
+    days: Annotated[float | None, typer.Option(min=1, help="How far back, in days.")] = None,
+) -> None:
+    """AUC, KS, calibration and default rate of the production model on recorded outcomes."""
+    settings()
+    from flows.performance import performance_flow
+
+    result = run_with_status("joining outcomes to decisions…", lambda: performance_flow(days=days))
+    frame = result.summary.table()
+    table = Table(title="performance by vintage")
+    for column in frame.columns:
+        table.add_column(str(column))
+    for row in frame.itertuples(index=False):
+        table.add_row(
+            *("-" if pd.isna(v) else f"{v:.4f}" if isinstance(v, float) else str(v) for v in row)
+        )
+    console.print(table)
+    console.print(
+        f"Triggered: {'; '.join(result.reasons) or 'nothing'} (MLflow run {result.run_id})"
+    )
 
 
 @outcomes_app.command("load")

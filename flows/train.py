@@ -370,6 +370,34 @@ def evaluate_on_test(
 
 
 @task(cache_policy=NO_CACHE, **TRACKING_RETRIES)
+def log_reference(
+    trained: TrainedModel, splits: Splits, loaded: LoadedDataset, settings: Settings, run_id: str
+) -> int:
+    """Store the version's monitoring reference: development rows, their scores and labels.
+
+    The development split (train and validation) is what the model learned from, and the largest
+    sample that leaves the frozen test split alone; drift tests need rows. Its statistics are
+    computed here, once, and stored beside the sample; every monitor run of this version reads
+    them instead of recomputing them.
+    """
+    from loanops.monitoring import build_reference, save_reference
+
+    development = splits.development
+    reference = build_reference(
+        development.X,
+        trained.predict_pd(development.X),
+        development.y,
+        loaded.schema,
+        seed=settings.seed,
+    )
+    client = registry.connect(settings)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = save_reference(reference, Path(tmp) / "reference")
+        client.log_artifacts(run_id, str(folder), registry.REFERENCE_ARTIFACT)
+    return reference.rows
+
+
+@task(cache_policy=NO_CACHE, **TRACKING_RETRIES)
 def log_and_register(
     trained: TrainedModel,
     favourable: dict[str, Any],
@@ -447,6 +475,7 @@ def train_flow(
         trained = fit_calibrated(splits, loaded, best, settings)
         favourable = find_favourable_values(trained, splits, loaded, settings)
         evaluation = evaluate_on_test(trained, splits, settings, run_id)
+        log_reference(trained, splits, loaded, settings, run_id)
         version = log_and_register(trained, favourable, splits, loaded, settings, run_id)
     except BaseException:
         registry.connect(settings).set_terminated(run_id, status="FAILED")

@@ -33,6 +33,8 @@ from loanops.settings import Settings
 
 MODEL_ARTIFACT = "model"
 GATE_DATA_ARTIFACT = "gate/test.parquet"
+REFERENCE_ARTIFACT = "reference"
+"""The monitoring reference of a version's training run: sample and statistics."""
 LOANOPS_METADATA_KEY = "loanops"
 
 # Types inside our own calibrated pipelines that skops does not trust by default. Loading a model
@@ -240,6 +242,13 @@ def load_model(model_name: str, version: str) -> Any:
     """
     with tempfile.TemporaryDirectory(prefix="loanops-model-") as tmp:
         return mlflow.sklearn.load_model(f"models:/{model_name}/{version}", dst_path=tmp)
+
+
+def reference_folder(client: MlflowClient, version: ModelVersion, dst: Path) -> Path:
+    """Download the monitoring reference logged with a version's training run."""
+    if version.run_id is None:
+        raise ValueError(f"{version.name} v{version.version} has no training run")
+    return Path(client.download_artifacts(version.run_id, REFERENCE_ARTIFACT, str(dst)))
 
 
 def gate_data(client: MlflowClient, version: ModelVersion, dst: Path) -> pd.DataFrame:

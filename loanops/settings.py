@@ -197,6 +197,47 @@ class Settings(BaseSettings):
         default=0.25, gt=0, description="Longest a decision waits before the log writes it."
     )
 
+    monitoring_experiment_name: str = Field(
+        default="loan-default-monitoring",
+        description="Experiment holding one run per monitor or performance run.",
+    )
+    monitor_window_days: float = Field(
+        default=7.0, gt=0, description="Days of the decision log a monitor run looks at."
+    )
+    monitor_sample_rows: int = Field(
+        default=50_000, ge=1_000, description="Rows of the window given to Evidently's tests."
+    )
+    drift_share_threshold: float = Field(
+        default=0.25,
+        gt=0,
+        le=1,
+        description="Share of drifted features at which the monitor triggers retraining.",
+    )
+    prediction_psi_threshold: float = Field(
+        default=0.1, gt=0, description="PSI of the score at which the monitor triggers retraining."
+    )
+    calibration_z_threshold: float = Field(
+        default=3.0,
+        gt=0,
+        description=(
+            "Standard errors between mean PD and the observed default rate at which the "
+            "performance run triggers retraining."
+        ),
+    )
+    auc_drop_threshold: float = Field(
+        default=0.05,
+        gt=0,
+        lt=0.5,
+        description="Fall of the labelled AUC below the test AUC that triggers retraining.",
+    )
+    retrain_trigger: Literal["subflow", "event", "off"] = Field(
+        default="subflow",
+        description=(
+            "What a crossed threshold does: run `retrain` as a subflow (local), emit the event "
+            "a prefect.yaml deployment trigger listens for, or only log it."
+        ),
+    )
+
     @computed_field  # type: ignore[prop-decorator]
     @property
     def model_uri(self) -> str:

@@ -42,3 +42,13 @@ def test_prefect_deploy_all_accepts_the_project_file(prefect_server: tuple[str, 
     assert weekly["parameters"] == {"dataset": "lending_club", "trials": 30}
     assert [s["schedule"]["cron"] for s in weekly["schedules"]] == ["0 3 * * 1"]
     assert weekly["work_pool_name"] == "loanops-process"
+
+    monitor = deployments["monitor-daily"]
+    assert [s["schedule"]["cron"] for s in monitor["schedules"]] == ["0 4 * * *"]
+    performance = deployments["performance-weekly"]
+    assert [s["schedule"]["cron"] for s in performance["schedules"]] == ["0 5 * * 1"]
+    on_drift = deployments["retrain-on-drift"]
+    assert on_drift["entrypoint"] == "flows/retrain.py:retrain_flow"
+    automations = httpx.post(f"{api_url}/automations/filter", json={}, timeout=10).json()
+    expected = [a["trigger"].get("expect") for a in automations]
+    assert ["loanops.retrain.requested"] in expected, automations

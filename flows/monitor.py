@@ -1,0 +1,206 @@
+"""Monitor: decision-log window → production version's reference → drift report → log → trigger.
+
+Scheduled daily in prefect.yaml. The window is the last `LOANOPS_MONITOR_WINDOW_DAYS` of the
+decision log, or a file for offline use. Reports land in MLflow (one run per monitor run in the
+monitoring experiment, tagged with the model version, headline numbers as metrics so they plot
+over time) and in the storage folder. A crossed threshold requests retraining
+(`flows.triggers`); the new candidate still has to pass the promotion gate.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+from mlflow.entities.model_registry import ModelVersion
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from flows.train import TRACKING_RETRIES, settings_for
+from flows.triggers import TriggerOutcome, request_retraining
+from loanops import decisions, registry
+from loanops.data import read_frame
+from loanops.monitoring import (
+    MonitorSummary,
+    MonitorThresholds,
+    Reference,
+    load_reference,
+    run_monitor,
+    write_reports,
+)
+from loanops.settings import Settings
+
+if TYPE_CHECKING:
+    from evidently.core.report import Snapshot
+
+
+@dataclass(frozen=True)
+class MonitorResult:
+    """What a monitor run found, where its reports are, and what it triggered."""
+
+    summary: MonitorSummary
+    run_id: str
+    report_dir: Path
+    reasons: list[str]
+    trigger: TriggerOutcome | None
+
+
+def thresholds(settings: Settings) -> MonitorThresholds:
+    return MonitorThresholds(
+        drift_share=settings.drift_share_threshold,
+        prediction_psi=settings.prediction_psi_threshold,
+    )
+
+
+@task(cache_policy=NO_CACHE, **TRACKING_RETRIES)
+def production_version(settings: Settings) -> ModelVersion:
+    """The version holding the production alias: the one whose decisions are monitored."""
+    client = registry.connect(settings)
+    version = registry.version_by_alias(client, settings.model_name, settings.production_alias)
+    if version is None:
+        raise ValueError(
+            f"no version of {settings.model_name!r} holds {settings.production_alias!r}; "
+            "there is nothing to monitor"
+        )
+    return version
+
+
+@task(cache_policy=NO_CACHE)
+def load_window(
+    settings: Settings,
+    version: ModelVersion,
+    start: datetime,
+    end: datetime,
+    data_path: str | None,
+) -> pd.DataFrame:
+    """The decisions of `version` in [start, end), or the rows of a file."""
+    if data_path is not None:
+        return read_frame(Path(data_path))
+    engine = decisions.create_engine_for(settings.decision_db_url)
+    try:
+        window = decisions.read_decisions(
+            engine, start, end, model_name=version.name, model_version=str(version.version)
+        )
+    finally:
+        engine.dispose()
+    if window.empty:
+        raise ValueError(
+            f"the decision log holds no decisions of {version.name} v{version.version} "
+            f"between {start:%Y-%m-%d %H:%M} and {end:%Y-%m-%d %H:%M} UTC"
+        )
+    return window
+
+
+@task(cache_policy=NO_CACHE, **TRACKING_RETRIES)
+def fetch_reference(settings: Settings, version: ModelVersion) -> Reference:
+    """The reference logged with the version's training run, statistics included."""
+    client = registry.connect(settings)
+    with tempfile.TemporaryDirectory(prefix="loanops-reference-") as tmp:
+        return load_reference(registry.reference_folder(client, version, Path(tmp)))
+
+
+@task(cache_policy=NO_CACHE)
+def compare(
+    window: pd.DataFrame,
+    reference: Reference,
+    settings: Settings,
+    version: ModelVersion,
+    start: datetime,
+    end: datetime,
+) -> tuple[MonitorSummary, Snapshot]:
+    """Drift, prediction drift and data quality of the window against the reference."""
+    return run_monitor(
+        window,
+        reference,
+        reference.schema,
+        sample_rows=settings.monitor_sample_rows,
+        seed=settings.seed,
+        thresholds=thresholds(settings),
+        model_name=version.name,
+        model_version=str(version.version),
+        window=(start, end),
+    )
+
+
+@task(cache_policy=NO_CACHE, **TRACKING_RETRIES)
+def log_reports(
+    settings: Settings, version: ModelVersion, summary: MonitorSummary, snapshot: Snapshot
+) -> tuple[str, Path]:
+    """One MLflow run per monitor run, and a copy of its reports in the storage folder."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    folder = settings.storage_path / "monitoring" / version.name / f"v{version.version}" / stamp
+    write_reports(snapshot, folder, summary=summary)
+    client = registry.connect(settings)
+    experiment_id = registry.ensure_experiment(
+        client, settings.monitoring_experiment_name, settings
+    )
+    run = client.create_run(
+        experiment_id,
+        run_name=f"monitor v{version.version} {stamp}",
+        tags={
+            "loanops.kind": "monitor",
+            "loanops.model_name": version.name,
+            "loanops.model_version": str(version.version),
+        },
+    )
+    for key, value in summary.metrics().items():
+        client.log_metric(run.info.run_id, key, value)
+    client.log_artifacts(run.info.run_id, str(folder), "monitor")
+    client.set_terminated(run.info.run_id)
+    return run.info.run_id, folder
+
+
+def crossed(summary: MonitorSummary, settings: Settings) -> list[str]:
+    """Each threshold the summary crosses, with its numbers; empty when none is."""
+    reasons = []
+    if summary.drift.share_drifted >= settings.drift_share_threshold:
+        reasons.append(
+            f"{summary.drift.share_drifted:.0%} of features drifted "
+            f"({', '.join(summary.drift.drifted_features)}) >= "
+            f"{settings.drift_share_threshold:.0%}"
+        )
+    if (
+        summary.prediction is not None
+        and summary.prediction.psi >= settings.prediction_psi_threshold
+    ):
+        reasons.append(
+            f"score PSI {summary.prediction.psi:.3f} >= {settings.prediction_psi_threshold}"
+        )
+    return reasons
+
+
+@flow(name="monitor")
+def monitor_flow(
+    days: float | None = None,
+    end: datetime | None = None,
+    data_path: str | None = None,
+) -> MonitorResult:
+    """Compare recent decisions of the production model with its reference; retrain on drift.
+
+    Args:
+        days: length of the window (default: LOANOPS_MONITOR_WINDOW_DAYS).
+        end: end of the window (default: now).
+        data_path: monitor this CSV or Parquet file instead of the decision log.
+    """
+    settings = settings_for()
+    end = end or datetime.now(UTC)
+    start = end - timedelta(days=days or settings.monitor_window_days)
+    version = production_version(settings)
+    window = load_window(settings, version, start, end, data_path)
+    reference = fetch_reference(settings, version)
+    summary, snapshot = compare(window, reference, settings, version, start, end)
+    run_id, folder = log_reports(settings, version, summary, snapshot)
+    reasons = crossed(summary, settings)
+    logger = get_run_logger()
+    if summary.quality.flagged:
+        logger.warning("data quality flagged: %s", summary.quality.model_dump_json())
+    trigger = None
+    if reasons:
+        trigger = request_retraining(settings, "monitor", reasons, summary.metrics())
+    else:
+        logger.info("no drift past the thresholds; nothing triggered")
+    return MonitorResult(summary, run_id, folder, reasons, trigger)

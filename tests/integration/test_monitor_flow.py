@@ -1,0 +1,156 @@
+"""The monitor flow end to end: a trained production model, a window of applications, reports in
+MLflow and the storage folder, and retraining requested only when a threshold is crossed."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+from mlflow import MlflowClient
+
+from flows.monitor import monitor_flow
+from flows.performance import performance_flow
+from flows.retrain import retrain_flow
+from loanops import decisions
+from loanops.data import get_dataset
+from loanops.data.synthetic import Drift, generate
+from loanops.outcomes import Outcome, record_outcomes
+from loanops.settings import Settings
+from serving.app import create_app
+
+pytestmark = pytest.mark.integration
+
+ROWS = 12_000  # a reference of about 7,700 rows: drift is judged by distances
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("monitor-home")
+
+
+@pytest.fixture
+def settings(
+    home: Path, monkeypatch: pytest.MonkeyPatch, prefect_server: tuple[str, dict[str, str]]
+) -> Settings:
+    _, prefect_env = prefect_server
+    env = {
+        **prefect_env,
+        "LOANOPS_HOME": str(home),
+        "LOANOPS_DATASET": "synthetic",
+        "LOANOPS_DATASET_ROWS": str(ROWS),
+        "LOANOPS_TUNE_TRIALS": "2",
+        "LOANOPS_MODEL_FAMILIES": '["logreg"]',
+        "LOANOPS_BOOTSTRAP_SAMPLES": "200",
+        "LOANOPS_RETRAIN_TRIGGER": "subflow",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    settings = Settings()
+    client = MlflowClient(settings.mlflow_uri)
+    if not client.search_registered_models():
+        retrain_flow()
+    return settings
+
+
+def window(home: Path, name: str, drift: Drift | None, seed: int) -> str:
+    path = home / f"{name}.parquet"
+    generate(8_000, seed=seed, drift=drift).to_parquet(path, index=False)
+    return str(path)
+
+
+def versions(settings: Settings) -> list[str]:
+    client = MlflowClient(settings.mlflow_uri)
+    return [v.version for v in client.search_model_versions(f"name = '{settings.model_name}'")]
+
+
+def test_no_drift_saves_the_report_and_triggers_nothing(settings: Settings, home: Path) -> None:
+    before = versions(settings)
+
+    result = monitor_flow(data_path=window(home, "calm", None, seed=11))
+
+    assert result.reasons == []
+    assert result.trigger is None
+    assert result.summary.drift.share_drifted < settings.drift_share_threshold
+    assert (result.report_dir / "report.html").stat().st_size > 0
+    assert (result.report_dir / "report.json").stat().st_size > 0
+    run = MlflowClient(settings.mlflow_uri).get_run(result.run_id)
+    assert run.data.tags["loanops.model_version"] == result.summary.model_version
+    assert run.data.metrics["share_drifted_features"] == result.summary.drift.share_drifted
+    assert versions(settings) == before
+
+
+def test_covariate_shift_is_detected_and_retraining_registers_a_candidate(
+    settings: Settings, home: Path
+) -> None:
+    before = versions(settings)
+    shift = Drift.preset("covariate_shift", start=0.0)
+
+    result = monitor_flow(data_path=window(home, "shifted", shift, seed=12))
+
+    assert result.reasons, result.summary.drift
+    assert "features drifted" in result.reasons[0]
+    assert result.trigger is not None and result.trigger.retrain is not None
+    assert result.trigger.event_id is not None
+    assert len(versions(settings)) == len(before) + 1  # the gate then decides on it
+    assert result.trigger.retrain.promotion is not None
+
+
+def test_a_missingness_spike_is_flagged_in_data_quality(settings: Settings, home: Path) -> None:
+    spike = Drift.preset("missingness_spike", start=0.0)
+
+    result = monitor_flow(data_path=window(home, "holes", spike, seed=13))
+
+    assert result.summary.quality.flagged
+    assert result.summary.quality.missingness_spikes
+
+
+def test_a_macro_shock_moves_no_feature_but_the_performance_run_catches_it(
+    settings: Settings, home: Path
+) -> None:
+    """Defaults rise with no feature moving: decisions go through the real API, outcomes follow."""
+    shock = Drift.preset("macro_shock", start=0.0)
+    loans = generate(3_000, seed=14, drift=shock)
+    schema = get_dataset("synthetic").schema
+    applications = schema.to_frame(loans)
+    rows = [
+        {k: (None if pd.isna(v) else v.item() if hasattr(v, "item") else v) for k, v in r.items()}
+        for r in applications.astype(object).to_dict(orient="records")
+    ]
+    request_ids: list[str] = []
+    with TestClient(create_app(Settings())) as client:
+        deadline = time.monotonic() + 60
+        while client.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline, client.get("/readyz").json()
+            time.sleep(0.2)
+        for start in range(0, len(rows), 1000):
+            body = {"applications": rows[start : start + 1000]}
+            response = client.post("/v1/predict/batch", content=json.dumps(body))
+            assert response.status_code == 200, response.text
+            request_ids += [p["request_id"] for p in response.json()["predictions"]]
+    engine = decisions.create_engine_for(settings.decision_db_url)
+    try:
+        report = record_outcomes(
+            engine,
+            [
+                Outcome(request_id=rid, defaulted=bool(d))
+                for rid, d in zip(request_ids, loans["default"], strict=True)
+            ],
+        )
+    finally:
+        engine.dispose()
+    assert report.recorded == len(loans)
+    before = versions(settings)
+
+    monitored = monitor_flow(days=1)
+    result = performance_flow(days=1)
+
+    assert monitored.summary.drift.share_drifted < settings.drift_share_threshold
+    assert result.summary.overall.calibration_z is not None
+    assert result.summary.overall.calibration_z < -settings.calibration_z_threshold
+    assert any("standard errors" in reason for reason in result.reasons)
+    assert result.trigger is not None and result.trigger.retrain is not None
+    assert len(versions(settings)) == len(before) + 1
