@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -56,6 +57,36 @@ def settings(
     return settings
 
 
+def through_api(loans: pd.DataFrame) -> tuple[datetime, datetime, list[str]]:
+    """Score `loans` through the real API, so their decisions land in the decision log.
+
+    Returns the window that holds exactly those decisions, and their request ids.
+    """
+    schema = get_dataset("synthetic").schema
+    rows = [
+        {k: (None if pd.isna(v) else v.item() if hasattr(v, "item") else v) for k, v in r.items()}
+        for r in schema.to_frame(loans).astype(object).to_dict(orient="records")
+    ]
+    start = datetime.now(UTC)
+    request_ids: list[str] = []
+    with TestClient(create_app(Settings())) as client:
+        deadline = time.monotonic() + 60
+        while client.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline, client.get("/readyz").json()
+            time.sleep(0.2)
+        for first in range(0, len(rows), 1000):
+            body = {"applications": rows[first : first + 1000]}
+            response = client.post("/v1/predict/batch", content=json.dumps(body))
+            assert response.status_code == 200, response.text
+            request_ids += [p["request_id"] for p in response.json()["predictions"]]
+    # The app's shutdown has flushed the decision log.
+    return start, datetime.now(UTC), request_ids
+
+
+def days_between(start: datetime, end: datetime) -> float:
+    return (end - start).total_seconds() / 86_400
+
+
 def window(home: Path, name: str, drift: Drift | None, seed: int) -> str:
     path = home / f"{name}.parquet"
     generate(8_000, seed=seed, drift=drift).to_parquet(path, index=False)
@@ -69,8 +100,9 @@ def versions(settings: Settings) -> list[str]:
 
 def test_no_drift_saves_the_report_and_triggers_nothing(settings: Settings, home: Path) -> None:
     before = versions(settings)
+    start, end, _ = through_api(generate(8_000, seed=11))
 
-    result = monitor_flow(data_path=window(home, "calm", None, seed=11))
+    result = monitor_flow(days=days_between(start, end), end=end)
 
     assert result.reasons == []
     assert result.trigger is None
@@ -80,7 +112,17 @@ def test_no_drift_saves_the_report_and_triggers_nothing(settings: Settings, home
     run = MlflowClient(settings.mlflow_uri).get_run(result.run_id)
     assert run.data.tags["loanops.model_version"] == result.summary.model_version
     assert run.data.metrics["share_drifted_features"] == result.summary.drift.share_drifted
+    assert result.summary.rows == 8_000
+    assert result.summary.prediction is not None and not result.summary.prediction.drifted
     assert versions(settings) == before
+
+
+def test_a_file_can_be_monitored_offline(settings: Settings, home: Path) -> None:
+    result = monitor_flow(data_path=window(home, "calm", None, seed=15))
+
+    assert result.summary.rows == 8_000
+    assert result.summary.prediction is None  # applications, not decisions: no scores
+    assert result.reasons == []
 
 
 def test_covariate_shift_is_detected_and_retraining_registers_a_candidate(
@@ -88,8 +130,9 @@ def test_covariate_shift_is_detected_and_retraining_registers_a_candidate(
 ) -> None:
     before = versions(settings)
     shift = Drift.preset("covariate_shift", start=0.0)
+    start, end, _ = through_api(generate(8_000, seed=12, drift=shift))
 
-    result = monitor_flow(data_path=window(home, "shifted", shift, seed=12))
+    result = monitor_flow(days=days_between(start, end), end=end)
 
     assert result.reasons, result.summary.drift
     assert "features drifted" in result.reasons[0]
@@ -101,8 +144,9 @@ def test_covariate_shift_is_detected_and_retraining_registers_a_candidate(
 
 def test_a_missingness_spike_is_flagged_in_data_quality(settings: Settings, home: Path) -> None:
     spike = Drift.preset("missingness_spike", start=0.0)
+    start, end, _ = through_api(generate(8_000, seed=13, drift=spike))
 
-    result = monitor_flow(data_path=window(home, "holes", spike, seed=13))
+    result = monitor_flow(days=days_between(start, end), end=end)
 
     assert result.summary.quality.flagged
     assert result.summary.quality.missingness_spikes
@@ -114,23 +158,7 @@ def test_a_macro_shock_moves_no_feature_but_the_performance_run_catches_it(
     """Defaults rise with no feature moving: decisions go through the real API, outcomes follow."""
     shock = Drift.preset("macro_shock", start=0.0)
     loans = generate(3_000, seed=14, drift=shock)
-    schema = get_dataset("synthetic").schema
-    applications = schema.to_frame(loans)
-    rows = [
-        {k: (None if pd.isna(v) else v.item() if hasattr(v, "item") else v) for k, v in r.items()}
-        for r in applications.astype(object).to_dict(orient="records")
-    ]
-    request_ids: list[str] = []
-    with TestClient(create_app(Settings())) as client:
-        deadline = time.monotonic() + 60
-        while client.get("/readyz").status_code != 200:
-            assert time.monotonic() < deadline, client.get("/readyz").json()
-            time.sleep(0.2)
-        for start in range(0, len(rows), 1000):
-            body = {"applications": rows[start : start + 1000]}
-            response = client.post("/v1/predict/batch", content=json.dumps(body))
-            assert response.status_code == 200, response.text
-            request_ids += [p["request_id"] for p in response.json()["predictions"]]
+    start, end, request_ids = through_api(loans)
     engine = decisions.create_engine_for(settings.decision_db_url)
     try:
         report = record_outcomes(
@@ -145,8 +173,8 @@ def test_a_macro_shock_moves_no_feature_but_the_performance_run_catches_it(
     assert report.recorded == len(loans)
     before = versions(settings)
 
-    monitored = monitor_flow(days=1)
-    result = performance_flow(days=1)
+    monitored = monitor_flow(days=days_between(start, end), end=end)
+    result = performance_flow(days=days_between(start, end), end=end)
 
     assert monitored.summary.drift.share_drifted < settings.drift_share_threshold
     assert result.summary.overall.calibration_z is not None
