@@ -53,8 +53,8 @@ bench: install ## Benchmarks; each prints its figure against a baseline from the
 	OMP_NUM_THREADS=1 $(BIN)/python bench/fast_path.py
 	OMP_NUM_THREADS=1 $(BIN)/python bench/batch.py
 	OMP_NUM_THREADS=1 $(BIN)/python bench/api.py
-	OMP_NUM_THREADS=1 $(BIN)/python bench/monitor.py
 	$(BIN)/python bench/synthetic_auc.py
+	OMP_NUM_THREADS=1 $(BIN)/python bench/monitor.py
 
 lock: ## Re-resolve uv.lock after editing pyproject.toml
 	$(BIN)/uv lock
