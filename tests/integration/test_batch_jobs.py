@@ -299,7 +299,7 @@ def test_a_job_survives_its_worker_being_killed_mid_chunk(
     submit(celery_app, store, job)
     wait_for_chunks(store, job.id, 3)
 
-    kills = kill_pool_process_mid_task(worker)
+    kills = kill_pool_process_mid_task(worker, store, job.id)
     job = wait_until_finished(store, job.id, worker)
 
     assert kills >= 1
@@ -316,13 +316,21 @@ def test_a_job_survives_its_worker_being_killed_mid_chunk(
     assert len(log) == log["request_id"].nunique() == len(submitted)
 
 
-def kill_pool_process_mid_task(worker: WorkerProcess, attempts: int = 5) -> int:
+def kill_pool_process_mid_task(
+    worker: WorkerProcess, store: JobStore, job_id: str, attempts: int = 5
+) -> int:
     """SIGKILL the pool process until one dies holding a task; return how many were killed.
 
     A process killed between two chunks loses nothing, which would test nothing, so the log is
-    checked for Celery's report that a task's process was lost.
+    checked for Celery's report that a task's process was lost. After a miss, the next kill
+    waits until the replacement has finished a chunk: a process still loading its model holds
+    no task either.
     """
     for attempt in range(1, attempts + 1):
+        job = store.get(job_id)
+        assert job is not None
+        if attempt > 1:
+            wait_for_chunks(store, job_id, job.chunks_done + 1)
         lost_before = worker.log().count("WorkerLostError")
         (pid,) = pool_pids(worker)
         os.kill(pid, signal.SIGKILL)
