@@ -710,9 +710,9 @@ def create_celery(settings: Settings) -> Celery:
 
         def work() -> None:
             job = store.get(job_id)
-            if job is None or job.finished:
+            if job is None:
                 return
-            if not store.chunk_done(job_id, index):
+            if not job.finished and not store.chunk_done(job_id, index):
                 plan = store.plan(job_id)
                 if plan.chunk_starts is None:
                     raise ValueError(f"chunk {index} of job {job_id} arrived before the split")
@@ -737,10 +737,12 @@ def create_celery(settings: Settings) -> Celery:
                     time.perf_counter() - started,
                     time.process_time() - cpu,
                 )
-            if not store.decisions_recorded(job_id, index):
+            # Also when the job has finished meanwhile: a redelivered chunk whose first run was
+            # killed after its output but before this line is the only one that can queue it.
+            if store.chunk_done(job_id, index) and not store.decisions_recorded(job_id, index):
                 # Behind every chunk still to score: the result first, then the log.
                 record.apply_async((job_id, index), queue=QUEUE, priority=RECORD_PRIORITY)
-            if not store.pending_chunks(job_id):
+            if not job.finished and not store.pending_chunks(job_id):
                 store.assemble(job_id)
 
         guarded(self, job_id, f"chunk {index}", work)
