@@ -11,12 +11,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
-from mlflow import MlflowClient
 
 from flows.monitor import monitor_flow
 from flows.performance import performance_flow
 from flows.retrain import retrain_flow
-from loanops import decisions
+from loanops import decisions, registry
 from loanops.data import get_dataset
 from loanops.data.synthetic import Drift, generate
 from loanops.outcomes import Outcome, record_outcomes
@@ -54,7 +53,9 @@ def settings(
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     settings = Settings()
-    client = MlflowClient(settings.mlflow_uri)
+    # Both URIs: a bare MlflowClient(tracking_uri) takes the registry URI an earlier test set
+    # process-wide, and would read and move aliases in another test's store.
+    client = registry.connect(settings)
     if not client.search_model_versions(f"name = '{settings.model_name}'"):
         retrain_flow()
     if version_by_alias(client, settings.model_name, settings.production_alias) is None:
@@ -102,7 +103,7 @@ def window(home: Path, name: str, drift: Drift | None, seed: int) -> str:
 
 
 def versions(settings: Settings) -> list[str]:
-    client = MlflowClient(settings.mlflow_uri)
+    client = registry.connect(settings)
     return [v.version for v in client.search_model_versions(f"name = '{settings.model_name}'")]
 
 
@@ -117,7 +118,7 @@ def test_no_drift_saves_the_report_and_triggers_nothing(settings: Settings, home
     assert result.summary.drift.share_drifted < settings.drift_share_threshold
     assert (result.report_dir / "report.html").stat().st_size > 0
     assert (result.report_dir / "report.json").stat().st_size > 0
-    run = MlflowClient(settings.mlflow_uri).get_run(result.run_id)
+    run = registry.connect(settings).get_run(result.run_id)
     assert run.data.tags["loanops.model_version"] == result.summary.model_version
     assert run.data.metrics["share_drifted_features"] == result.summary.drift.share_drifted
     assert result.summary.rows == 8_000
