@@ -131,27 +131,41 @@ def log_reports(
     settings: Settings, version: ModelVersion, summary: MonitorSummary, snapshot: Snapshot
 ) -> tuple[str, Path]:
     """One MLflow run per monitor run, and a copy of its reports in the storage folder."""
+    folder = monitoring_folder(settings, version)
+    write_reports(snapshot, folder, summary=summary)
+    return record_monitoring_run(settings, version, "monitor", summary.metrics(), folder), folder
+
+
+def monitoring_folder(settings: Settings, version: ModelVersion) -> Path:
+    """A new folder for one run's reports, under the storage folder, by model and version."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     folder = settings.storage_path / "monitoring" / version.name / f"v{version.version}" / stamp
-    write_reports(snapshot, folder, summary=summary)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def record_monitoring_run(
+    settings: Settings, version: ModelVersion, kind: str, metrics: dict[str, float], folder: Path
+) -> str:
+    """One finished run in the monitoring experiment: tags, metrics and the folder's files."""
     client = registry.connect(settings)
     experiment_id = registry.ensure_experiment(
         client, settings.monitoring_experiment_name, settings
     )
     run = client.create_run(
         experiment_id,
-        run_name=f"monitor v{version.version} {stamp}",
+        run_name=f"{kind} v{version.version} {folder.name}",
         tags={
-            "loanops.kind": "monitor",
+            "loanops.kind": kind,
             "loanops.model_name": version.name,
             "loanops.model_version": str(version.version),
         },
     )
-    for key, value in summary.metrics().items():
+    for key, value in metrics.items():
         client.log_metric(run.info.run_id, key, value)
-    client.log_artifacts(run.info.run_id, str(folder), "monitor")
+    client.log_artifacts(run.info.run_id, str(folder), kind)
     client.set_terminated(run.info.run_id)
-    return run.info.run_id, folder
+    return run.info.run_id
 
 
 def crossed(summary: MonitorSummary, settings: Settings) -> list[str]:

@@ -16,7 +16,7 @@ from mlflow.entities.model_registry import ModelVersion
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.monitor import production_version
+from flows.monitor import monitoring_folder, production_version, record_monitoring_run
 from flows.train import TRACKING_RETRIES, settings_for
 from flows.triggers import TriggerOutcome, request_retraining
 from loanops import decisions, registry
@@ -69,32 +69,13 @@ def log_performance(
     labelled: pd.DataFrame,
 ) -> str:
     """One MLflow run with the overall metrics, the vintage table and Evidently's report."""
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    client = registry.connect(settings)
-    experiment_id = registry.ensure_experiment(
-        client, settings.monitoring_experiment_name, settings
-    )
-    run = client.create_run(
-        experiment_id,
-        run_name=f"performance v{version.version} {stamp}",
-        tags={
-            "loanops.kind": "performance",
-            "loanops.model_name": version.name,
-            "loanops.model_version": str(version.version),
-        },
-    )
-    for key, value in summary.as_metrics().items():
-        client.log_metric(run.info.run_id, key, value)
-    folder = settings.storage_path / "monitoring" / version.name / f"v{version.version}" / stamp
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = monitoring_folder(settings, version)
     summary.table().to_csv(folder / "performance_by_vintage.csv", index=False)
     threshold = float(labelled["threshold"].iloc[0]) if len(labelled) else None
     report = classification_report(labelled, threshold=threshold, seed=settings.seed)
     if report is not None:
         report.save_html(str(folder / "classification.html"))
-    client.log_artifacts(run.info.run_id, str(folder), "performance")
-    client.set_terminated(run.info.run_id)
-    return run.info.run_id
+    return record_monitoring_run(settings, version, "performance", summary.as_metrics(), folder)
 
 
 def crossed(
