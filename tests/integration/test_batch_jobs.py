@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 from celery import Celery
 from sqlalchemy import Engine, select
@@ -321,8 +322,9 @@ def kill_pool_process_mid_task(
 ) -> int:
     """SIGKILL the pool process until one dies holding a task; return how many were killed.
 
-    A process killed between two chunks loses nothing, which would test nothing, so the log is
-    checked for Celery's report that a task's process was lost. After a miss, the next kill
+    A process killed between two chunks loses nothing, which would test nothing, so each kill
+    waits until the process is running on a CPU, and the log is checked for Celery's report that
+    a task's process was lost. After a miss, the next kill
     waits until the replacement has finished a chunk: a process still loading its model holds
     no task either.
     """
@@ -333,6 +335,7 @@ def kill_pool_process_mid_task(
             wait_for_chunks(store, job_id, job.chunks_done + 1)
         lost_before = worker.log().count("WorkerLostError")
         (pid,) = pool_pids(worker)
+        wait_until_busy(pid)
         os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
@@ -341,6 +344,14 @@ def kill_pool_process_mid_task(
             time.sleep(0.05)
         wait_for_new_pool_process(worker, pid)
     raise AssertionError(f"no task was lost in {attempts} kills:\n{worker.tail()}")
+
+
+def wait_until_busy(pid: int, timeout_s: float = 10.0) -> None:
+    """Return once the process is on a CPU: an idle pool process sleeps on its pipe, holding no task."""
+    process = psutil.Process(pid)
+    deadline = time.monotonic() + timeout_s
+    while process.status() != psutil.STATUS_RUNNING and time.monotonic() < deadline:
+        time.sleep(0.001)
 
 
 def wait_for_new_pool_process(worker: WorkerProcess, old_pid: int) -> None:
