@@ -1,11 +1,17 @@
 """The monitor flow end to end: a trained production model, a window of applications, reports in
-MLflow and the storage folder, and retraining requested only when a threshold is crossed."""
+MLflow and the storage folder, and retraining requested only when a threshold is crossed.
+
+On the real parts: a `mlflow server` process backed by PostgreSQL, the decision log and outcomes
+in PostgreSQL, decisions written by the real API app, and a real Prefect server.
+"""
 
 from __future__ import annotations
 
 import json
 import time
+import uuid
 from datetime import UTC, datetime
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -22,6 +28,7 @@ from loanops.outcomes import Outcome, record_outcomes
 from loanops.registry import version_by_alias
 from loanops.settings import Settings
 from serving.app import create_app
+from tests.services import fresh_database
 
 pytestmark = pytest.mark.integration
 
@@ -30,19 +37,37 @@ ROWS = 12_000  # a reference of about 7,700 rows: drift is judged by distances
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("monitor-home")
+    return tmp_path_factory.mktemp(f"monitor-home-{uuid.uuid4().hex[:8]}", numbered=False)
+
+
+@pytest.fixture(scope="module")
+def decision_database(postgres_server: str) -> Iterator[str]:
+    """The decision log and outcomes on a PostgreSQL database of this module's own."""
+    with fresh_database(postgres_server) as url:
+        yield url
 
 
 @pytest.fixture
 def settings(
-    home: Path, monkeypatch: pytest.MonkeyPatch, prefect_server: tuple[str, dict[str, str]]
+    home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    prefect_server: tuple[str, dict[str, str]],
+    mlflow_server_url: str,
+    decision_database: str,
 ) -> Settings:
     _, prefect_env = prefect_server
+    suffix = home.name.removeprefix("monitor-home-")
     env = {
         **prefect_env,
         "LOANOPS_HOME": str(home),
-        # Explicit, so that no tracking URI from the caller's environment can point elsewhere.
-        "LOANOPS_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
+        # The real `mlflow server` is shared by the session: names of this module's own keep
+        # its registry and experiments apart from the other tests'.
+        "LOANOPS_TRACKING_URI": mlflow_server_url,
+        "LOANOPS_MODEL_NAME": f"loan-default-monitor-{suffix}",
+        "LOANOPS_EXPERIMENT_NAME": f"monitor-tests-{suffix}",
+        "LOANOPS_MONITORING_EXPERIMENT_NAME": f"monitoring-tests-{suffix}",
+        "LOANOPS_PROMOTION_EXPERIMENT_NAME": f"promotion-tests-{suffix}",
+        "LOANOPS_DATABASE_URL": decision_database,
         "LOANOPS_DATASET": "synthetic",
         "LOANOPS_DATASET_ROWS": str(ROWS),
         "LOANOPS_TUNE_TRIALS": "2",
