@@ -208,8 +208,14 @@ def child_monitor(folder: Path, args: argparse.Namespace, from_db: bool) -> dict
     cpu, started = time.process_time(), time.perf_counter()
     if from_db:
         engine = decision_log.create_engine_for(f"sqlite:///{folder / 'decisions.db'}")
+        # As the monitor flow reads it: the schema's inputs only, extracted by the database.
         window = decision_log.read_decisions(
-            engine, WINDOW_START, WINDOW_START + timedelta(days=WINDOW_DAYS), model_name=MODEL_NAME
+            engine,
+            WINDOW_START,
+            WINDOW_START + timedelta(days=WINDOW_DAYS),
+            model_name=MODEL_NAME,
+            inputs=monitoring.logged_inputs(syn.SCHEMA),
+            reasons=False,
         )
         engine.dispose()
     else:

@@ -29,9 +29,11 @@ from loanops.monitoring import (
     MonitorThresholds,
     Reference,
     load_reference,
+    logged_inputs,
     run_monitor,
     write_reports,
 )
+from loanops.schema import FeatureSchema
 from loanops.settings import Settings
 
 if TYPE_CHECKING:
@@ -73,17 +75,28 @@ def production_version(settings: Settings) -> ModelVersion:
 def load_window(
     settings: Settings,
     version: ModelVersion,
+    schema: FeatureSchema,
     start: datetime,
     end: datetime,
     data_path: str | None,
 ) -> pd.DataFrame:
-    """The decisions of `version` in [start, end), or the rows of a file."""
+    """The decisions of `version` in [start, end), or the rows of a file.
+
+    Only the schema's inputs are read from the log, extracted by the database: a week of a
+    busy lender's decisions then fits in bounded memory.
+    """
     if data_path is not None:
         return read_frame(Path(data_path))
     engine = decisions.create_engine_for(settings.decision_db_url)
     try:
         window = decisions.read_decisions(
-            engine, start, end, model_name=version.name, model_version=str(version.version)
+            engine,
+            start,
+            end,
+            model_name=version.name,
+            model_version=str(version.version),
+            inputs=logged_inputs(schema),
+            reasons=False,
         )
     finally:
         engine.dispose()
@@ -204,8 +217,8 @@ def monitor_flow(
     end = end or datetime.now(UTC)
     start = end - timedelta(days=days or settings.monitor_window_days)
     version = production_version(settings)
-    window = load_window(settings, version, start, end, data_path)
     reference = fetch_reference(settings, version)
+    window = load_window(settings, version, reference.schema, start, end, data_path)
     summary, snapshot = compare(window, reference, settings, version, start, end)
     run_id, folder = log_reports(settings, version, summary, snapshot)
     reasons = crossed(summary, settings)

@@ -45,7 +45,14 @@ def load_labelled(
     engine = decisions.create_engine_for(settings.decision_db_url)
     try:
         labelled = read_labelled(
-            engine, start, end, model_name=version.name, model_version=str(version.version)
+            engine,
+            start,
+            end,
+            model_name=version.name,
+            model_version=str(version.version),
+            # The vintage is the only input the performance report reads.
+            inputs={"issue_d": "text"},
+            reasons=False,
         )
     finally:
         engine.dispose()

@@ -54,6 +54,7 @@ import numpy.typing as npt
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from loanops.decisions import InputKind
 from loanops.schema import FeatureKind, FeatureSchema
 
 if TYPE_CHECKING:
@@ -81,6 +82,7 @@ __all__ = [
     "check_data_quality",
     "data_definition",
     "load_reference",
+    "logged_inputs",
     "population_stability_index",
     "reference_statistics",
     "run_monitor",
@@ -655,6 +657,11 @@ class MonitorSummary(BaseModel):
 
 
 # --- the run ---------------------------------------------------------------------------------
+
+
+def logged_inputs(schema: FeatureSchema) -> dict[str, InputKind]:
+    """How `loanops.decisions.read_decisions` should read the schema's inputs from the log."""
+    return {f.name: "text" if f.is_categorical else "number" for f in schema.features}
 
 
 def run_monitor(

@@ -33,7 +33,7 @@ by the Alembic revision ``0002``; importing this module registers it on ``Base.m
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -50,15 +50,20 @@ from pydantic import (
 )
 from sqlalchemy import Boolean, Engine, ForeignKey, String, Table, func, insert, select
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.sql.elements import ColumnElement
 
 from loanops.decisions import (
-    _COLLISION_PREFIX,
-    _META_COLUMNS,
+    META_COLUMNS,
+    READ_BATCH_ROWS,
     Base,
+    ColumnKind,
     DecisionRecord,
+    InputKind,
     UTCDateTime,
-    _window,
     _write_transaction,
+    input_columns,
+    read_frame,
+    window_filter,
 )
 
 if TYPE_CHECKING:
@@ -535,12 +540,12 @@ def load_outcomes_file(path: str | Path) -> list[Outcome]:
 
 # --- reading ---------------------------------------------------------------------------------
 
-# Outcome columns of `read_labelled`, after the decision columns, as (name in frame, column).
-_OUTCOME_COLUMNS: Final = (
-    ("defaulted", _TABLE.c.defaulted),
-    ("observed_at", _TABLE.c.observed_at),
-    ("outcome_recorded_at", _TABLE.c.recorded_at),
-    ("outcome_source", _TABLE.c.source),
+# Outcome columns of `read_labelled`, after the decision columns: name in frame, column, kind.
+_OUTCOME_COLUMNS: Final[tuple[tuple[str, ColumnElement[Any], ColumnKind], ...]] = (
+    ("defaulted", _TABLE.c.defaulted, "bool"),
+    ("observed_at", _TABLE.c.observed_at, "datetime"),
+    ("outcome_recorded_at", _TABLE.c.recorded_at, "datetime"),
+    ("outcome_source", _TABLE.c.source, "text"),
 )
 
 
@@ -551,6 +556,9 @@ def read_labelled(
     *,
     model_name: str | None = None,
     model_version: str | None = None,
+    inputs: Mapping[str, InputKind] | None = None,
+    reasons: bool = True,
+    batch_rows: int = READ_BATCH_ROWS,
 ) -> pd.DataFrame:
     """Read the decisions of a time window that have an outcome, joined with it.
 
@@ -560,6 +568,9 @@ def read_labelled(
         end: First ``decided_at`` excluded (timezone-aware); None for no upper bound.
         model_name: Keep only this model's decisions.
         model_version: Keep only this model version's decisions.
+        inputs: Read only these input keys, as `loanops.decisions.read_decisions` does.
+        reasons: Include the ``reasons`` column.
+        batch_rows: Rows fetched and converted at a time.
 
     Returns:
         The columns of `loanops.decisions.read_decisions` (the window is on the decision's
@@ -571,36 +582,19 @@ def read_labelled(
     Raises:
         ValueError: A bound is a naive datetime.
     """
-    import pandas as pd  # imported here: writers and the API do without it
-
-    decision_columns = [_DECISIONS.c[name] for name in _META_COLUMNS]
+    decided = {name: kind for name, kind in META_COLUMNS.items() if reasons or name != "reasons"}
+    columns: dict[str, ColumnKind] = {
+        **decided,
+        **{name: kind for name, _, kind in _OUTCOME_COLUMNS},
+    }
     statement = (
-        select(*decision_columns, *(column for _, column in _OUTCOME_COLUMNS), _DECISIONS.c.inputs)
+        select(
+            *(_DECISIONS.c[name] for name in decided),
+            *(column for _, column, _ in _OUTCOME_COLUMNS),
+            *input_columns(inputs),
+        )
         .join_from(_DECISIONS, _TABLE, _TABLE.c.request_id == _DECISIONS.c.request_id)
-        .where(*_window(start, end, model_name, model_version))
+        .where(*window_filter(start, end, model_name, model_version))
         .order_by(_DECISIONS.c.decided_at, _DECISIONS.c.request_id)
     )
-    with engine.connect() as connection:
-        rows = connection.execute(statement).all()
-    names = [*_META_COLUMNS, *(name for name, _ in _OUTCOME_COLUMNS)]
-    columns: list[list[Any]] = [list(column) for column in zip(*rows, strict=True)] or [
-        [] for _ in range(len(names) + 1)
-    ]
-    frame = pd.DataFrame(
-        {
-            name: pd.Series(values, dtype=object)
-            for name, values in zip(names, columns, strict=False)
-        }
-    )
-    for name in ("decided_at", "observed_at", "outcome_recorded_at"):
-        frame[name] = pd.to_datetime(frame[name], utc=True)
-    for name in ("threshold", "probability"):
-        frame[name] = frame[name].astype("float64")
-    frame["defaulted"] = frame["defaulted"].astype("bool")
-    inputs = pd.DataFrame.from_records(columns[-1], index=frame.index) if rows else None
-    if inputs is None or inputs.columns.empty:
-        return frame
-    inputs = inputs.rename(
-        columns={key: f"{_COLLISION_PREFIX}{key}" for key in inputs.columns if key in frame}
-    )
-    return pd.concat([frame, inputs], axis=1)
+    return read_frame(engine, statement, columns, inputs, batch_rows=batch_rows)

@@ -7,6 +7,7 @@ mutate freely.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
 
@@ -15,11 +16,13 @@ import pandas as pd
 
 from loanops.data import load_dataset
 from loanops.data.lending_club import SCHEMA as LENDING_CLUB
+from loanops.decisions import Decision
 from loanops.promotion import GatePolicy, GateScores
 from loanops.schema import Feature, FeatureSchema, Target
 from loanops.settings import Settings
 
 __all__ = [
+    "DECIDED_FROM",
     "LENDING_CLUB",
     "TINY",
     "applicants_frame",
@@ -32,6 +35,8 @@ __all__ = [
     "lending_club_applicant",
     "lending_club_frame",
     "lending_club_sample",
+    "make_decision",
+    "make_decisions",
     "risky_applicant",
     "safe_applicant",
     "set_values",
@@ -78,6 +83,43 @@ def lending_club_applicant(**overrides: Any) -> dict[str, Any]:
     if unknown:
         raise KeyError(f"not lending_club columns: {unknown}")
     return {**_TYPICAL_APPLICANT, **overrides}
+
+
+DECIDED_FROM = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
+"""When `make_decision(0)` was decided."""
+
+
+def make_decision(
+    i: int,
+    *,
+    start: datetime = DECIDED_FROM,
+    step: timedelta = timedelta(seconds=1),
+    **overrides: Any,
+) -> Decision:
+    """Decision number `i` (request id ``req-<i>``), `step` after number `i - 1`.
+
+    Its inputs are a typical lending_club applicant with the amounts varied by `i`.
+    """
+    inputs = lending_club_applicant(funded_amnt=1_000 + i, annual_inc=50_000.0 + i)
+    del inputs["Class"]
+    probability = (i % 97) / 97
+    fields: dict[str, Any] = {
+        "request_id": f"req-{i:06d}",
+        "decided_at": start + i * step,
+        "model_name": "loan-default",
+        "model_version": "3",
+        "threshold": 0.2,
+        "inputs": inputs,
+        "probability": probability,
+        "decision": "decline" if probability >= 0.2 else "approve",
+        "reasons": [{"code": "int_rate", "text": "Interest rate is high", "impact": 0.05 * i}],
+    }
+    return Decision(**(fields | overrides))
+
+
+def make_decisions(n: int, start: int = 0, **overrides: Any) -> list[Decision]:
+    """Decisions number `start` to `start + n - 1`."""
+    return [make_decision(i, **overrides) for i in range(start, start + n)]
 
 
 def safe_applicant(**overrides: Any) -> dict[str, Any]:

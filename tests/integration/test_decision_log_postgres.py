@@ -10,9 +10,8 @@ import random
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import timedelta, timezone
 from multiprocessing.process import BaseProcess
-from typing import Any
 
 import pandas as pd
 import psycopg
@@ -27,7 +26,6 @@ import loanops.outcomes  # noqa: F401  (its table is part of Base.metadata and o
 from loanops.decisions import (
     _MIGRATION_LOCK_KEY,
     Base,
-    Decision,
     DecisionLog,
     count_decisions,
     create_engine_for,
@@ -35,34 +33,11 @@ from loanops.decisions import (
     read_decisions,
     write_decisions,
 )
-from tests.factories import lending_club_applicant
+from tests.factories import DECIDED_FROM as T0
+from tests.factories import make_decision, make_decisions
 from tests.services import fresh_database, libpq_url
 
 pytestmark = pytest.mark.integration
-
-T0 = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
-
-
-def make_decision(i: int, **overrides: Any) -> Decision:
-    """Decision number `i`, one second after number `i - 1`."""
-    inputs = lending_club_applicant(funded_amnt=1_000 + i)
-    del inputs["Class"]
-    fields: dict[str, Any] = {
-        "request_id": f"req-{i:06d}",
-        "decided_at": T0 + timedelta(seconds=i),
-        "model_name": "loan-default",
-        "model_version": "3",
-        "threshold": 0.2,
-        "inputs": inputs,
-        "probability": (i % 97) / 97,
-        "decision": "decline" if (i % 97) / 97 >= 0.2 else "approve",
-        "reasons": [{"code": "int_rate", "text": "Interest rate is high", "impact": 0.05}],
-    }
-    return Decision(**(fields | overrides))
-
-
-def make_decisions(n: int, start: int = 0, **overrides: Any) -> list[Decision]:
-    return [make_decision(i, **overrides) for i in range(start, start + n)]
 
 
 def start_migrations(url: str, count: int) -> list[BaseProcess]:
@@ -208,9 +183,7 @@ def test_reads_are_utc_and_windowed_whatever_the_session_time_zone(
         assert str(frame["decided_at"].dtype) == "datetime64[ns, UTC]"
         assert frame["decided_at"].iloc[0] == pd.Timestamp(start)
         assert frame["funded_amnt"].tolist() == list(range(1_005, 1_015))
-        assert frame["reasons"].iloc[0] == [
-            {"code": "int_rate", "text": "Interest rate is high", "impact": 0.05}
-        ]
+        assert frame["reasons"].iloc[0] == list(make_decision(5).reasons)
         assert count_decisions(oddly_zoned, start, end, model_version="4") == 5
         assert read_decisions(oddly_zoned, start, end, model_version="4").shape[0] == 5
     finally:
@@ -257,3 +230,24 @@ def test_the_decision_log_writes_everything_across_dropped_connections(
     assert log.written == 6_000
     assert count_decisions(engine) == 6_000
     assert read_decisions(engine)["request_id"].is_unique
+
+
+def test_selected_inputs_are_extracted_by_postgresql_in_batches(engine: Engine) -> None:
+    """`->>` returns text: numbers are parsed back, and a wrong-typed value fails no cast."""
+    odd = make_decision(30, inputs={"funded_amnt": "n/a", "sub_grade": None})
+    write_decisions(engine, [*make_decisions(30), odd])
+
+    full = read_decisions(engine)
+    selected = read_decisions(
+        engine, inputs={"annual_inc": "number", "sub_grade": "text"}, reasons=False, batch_rows=7
+    )
+    wrong = read_decisions(engine, inputs={"funded_amnt": "number"}, batch_rows=7)
+
+    assert "reasons" not in selected
+    assert selected["request_id"].tolist() == full["request_id"].tolist()
+    assert selected["annual_inc"].dtype == "float64"
+    assert selected["annual_inc"].iloc[:30].tolist() == full["annual_inc"].iloc[:30].tolist()
+    assert pd.isna(selected["annual_inc"].iloc[30])
+    assert selected["sub_grade"].tolist() == [*full["sub_grade"].iloc[:30], None]
+    assert wrong["funded_amnt"].iloc[30] == "n/a"
+    assert pd.to_numeric(wrong["funded_amnt"].iloc[:30]).tolist() == list(range(1_000, 1_030))

@@ -27,6 +27,7 @@ from loanops.decisions import (
     write_decisions,
 )
 from loanops.outcomes import Outcome, OutcomeRecord, OutcomeReport, read_labelled, record_outcomes
+from tests import factories
 from tests.services import fresh_database
 
 pytestmark = pytest.mark.integration
@@ -36,18 +37,9 @@ OBSERVED = datetime(2026, 6, 1, tzinfo=UTC)
 
 
 def make_decision(i: int, **overrides: Any) -> Decision:
-    fields: dict[str, Any] = {
-        "request_id": f"req-{i:06d}",
-        "decided_at": T0 + timedelta(hours=i),
-        "model_name": "loan-default",
-        "model_version": "3",
-        "threshold": 0.2,
-        "inputs": {"loan_amnt": 1_000 + i, "term": "36"},
-        "probability": (i % 97) / 97,
-        "decision": "decline" if (i % 97) / 97 >= 0.2 else "approve",
-        "reasons": [],
-    }
-    return Decision(**(fields | overrides))
+    """Decision number `i` (request id ``req-<i>``), one hour after number `i - 1`."""
+    fields: dict[str, Any] = {"inputs": {"loan_amnt": 1_000 + i, "term": "36"}, "reasons": []}
+    return factories.make_decision(i, start=T0, step=timedelta(hours=1), **(fields | overrides))
 
 
 def rid(i: int) -> str:

@@ -16,7 +16,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
@@ -31,10 +31,11 @@ from sqlalchemy import Engine
 
 import loanops.outcomes  # noqa: F401  (its table is part of Base.metadata and of the migrations)
 from loanops.decisions import (
+    META_COLUMNS,
     Base,
-    Decision,
     DecisionLog,
     DecisionLogProcess,
+    InputKind,
     count_decisions,
     create_engine_for,
     load_spill,
@@ -42,38 +43,16 @@ from loanops.decisions import (
     read_decisions,
     write_decisions,
 )
-from tests.factories import lending_club_applicant
+from tests.factories import DECIDED_FROM as T0
+from tests.factories import make_decision, make_decisions
 from tests.services import free_port
 
-T0 = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
 # A value that must never reach a log line: inputs may be personal data.
 PERSONAL = "Jane Q. Applicant, 1 Privacy Lane"
 
 
 def applicant(i: int) -> dict[str, Any]:
-    inputs = lending_club_applicant(funded_amnt=1_000 + i, annual_inc=50_000.0 + i)
-    del inputs["Class"]
-    return inputs
-
-
-def make_decision(i: int, **overrides: Any) -> Decision:
-    """Decision number `i`, one second after number `i - 1`."""
-    fields: dict[str, Any] = {
-        "request_id": f"req-{i:06d}",
-        "decided_at": T0 + timedelta(seconds=i),
-        "model_name": "loan-default",
-        "model_version": "3",
-        "threshold": 0.2,
-        "inputs": applicant(i),
-        "probability": (i % 97) / 97,
-        "decision": "decline" if (i % 97) / 97 >= 0.2 else "approve",
-        "reasons": [{"code": "int_rate", "text": "Interest rate is high", "impact": 0.05 * i}],
-    }
-    return Decision(**(fields | overrides))
-
-
-def make_decisions(n: int, start: int = 0, **overrides: Any) -> list[Decision]:
-    return [make_decision(i, **overrides) for i in range(start, start + n)]
+    return dict(make_decision(i).inputs)
 
 
 def unreachable_postgres_url() -> str:
@@ -360,6 +339,53 @@ def test_inputs_named_like_a_column_and_non_finite_numbers(engine: Engine) -> No
     assert (row["x"], row["z"]) == (1.5, 7)
     assert row["y"] is None  # JSON has no NaN: stored as null
     assert row["w"] is None
+
+
+def test_selected_inputs_read_in_batches_equal_the_full_read(engine: Engine) -> None:
+    decisions = make_decisions(20)
+    odd = make_decision(
+        20, inputs=applicant(20) | {"annual_inc": None, "sub_grade": None, "new_key": "late"}
+    )
+    write_decisions(engine, [*decisions, odd])
+    kinds: dict[str, InputKind] = {
+        "funded_amnt": "number",
+        "annual_inc": "number",
+        "sub_grade": "text",
+    }
+
+    full = read_decisions(engine, batch_rows=1_000)
+    batched = read_decisions(engine, inputs=kinds, reasons=False, batch_rows=7)
+
+    assert list(batched.columns) == [
+        *(name for name in META_COLUMNS if name != "reasons"),
+        *kinds,
+    ]
+    assert batched["annual_inc"].dtype == np.float64
+    assert batched["funded_amnt"].dtype == np.float64
+    assert batched["sub_grade"].dtype == object
+    pd.testing.assert_frame_equal(
+        batched[["request_id", "decided_at", "probability", "job_id"]],
+        full[["request_id", "decided_at", "probability", "job_id"]],
+    )
+    assert batched["funded_amnt"].tolist() == full["funded_amnt"].astype(float).tolist()
+    assert batched["annual_inc"].iloc[-1] != batched["annual_inc"].iloc[-1]  # NaN for null
+    assert batched["sub_grade"].tolist() == full["sub_grade"].tolist()
+    assert batched["sub_grade"].iloc[-1] is None
+    # A key first seen in the last batch is NaN before it, and adds no rows.
+    by_batch = read_decisions(engine, batch_rows=7)
+    assert len(by_batch) == 21
+    assert by_batch["new_key"].iloc[:20].isna().all()
+    assert by_batch["new_key"].iloc[20] == "late"
+
+
+def test_a_value_of_the_wrong_type_is_read_as_logged_not_lost(engine: Engine) -> None:
+    write_decisions(engine, [make_decision(0), make_decision(1, inputs={"funded_amnt": "n/a"})])
+
+    frame = read_decisions(engine, inputs={"funded_amnt": "number"})
+
+    # Left as text for the caller to judge: the monitor counts it as an invalid value.
+    assert frame["funded_amnt"].iloc[1] == "n/a"
+    assert pd.to_numeric(frame["funded_amnt"], errors="coerce").iloc[0] == 1_000
 
 
 # --- the background writer -------------------------------------------------------------------

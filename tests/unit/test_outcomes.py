@@ -39,6 +39,7 @@ from loanops.outcomes import (
     read_labelled,
     record_outcomes,
 )
+from tests import factories
 
 T0 = datetime(2025, 6, 2, 9, 0, tzinfo=UTC)
 OBSERVED = datetime(2026, 6, 1, tzinfo=UTC)
@@ -47,17 +48,10 @@ OBSERVED = datetime(2026, 6, 1, tzinfo=UTC)
 def make_decision(i: int, **overrides: Any) -> Decision:
     """Decision number `i` (request id ``req-<i>``), one hour after number `i - 1`."""
     fields: dict[str, Any] = {
-        "request_id": f"req-{i:06d}",
-        "decided_at": T0 + timedelta(hours=i),
-        "model_name": "loan-default",
-        "model_version": "3",
-        "threshold": 0.2,
         "inputs": {"loan_amnt": 1_000 + i, "term": "36", "emp_length": None},
-        "probability": (i % 97) / 97,
-        "decision": "decline" if (i % 97) / 97 >= 0.2 else "approve",
         "reasons": [],
     }
-    return Decision(**(fields | overrides))
+    return factories.make_decision(i, start=T0, step=timedelta(hours=1), **(fields | overrides))
 
 
 def rid(i: int) -> str:
