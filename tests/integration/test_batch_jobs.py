@@ -347,7 +347,7 @@ def kill_pool_process_mid_task(
 
 
 def wait_until_busy(pid: int, timeout_s: float = 10.0) -> None:
-    """Return once the process is on a CPU: an idle pool process sleeps on its pipe, holding no task."""
+    """Return once the process runs on a CPU: an idle pool process sleeps, holding no task."""
     process = psutil.Process(pid)
     deadline = time.monotonic() + timeout_s
     while process.status() != psutil.STATUS_RUNNING and time.monotonic() < deadline:
