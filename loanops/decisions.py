@@ -504,15 +504,25 @@ def window_filter(
     return conditions
 
 
-def input_columns(inputs: Mapping[str, InputKind] | None) -> list[ColumnElement[Any]]:
+def input_columns(
+    inputs: Mapping[str, InputKind] | None, dialect: str = "postgresql"
+) -> list[ColumnElement[Any]]:
     """The columns that select the inputs: each key extracted by the database, or whole objects.
 
-    Extracting in SQL (``->>`` on PostgreSQL, ``json_extract`` on SQLite) spares a Python dict
-    per row, which at a million decisions costs gigabytes. Keys are read as text so that a value
-    of the wrong type reaches the caller as it is, instead of failing a cast in the database.
+    Extracting in SQL spares a Python dict per row, which at a million decisions costs
+    gigabytes. PostgreSQL's ``->>`` gives text; SQLite's ``json_extract`` gives each value in its
+    JSON type. Neither casts, so a value of the wrong type reaches the caller as logged instead
+    of failing the read (PostgreSQL) or silently becoming 0 (SQLite's CAST).
     """
     if inputs is None:
         return [_COLUMNS.inputs]
+    if dialect == "sqlite":
+        return [
+            func.json_extract(_COLUMNS.inputs, f'$."{key}"')
+            if '"' not in key
+            else _COLUMNS.inputs[key].as_string()
+            for key in inputs
+        ]
     return [_COLUMNS.inputs[key].as_string() for key in inputs]
 
 
@@ -660,7 +670,7 @@ def read_decisions(
     """
     columns = {name: kind for name, kind in META_COLUMNS.items() if reasons or name != "reasons"}
     statement = (
-        select(*(_COLUMNS[name] for name in columns), *input_columns(inputs))
+        select(*(_COLUMNS[name] for name in columns), *input_columns(inputs, engine.dialect.name))
         .where(*window_filter(start, end, model_name, model_version))
         .order_by(_COLUMNS.decided_at, _COLUMNS.request_id)
     )

@@ -591,7 +591,7 @@ def read_labelled(
         select(
             *(_DECISIONS.c[name] for name in decided),
             *(column for _, column, _ in _OUTCOME_COLUMNS),
-            *input_columns(inputs),
+            *input_columns(inputs, engine.dialect.name),
         )
         .join_from(_DECISIONS, _TABLE, _TABLE.c.request_id == _DECISIONS.c.request_id)
         .where(*window_filter(start, end, model_name, model_version))
