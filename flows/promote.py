@@ -24,7 +24,7 @@ from prefect.runtime import flow_run
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
 from flows.train import TRACKING_RETRIES, settings_for
-from loanops import registry
+from loanops import card, registry
 from loanops.data import frame_sha256
 from loanops.evaluate import expected_calibration_error
 from loanops.promotion import (
@@ -191,6 +191,17 @@ def apply(
     registry.tag_version_with_decision(client, settings, entry)
 
 
+@task(cache_policy=NO_CACHE, **TRACKING_RETRIES)
+def log_model_card(settings: Settings, version: ModelVersion) -> str:
+    """Build the version's model card, gate decision included, and log it with the version."""
+    client = registry.connect(settings)
+    version = client.get_model_version(version.name, str(version.version))  # with its gate tags
+    built = card.build_card(
+        client, version, bootstrap_samples=settings.bootstrap_samples, seed=settings.seed
+    )
+    return card.log_card(client, version, built)
+
+
 @flow(name="promote")
 def promote_flow(version: str | None = None, model_name: str | None = None) -> PromotionResult:
     """Gate a challenger version against the production champion.
@@ -247,6 +258,7 @@ def promote_flow(version: str | None = None, model_name: str | None = None) -> P
 
     entry = record(settings, decision, gate_sha256)
     apply(settings, decision, entry, challenger, champion)
+    log_model_card(settings, challenger)
     log: Any = logger.info if decision.promote else logger.warning
     log("v%s %s: %s", challenger.version, decision.outcome, decision.summary)
     production = challenger if decision.promote else champion

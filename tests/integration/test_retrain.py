@@ -65,7 +65,7 @@ def shuffled_labels_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_retrain_promotes_then_gate_refuses_a_worse_model(
-    settings: Settings, shuffled_labels_file: Path
+    settings: Settings, shuffled_labels_file: Path, tmp_path: Path
 ) -> None:
     client = registry.connect(settings)
 
@@ -139,6 +139,28 @@ def test_retrain_promotes_then_gate_refuses_a_worse_model(
     assert all(r.decision_id for r in records)
     assert records[1].champion_metrics is not None
     assert records[1].challenger_metrics["roc_auc"] < settings.promotion_min_auc
+
+    # Every registered version carries its model card, gate decision included.
+    for result in (first, second):
+        cards = {
+            Path(a.path).name for a in client.list_artifacts(result.training.run_id, "model_card")
+        }
+        assert cards == {
+            "model_card.md",
+            "model_card.html",
+            "roc.png",
+            "calibration.png",
+            "segments.png",
+        }
+        text = Path(
+            client.download_artifacts(
+                result.training.run_id, "model_card/model_card.md", str(tmp_path)
+            )
+        ).read_text()
+        assert f"v{result.training.version}" in text
+        assert f"| outcome | {result.promotion.outcome} |" in text
+        version = client.get_model_version(settings.model_name, result.training.version)
+        assert version.tags["model_card"].endswith("model_card/model_card.html")
 
 
 def test_a_challenger_within_tolerance_takes_production_and_the_champion_becomes_previous(

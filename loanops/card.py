@@ -1,0 +1,538 @@
+"""Model cards: what a risk reviewer reads about a registered version, built from its records.
+
+`build_card` gathers a version's facts from the registry (its training run's lineage tags,
+parameters and metrics, its MLmodel metadata, its gate decision) and scores its frozen test
+split once, for what the run did not log: bootstrap intervals on every headline metric,
+calibration, and metrics by segment (grade, term, income band) with a disparity summary.
+`write_card` renders it as Markdown and HTML beside its PNG plots; the promote flow logs that
+folder as the ``model_card`` artifact of the version's run, and `loanops models card VERSION`
+writes it out locally.
+"""
+
+from __future__ import annotations
+
+import html
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from sklearn.metrics import brier_score_loss, roc_auc_score
+
+from loanops import registry
+from loanops.evaluate import (
+    expected_calibration_error,
+    ks_statistic,
+    plot_calibration,
+    plot_roc,
+)
+from loanops.schema import FeatureSchema
+
+__all__ = [
+    "CARD_ARTIFACT",
+    "INCOME_BANDS",
+    "ModelCardReport",
+    "MetricInterval",
+    "SegmentRow",
+    "build_card",
+    "card_from_scores",
+    "log_card",
+    "segments",
+    "write_card",
+]
+
+CARD_ARTIFACT: Final = "model_card"
+"""Artifact folder of the card in the version's training run."""
+INCOME_BANDS: Final = (0.0, 40_000.0, 75_000.0, 120_000.0, float("inf"))
+"""Annual-income band edges (USD): the usual retail-lending cut points, fixed so that cards of
+different versions compare band for band."""
+MIN_SEGMENT_DEFAULTS: Final = 30
+"""Fewer defaults than this in a segment: its AUC is not reported and a limitation is noted."""
+_BOOTSTRAP_LEVEL: Final = 0.95
+
+
+@dataclass(frozen=True)
+class MetricInterval:
+    """A test metric with its percentile-bootstrap interval."""
+
+    name: str
+    value: float
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class SegmentRow:
+    """The version's behaviour on one segment of its test split."""
+
+    segment: str
+    value: str
+    rows: int
+    defaults: int
+    default_rate: float
+    mean_pd: float
+    approval_rate: float
+    roc_auc: float | None
+
+
+@dataclass(frozen=True)
+class ModelCardReport:
+    """Everything a model card shows, as plain data (rendered by `write_card`)."""
+
+    model_name: str
+    version: str
+    run_id: str
+    created_at: str
+    data: dict[str, str]
+    family: str
+    params: dict[str, Any]
+    metrics: list[MetricInterval]
+    threshold: float
+    cost_false_approve: float
+    cost_false_decline: float
+    segments: list[SegmentRow]
+    disparity: list[str]
+    promotion: dict[str, str]
+    limitations: list[str]
+    figures: dict[str, Figure] = field(default_factory=dict, repr=False)
+
+    @property
+    def bayes_threshold(self) -> float:
+        return self.cost_false_decline / (self.cost_false_decline + self.cost_false_approve)
+
+
+# --- gathering -------------------------------------------------------------------------------
+
+
+_METRICS: Final[Mapping[str, Callable[[np.ndarray, np.ndarray], float]]] = {
+    "ROC AUC": lambda y, p: float(roc_auc_score(y, p)),
+    "KS": ks_statistic,
+    "Brier score": lambda y, p: float(brier_score_loss(y, p)),
+    "ECE (10 equal-count bins)": expected_calibration_error,
+    "mean PD": lambda y, p: float(p.mean()),
+    "default rate": lambda y, p: float(y.mean()),
+}
+
+
+def bootstrap_metrics(
+    y: np.ndarray, p: np.ndarray, *, samples: int, seed: int
+) -> list[MetricInterval]:
+    """Each headline metric on (y, p) with a percentile bootstrap interval, loans resampled."""
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {name: [] for name in _METRICS}
+    n = len(y)
+    for _ in range(samples):
+        idx = rng.integers(0, n, n)
+        if y[idx].min() == y[idx].max():
+            continue  # one class only: no AUC or KS
+        for name, metric in _METRICS.items():
+            draws[name].append(metric(y[idx], p[idx]))
+    tail = (1 - _BOOTSTRAP_LEVEL) / 2 * 100
+    results = []
+    for name, metric in _METRICS.items():
+        low, high = np.percentile(draws[name], [tail, 100 - tail]) if draws[name] else (np.nan,) * 2
+        results.append(MetricInterval(name, metric(y, p), float(low), float(high)))
+    return results
+
+
+def segments(frame: pd.DataFrame) -> dict[str, pd.Series]:
+    """The segments a card reports on, as labels aligned with `frame`: grade, term, income band.
+
+    Grade is the ``grade`` column, or the letter of ``sub_grade``; a segment whose columns the
+    data lacks is left out.
+    """
+    found: dict[str, pd.Series] = {}
+    if "grade" in frame:
+        found["grade"] = frame["grade"].astype("string")
+    elif "sub_grade" in frame:
+        found["grade"] = frame["sub_grade"].astype("string").str[0]
+    if "term" in frame:
+        found["term"] = frame["term"].astype("string")
+    if "annual_inc" in frame:
+        edges = list(INCOME_BANDS)
+        labels = [_band_label(low, high) for low, high in zip(edges, edges[1:], strict=False)]
+        bands = pd.cut(frame["annual_inc"].astype("float64"), edges, right=False, labels=labels)
+        found["income band"] = bands.astype("string")
+    return found
+
+
+def _band_label(low: float, high: float) -> str:
+    if high == float("inf"):
+        return f"≥ {low / 1000:.0f}k"
+    return f"{low / 1000:.0f}k–{high / 1000:.0f}k"
+
+
+def segment_table(
+    frame: pd.DataFrame, y: np.ndarray, p: np.ndarray, threshold: float
+) -> list[SegmentRow]:
+    """Rows, defaults, default rate, mean PD, approval rate and AUC per segment value."""
+    rows: list[SegmentRow] = []
+    for name, labels in segments(frame).items():
+        values = labels.fillna("missing").to_numpy()
+        for value in sorted(set(values)):
+            mask = values == value
+            ys, ps = y[mask], p[mask]
+            defaults = int(ys.sum())
+            auc = (
+                float(roc_auc_score(ys, ps)) if MIN_SEGMENT_DEFAULTS <= defaults < len(ys) else None
+            )
+            rows.append(
+                SegmentRow(
+                    segment=name,
+                    value=str(value),
+                    rows=int(mask.sum()),
+                    defaults=defaults,
+                    default_rate=float(ys.mean()),
+                    mean_pd=float(ps.mean()),
+                    approval_rate=float((ps < threshold).mean()),
+                    roc_auc=auc,
+                )
+            )
+    return rows
+
+
+def disparity_summary(rows: Sequence[SegmentRow]) -> list[str]:
+    """Per segment: the spread of approval rates, calibration gaps and AUCs across its values.
+
+    The approval-rate ratio is the lowest approval rate over the highest, the "four-fifths"
+    reading of adverse impact; credit grades differ in risk by design, so for grade a low ratio
+    is expected and the calibration gap is the number to watch.
+    """
+    lines = []
+    for name in dict.fromkeys(row.segment for row in rows):
+        part = [row for row in rows if row.segment == name and row.rows > 0]
+        approvals = [row.approval_rate for row in part]
+        gaps = [row.mean_pd - row.default_rate for row in part]
+        aucs = [row.roc_auc for row in part if row.roc_auc is not None]
+        ratio = min(approvals) / max(approvals) if max(approvals) > 0 else float("nan")
+        worst = max(part, key=lambda row: abs(row.mean_pd - row.default_rate))
+        text = (
+            f"{name}: approval-rate ratio {ratio:.2f} (min/max over {len(part)} values); "
+            f"calibration gap (mean PD − default rate) from {min(gaps):+.3f} to {max(gaps):+.3f}, "
+            f"largest in {worst.value!r}"
+        )
+        if len(aucs) >= 2:
+            text += f"; AUC from {min(aucs):.3f} to {max(aucs):.3f}"
+        lines.append(text)
+    return lines
+
+
+def card_from_scores(
+    *,
+    model_name: str,
+    version: str,
+    run_id: str,
+    created_at: str,
+    data: dict[str, str],
+    model_card: registry.ModelCard,
+    promotion: dict[str, str],
+    test_frame: pd.DataFrame,
+    y: np.ndarray,
+    p: np.ndarray,
+    bootstrap_samples: int,
+    seed: int,
+) -> ModelCardReport:
+    """A card from a version's facts and its scores `p` on its test split (labels `y`)."""
+    threshold = model_card.threshold
+    rows = segment_table(test_frame, y, p, threshold)
+    limitations = [
+        "Trained and tested on one historical extract: performance on later vintages is "
+        "measured by the performance flow once outcomes arrive, not by this card.",
+        "Test-split metrics are in-time: the split is random, not out-of-time.",
+        "Reasons are attributions of this model, not causes; they explain a score, not a "
+        "borrower's true risk.",
+    ]
+    if data.get("dataset") == "synthetic":
+        limitations.insert(0, "Trained on synthetic data: a demonstration, not a lending model.")
+    if model_card.family == "logreg":
+        limitations.append(
+            "Logistic regression has no monotonic constraints: with grade and rate held fixed "
+            "it can price some burden features slightly the wrong way."
+        )
+    thin = [f"{row.segment} {row.value!r}" for row in rows if row.defaults < MIN_SEGMENT_DEFAULTS]
+    if thin:
+        limitations.append(
+            f"Fewer than {MIN_SEGMENT_DEFAULTS} test defaults in {', '.join(thin)}: no AUC is "
+            "reported there and its rates are noisy."
+        )
+    figures = {"roc.png": plot_roc(y, p), "calibration.png": plot_calibration(y, p)}
+    if rows:
+        figures["segments.png"] = plot_segments(rows)
+    return ModelCardReport(
+        model_name=model_name,
+        version=version,
+        run_id=run_id,
+        created_at=created_at,
+        data=data,
+        family=model_card.family,
+        params=dict(model_card.params),
+        metrics=bootstrap_metrics(y, p, samples=bootstrap_samples, seed=seed),
+        threshold=threshold,
+        cost_false_approve=model_card.cost_false_approve,
+        cost_false_decline=model_card.cost_false_decline,
+        segments=rows,
+        disparity=disparity_summary(rows),
+        promotion=promotion,
+        limitations=limitations,
+        figures=figures,
+    )
+
+
+def build_card(
+    client: MlflowClient,
+    version: ModelVersion,
+    *,
+    model: Any | None = None,
+    bootstrap_samples: int = 1000,
+    seed: int = 0,
+) -> ModelCardReport:
+    """Gather a registered version's card from the registry, scoring its test split once.
+
+    Args:
+        client: Registry client.
+        version: The version.
+        model: The loaded model, if the caller has it; else it is loaded from the registry.
+        bootstrap_samples: Resamples for the metric intervals.
+        seed: Seed of the resampling.
+
+    Raises:
+        ValueError: The version has no training run.
+    """
+    if version.run_id is None:
+        raise ValueError(f"{version.name} v{version.version} has no training run")
+    run = client.get_run(version.run_id)
+    model_card = registry.model_card(client, version)
+    schema: FeatureSchema = model_card.schema
+    with tempfile.TemporaryDirectory(prefix="loanops-card-") as tmp:
+        test_frame = registry.gate_data(client, version, Path(tmp))
+    if model is None:
+        model = registry.load_model(version.name, str(version.version))
+    y = schema.labels(test_frame)
+    p = np.asarray(model.predict_proba(schema.to_frame(test_frame))[:, 1], dtype=np.float64)
+    tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+    data = {
+        "dataset": tags.get("loanops.dataset", model_card.dataset),
+        "source": tags.get("loanops.data_source", ""),
+        **{
+            key.removeprefix("loanops.provenance."): value
+            for key, value in sorted(tags.items())
+            if key.startswith("loanops.provenance.")
+        },
+        "sha256": model_card.dataset_sha256,
+        "rows": _whole(metrics.get("data_rows"), tags.get("loanops.data_rows")),
+        "default rate": f"{metrics['data_default_rate']:.4f}"
+        if "data_default_rate" in metrics
+        else "",
+        "train / validation / test rows": " / ".join(
+            params.get(key, "?") for key in ("train_rows", "validation_rows", "test_rows")
+        ),
+        "git commit": tags.get("loanops.git_commit", ""),
+    }
+    promotion = {
+        key.removeprefix("gate."): value
+        for key, value in sorted((version.tags or {}).items())
+        if key.startswith("gate.")
+    }
+    created = datetime.fromtimestamp(version.creation_timestamp / 1000, UTC)
+    return card_from_scores(
+        model_name=version.name,
+        version=str(version.version),
+        run_id=version.run_id,
+        created_at=created.isoformat(timespec="seconds"),
+        data=data,
+        model_card=model_card,
+        promotion=promotion,
+        test_frame=test_frame,
+        y=y,
+        p=p,
+        bootstrap_samples=bootstrap_samples,
+        seed=seed,
+    )
+
+
+def _whole(metric: float | None, tag: str | None) -> str:
+    if metric is not None:
+        return f"{int(metric):,}"
+    return tag or ""
+
+
+def log_card(client: MlflowClient, version: ModelVersion, card: ModelCardReport) -> str:
+    """Log the card as the ``model_card`` artifact of the version's run; return its URI."""
+    assert version.run_id is not None  # build_card refuses a version without a run
+    with tempfile.TemporaryDirectory(prefix="loanops-card-") as tmp:
+        write_card(card, Path(tmp))
+        client.log_artifacts(version.run_id, tmp, CARD_ARTIFACT)
+    uri = f"runs:/{version.run_id}/{CARD_ARTIFACT}/model_card.html"
+    client.set_model_version_tag(version.name, str(version.version), "model_card", uri)
+    return uri
+
+
+# --- rendering -------------------------------------------------------------------------------
+
+
+def plot_segments(rows: Sequence[SegmentRow]) -> Figure:
+    """Default rate against mean PD per segment value, one panel per segment."""
+    names = list(dict.fromkeys(row.segment for row in rows))
+    fig = Figure(figsize=(4.2 * len(names), 4))
+    axes = fig.subplots(1, len(names), squeeze=False)[0]
+    for ax, name in zip(axes, names, strict=True):
+        part = [row for row in rows if row.segment == name]
+        x = np.arange(len(part))
+        ax.bar(x - 0.2, [row.default_rate for row in part], 0.4, label="default rate")
+        ax.bar(x + 0.2, [row.mean_pd for row in part], 0.4, label="mean PD")
+        ax.set_xticks(x, [row.value for row in part], rotation=45, ha="right")
+        ax.set(title=f"By {name} (test)", ylabel="rate")
+        ax.legend(loc="upper left", fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def _segment_frame(card: ModelCardReport) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "segment": row.segment,
+                "value": row.value,
+                "rows": row.rows,
+                "defaults": row.defaults,
+                "default rate": f"{row.default_rate:.3f}",
+                "mean PD": f"{row.mean_pd:.3f}",
+                "approval rate": f"{row.approval_rate:.3f}",
+                "ROC AUC": "-" if row.roc_auc is None else f"{row.roc_auc:.3f}",
+            }
+            for row in card.segments
+        ]
+    )
+
+
+def _sections(card: ModelCardReport) -> list[tuple[str, pd.DataFrame | list[str] | str]]:
+    """The card's sections in order: a table, a list of lines, or an image file name."""
+    metrics = pd.DataFrame(
+        [
+            {
+                "metric": m.name,
+                "value": f"{m.value:.4f}",
+                "95% bootstrap interval": f"{m.low:.4f} – {m.high:.4f}",
+            }
+            for m in card.metrics
+        ]
+    )
+    ece = next(m for m in card.metrics if m.name.startswith("ECE"))
+    return [
+        ("Data", _pairs(card.data)),
+        ("Model", _pairs({"family": card.family, **{k: str(v) for k, v in card.params.items()}})),
+        ("Test metrics", metrics),
+        ("ROC", "roc.png"),
+        (
+            "Calibration",
+            [
+                f"ECE {ece.value:.4f} (95% interval {ece.low:.4f} – {ece.high:.4f}); the plot "
+                "compares mean predicted PD with the observed default rate in 10 equal-count "
+                "bins of the test split."
+            ],
+        ),
+        ("Calibration plot", "calibration.png"),
+        (
+            "Threshold and costs",
+            [
+                f"Decline when PD ≥ {card.threshold:.4f}.",
+                f"Cost of approving a loan that defaults: {card.cost_false_approve:g}; of "
+                f"declining one that would repay: {card.cost_false_decline:g}.",
+                f"The threshold minimises the expected cost on the validation split; for "
+                f"perfectly calibrated scores it would be {card.bayes_threshold:.4f}.",
+            ],
+        ),
+        ("Metrics by segment", _segment_frame(card)),
+        ("Segments", "segments.png"),
+        ("Disparity across segments", card.disparity),
+        (
+            "Promotion decision",
+            _pairs(card.promotion)
+            if card.promotion
+            else ["No gate decision recorded for this version yet."],
+        ),
+        ("Known limitations", card.limitations),
+    ]
+
+
+def _pairs(values: Mapping[str, str]) -> pd.DataFrame:
+    return pd.DataFrame({"": list(values), "value": list(values.values())})
+
+
+def _markdown_table(frame: pd.DataFrame) -> list[str]:
+    if frame.empty:
+        return ["(none)"]
+
+    def cell(value: Any) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    header = "| " + " | ".join(cell(c) for c in frame.columns) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return [header, rule, *rows]
+
+
+def render_markdown(card: ModelCardReport) -> str:
+    """The card as Markdown; images are referenced by their file names beside it."""
+    lines = [
+        f"# Model card: {card.model_name} v{card.version}",
+        "",
+        f"Training run `{card.run_id}`, registered {card.created_at}.",
+    ]
+    for title, body in _sections(card):
+        if isinstance(body, str) and body not in card.figures:
+            continue
+        lines += ["", f"## {title}", ""]
+        if isinstance(body, pd.DataFrame):
+            lines += _markdown_table(body)
+        elif isinstance(body, list):
+            lines += [f"- {line}" for line in body]
+        else:
+            lines.append(f"![{title}]({body})")
+    return "\n".join(lines) + "\n"
+
+
+def render_html(card: ModelCardReport) -> str:
+    """The card as a self-contained HTML page but for its PNG images, which sit beside it."""
+    title = f"Model card: {card.model_name} v{card.version}"
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title>",
+        "<style>body{font-family:sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.25rem .5rem}"
+        "img{max-width:100%}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p>Training run <code>{html.escape(card.run_id)}</code>, registered "
+        f"{html.escape(card.created_at)}.</p>",
+    ]
+    for heading, body in _sections(card):
+        if isinstance(body, str) and body not in card.figures:
+            continue
+        parts.append(f"<h2>{html.escape(heading)}</h2>")
+        if isinstance(body, pd.DataFrame):
+            parts.append(body.to_html(index=False, escape=True, border=0))
+        elif isinstance(body, list):
+            parts.append("<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in body) + "</ul>")
+        else:
+            parts.append(f'<img src="{html.escape(body)}" alt="{html.escape(heading)}">')
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def write_card(card: ModelCardReport, folder: Path) -> tuple[Path, Path]:
+    """Write ``model_card.md``, ``model_card.html`` and the PNG plots into `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, figure in card.figures.items():
+        figure.savefig(folder / name, format="png", dpi=110)
+    markdown, page = folder / "model_card.md", folder / "model_card.html"
+    markdown.write_text(render_markdown(card), encoding="utf-8")
+    page.write_text(render_html(card), encoding="utf-8")
+    return markdown, page
