@@ -609,8 +609,9 @@ def _converted(values: Sequence[Any], kind: ColumnKind) -> pd.Series:
             return raw  # a value that is not a number: kept as logged
     if kind == "bool":
         return pd.Series(values, dtype="bool")
-    if kind == "text":
+    if kind == "text" and len(set(values)) * 2 <= len(values):
         # Categoricals share one string object per distinct value; `_concat` restores objects.
+        # Mostly-distinct text (ids) gains nothing from it and costs the factorising.
         return pd.Series(pd.Categorical(values))
     return pd.Series(values, dtype=object)
 
