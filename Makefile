@@ -50,6 +50,8 @@ demo: install ## Tune, train, register and promote a model on embedded defaults
 	$(BIN)/loanops demo
 
 bench: install ## Benchmarks; each prints its figure against a baseline from the same run
+	@command -v wrk >/dev/null || { echo "installing wrk (Debian package) for bench/api.py"; \
+		apt-get install -y -qq wrk >/dev/null || { echo "bench/api.py needs wrk: apt-get install wrk"; exit 2; }; }
 	OMP_NUM_THREADS=1 $(BIN)/python bench/fast_path.py
 	OMP_NUM_THREADS=1 $(BIN)/python bench/batch.py
 	OMP_NUM_THREADS=1 $(BIN)/python bench/api.py
