@@ -77,7 +77,7 @@ def log_performance(
 ) -> str:
     """One MLflow run with the overall metrics, the vintage table and Evidently's report."""
     folder = monitoring_folder(settings, version)
-    summary.table().to_csv(folder / "performance_by_vintage.csv", index=False)
+    summary.table().to_csv(folder / "performance_by_vintage.csv")  # the index names the slice
     threshold = float(labelled["threshold"].iloc[0]) if len(labelled) else None
     report = classification_report(labelled, threshold=threshold, seed=settings.seed)
     if report is not None:
