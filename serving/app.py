@@ -10,15 +10,19 @@ import asyncio
 import contextlib
 import ctypes
 import gc
+import importlib.util
 import math
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from mlflow import MlflowClient
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from starlette.requests import ClientDisconnect
@@ -124,11 +128,15 @@ def create_app(
             state.extras.pop(outcomes.DATABASE, None)
             database.dispose()
 
+    docs_assets = offline_docs_assets()
     app = FastAPI(
         title=API_TITLE,
         description=API_DESCRIPTION,
         version="1",
         lifespan=lifespan,
+        # With the assets installed, /docs and /redoc are served below, without a CDN.
+        docs_url=None if docs_assets else "/docs",
+        redoc_url=None if docs_assets else "/redoc",
         openapi_tags=[
             {"name": "predict", "description": "Real-time scoring."},
             {"name": "batch jobs", "description": "Files scored by the Celery workers."},
@@ -138,6 +146,8 @@ def create_app(
         ],
     )
     app.state.loanops = state
+    if docs_assets:
+        _serve_docs_offline(app, docs_assets)
     for router in (predict.router, batch_jobs.router, model.router, outcomes.router, health.router):
         app.include_router(router)
     app.add_middleware(
@@ -151,6 +161,52 @@ def create_app(
     app.add_exception_handler(ClientDisconnect, _client_disconnected)
     app.openapi = _openapi(app, state)  # type: ignore[method-assign]
     return app
+
+
+DOCS_ASSETS_PATH = "/docs-assets"
+
+
+def offline_docs_assets() -> Path | None:
+    """The Swagger UI and ReDoc files of the `fastapi-offline` package, when it is installed.
+
+    FastAPI's own /docs and /redoc load them from a CDN, which clusters without internet egress
+    (and our machines) cannot reach; served by the API itself, the pages work anywhere.
+    """
+    spec = importlib.util.find_spec("fastapi_offline")  # located, not imported
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        static = Path(folder) / "static"
+        needed = ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js")
+        if all((static / name).is_file() for name in needed):
+            return static
+    return None
+
+
+def _serve_docs_offline(app: FastAPI, assets: Path) -> None:
+    """/docs (Swagger UI) and /redoc, with their scripts and styles served from `assets`."""
+    app.mount(DOCS_ASSETS_PATH, StaticFiles(directory=assets), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "").rstrip("/")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} - Swagger UI",
+            swagger_js_url=f"{root}{DOCS_ASSETS_PATH}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS_PATH}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS_PATH}/favicon.png",
+            swagger_ui_parameters=app.swagger_ui_parameters,
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "").rstrip("/")
+        return get_redoc_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{root}{DOCS_ASSETS_PATH}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{DOCS_ASSETS_PATH}/favicon.png",
+            with_google_fonts=False,
+        )
 
 
 def _freeze_heap() -> None:

@@ -1,0 +1,261 @@
+"""The UIs of `make stack`, in a real browser: headless Chromium (Debian's) driven by Playwright.
+
+The stack is started exactly as `make stack` starts it (`python -m flows.stack up`, on free
+ports, in a temporary LOANOPS_HOME): a real `mlflow server` on SQLite, a real `prefect server`,
+the API under uvicorn and a Celery worker, each in its own process group. A small model is
+registered and made production first, the way `make demo` leaves the store. Then Chromium opens
+the MLflow UI (the registered model with its `production` alias), the API's /docs (Swagger UI,
+served by the API itself, no CDN) and the Prefect UI, and saves a screenshot of each, into
+$LOANOPS_TEST_ARTIFACTS/ui when that is set, else a temporary folder; the paths are printed.
+Last, `python -m flows.stack down` must leave no process behind.
+
+Only a missing Chromium skips these tests; Playwright's own browser downloads are never used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from loanops.settings import Settings
+from serving.app import offline_docs_assets
+from tests.integration.serving_fixtures import promote, register_version
+from tests.services import free_port
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = Path(os.environ.get("LOANOPS_TEST_CHROMIUM", "/usr/bin/chromium"))
+ROOT = Path(__file__).resolve().parents[2]
+PAGE_TIMEOUT_MS = 60_000
+
+if not CHROMIUM.exists():
+    pytest.skip(
+        f"no Chromium at {CHROMIUM}: install Debian's `chromium` package (apt-get install -y "
+        "chromium), or point LOANOPS_TEST_CHROMIUM at one",
+        allow_module_level=True,
+    )
+
+from playwright.sync_api import Browser, Page, sync_playwright  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Stack:
+    """A running `make stack` in a temporary home."""
+
+    home: Path
+    env: dict[str, str]
+    model_name: str
+    version: str
+    mlflow: str
+    prefect: str
+    api: str
+    up_output: str
+
+    def pids(self) -> list[dict[str, Any]]:
+        services: list[dict[str, Any]] = json.loads(
+            (self.home / "stack" / "pids.json").read_text()
+        )["services"]
+        return services
+
+
+def run_stack(command: str, env: dict[str, str], *ports: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "flows.stack", command, *ports],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    home = tmp_path_factory.mktemp("stack-home")
+    model_name = f"ui-test-{uuid.uuid4().hex[:8]}"
+    settings = Settings(home=home, model_name=model_name, dataset="synthetic")
+    version = register_version(settings, seed=0, rows=2000)
+    promote(settings, version)
+
+    env = {
+        **os.environ,
+        "LOANOPS_HOME": str(home),
+        "LOANOPS_MODEL_NAME": model_name,
+        "LOANOPS_DATASET": "synthetic",
+        # The session's PREFECT_HOME is shared with other tests' temporary servers.
+        "PREFECT_HOME": str(home / "prefect"),
+    }
+    env.pop("PREFECT_API_URL", None)
+    ports = {"mlflow": free_port(), "prefect": free_port(), "api": free_port()}
+    options = [f"--{name}-port={port}" for name, port in ports.items()]
+    started = time.monotonic()
+    up = run_stack("up", env, *options)
+    print(f"stack up: {time.monotonic() - started:.1f} s")
+    try:
+        assert up.returncode == 0, f"stack up failed:\n{up.stdout}\n{up.stderr}"
+        yield Stack(
+            home=home,
+            env=env,
+            model_name=model_name,
+            version=version,
+            mlflow=f"http://127.0.0.1:{ports['mlflow']}",
+            prefect=f"http://127.0.0.1:{ports['prefect']}",
+            api=f"http://127.0.0.1:{ports['api']}",
+            up_output=up.stdout,
+        )
+    finally:
+        run_stack("down", env)  # a no-op when the last test has stopped it already
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    # Chromium's sandbox needs user namespaces, which root in a container does not get.
+    args = ["--no-sandbox"] if os.geteuid() == 0 else []
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=[*args, "--disable-dev-shm-usage"]
+        )
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    configured = os.environ.get("LOANOPS_TEST_ARTIFACTS")
+    folder = Path(configured) / "ui" if configured else tmp_path_factory.mktemp("ui-screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    context.set_default_timeout(PAGE_TIMEOUT_MS)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
+def save(page: Page, folder: Path, name: str, capsys: pytest.CaptureFixture[str]) -> Path:
+    path = folder / name
+    page.screenshot(path=str(path), full_page=True)
+    with capsys.disabled():
+        print(f"\n  screenshot: {path}")
+    return path
+
+
+def test_stack_up_prints_the_urls(stack: Stack) -> None:
+    for url in (stack.mlflow, stack.prefect, f"{stack.api}/docs"):
+        assert url in stack.up_output
+    assert f"production → v{stack.version}" in stack.up_output
+    assert "/readyz: ready" in stack.up_output
+    assert {s["name"] for s in stack.pids()} == {"redis", "mlflow", "prefect", "api", "worker"}
+
+
+def test_second_up_is_refused(stack: Stack) -> None:
+    again = run_stack("up", stack.env, "--mlflow-port=1", "--prefect-port=2", "--api-port=3")
+    assert again.returncode == 1
+    assert "already running" in again.stderr
+
+
+def test_mlflow_ui_shows_the_model_with_its_production_alias(
+    stack: Stack, page: Page, screenshots: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    page.goto(f"{stack.mlflow}/#/models/{stack.model_name}")
+    page.get_by_role("heading", name=stack.model_name).wait_for()
+    # The alias tag reads "@ production", beside the version it points at.
+    alias = page.get_by_text(re.compile(r"^@\s*production$"))
+    alias.first.wait_for()
+    row = page.locator("tr, [role=row]").filter(has=alias.first)
+    assert f"Version {stack.version}" in row.first.inner_text()
+    assert save(page, screenshots, "mlflow-registered-model.png", capsys).stat().st_size > 0
+
+
+def test_api_docs_render_without_a_cdn(
+    stack: Stack, page: Page, screenshots: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if offline_docs_assets() is None:
+        pytest.fail(
+            "the Swagger UI assets are not installed, so /docs loads them from a CDN that is "
+            "unreachable here: add `fastapi-offline` to the dependencies in pyproject.toml"
+        )
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.goto(f"{stack.api}/docs")
+    page.locator(".swagger-ui .info .title", has_text="loanops scoring API").wait_for()
+    predict = page.locator('.opblock-summary-path[data-path="/v1/predict"]')
+    predict.wait_for()
+    for path in ("/v1/batch-jobs", "/v1/model", "/readyz"):
+        assert page.locator(f'.opblock-summary-path[data-path="{path}"]').count() == 1
+    # Open POST /v1/predict: its example is the serving model's own input example.
+    predict.click()
+    body = page.locator(".opblock.is-open .opblock-section-request-body")
+    body.wait_for()
+    assert "loan_amnt" in body.inner_text()
+    save(page, screenshots, "api-docs.png", capsys)
+    foreign = [url for url in requested if not url.startswith(stack.api)]
+    assert not foreign, f"/docs fetched from outside the API: {foreign}"
+
+
+def test_prefect_ui_reaches_its_api(
+    stack: Stack, page: Page, screenshots: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    failed: list[str] = []
+    page.on(
+        "requestfailed",
+        lambda request: failed.append(request.url) if "127.0.0.1" in request.url else None,
+    )
+    page.goto(f"{stack.prefect}/")
+    page.get_by_text("Dashboard").first.wait_for()
+    page.wait_for_load_state("networkidle")
+    assert page.get_by_text("Unable to connect to Prefect server").count() == 0
+    assert not failed, f"the Prefect UI could not reach {failed}"
+    save(page, screenshots, "prefect-ui.png", capsys)
+
+
+def test_stack_down_leaves_no_process(stack: Stack) -> None:
+    pids = [s["pid"] for s in stack.pids()]
+    groups = set(pids)
+    # The API's decision-log writer runs in a session of its own: found through its parent.
+    children = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) in groups:
+            children.add(int(stat.parent.name))
+    down = run_stack("down", stack.env)
+    assert down.returncode == 0, down.stderr
+    assert "none is left" in down.stdout
+    for pid in [*pids, *children]:
+        assert not _alive(pid), f"process {pid} outlived `stack down`"
+    assert not (stack.home / "stack" / "pids.json").exists()
+    for url in (f"{stack.mlflow}/health", f"{stack.api}/healthz", f"{stack.prefect}/api/health"):
+        with pytest.raises(httpx.TransportError):
+            httpx.get(url, timeout=2)
+    again = run_stack("down", stack.env)
+    assert again.returncode == 0 and "not running" in again.stdout
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
