@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import pandas as pd
 import requests
@@ -30,6 +30,9 @@ from loanops.data import UnknownDatasetError, get_dataset
 from loanops.promotion import PromotionError
 from loanops.settings import Settings
 from loanops.validation import DataValidationError
+
+if TYPE_CHECKING:
+    from flows.monitor import MonitorResult
 
 app = typer.Typer(
     name="loanops",
@@ -293,13 +296,75 @@ def retrain(
     timeout: TimeoutOption = None,
     data: DataOption = None,
 ) -> None:
-    """Train a candidate, then gate it against the champion."""
+    """Train a candidate, gate it against the champion, and deploy it when a cluster is set."""
     parameters = training_parameters(dataset, rows, seed, trials, timeout, data)
     from flows.retrain import retrain_flow
 
     result = run_with_status("retraining…", lambda: retrain_flow(**parameters))
     console.print(training_table(result.training))
     console.print(promotion_table(result.promotion))
+    if result.deployment is not None:
+        console.print(deploy_table(result.deployment))
+        if result.deployment.outcome == "rolled_back":
+            raise typer.Exit(code=1)
+
+
+def deploy_table(result: Any) -> Table:
+    table = Table(title=f"deploy: {result.outcome.replace('_', ' ')}", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("model", result.model_ref)
+    table.add_row("namespace", result.namespace)
+    for name, message in result.rollouts.items():
+        table.add_row(name, message)
+    production = result.production_version
+    table.add_row("production now", f"v{production}" if production else "-")
+    table.add_row("reasons", "\n".join(result.reasons))
+    return table
+
+
+@app.command()
+def deploy(
+    version: Annotated[
+        str | None,
+        typer.Option(
+            help="The version to pin; it must hold the production alias (default: the one that "
+            "does)."
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Print the JSON patches it would send, and send none."),
+    ] = False,
+) -> None:
+    """Pin the production version on the serving Deployments; roll back if the rollout fails."""
+    config = settings()
+    if version is not None and not version.isdigit():
+        raise fail(f"--version takes a version number such as 3, not {version!r}")
+    if config.deploy_target != "kubernetes":
+        raise fail(
+            "no cluster is configured: set LOANOPS_DEPLOY_TARGET=kubernetes (and, outside the "
+            "cluster, LOANOPS_KUBE_CONFIG to a kubeconfig file)"
+        )
+    from flows.deploy import JSON_PATCH, deploy_flow
+
+    result = run_with_status(
+        "reading the Deployments…" if dry_run else "deploying…",
+        lambda: deploy_flow(version=version, dry_run=dry_run),
+    )
+    if dry_run:
+        err_console.print(
+            f"{result.model_ref}: the {JSON_PATCH} patch per Deployment in namespace "
+            f"{result.namespace} (an empty one: already pinned); nothing was sent",
+            highlight=False,
+            soft_wrap=True,
+        )
+        # Plain JSON on stdout, for a pipe or a file.
+        typer.echo(json.dumps(result.patches, indent=2))
+        return
+    console.print(deploy_table(result))
+    if result.outcome == "rolled_back":
+        raise typer.Exit(code=1)
 
 
 @app.command()
@@ -321,7 +386,16 @@ def demo(
     if serving:
         with clear_errors():
             tour_serving(config)
+            from flows.monitor import monitor_flow
+
+            # The tour's decisions are in the log: the last hour holds them.
+            monitored = run_with_status(
+                "monitoring the decisions just logged against the reference…",
+                lambda: monitor_flow(days=1 / 24),
+            )
     console.print(where_to_look(config), soft_wrap=True)
+    if serving:
+        print_monitor(monitored)
 
 
 def tour_serving(config: Settings) -> None:
@@ -430,6 +504,11 @@ def monitor(
         "comparing decisions with the reference…",
         lambda: monitor_flow(days=days, data_path=data_path),
     )
+    print_monitor(result)
+
+
+def print_monitor(result: MonitorResult) -> None:
+    """The headline table of a monitor run and where its report is."""
     summary = result.summary
     table = Table(title=f"monitor: {summary.model_name} v{summary.model_version}")
     table.add_column("what")
@@ -562,10 +641,12 @@ def list_models() -> None:
 
 @models_app.command()
 def history() -> None:
-    """The promotion log, oldest first: every gate decision with both versions' metrics."""
+    """The promotion log, oldest first: every gate decision, then every deploy outcome."""
     config = settings()
     with clear_errors():
-        records = registry.history(registry.connect(config), config)
+        client = registry.connect(config)
+        records = registry.history(client, config)
+        deploys = registry.deploy_history(client, config)
     table = Table(title=f"{config.model_name}: promotion history")
     for column in ("when", "outcome", "challenger", "champion", "AUC (chal / champ)", "reasons"):
         table.add_column(column)
@@ -583,6 +664,20 @@ def history() -> None:
     console.print(table)
     if not records:
         console.print("no gate decisions yet")
+    if deploys:
+        rollouts = Table(title=f"{config.model_name}: deploy history")
+        for column in ("when", "outcome", "version", "production after", "reasons"):
+            rollouts.add_column(column)
+        for deployed in deploys:
+            after = deployed.production_version
+            rollouts.add_row(
+                deployed.deployed_at,
+                deployed.outcome.replace("_", " "),
+                f"v{deployed.version}",
+                f"v{after}" if after else "-",
+                "\n".join(deployed.reasons),
+            )
+        console.print(rollouts)
 
 
 @models_app.command()
@@ -611,6 +706,34 @@ def show(version: Annotated[str, typer.Argument(help="Version number.")]) -> Non
         if name.startswith(("cv_", "test_")):
             table.add_row(name, f"{metrics[name]:.4f}")
     console.print(table)
+
+
+@models_app.command("card")
+def model_card(
+    version: Annotated[str, typer.Argument(help="Version number.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Folder to write into (default: ./model-card-v<VERSION>).")
+    ] = None,
+) -> None:
+    """Write a version's model card (Markdown, HTML and PNG plots) to a local folder."""
+    config = settings()
+    from loanops import card
+
+    folder = out or Path(f"model-card-v{version}")
+    with clear_errors():
+        client = registry.connect(config)
+        model_version = client.get_model_version(config.model_name, version)
+        built = run_with_status(
+            f"building the card of v{version}…",
+            lambda: card.build_card(
+                client,
+                model_version,
+                bootstrap_samples=config.bootstrap_samples,
+                seed=config.seed,
+            ),
+        )
+        markdown, page = card.write_card(built, folder)
+    console.print(f"Model card of {config.model_name} v{version}: {page} ({markdown.name} beside)")
 
 
 def _metric(metrics: dict[str, float], name: str) -> str:

@@ -1,4 +1,9 @@
-"""Retrain: train → promote. Scheduled weekly in prefect.yaml; also what `make demo` runs."""
+"""Retrain: train → promote, then → deploy when a cluster is configured.
+
+Scheduled weekly in prefect.yaml; also what `make demo` runs. With `LOANOPS_DEPLOY_TARGET`
+left at `none` (the default, and every local run) it stops at the registry and touches no
+cluster; set to `kubernetes` (the manifests' ConfigMap does) it rolls out what it promoted.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +11,18 @@ from dataclasses import dataclass
 
 from prefect import flow
 
+from flows.deploy import DeployResult, deploy_flow
 from flows.promote import PromotionResult, promote_flow
-from flows.train import TrainResult, train_flow
+from flows.train import TrainResult, settings_for, train_flow
 
 
 @dataclass(frozen=True)
 class RetrainResult:
-    """The new version, and what the gate made of it."""
+    """The new version, what the gate made of it, and its rollout when there was one."""
 
     training: TrainResult
     promotion: PromotionResult
+    deployment: DeployResult | None = None
 
 
 @flow(name="retrain")
@@ -27,7 +34,8 @@ def retrain_flow(
     timeout_seconds: float | None = None,
     data_path: str | None = None,
 ) -> RetrainResult:
-    """Train a candidate on fresh data, then gate it against the production champion.
+    """Train a candidate on fresh data, gate it against the production champion, and roll it
+    out when it takes production and a cluster is configured.
 
     Args:
         dataset: dataset name (default: settings).
@@ -46,4 +54,11 @@ def retrain_flow(
         data_path=data_path,
     )
     promotion = promote_flow(version=training.version, model_name=training.model_name)
-    return RetrainResult(training=training, promotion=promotion)
+    deployment = None
+    settings = settings_for(model_name=training.model_name)
+    # Only a version that just took production is rolled out; a refused one changed nothing.
+    if settings.deploy_target == "kubernetes" and promotion.outcome == "promoted":
+        deployment = deploy_flow(
+            version=promotion.challenger_version, model_name=training.model_name
+        )
+    return RetrainResult(training=training, promotion=promotion, deployment=deployment)

@@ -2,7 +2,8 @@
 
 Production is an alias (`models:/loan-default@production`), never a stage. Every gate decision,
 pass or fail, is a run of its own in the promotions experiment, so the log is append-only and
-readable in the MLflow UI as well as through `history()`.
+readable in the MLflow UI as well as through `history()`. So is every deploy outcome (a version
+rolled out, or rolled back with the alias moved back): `deploy_history()` reads those.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ GATE_DATA_ARTIFACT = "gate/test.parquet"
 REFERENCE_ARTIFACT = "reference"
 """The monitoring reference of a version's training run: sample and statistics."""
 LOANOPS_METADATA_KEY = "loanops"
+RECORD_KIND_TAG = "loanops.record_kind"
+"""Tells the promotion log's two kinds of run apart: `gate` decisions and `deploy` outcomes."""
 
 # Types inside our own calibrated pipelines that skops does not trust by default. Loading a model
 # that needs anything else fails instead of unpickling it, which is the point of using skops.
@@ -379,6 +382,7 @@ def record_decision(
             "loanops.challenger_version": record.challenger_version,
             "loanops.champion_version": record.champion_version or "",
             "loanops.decided_by": decided_by,
+            RECORD_KIND_TAG: "gate",
             "mlflow.note.content": "\n".join(record.reasons),
         },
     )
@@ -415,12 +419,12 @@ def tag_version_with_decision(
         client.set_model_version_tag(settings.model_name, record.challenger_version, key, value)
 
 
-def history(client: MlflowClient, settings: Settings) -> list[DecisionRecord]:
-    """Every complete gate decision on the configured model, oldest first."""
+def _complete_records(client: MlflowClient, settings: Settings) -> list[Any]:
+    """Every complete run of the promotion log on the configured model, oldest first."""
     experiment = client.get_experiment_by_name(settings.promotion_experiment_name)
     if experiment is None:
         return []
-    runs = client.search_runs(
+    runs: list[Any] = client.search_runs(
         [experiment.experiment_id],
         filter_string=(
             f"tags.`loanops.model_name` = '{settings.model_name}' "
@@ -429,7 +433,102 @@ def history(client: MlflowClient, settings: Settings) -> list[DecisionRecord]:
         order_by=["attributes.start_time ASC"],
         max_results=10_000,
     )
+    return runs
+
+
+def history(client: MlflowClient, settings: Settings) -> list[DecisionRecord]:
+    """Every complete gate decision on the configured model, oldest first."""
     return [
         DecisionRecord(**mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/decision.json"))
-        for run in runs
+        for run in _complete_records(client, settings)
+        # Records written before the kind tag existed are all gate decisions.
+        if run.data.tags.get(RECORD_KIND_TAG, "gate") == "gate"
+    ]
+
+
+@dataclass(frozen=True)
+class DeployRecord:
+    """One deploy outcome as stored: which version, where, what became of it and why."""
+
+    deployed_at: str
+    deployed_by: str
+    model_name: str
+    outcome: str
+    """`deployed`; `rolled_back` when a rollout failed or timed out and was undone;
+    `rollback_failed` when a Deployment could not be put back."""
+    version: str
+    previous_version: str | None
+    """The champion before `version`: what the production alias goes back to on a rollback."""
+    production_version: str | None
+    """Where the production alias points once the deploy is over."""
+    namespace: str
+    rollouts: dict[str, str]
+    """Per Deployment, the last word on its rollout (and rollback)."""
+    reasons: list[str]
+    deploy_id: str = ""
+    run_id: str = ""
+
+
+def deploy_id(model_name: str, version: str, flow_run_id: str | None) -> str:
+    """The same id for every retry of one deploy run, so a retry cannot append a duplicate."""
+    basis = f"deploy:{model_name}:{version}:{flow_run_id or datetime.now(UTC).isoformat()}"
+    return hashlib.sha256(basis.encode()).hexdigest()[:32]
+
+
+def record_deploy(
+    client: MlflowClient, settings: Settings, record: DeployRecord, *, deploy_key: str
+) -> DeployRecord:
+    """Append a deploy outcome to the promotion log, once per `deploy_key`.
+
+    Stored like a gate decision: a run in the promotions experiment with tags to filter on and
+    `deploy.json`, marked complete last. The version also carries its latest deploy outcome as
+    tags, as it carries its gate outcome.
+    """
+    experiment_id = ensure_experiment(client, settings.promotion_experiment_name, settings)
+    existing = client.search_runs(
+        [experiment_id],
+        filter_string=(
+            f"tags.`loanops.deploy_id` = '{deploy_key}' and tags.`loanops.record_complete` = 'true'"
+        ),
+        max_results=1,
+    )
+    if existing:
+        return DeployRecord(
+            **mlflow.artifacts.load_dict(f"runs:/{existing[0].info.run_id}/deploy.json")
+        )
+    run = client.create_run(
+        experiment_id,
+        run_name=f"v{record.version} {record.outcome.replace('_', ' ')}",
+        tags={
+            "loanops.model_name": record.model_name,
+            "loanops.deploy_id": deploy_key,
+            "loanops.outcome": record.outcome,
+            "loanops.version": record.version,
+            "loanops.previous_version": record.previous_version or "",
+            "loanops.decided_by": record.deployed_by,
+            "loanops.namespace": record.namespace,
+            RECORD_KIND_TAG: "deploy",
+            "mlflow.note.content": "\n".join(record.reasons),
+        },
+    )
+    run_id = run.info.run_id
+    stored = DeployRecord(**{**asdict(record), "deploy_id": deploy_key, "run_id": run_id})
+    client.log_dict(run_id, asdict(stored), "deploy.json")
+    client.set_tag(run_id, "loanops.record_complete", "true")
+    client.set_terminated(run_id, status="FINISHED" if record.outcome == "deployed" else "FAILED")
+    for key, value in {
+        "deploy.outcome": stored.outcome,
+        "deploy.deployed_at": stored.deployed_at,
+        "deploy.record_run_id": run_id,
+    }.items():
+        client.set_model_version_tag(settings.model_name, stored.version, key, value)
+    return stored
+
+
+def deploy_history(client: MlflowClient, settings: Settings) -> list[DeployRecord]:
+    """Every complete deploy outcome on the configured model, oldest first."""
+    return [
+        DeployRecord(**mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/deploy.json"))
+        for run in _complete_records(client, settings)
+        if run.data.tags.get(RECORD_KIND_TAG) == "deploy"
     ]

@@ -23,6 +23,10 @@ _ALIAS_CHARACTERS = re.compile(r"[A-Za-z0-9_-]+")
 _VERSION_ALIAS = re.compile(r"[vV][0-9]+")
 _MAX_ALIAS_LENGTH = 255
 _MODEL_REF = re.compile(r"models:/[^/@]+(@[A-Za-z0-9_-]+|/[0-9]+)")
+# Kubernetes names: namespaces and container names are DNS labels (RFC 1123). Deployment names
+# may be longer subdomains, but ours are Service-like labels, and one rule is easier to read.
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_MAX_DNS_LABEL_LENGTH = 63
 # What manifests and templates ship in place of a secret; never a real one.
 _PLACEHOLDER = re.compile(r"change[-_]?(this|me)|placeholder|replace[-_]?me|<[^>]*>", re.I)
 
@@ -230,6 +234,39 @@ class Settings(BaseSettings):
         lt=0.5,
         description="Fall of the labelled AUC below the test AUC that triggers retraining.",
     )
+    deploy_target: Literal["none", "kubernetes"] = Field(
+        default="none",
+        description=(
+            "Where `retrain` rolls out a promoted version: `none` stops at the registry, so local "
+            "runs never touch a cluster; `kubernetes` runs the deploy flow after the promotion."
+        ),
+    )
+    kube_config: Path | None = Field(
+        default=None,
+        description=(
+            "Kubeconfig file the deploy flow reaches the cluster with. Unset: the pod's own "
+            "service account inside the cluster, else KUBECONFIG or ~/.kube/config, as kubectl."
+        ),
+    )
+    kube_namespace: str = Field(
+        default="loan-default-prediction",
+        description="Namespace of the Deployments the deploy flow pins.",
+    )
+    kube_deployments: dict[str, str] = Field(
+        default_factory=lambda: {"loanops-api": "api", "loanops-worker": "worker"},
+        description=(
+            "The Deployments the deploy flow pins to a model version, each with the name of the "
+            "container that loads the model."
+        ),
+    )
+    rollout_timeout_seconds: float = Field(
+        default=1800.0,
+        gt=0,
+        description=(
+            "Longest the deploy flow waits for the Deployments to roll out before it rolls them "
+            "back; a backstop behind each Deployment's own progressDeadlineSeconds."
+        ),
+    )
     retrain_trigger: Literal["subflow", "event", "off"] = Field(
         default="subflow",
         description=(
@@ -329,6 +366,32 @@ class Settings(BaseSettings):
                 "the embedded SQLite store is for local use only"
             )
         return self
+
+    @field_validator("kube_namespace")
+    @classmethod
+    def _namespace_is_a_dns_label(cls, namespace: str) -> str:
+        if not _DNS_LABEL.fullmatch(namespace) or len(namespace) > _MAX_DNS_LABEL_LENGTH:
+            raise ValueError(
+                f"namespace {namespace!r} must be a DNS label: at most 63 lowercase letters, "
+                "digits and '-', starting and ending with a letter or digit"
+            )
+        return namespace
+
+    @field_validator("kube_deployments")
+    @classmethod
+    def _deployments_name_objects_kubernetes_accepts(
+        cls, deployments: dict[str, str]
+    ) -> dict[str, str]:
+        if not deployments:
+            raise ValueError("name at least one Deployment for the deploy flow to pin")
+        for deployment, container in deployments.items():
+            for what, name in (("Deployment", deployment), ("container", container)):
+                if not _DNS_LABEL.fullmatch(name) or len(name) > _MAX_DNS_LABEL_LENGTH:
+                    raise ValueError(
+                        f"{what} name {name!r} must be a DNS label: at most 63 lowercase "
+                        "letters, digits and '-', starting and ending with a letter or digit"
+                    )
+        return deployments
 
     @field_validator("model_ref")
     @classmethod

@@ -30,3 +30,24 @@ for _name in [name for name in os.environ if name.startswith("LOANOPS_") and "TE
 def _remove_prefect_home() -> Iterator[None]:
     yield
     shutil.rmtree(_PREFECT_HOME, ignore_errors=True)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Registered here, not in pyproject.toml, next to the skip that goes with it.
+    config.addinivalue_line(
+        "markers",
+        "real_cluster: runs against the real Kubernetes cluster of LOANOPS_TEST_KUBECONFIG; "
+        "skipped without one",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("LOANOPS_TEST_KUBECONFIG"):
+        return
+    skip = pytest.mark.skip(
+        reason="no Kubernetes API server can run here, and the emulator runs these tests "
+        "already; set LOANOPS_TEST_KUBECONFIG to a cluster's kubeconfig to run them there"
+    )
+    for item in items:
+        if "real_cluster" in item.keywords:
+            item.add_marker(skip)

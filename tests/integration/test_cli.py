@@ -42,7 +42,7 @@ def loanops(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
     )
 
 
-def test_train_promote_and_read_the_registry(cli_env: dict[str, str]) -> None:
+def test_train_promote_and_read_the_registry(cli_env: dict[str, str], tmp_path: Path) -> None:
     trained = loanops(cli_env, "train", "--rows", "4000", "--seed", "7", "--trials", "2")
     assert trained.returncode == 0, trained.stderr
     assert "cv_roc_auc" in trained.stdout
@@ -69,6 +69,14 @@ def test_train_promote_and_read_the_registry(cli_env: dict[str, str]) -> None:
         load_dataset("lending_club", rows=4000, seed=7).sha256,
     ):
         assert expected in shown.stdout
+
+    carded = loanops(cli_env, "models", "card", "1", "--out", str(tmp_path / "card"))
+    assert carded.returncode == 0, carded.stderr
+    assert "model_card.html" in carded.stdout
+    text = (tmp_path / "card" / "model_card.md").read_text()
+    assert "# Model card: loan-default v1" in text
+    assert "| outcome | promoted |" in text
+    assert (tmp_path / "card" / "calibration.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_unknown_dataset_is_one_line_and_exit_1(cli_env: dict[str, str]) -> None:
@@ -100,11 +108,12 @@ def test_bad_training_data_is_one_clear_line_without_a_traceback(
 
 
 def test_unknown_version_is_one_line(cli_env: dict[str, str]) -> None:
-    result = loanops(cli_env, "models", "show", "999")
+    for command in ("show", "card"):
+        result = loanops(cli_env, "models", command, "999")
 
-    assert result.returncode == 1
-    assert "error: MLflow:" in result.stderr and "999" in result.stderr
-    assert "Traceback" not in result.stderr
+        assert result.returncode == 1
+        assert "error: MLflow:" in result.stderr and "999" in result.stderr
+        assert "Traceback" not in result.stderr
 
 
 def test_settings_refuse_the_embedded_store_outside_dev(cli_env: dict[str, str]) -> None:

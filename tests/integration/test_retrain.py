@@ -72,6 +72,8 @@ def test_retrain_promotes_then_gate_refuses_a_worse_model(
     first = retrain_flow(dataset="lending_club")
 
     assert first.promotion.outcome == "promoted"
+    # No cluster is configured (LOANOPS_DEPLOY_TARGET=none): retrain stops at the registry.
+    assert first.deployment is None
     version = client.get_model_version(settings.model_name, first.training.version)
     for tag in LINEAGE_TAGS:
         assert version.tags.get(tag), f"lineage tag {tag} missing from v{version.version}"

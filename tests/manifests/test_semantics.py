@@ -394,8 +394,8 @@ def test_the_deploy_flow_may_do_only_what_it_needs(rendered: Render) -> None:
         (tuple(r["apiGroups"]), tuple(r["resources"])): sorted(r["verbs"]) for r in role["rules"]
     }
     assert rules == {
-        (("apps",), ("deployments",)): ["get", "list", "patch", "watch"],
-        (("apps",), ("replicasets",)): ["get", "list"],
+        (("apps",), ("deployments",)): ["get", "patch"],
+        (("apps",), ("replicasets",)): ["list"],
     }
     binding = rendered.get("RoleBinding", "loanops-deployer")
     assert binding["roleRef"] == {

@@ -25,9 +25,20 @@ NOT_POD_FIELDS = {
     # Unset means "every row" and "no time budget"; an environment variable cannot say unset.
     "dataset_rows": "unset by default",
     "tune_timeout_seconds": "unset by default",
+    # Unset in the cluster: the flow runs reach the API with their own service account.
+    "kube_config": "unset in the cluster",
 }
-# Where this deployment puts things: these differ from the code's embedded defaults on purpose.
-DEPLOYMENT_FIELDS = {"env", "home", "tracking_uri", "redis_url", "storage_dir", "database_url"}
+# Where this deployment puts things, and that it deploys to its own cluster: these differ from the
+# code's embedded defaults on purpose.
+DEPLOYMENT_FIELDS = {
+    "env",
+    "home",
+    "tracking_uri",
+    "redis_url",
+    "storage_dir",
+    "database_url",
+    "deploy_target",
+}
 
 
 def env_name(field: str) -> str:
