@@ -150,11 +150,22 @@ def log_reports(
 
 
 def monitoring_folder(settings: Settings, version: ModelVersion) -> Path:
-    """A new folder for one run's reports, under the storage folder, by model and version."""
+    """A new folder for one run's reports, under the storage folder, by model and version.
+
+    Never one that exists: a monitor and a performance run in the same second would otherwise
+    share it, and each would log the other's files as its own artifacts.
+    """
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    folder = settings.storage_path / "monitoring" / version.name / f"v{version.version}" / stamp
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    parent = settings.storage_path / "monitoring" / version.name / f"v{version.version}"
+    parent.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, 1000):
+        folder = parent / (stamp if attempt == 1 else f"{stamp}-{attempt}")
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        return folder
+    raise FileExistsError(f"no free report folder for {stamp} under {parent}")
 
 
 def record_monitoring_run(
