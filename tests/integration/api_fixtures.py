@@ -9,22 +9,27 @@ an alias, so `point_alias` is a faithful stand-in for the promotion flow here.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
 import httpx
 import mlflow.sklearn
+import pandas as pd
+from fastapi.testclient import TestClient
 from mlflow import MlflowClient
 from sklearn.linear_model import LogisticRegression
 
 from loanops import registry
 from loanops.data import synthetic as syn
 from loanops.settings import Settings
+from serving.app import create_app
 
 API_KEYS = ("k1-3f9a7c2e", "k2-b81d04aa")
 """Keys the test APIs accept; distinctive, so that a leak into a log is easy to spot."""
@@ -190,3 +195,31 @@ def wait_for(condition: Callable[[], bool], timeout: float = 30.0, what: str = "
         if time.monotonic() > deadline:
             raise AssertionError(f"waited {timeout} s for {what}")
         time.sleep(0.05)
+
+
+def through_api(
+    loans: pd.DataFrame, *, ready_timeout: float = 180.0
+) -> tuple[datetime, datetime, list[str]]:
+    """Score synthetic `loans` through the real API app, so their decisions land in the log.
+
+    The app is built from the `LOANOPS_*` environment in force. Returns the window that holds
+    exactly those decisions, and their request ids.
+    """
+    rows = [
+        {k: (None if pd.isna(v) else v.item() if hasattr(v, "item") else v) for k, v in r.items()}
+        for r in syn.SCHEMA.to_frame(loans).astype(object).to_dict(orient="records")
+    ]
+    start = datetime.now(UTC)
+    request_ids: list[str] = []
+    with TestClient(create_app(Settings())) as client:
+        deadline = time.monotonic() + ready_timeout
+        while client.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline, client.get("/readyz").json()
+            time.sleep(0.2)
+        for first in range(0, len(rows), 1000):
+            body = {"applications": rows[first : first + 1000]}
+            response = client.post("/v1/predict/batch", content=json.dumps(body))
+            assert response.status_code == 200, response.text
+            request_ids += [p["request_id"] for p in response.json()["predictions"]]
+    # The app's shutdown has flushed the decision log.
+    return start, datetime.now(UTC), request_ids

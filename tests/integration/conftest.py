@@ -24,6 +24,13 @@ def postgres_server() -> Iterator[str]:
         yield url
 
 
+@pytest.fixture
+def database_url(postgres_server: str) -> Iterator[str]:
+    """A fresh PostgreSQL database of one test's own, dropped after it."""
+    with fresh_database(postgres_server) as url:
+        yield url
+
+
 @pytest.fixture(scope="session")
 def mlflow_server_url(
     postgres_server: str, tmp_path_factory: pytest.TempPathFactory

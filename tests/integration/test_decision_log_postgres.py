@@ -35,7 +35,7 @@ from loanops.decisions import (
 )
 from tests.factories import DECIDED_FROM as T0
 from tests.factories import make_decision, make_decisions
-from tests.services import fresh_database, libpq_url
+from tests.services import libpq_url
 
 pytestmark = pytest.mark.integration
 
@@ -61,12 +61,6 @@ def finish(processes: list[BaseProcess], timeout: float = 60) -> list[int | None
             process.kill()
             process.join()
     return [process.exitcode for process in processes]
-
-
-@pytest.fixture
-def database_url(postgres_server: str) -> Iterator[str]:
-    with fresh_database(postgres_server) as url:
-        yield url
 
 
 @pytest.fixture

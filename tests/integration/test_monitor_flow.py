@@ -7,27 +7,22 @@ in PostgreSQL, decisions written by the real API app, and a real Prefect server.
 
 from __future__ import annotations
 
-import json
-import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
-import pandas as pd
 import pytest
-from fastapi.testclient import TestClient
 
 from flows.monitor import monitor_flow
 from flows.performance import performance_flow
 from flows.retrain import retrain_flow
 from loanops import decisions, registry
-from loanops.data import get_dataset
 from loanops.data.synthetic import Drift, generate
 from loanops.outcomes import Outcome, record_outcomes
 from loanops.registry import version_by_alias
 from loanops.settings import Settings
-from serving.app import create_app
+from tests.integration.api_fixtures import through_api
 from tests.services import fresh_database
 
 pytestmark = pytest.mark.integration
@@ -87,34 +82,10 @@ def settings(
         # The gate's verdict on this small model is not what these tests are about; the
         # scenarios need a production version whether or not it cleared the floors.
         first = min(int(v) for v in versions(settings))
-        client.set_registered_model_alias(settings.model_name, settings.production_alias, first)
+        client.set_registered_model_alias(
+            settings.model_name, settings.production_alias, str(first)
+        )
     return settings
-
-
-def through_api(loans: pd.DataFrame) -> tuple[datetime, datetime, list[str]]:
-    """Score `loans` through the real API, so their decisions land in the decision log.
-
-    Returns the window that holds exactly those decisions, and their request ids.
-    """
-    schema = get_dataset("synthetic").schema
-    rows = [
-        {k: (None if pd.isna(v) else v.item() if hasattr(v, "item") else v) for k, v in r.items()}
-        for r in schema.to_frame(loans).astype(object).to_dict(orient="records")
-    ]
-    start = datetime.now(UTC)
-    request_ids: list[str] = []
-    with TestClient(create_app(Settings())) as client:
-        deadline = time.monotonic() + 180
-        while client.get("/readyz").status_code != 200:
-            assert time.monotonic() < deadline, client.get("/readyz").json()
-            time.sleep(0.2)
-        for first in range(0, len(rows), 1000):
-            body = {"applications": rows[first : first + 1000]}
-            response = client.post("/v1/predict/batch", content=json.dumps(body))
-            assert response.status_code == 200, response.text
-            request_ids += [p["request_id"] for p in response.json()["predictions"]]
-    # The app's shutdown has flushed the decision log.
-    return start, datetime.now(UTC), request_ids
 
 
 def days_between(start: datetime, end: datetime) -> float:

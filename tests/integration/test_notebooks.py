@@ -15,30 +15,26 @@ from __future__ import annotations
 import json
 import re
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import ipykernel.kernelspec
 import nbformat
 import numpy as np
-import pandas as pd
 import papermill
 import pytest
-from fastapi.testclient import TestClient
 
 from flows.monitor import monitor_flow
 from flows.performance import performance_flow
 from flows.train import train_flow
 from loanops import decisions, registry
-from loanops.data import get_dataset, load_dataset
+from loanops.data import load_dataset
 from loanops.data.synthetic import Drift, generate
 from loanops.outcomes import Outcome, record_outcomes
 from loanops.settings import Settings
-from serving.app import create_app
+from tests.integration.api_fixtures import through_api
 
 pytestmark = pytest.mark.integration
 
@@ -58,29 +54,6 @@ class Stack:
     candidate: str
     monitor_run_ids: tuple[str, ...]
     performance_run_id: str
-
-
-def through_api(loans: pd.DataFrame) -> tuple[datetime, datetime, list[str]]:
-    """Score `loans` through the real API app, so their decisions land in the decision log."""
-    schema = get_dataset("synthetic").schema
-    rows = [
-        {k: (None if pd.isna(v) else v.item() if hasattr(v, "item") else v) for k, v in r.items()}
-        for r in schema.to_frame(loans).astype(object).to_dict(orient="records")
-    ]
-    start = datetime.now(UTC)
-    request_ids: list[str] = []
-    with TestClient(create_app(Settings())) as client:
-        deadline = time.monotonic() + 120
-        while client.get("/readyz").status_code != 200:
-            assert time.monotonic() < deadline, client.get("/readyz").json()
-            time.sleep(0.2)
-        for first in range(0, len(rows), 1000):
-            body = {"applications": rows[first : first + 1000]}
-            response = client.post("/v1/predict/batch", content=json.dumps(body))
-            assert response.status_code == 200, response.text
-            request_ids += [p["request_id"] for p in response.json()["predictions"]]
-    # The app's shutdown has flushed the decision log.
-    return start, datetime.now(UTC), request_ids
 
 
 def build_stack(home: Path) -> Stack:

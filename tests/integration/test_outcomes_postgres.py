@@ -28,7 +28,6 @@ from loanops.decisions import (
 )
 from loanops.outcomes import Outcome, OutcomeRecord, OutcomeReport, read_labelled, record_outcomes
 from tests import factories
-from tests.services import fresh_database
 
 pytestmark = pytest.mark.integration
 
@@ -50,12 +49,6 @@ def stored(engine: Engine) -> dict[str, bool]:
     table = OutcomeRecord.__table__
     with engine.connect() as connection:
         return dict(connection.execute(sa.select(table.c.request_id, table.c.defaulted)).all())  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def database_url(postgres_server: str) -> Iterator[str]:
-    with fresh_database(postgres_server) as url:
-        yield url
 
 
 @pytest.fixture
