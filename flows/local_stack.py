@@ -49,7 +49,7 @@ def loanops_command(*args: str) -> list[str]:
     script = Path(sys.executable).with_name("loanops")
     if script.exists():
         return [str(script), *args]
-    return [sys.executable, "-m", "flows.cli", *args]
+    return [sys.executable, "-m", "cli", *args]
 
 
 @contextlib.contextmanager

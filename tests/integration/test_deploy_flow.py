@@ -23,7 +23,7 @@ from kubernetes.client import AppsV1Api
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from flows.cli import app
+from cli.app import app
 from flows.deploy import DeployError, deploy_flow
 from flows.retrain import retrain_flow
 from loanops import registry

@@ -12,7 +12,8 @@ from kubernetes.client.exceptions import ApiException
 from prefect.states import Failed
 from typer.testing import CliRunner
 
-from flows.cli import CLEAR_ERRORS, app
+from cli.app import app
+from cli.errors import CLEAR_ERRORS
 from flows.deploy import (
     KUBE_RETRIES,
     DeployError,
