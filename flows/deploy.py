@@ -33,7 +33,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.states import State
 
-from flows.train import TRACKING_RETRIES, settings_for
+from flows.common import TRACKING_RETRIES, settings_for
 from loanops import registry, rollout
 from loanops.rollout import JsonPatch, RolloutStatus
 from loanops.settings import Settings
