@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from cli import demo, models, monitoring, serving, training
+from cli.stack import commands as stack
 
 app = typer.Typer(
     name="loanops",
@@ -29,6 +30,7 @@ def main() -> None:
 
 app.add_typer(models.models_app, name="models")
 app.add_typer(monitoring.outcomes_app, name="outcomes")
+app.add_typer(stack.app, name="stack")
 app.command()(training.train)
 app.command()(training.promote)
 app.command()(training.retrain)

@@ -55,7 +55,7 @@ def tour_serving(config: Settings) -> None:
     import secrets
     import tempfile
 
-    from flows.local_stack import redis, serving_stack, tour
+    from cli.stack.tour import serving_stack, tour
     from loanops.data import load_dataset
 
     schema = get_dataset(config.dataset).schema
@@ -65,30 +65,28 @@ def tour_serving(config: Settings) -> None:
     refused_amount = amount.minimum - 1
     api_key = secrets.token_urlsafe(24)
     logs = config.home.resolve() / "logs"
+    env = {
+        **os.environ,
+        "LOANOPS_API_KEYS": api_key,
+        "LOANOPS_HOME": str(config.home.resolve()),
+    }
     with (
         tempfile.TemporaryDirectory(prefix="loanops-demo-") as tmp,
-        redis(config.redis_url, logs) as redis_url,
+        contextlib.ExitStack() as services,
     ):
-        env = {
-            **os.environ,
-            "LOANOPS_REDIS_URL": redis_url,
-            "LOANOPS_API_KEYS": api_key,
-            "LOANOPS_HOME": str(config.home.resolve()),
-        }
-        with contextlib.ExitStack() as services:
-            with console.status("starting the API and a batch worker…"):
-                url = services.enter_context(serving_stack(env, logs))
-            seen = run_with_status(
-                f"scoring over REST and as a batch job at {url}…",
-                lambda: tour(
-                    url,
-                    applications[schema.feature_names],
-                    api_key,
-                    Path(tmp),
-                    (amount.name, refused_amount),
-                ),
-            )
-            console.print("stopping the API and the worker…")
+        with console.status("starting the API and a batch worker…"):
+            url = services.enter_context(serving_stack(env, logs, config.redis_url))
+        seen = run_with_status(
+            f"scoring over REST and as a batch job at {url}…",
+            lambda: tour(
+                url,
+                applications[schema.feature_names],
+                api_key,
+                Path(tmp),
+                (amount.name, refused_amount),
+            ),
+        )
+        console.print("stopping the API and the worker…")
     console.print(f"[bold]POST /v1/predict[/] → {json.dumps(seen.prediction, indent=2)}")
     job = seen.job
     console.print(
