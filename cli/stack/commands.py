@@ -398,7 +398,11 @@ def status() -> None:
     for column in ("service", "pid", "state", "url"):
         table.add_column(column, no_wrap=True)
     probes = {"mlflow": "/health", "prefect": "/api/health", "api": "/readyz"}
-    for info in supervisor.processes():
+    order = list(urls)  # the order `up` starts them in
+    processes = sorted(
+        supervisor.processes(), key=lambda p: order.index(p.name) if p.name in order else len(order)
+    )
+    for info in processes:
         url = urls.get(info.name)
         if info.state == "RUNNING":
             state = "running"
