@@ -168,7 +168,8 @@ def deploy(
             "no cluster is configured: set LOANOPS_DEPLOY_TARGET=kubernetes (and, outside the "
             "cluster, LOANOPS_KUBE_CONFIG to a kubeconfig file)"
         )
-    from flows.deploy import JSON_PATCH, deploy_flow
+    from flows.deploy.flow import deploy_flow
+    from flows.deploy.kube import JSON_PATCH
 
     result = run_with_status(
         "reading the Deployments…" if dry_run else "deploying…",

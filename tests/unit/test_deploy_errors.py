@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from cli.app import app
 from cli.errors import CLEAR_ERRORS
-from flows.deploy import (
+from flows.deploy.kube import (
     KUBE_RETRIES,
     DeployError,
     KubeApiError,
@@ -22,7 +22,7 @@ from flows.deploy import (
     kube_client,
     transient_kube_error,
 )
-from loanops.rollout import RolloutError
+from flows.deploy.rollout import RolloutError
 from loanops.settings import Settings
 
 NAMESPACE = "loan-default-prediction"
