@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
+from tenacity import (
+    RetryError,
+    Retrying,
+    before_sleep_log,
+    retry_if_result,
+    stop_after_delay,
+    wait_fixed,
+)
+
+logger = logging.getLogger(__name__)
 
 
 class StackError(RuntimeError):
@@ -25,8 +35,18 @@ def wait_until(
 ) -> None:
     """Call `ready` until it returns True, every `interval` seconds for at most `timeout`.
 
+    The one wait of the stack, after fastapi/full-stack-fastapi-template's backend_pre_start.py:
+    a tenacity retry with a stop, a wait and a logging hook (each attempt at DEBUG).
+
     An exception from `ready` (a `StackError` saying the service exited, say) ends the wait
     at once.
+
+    Args:
+        what: the service waited for, as the error names it.
+        ready: the probe.
+        timeout: seconds before giving up.
+        interval: seconds between attempts.
+        log: the service's log, whose tail the error shows.
 
     Raises:
         StackError: `ready` never returned True in time; the message ends with `log`'s tail.
@@ -35,6 +55,7 @@ def wait_until(
         stop=stop_after_delay(timeout),
         wait=wait_fixed(interval),
         retry=retry_if_result(lambda answered: answered is not True),
+        before_sleep=before_sleep_log(logger, logging.DEBUG),
     )
     try:
         retrying(ready)
