@@ -51,14 +51,8 @@ from cli.stack.probes import (
     port_free,
     wait_until,
 )
-from cli.stack.programs import (
-    base_environment,
-    loanops_command,
-    mlflow_server_command,
-    prefect_server_command,
-    redis_server_command,
-)
-from cli.stack.supervisor import Program, Supervisor
+from cli.stack.programs import StackPorts, base_environment, stack_programs
+from cli.stack.supervisor import Supervisor
 from loanops.settings import Settings
 
 app = typer.Typer(
@@ -180,59 +174,19 @@ def start(
 
     home = settings.home.resolve()
     home.mkdir(parents=True, exist_ok=True)
-    redis_url = settings.redis_url
-    redis_port = None if redis_url else free_port()
-    programs: list[Program] = []
+    redis_port = None if settings.redis_url else free_port()
+    redis_url = settings.redis_url or f"redis://127.0.0.1:{redis_port}/0"
     if redis_port is not None:
         paths.redis_dir.mkdir(parents=True, exist_ok=True)
-        redis_url = f"redis://127.0.0.1:{redis_port}/0"
-        programs.append(
-            Program("redis", redis_server_command(redis_port, paths.redis_dir), priority=100)
-        )
-    assert redis_url is not None
     mlflow_url = f"http://127.0.0.1:{mlflow_port}"
     prefect_url = f"http://127.0.0.1:{prefect_port}"
     api_url = f"http://127.0.0.1:{api_port}"
-    embedded = settings.model_copy(update={"tracking_uri": None})
-    serving_environment = {
-        "LOANOPS_HOME": str(home),
-        "LOANOPS_TRACKING_URI": mlflow_url,
-        "LOANOPS_REDIS_URL": redis_url,
-    }
-    programs += [
-        Program(
-            "mlflow",
-            # The demo's own artifact folder: its runs and the new ones side by side.
-            mlflow_server_command(mlflow_port, embedded.mlflow_uri, embedded.artifact_location),
-            {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-            priority=200,
-        ),
-        Program(
-            "prefect",
-            prefect_server_command(prefect_port),
-            {
-                "PREFECT_HOME": os.environ.get("PREFECT_HOME") or str(home / "prefect"),
-                # The UI asks the server where its API is; without this it answers the default
-                # port.
-                "PREFECT_UI_API_URL": f"{prefect_url}/api",
-            },
-            priority=200,
-        ),
-        Program(
-            "api",
-            loanops_command(
-                "serve", "--host", "127.0.0.1", "--port", str(api_port), "--log-level", "info"
-            ),
-            serving_environment,
-            priority=300,
-        ),
-        Program(
-            "worker",
-            loanops_command("worker", "--concurrency", "1", "--log-level", "INFO"),
-            serving_environment,
-            priority=300,
-        ),
-    ]
+    programs = stack_programs(
+        settings.model_copy(update={"home": home}),
+        StackPorts(mlflow_port, prefect_port, api_port, redis_port),
+        redis_url,
+        paths.redis_dir,
+    )
     urls = {"redis": redis_url, "mlflow": mlflow_url, "prefect": prefect_url, "api": api_url}
     try:
         write_services(paths, {p.name: urls.get(p.name) for p in programs})

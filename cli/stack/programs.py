@@ -5,9 +5,82 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from cli.stack.probes import StackError
+from cli.stack.supervisor import Program
+from loanops.settings import Settings
+
+
+@dataclass(frozen=True)
+class StackPorts:
+    """Where `make stack`'s services listen on 127.0.0.1; `redis` None for a configured one."""
+
+    mlflow: int
+    prefect: int
+    api: int
+    redis: int | None
+
+
+def stack_programs(
+    settings: Settings, ports: StackPorts, redis_url: str, redis_dir: Path
+) -> list[Program]:
+    """`make stack`'s programs, servers first: Redis (when bundled), MLflow, Prefect, API, worker.
+
+    Args:
+        settings: the stack's settings; `home` is where the demo's stores are.
+        ports: where each listens.
+        redis_url: the Redis the API and the worker use.
+        redis_dir: the bundled Redis's working folder.
+    """
+    home = settings.home
+    # The demo's own store and artifact folder: its runs and the new ones side by side.
+    embedded = settings.model_copy(update={"tracking_uri": None})
+    serving_environment = {
+        "LOANOPS_HOME": str(home),
+        "LOANOPS_TRACKING_URI": f"http://127.0.0.1:{ports.mlflow}",
+        "LOANOPS_REDIS_URL": redis_url,
+    }
+    programs: list[Program] = []
+    if ports.redis is not None:
+        programs.append(
+            Program("redis", redis_server_command(ports.redis, redis_dir), priority=100)
+        )
+    return [
+        *programs,
+        Program(
+            "mlflow",
+            mlflow_server_command(ports.mlflow, embedded.mlflow_uri, embedded.artifact_location),
+            {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+            priority=200,
+        ),
+        Program(
+            "prefect",
+            prefect_server_command(ports.prefect),
+            {
+                "PREFECT_HOME": os.environ.get("PREFECT_HOME") or str(home / "prefect"),
+                # The UI asks the server where its API is; without this it answers the default
+                # port.
+                "PREFECT_UI_API_URL": f"http://127.0.0.1:{ports.prefect}/api",
+            },
+            priority=200,
+        ),
+        Program(
+            "api",
+            loanops_command(
+                "serve", "--host", "127.0.0.1", "--port", str(ports.api), "--log-level", "info"
+            ),
+            serving_environment,
+            priority=300,
+        ),
+        Program(
+            "worker",
+            loanops_command("worker", "--concurrency", "1", "--log-level", "INFO"),
+            serving_environment,
+            priority=300,
+        ),
+    ]
 
 
 def base_environment() -> dict[str, str]:
