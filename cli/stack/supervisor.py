@@ -251,11 +251,14 @@ class Supervisor:
         """
         if not self.answers():
             return 0
-        names = {info.name for info in self.processes()}
-        tiers = [[name for name in tier if name in names] for tier in order]
-        tiers.append(sorted(names.difference(*order)))
-        stopped = sum(self.stop(tier) for tier in tiers if tier)
-        self.shutdown()
+        try:
+            names = {info.name for info in self.processes()}
+            tiers = [[name for name in tier if name in names] for tier in order]
+            tiers.append(sorted(names.difference(*order)))
+            stopped = sum(self.stop(tier) for tier in tiers if tier)
+            self.shutdown()
+        except (OSError, xmlrpc.client.Error) as error:
+            raise StackError(f"supervisord stopped answering ({error}); see {self.log}") from None
         return stopped
 
     def shutdown(self) -> None:
