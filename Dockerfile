@@ -34,6 +34,7 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 COPY loanops ./loanops
 COPY flows ./flows
 COPY serving ./serving
+COPY cli ./cli
 COPY prefect.yaml ./
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --locked --no-dev

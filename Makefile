@@ -60,13 +60,13 @@ demo: install ## Tune, train, register and promote a model on embedded defaults
 	$(BIN)/loanops demo
 
 stack: install ## MLflow UI, Prefect UI, the API and a worker in the background; prints the URLs
-	$(BIN)/python -m flows.stack up $(STACK_ARGS)
+	$(BIN)/loanops stack up $(STACK_ARGS)
 
-stack-down: ## Stop everything `make stack` started, by PID, and check that nothing is left
-	@if [ -x $(BIN)/python ]; then $(BIN)/python -m flows.stack down; else echo "no $(VENV): nothing to stop"; fi
+stack-down: ## Stop everything `make stack` started, then its supervisord, and check that nothing is left
+	@if [ -x $(BIN)/loanops ]; then $(BIN)/loanops stack down; else echo "no $(VENV): nothing to stop"; fi
 
 stack-status: ## What `make stack` runs, and whether each part answers
-	$(BIN)/python -m flows.stack status
+	$(BIN)/loanops stack status
 
 api-docs: install ## Rewrite docs/api.md from the API's OpenAPI schema
 	$(BIN)/python tools/api_docs.py

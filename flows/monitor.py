@@ -20,7 +20,7 @@ from mlflow.entities.model_registry import ModelVersion
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.train import TRACKING_RETRIES, settings_for
+from flows.common import TRACKING_RETRIES, settings_for
 from flows.triggers import TriggerOutcome, request_retraining
 from loanops import decisions, registry
 from loanops.data import read_frame

@@ -23,7 +23,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
-from flows.train import TRACKING_RETRIES, settings_for
+from flows.common import TRACKING_RETRIES, settings_for
 from loanops import card, registry
 from loanops.data import frame_sha256
 from loanops.evaluate import expected_calibration_error

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 
 from prefect import flow
 
-from flows.deploy import DeployResult, deploy_flow
+from flows.common import settings_for
+from flows.deploy.flow import DeployResult, deploy_flow
 from flows.promote import PromotionResult, promote_flow
-from flows.train import TrainResult, settings_for, train_flow
+from flows.train import TrainResult, train_flow
 
 
 @dataclass(frozen=True)

@@ -14,17 +14,15 @@ from typing import Any
 
 import mlflow
 import numpy as np
-import requests
 from mlflow import MlflowClient
 from mlflow.data.pandas_dataset import from_pandas
 from mlflow.entities import DatasetInput, InputTag
-from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
-from prefect.states import State
 
+from flows.common import TRACKING_RETRIES, settings_for
 from loanops import registry
 from loanops.data import LoadedDataset, load_dataset, load_file
 from loanops.evaluate import (
@@ -46,22 +44,6 @@ from loanops.tune import TrialRecord, TuneResult, cross_validated_aucs, tune
 from loanops.validation import ValidationReport, validate_training_frame
 
 
-def transient_tracking_error(task: Any, task_run: Any, state: State) -> bool:
-    """Retry only what a second attempt can fix: a lost connection or a 5xx from MLflow."""
-    error = state.data
-    if isinstance(error, MlflowException):
-        return error.get_http_status_code() >= 500
-    return isinstance(error, ConnectionError | TimeoutError | requests.RequestException)
-
-
-# Calls to the tracking server can fail transiently; computation and bad input are never retried.
-TRACKING_RETRIES: dict[str, Any] = {
-    "retries": 3,
-    "retry_delay_seconds": [2, 5, 15],
-    "retry_condition_fn": transient_tracking_error,
-}
-
-
 @dataclass(frozen=True)
 class TrainResult:
     """What a training run produced."""
@@ -77,11 +59,6 @@ class TrainResult:
     dataset: str
     dataset_sha256: str
     rows: int
-
-
-def settings_for(**overrides: Any) -> Settings:
-    """Settings from the environment, with the flow's non-None parameters on top."""
-    return Settings(**{key: value for key, value in overrides.items() if value is not None})
 
 
 @task(cache_policy=NO_CACHE)

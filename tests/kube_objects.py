@@ -21,7 +21,7 @@ import kubernetes_validate
 import yaml
 from kubernetes.client import ApiClient
 
-from loanops.rollout import (
+from flows.deploy.rollout import (
     MODEL_REF_ENV,
     POD_TEMPLATE_HASH_LABEL,
     REVISION_ANNOTATION,

@@ -54,7 +54,7 @@ from kubernetes.client import (
     V1TokenRequestSpec,
 )
 
-from loanops.rollout import MODEL_REF_ENV, REVISION_ANNOTATION, rollout_status
+from flows.deploy.rollout import MODEL_REF_ENV, REVISION_ANNOTATION, rollout_status
 from tests.kube_objects import (
     as_model,
     manifest_deployment,

@@ -23,11 +23,9 @@ from kubernetes.client import AppsV1Api
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from flows.cli import app
-from flows.deploy import DeployError, deploy_flow
-from flows.retrain import retrain_flow
-from loanops import registry
-from loanops.rollout import (
+from cli.app import app
+from flows.deploy.flow import DeployError, deploy_flow
+from flows.deploy.rollout import (
     CHANGE_CAUSE_ANNOTATION,
     POD_TEMPLATE_HASH_LABEL,
     REVISION_ANNOTATION,
@@ -36,6 +34,8 @@ from loanops.rollout import (
     pinned_ref,
     rollout_status,
 )
+from flows.retrain import retrain_flow
+from loanops import registry
 from loanops.settings import Settings
 from tests.integration.kube_cluster import (
     CONTAINERS,

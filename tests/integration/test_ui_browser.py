@@ -1,20 +1,19 @@
 """The UIs of `make stack`, in a real browser: headless Chromium (Debian's) driven by Playwright.
 
-The stack is started exactly as `make stack` starts it (`python -m flows.stack up`, on free
-ports, in a temporary LOANOPS_HOME): a real `mlflow server` on SQLite, a real `prefect server`,
-the API under uvicorn and a Celery worker, each in its own process group. A small model is
+The stack is started exactly as `make stack` starts it (`loanops stack up`, on free ports, in a
+temporary LOANOPS_HOME): a real `mlflow server` on SQLite, a real `prefect server`, the API under
+uvicorn and a Celery worker, each a program of the stack's supervisord. A small model is
 registered and made production first, the way `make demo` leaves the store. Then Chromium opens
 the MLflow UI (the registered model with its `production` alias), the API's /docs (Swagger UI,
 served by the API itself, no CDN) and the Prefect UI, and saves a screenshot of each, into
 $LOANOPS_TEST_ARTIFACTS/ui when that is set, else a temporary folder; the paths are printed.
-Last, `python -m flows.stack down` must leave no process behind.
+Last, `loanops stack down` must leave no process behind, supervisord included.
 
 Only a missing Chromium skips these tests; Playwright's own browser downloads are never used.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -29,6 +28,8 @@ from typing import Any
 import httpx
 import pytest
 
+from cli.stack import commands as stack_commands
+from cli.stack.supervisor import Supervisor
 from loanops.settings import Settings
 from serving.app import offline_docs_assets
 from tests.integration.serving_fixtures import promote, register_version
@@ -63,16 +64,17 @@ class Stack:
     api: str
     up_output: str
 
+    def supervisor(self) -> Supervisor:
+        return stack_commands.supervisor_for(stack_commands.StackPaths(self.home / "stack"))
+
     def pids(self) -> list[dict[str, Any]]:
-        services: list[dict[str, Any]] = json.loads(
-            (self.home / "stack" / "pids.json").read_text()
-        )["services"]
-        return services
+        """Each program of the stack's supervisord: its name and PID."""
+        return [{"name": p.name, "pid": p.pid} for p in self.supervisor().processes()]
 
 
 def run_stack(command: str, env: dict[str, str], *ports: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "flows.stack", command, *ports],
+        [str(Path(sys.executable).with_name("loanops")), "stack", command, *ports],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -231,6 +233,7 @@ def test_prefect_ui_reaches_its_api(
 def test_stack_down_leaves_no_process(stack: Stack) -> None:
     pids = [s["pid"] for s in stack.pids()]
     groups = set(pids)
+    pids.append(stack.supervisor().pid())
     # The API's decision-log writer runs in a session of its own: found through its parent.
     children = set()
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -245,7 +248,8 @@ def test_stack_down_leaves_no_process(stack: Stack) -> None:
     assert "none is left" in down.stdout
     for pid in [*pids, *children]:
         assert not _alive(pid), f"process {pid} outlived `stack down`"
-    assert not (stack.home / "stack" / "pids.json").exists()
+    assert not (stack.home / "stack" / "services.json").exists()
+    assert not stack.supervisor().config.exists()
     for url in (f"{stack.mlflow}/health", f"{stack.api}/healthz", f"{stack.prefect}/api/health"):
         with pytest.raises(httpx.TransportError):
             httpx.get(url, timeout=2)

@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, ValidationError
 
-from flows.cli import CLEAR_ERRORS, _NoTracebackForClearErrors, clear_errors, describe
+from cli.errors import CLEAR_ERRORS, _NoTracebackForClearErrors, clear_errors, describe
 from loanops.promotion import PromotionError
 from loanops.settings import Settings
 from tests.services import free_port

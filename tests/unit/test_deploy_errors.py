@@ -12,8 +12,9 @@ from kubernetes.client.exceptions import ApiException
 from prefect.states import Failed
 from typer.testing import CliRunner
 
-from flows.cli import CLEAR_ERRORS, app
-from flows.deploy import (
+from cli.app import app
+from cli.errors import CLEAR_ERRORS
+from flows.deploy.kube import (
     KUBE_RETRIES,
     DeployError,
     KubeApiError,
@@ -21,7 +22,7 @@ from flows.deploy import (
     kube_client,
     transient_kube_error,
 )
-from loanops.rollout import RolloutError
+from flows.deploy.rollout import RolloutError
 from loanops.settings import Settings
 
 NAMESPACE = "loan-default-prediction"

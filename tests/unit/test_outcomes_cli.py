@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from flows.cli import app
+from cli.app import app
 from loanops import decisions
 from loanops.decisions import Decision
 

@@ -12,7 +12,7 @@ from mlflow.protos.databricks_pb2 import (
 )
 from prefect.states import Failed
 
-from flows.train import TRACKING_RETRIES, transient_tracking_error
+from flows.common import TRACKING_RETRIES, transient_tracking_error
 from loanops.promotion import PromotionError
 from loanops.validation import DataValidationError, Problem
 

@@ -14,7 +14,7 @@ from typing import Any
 import jsonpatch
 import pytest
 
-from loanops.rollout import (
+from flows.deploy.rollout import (
     CHANGE_CAUSE_ANNOTATION,
     MODEL_REF_ENV,
     POD_TEMPLATE_HASH_LABEL,

@@ -1,33 +1,32 @@
-"""`python -m flows.stack down` stops what `up` recorded, all of it, and nothing else.
+"""`loanops stack down` stops what `up` started, all of it, and nothing else.
 
 Stand-ins for the services are `sleep` processes and a Python process that ignores SIGTERM,
-started the way `up` starts a service (flows.stack._spawn: a process group of its own), so
-these run in about a second. tests/integration/test_ui_browser.py runs the real stack.
+run the way `up` runs a service (cli.stack.supervisor: a program of the stack's supervisord,
+in a process group of its own), so these run in seconds. tests/integration/test_ui_browser.py
+runs the real stack.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 from typer.testing import CliRunner
 
-from flows import stack
-from flows.local_stack import StackError
+from cli.stack import commands as stack
+from cli.stack.probes import StackError, free_port, port_free, wait_until
+from cli.stack.supervisor import Program, Supervisor
 from loanops.settings import Settings
 
 # Ignores SIGTERM, and starts one child in its group and one in a session of its own (as the
-# API starts its decision-log writer). It prints "children up" from two words: the log also
-# holds the command line, this very source.
+# API starts its decision-log writer).
 STUBBORN = """
 import signal, subprocess, sys, time
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -48,34 +47,28 @@ def paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> stack.StackPaths:
 
 
 @contextlib.contextmanager
-def spawned(
-    paths: stack.StackPaths, name: str, command: list[str]
-) -> Iterator[tuple[stack.Service, subprocess.Popen[bytes]]]:
-    service, child = stack._spawn(
-        name, command, paths.logs / f"{name}.log", dict(os.environ), paths.root, None
-    )
+def supervised(paths: stack.StackPaths, *programs: Program) -> Iterator[Supervisor]:
+    """The stack's supervisord running `programs`, as `up` starts it; stopped at the end."""
+    supervisor = stack.supervisor_for(paths)
+    supervisor.launch(programs, dict(os.environ))
     try:
-        yield service, child
+        for program in programs:
+            supervisor.start(program.name)
+        yield supervisor
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(child.pid, signal.SIGKILL)
-        child.wait()
+        supervisor.stop_all([])
+        supervisor.forget()
 
 
 def wait_for_log(path: Path, text: str) -> None:
-    for _ in range(200):
-        if text in path.read_text():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{text!r} never appeared in {path}")
+    wait_until(f"{text!r} in {path}", lambda: text in path.read_text(), 10, interval=0.05)
 
 
 def alive(pid: int) -> bool:
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    return state not in ("Z", "X")
 
 
 def test_down_without_a_stack_is_a_no_op(paths: stack.StackPaths) -> None:
@@ -86,44 +79,53 @@ def test_down_without_a_stack_is_a_no_op(paths: stack.StackPaths) -> None:
     assert result.exit_code == 0 and "not running" in result.output
 
 
-def test_down_stops_every_process_even_those_that_ignore_sigterm(paths: stack.StackPaths) -> None:
-    with (
-        spawned(paths, "api", [sys.executable, "-c", STUBBORN]) as (api, api_child),
-        spawned(paths, "redis", ["sleep", "120"]) as (redis, _),
-    ):
-        wait_for_log(paths.logs / "api.log", "children up")
-        members = stack._alive_members([api])
+def test_down_stops_every_process_even_those_that_ignore_sigterm(
+    paths: stack.StackPaths, tmp_path: Path
+) -> None:
+    script = tmp_path / "stubborn.py"
+    script.write_text(STUBBORN)
+    with supervised(
+        paths, Program("api", [sys.executable, str(script)]), Program("redis", ["sleep", "120"])
+    ) as supervisor:
+        wait_for_log(supervisor.program_log("api"), "children up")
+        api, redis = supervisor.info("api"), supervisor.info("redis")
+        daemon = supervisor.pid()
+        members = {api.pid, *(p.pid for p in psutil.Process(api.pid).children(recursive=True))}
         assert len(members) == 3  # the leader, its child, and the child in its own session
-        stack.write_services(paths, [redis, api])
+        stack.write_services(paths, {"api": None, "redis": None})
 
         result = CliRunner().invoke(stack.app, ["down"])
 
         assert result.exit_code == 0, result.output
         assert "Stopped 4 process(es)" in result.output
-        assert not [pid for pid in members | {redis.pid} if alive(pid)]
-        assert not paths.pids.exists()
-        api_child.wait(timeout=5)
-        assert api_child.returncode == -signal.SIGKILL
+        assert not [pid for pid in members | {redis.pid, daemon} if alive(pid)]
+        assert not paths.services.exists() and not supervisor.config.exists()
+        assert "stopped: api (terminated by SIGKILL)" in supervisor.log.read_text()
 
 
 def test_down_leaves_a_reused_pid_alone(paths: stack.StackPaths) -> None:
-    # A process that took the PID of a recorded service has another start time.
-    with spawned(paths, "stranger", ["sleep", "120"]) as (stranger, _):
-        assert stranger.started is not None
-        recorded = stack.Service("mlflow", stranger.pid, stranger.started - 1, "log")
-        stack.write_services(paths, [recorded])
-        result = CliRunner().invoke(stack.app, ["down"])
-        assert result.exit_code == 0, result.output
-        assert alive(stranger.pid)
-        assert not paths.pids.exists()
+    # A supervisord that is gone left its PID file, and another process now has that PID.
+    with subprocess.Popen(["sleep", "120"]) as stranger:
+        try:
+            supervisor = stack.supervisor_for(paths)
+            supervisor.config.write_text("[supervisord]\n")
+            supervisor.pidfile.write_text(f"{stranger.pid}\n")
+            stack.write_services(paths, {"mlflow": "http://127.0.0.1:1"})
+            result = CliRunner().invoke(stack.app, ["down"])
+            assert result.exit_code == 0, result.output
+            assert alive(stranger.pid)
+            assert not paths.services.exists() and not supervisor.pidfile.exists()
+        finally:
+            stranger.kill()
+            stranger.wait()
 
 
 def test_up_refuses_while_a_stack_runs(paths: stack.StackPaths) -> None:
-    with spawned(paths, "mlflow", ["sleep", "120"]) as (mlflow, _):
-        stack.write_services(paths, [mlflow])
+    with supervised(paths, Program("mlflow", ["sleep", "120"])) as supervisor:
+        pid = supervisor.info("mlflow").pid
         with pytest.raises(StackError, match="already running"):
             stack.start(Settings(_env_file=None), paths, 1, 2, 3)  # type: ignore[call-arg]
-        assert json.loads(paths.pids.read_text())["services"][0]["pid"] == mlflow.pid
+        assert supervisor.info("mlflow").pid == pid and alive(pid)
 
 
 def test_up_names_a_taken_port_and_starts_nothing(paths: stack.StackPaths) -> None:
@@ -133,21 +135,23 @@ def test_up_names_a_taken_port_and_starts_nothing(paths: stack.StackPaths) -> No
         port = taken.getsockname()[1]
         settings = Settings(_env_file=None)  # type: ignore[call-arg]
         with pytest.raises(StackError, match=f"port {port} for the API.*--api-port"):
-            stack.start(settings, paths, stack.free_port(), stack.free_port(), port)
-    assert not paths.pids.exists()
+            stack.start(settings, paths, free_port(), free_port(), port)
+    assert not paths.services.exists()
+    assert not stack.supervisor_for(paths).answers()
 
 
-def test_a_stale_pids_file_does_not_block_up(paths: stack.StackPaths) -> None:
-    child = subprocess.Popen(["true"])
-    child.wait()
-    stack.write_services(paths, [stack.Service("api", child.pid, None, "log")])
+def test_a_stale_state_does_not_block_up(paths: stack.StackPaths) -> None:
+    supervisor = stack.supervisor_for(paths)
+    supervisor.config.write_text("[supervisord]\n")
+    supervisor.socket.write_text("")  # a socket file nothing listens on
+    stack.write_services(paths, {"api": "http://127.0.0.1:1"})
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
-    with socket.socket() as taken:  # stop `up` right after the stale file is cleared
+    with socket.socket() as taken:  # stop `up` right after the stale state is cleared
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         with pytest.raises(StackError, match="taken"):
             stack.start(settings, paths, taken.getsockname()[1], 2, 3)
-    assert not paths.pids.exists()
+    assert not paths.services.exists() and not supervisor.config.exists()
 
 
 def test_a_port_in_time_wait_counts_as_free() -> None:
@@ -162,8 +166,8 @@ def test_a_port_in_time_wait_counts_as_free() -> None:
             accepted, _ = listener.accept()
             accepted.close()  # the server side closes first: its end waits in TIME_WAIT
             client.recv(1)
-    assert stack._port_free(port)
+    assert port_free(port)
     with socket.socket() as listening:
         listening.bind(("127.0.0.1", 0))
         listening.listen()
-        assert not stack._port_free(listening.getsockname()[1])
+        assert not port_free(listening.getsockname()[1])

@@ -1,14 +1,16 @@
 """Rollouts of a model version on Kubernetes: what to patch, how far a rollout got, what to undo.
 
 Pure functions over the `kubernetes` client's model objects (`V1Deployment`, `V1ReplicaSet`);
-the deploy flow (`flows/deploy.py`) does the I/O. A version is pinned by setting
-`LOANOPS_MODEL_REF=models:/NAME/VERSION` on a Deployment's pod template, so each ReplicaSet
-serves one model version and Kubernetes' revision history is the model's rollback history.
+the deploy flow beside it (`flow.py`, through `kube.py`) does the I/O. A version is pinned by
+setting `LOANOPS_MODEL_REF=models:/NAME/VERSION` on a Deployment's pod template, so each
+ReplicaSet serves one model version and Kubernetes' revision history is the model's rollback
+history.
 
 The rules are kubectl's: `rollout_status` is its DeploymentStatusViewer, and `previous_revision`
 and `rollback_patch` are what `kubectl rollout undo` does. Every patch is a JSON patch (RFC 6902),
 which the API server, and the emulator the tests use, apply exactly; a strategic merge patch
-would need the server's knowledge of which lists merge by key.
+would need the server's knowledge of which lists merge by key. Pointers are built and read with
+`jsonpointer`, and every patch is checked by `jsonpatch` before it leaves this module.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any, Literal
 
+import jsonpatch
+from jsonpointer import JsonPointer, resolve_pointer
 from kubernetes.client import (
     ApiClient,
     V1Deployment,
@@ -92,7 +96,16 @@ def to_json(obj: Any) -> Any:
 
 def _pointer(*parts: str | int) -> str:
     """A JSON pointer (RFC 6901); `/` and `~` in a key are escaped, as in annotation names."""
-    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+    return str(JsonPointer.from_parts(parts).path)
+
+
+def _checked(ops: JsonPatch) -> JsonPatch:
+    """`ops`, once `jsonpatch` agrees that they form a JSON patch document."""
+    try:
+        jsonpatch.JsonPatch(ops)
+    except (jsonpatch.InvalidJsonPatch, jsonpatch.JsonPointerException) as error:
+        raise RolloutError(f"built an invalid JSON patch ({error}): {ops}") from error
+    return ops
 
 
 def _metadata(obj: V1Deployment | V1ReplicaSet) -> V1ObjectMeta:
@@ -118,10 +131,9 @@ def _pod_spec(obj: V1Deployment | V1ReplicaSet) -> V1PodSpec:
     return spec
 
 
-def _set_map_entry(
-    path: tuple[str, ...], current: dict[str, str] | None, key: str, value: str
-) -> JsonPatch:
+def _set_map_entry(document: Any, path: tuple[str, ...], key: str, value: str) -> JsonPatch:
     """Ops that make `path[key] == value`; `add` replaces a member that exists (RFC 6902 4.1)."""
+    current = resolve_pointer(document, _pointer(*path), None)
     if current is not None and current.get(key) == value:
         return []
     if current is None:
@@ -150,7 +162,6 @@ def pin_patch(deployment: V1Deployment, container: str, model_name: str, version
         RolloutError: the pod template has no such container.
     """
     ref = model_ref(model_name, version)
-    template = _template(deployment)
     containers = _pod_spec(deployment).containers
     index = next((i for i, c in enumerate(containers) if c.name == container), None)
     if index is None:
@@ -175,23 +186,19 @@ def pin_patch(deployment: V1Deployment, container: str, model_name: str, version
             {"op": "test", "path": _pointer(*at, "name"), "value": MODEL_REF_ENV},
             {"op": "replace", "path": _pointer(*at), "value": entry},
         ]
+    # The API's own form of the object: the pointers below read it and then write to it.
+    document = to_json(deployment)
     # A Deployment's template always has metadata: its labels must match the selector.
     annotation_ops = _set_map_entry(
-        ("spec", "template", "metadata", "annotations"),
-        template.metadata.annotations if template.metadata else None,
-        VERSION_ANNOTATION,
-        version,
+        document, ("spec", "template", "metadata", "annotations"), VERSION_ANNOTATION, version
     )
     if not env_ops and not annotation_ops:
         return []
     cause_ops = _set_map_entry(
-        ("metadata", "annotations"),
-        _metadata(deployment).annotations,
-        CHANGE_CAUSE_ANNOTATION,
-        f"loanops deploy {ref}",
+        document, ("metadata", "annotations"), CHANGE_CAUSE_ANNOTATION, f"loanops deploy {ref}"
     )
     guard = {"op": "test", "path": _pointer(*base, "name"), "value": container}
-    return [guard, *env_ops, *annotation_ops, *cause_ops]
+    return _checked([guard, *env_ops, *annotation_ops, *cause_ops])
 
 
 def pinned_ref(obj: V1Deployment | V1ReplicaSet, container: str) -> str | None:
@@ -334,7 +341,9 @@ def rollback_patch(deployment: V1Deployment, replica_set: V1ReplicaSet) -> JsonP
     for key, value in (_metadata(replica_set).annotations or {}).items():
         if key not in ANNOTATIONS_KEPT_ON_ROLLBACK:
             annotations[key] = value
-    return [
-        {"op": "replace", "path": _pointer("spec", "template"), "value": template},
-        {"op": "add", "path": _pointer("metadata", "annotations"), "value": annotations},
-    ]
+    return _checked(
+        [
+            {"op": "replace", "path": _pointer("spec", "template"), "value": template},
+            {"op": "add", "path": _pointer("metadata", "annotations"), "value": annotations},
+        ]
+    )

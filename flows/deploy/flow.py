@@ -8,73 +8,42 @@ judged by kubectl's rules; when one fails (ProgressDeadlineExceeded) or outlasts
 template, as `kubectl rollout undo` does, and the production alias goes back to the previous
 champion. Either way the outcome is appended to the promotion log.
 
-The decisions are pure functions in `loanops.rollout`; this module does the I/O, through the
-official `kubernetes` client, and needs exactly Role `loanops-deployer` (manifests/base/rbac.yaml):
-get and patch on Deployments, list on ReplicaSets.
+The decisions are pure functions in `rollout.py` beside this module, and the calls to the
+Kubernetes API are in `kube.py`; this module composes them into tasks and the flow.
 """
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
-import urllib3
-from kubernetes import config as kube_config
-from kubernetes.client import ApiClient, AppsV1Api, Configuration, V1Deployment
-from kubernetes.client.exceptions import ApiException
-from kubernetes.config.config_exception import ConfigException
+from kubernetes.client import AppsV1Api, V1Deployment
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
-from prefect.states import State
+from tenacity import RetryCallState, Retrying, retry_if_result
 
-from flows.train import TRACKING_RETRIES, settings_for
-from loanops import registry, rollout
-from loanops.rollout import JsonPatch, RolloutStatus
+from flows.common import TRACKING_RETRIES, settings_for
+from flows.deploy import rollout
+from flows.deploy.kube import (
+    KUBE_RETRIES,
+    DeployError,
+    KubeApiError,
+    get_deployment,
+    kube_call,
+    kube_client,
+    patch_deployment,
+    require_cluster,
+)
+from flows.deploy.rollout import JsonPatch, RolloutStatus
+from loanops import registry
 from loanops.settings import Settings
 
 POLL_SECONDS = 5.0
 """How often the flow reads the Deployments while it waits. kubectl watches instead; polling
 needs only `get`, and lets a test drive the wait with a scripted clock."""
-DEPLOYER_ROLE = "loanops-deployer"
-DEPLOYER_ACCOUNT = "loanops-flows"
-JSON_PATCH = "application/json-patch+json"
-
-
-class DeployError(RuntimeError):
-    """The deploy cannot go ahead, or could not finish; the message says why in one line."""
-
-
-class KubeApiError(DeployError):
-    """A call to the Kubernetes API failed; `status` is its HTTP status, None when unreachable."""
-
-    def __init__(self, message: str, status: int | None) -> None:
-        super().__init__(message)
-        self.status = status
-
-    @property
-    def transient(self) -> bool:
-        """Whether a second attempt may succeed: unreachable, throttled, or a server error."""
-        return self.status is None or self.status == 429 or self.status >= 500
-
-
-def transient_kube_error(task: Any, task_run: Any, state: State) -> bool:
-    """Retry what a second attempt can fix; a refusal (401, 403, 404, 422) it cannot."""
-    error = state.data
-    return isinstance(error, KubeApiError) and error.transient
-
-
-# Kubernetes calls are retried like the tracking server's: as data, transient errors only.
-KUBE_RETRIES: dict[str, Any] = {
-    "retries": 3,
-    "retry_delay_seconds": [2, 5, 15],
-    "retry_condition_fn": transient_kube_error,
-}
 
 
 class Clock(Protocol):
@@ -133,111 +102,6 @@ class DeployResult:
     production_version: str | None = None
     reasons: tuple[str, ...] = ()
     record_run_id: str | None = None
-
-
-def require_cluster(settings: Settings) -> None:
-    """Refuse to touch a cluster unless one is configured explicitly."""
-    if settings.deploy_target != "kubernetes":
-        raise DeployError(
-            "no cluster is configured: set LOANOPS_DEPLOY_TARGET=kubernetes (and, outside the "
-            "cluster, LOANOPS_KUBE_CONFIG to a kubeconfig file)"
-        )
-
-
-def kube_client(settings: Settings) -> ApiClient:
-    """A client for the configured cluster: the kubeconfig file given, else the pod's service
-    account inside the cluster, else KUBECONFIG or ~/.kube/config, as kubectl."""
-    require_cluster(settings)
-    try:
-        if settings.kube_config is not None:
-            return kube_config.new_client_from_config(
-                config_file=str(settings.kube_config), persist_config=False
-            )
-        try:
-            configuration = Configuration()
-            kube_config.load_incluster_config(client_configuration=configuration)
-            return ApiClient(configuration)
-        except ConfigException:
-            return kube_config.new_client_from_config(persist_config=False)
-    except (ConfigException, OSError) as error:
-        raise DeployError(
-            f"no usable Kubernetes configuration ({error}): set LOANOPS_KUBE_CONFIG to a "
-            "kubeconfig file, or run the flow inside the cluster"
-        ) from error
-
-
-def _server_message(error: ApiException) -> str:
-    """The `message` of the Status object the API server answered with, else its reason."""
-    try:
-        body = json.loads(error.body or "")
-    except (TypeError, ValueError):
-        body = None
-    if isinstance(body, dict) and body.get("message"):
-        return str(body["message"])
-    return str(error.reason or "no reason given")
-
-
-@contextmanager
-def kube_call(
-    client: ApiClient, verb: str, resource: str, namespace: str, name: str | None = None
-) -> Iterator[None]:
-    """Turn a failed API call into a `KubeApiError` that says what to do about it.
-
-    Args:
-        client: the client making the call, for the server's address.
-        verb: the RBAC verb of the call (`get`, `list`, `patch`).
-        resource: the resource with its API group, as RBAC names it (`deployments.apps`).
-        namespace: where.
-        name: the object, for calls on one.
-    """
-    what = f"{resource} {name}" if name else resource
-    try:
-        yield
-    except ApiException as error:
-        status = int(error.status) if error.status else None
-        said = _server_message(error)
-        if status == 403:
-            plural, _, group = resource.partition(".")
-            groups = group or '""'  # RBAC's name for the core API group
-            rule = f"apiGroups [{groups}], resources [{plural}], verbs [{verb}]"
-            message = (
-                f"forbidden: the deploy flow may not {verb} {resource} in namespace {namespace}: "
-                f"grant it in Role {DEPLOYER_ROLE} (manifests/base/rbac.yaml: {rule}), bound to "
-                f"ServiceAccount {DEPLOYER_ACCOUNT}. The API server said: {said}"
-            )
-        elif status == 401:
-            message = f"the Kubernetes API did not accept the flow's credentials: {said}"
-        elif status == 404 and name:
-            message = (
-                f"{what} does not exist in namespace {namespace}; check LOANOPS_KUBE_NAMESPACE "
-                f"and LOANOPS_KUBE_DEPLOYMENTS ({said})"
-            )
-        elif status == 422 and verb == "patch":
-            message = (
-                f"the API refused the patch of {what}: {said}; when its `test` ops failed, the "
-                "Deployment changed while the flow read it: run the deploy again"
-            )
-        else:
-            message = f"{verb} {what} in namespace {namespace} failed: {status} {said}"
-        raise KubeApiError(message, status) from error
-    except urllib3.exceptions.HTTPError as error:
-        reason = getattr(error, "reason", None) or error
-        raise KubeApiError(
-            f"cannot reach the Kubernetes API at {client.configuration.host}: {reason}", None
-        ) from error
-
-
-def get_deployment(client: ApiClient, namespace: str, name: str) -> V1Deployment:
-    with kube_call(client, "get", "deployments.apps", namespace, name):
-        deployment: V1Deployment = AppsV1Api(client).read_namespaced_deployment(name, namespace)
-    return deployment
-
-
-def patch_deployment(client: ApiClient, namespace: str, name: str, patch: JsonPatch) -> None:
-    with kube_call(client, "patch", "deployments.apps", namespace, name):
-        AppsV1Api(client).patch_namespaced_deployment(
-            name, namespace, patch, _content_type=JSON_PATCH
-        )
 
 
 @task(cache_policy=NO_CACHE, **TRACKING_RETRIES)
@@ -314,7 +178,9 @@ def wait_for_rollouts(settings: Settings, names: list[str], clock: Clock) -> Ver
     client = kube_client(settings)
     deadline = clock.now() + settings.rollout_timeout_seconds
     statuses: dict[str, RolloutStatus] = {}
-    while True:
+
+    def poll() -> Verdict | None:
+        """Read each Deployment not yet rolled out; a verdict once there is one."""
         for name in names:
             if name in statuses and statuses[name].done:
                 continue
@@ -333,16 +199,32 @@ def wait_for_rollouts(settings: Settings, names: list[str], clock: Clock) -> Ver
                 return Verdict("failed", _messages(statuses), status.message)
         if len(statuses) == len(names) and all(s.done for s in statuses.values()):
             return Verdict("done", _messages(statuses), "every rollout finished")
-        remaining = deadline - clock.now()
-        if remaining <= 0:
-            waiting = ", ".join(n for n in names if not (n in statuses and statuses[n].done))
-            return Verdict(
-                "timed_out",
-                _messages(statuses),
-                f"the rollout of {waiting} did not finish within "
-                f"{settings.rollout_timeout_seconds:g} s (LOANOPS_ROLLOUT_TIMEOUT_SECONDS)",
-            )
-        clock.sleep(min(POLL_SECONDS, remaining))
+        return None
+
+    def out_of_time(state: RetryCallState) -> bool:
+        return deadline - clock.now() <= 0
+
+    def next_poll(state: RetryCallState) -> float:
+        return min(POLL_SECONDS, deadline - clock.now())
+
+    # By the injected clock, which tenacity's own stop_after_delay would not follow.
+    polling = Retrying(
+        retry=retry_if_result(lambda verdict: verdict is None),
+        stop=out_of_time,
+        wait=next_poll,
+        sleep=clock.sleep,
+        retry_error_callback=lambda state: None,
+    )
+    verdict: Verdict | None = polling(poll)
+    if verdict is not None:
+        return verdict
+    waiting = ", ".join(n for n in names if not (n in statuses and statuses[n].done))
+    return Verdict(
+        "timed_out",
+        _messages(statuses),
+        f"the rollout of {waiting} did not finish within "
+        f"{settings.rollout_timeout_seconds:g} s (LOANOPS_ROLLOUT_TIMEOUT_SECONDS)",
+    )
 
 
 def _messages(statuses: dict[str, RolloutStatus]) -> dict[str, str]:

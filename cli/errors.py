@@ -1,0 +1,137 @@
+"""Errors reach the user as one line and exit code 1, not as a traceback."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+import requests
+import typer
+from mlflow.exceptions import MlflowException
+from pydantic import ValidationError
+
+from cli.console import console, err_console
+from loanops.data import UnknownDatasetError, get_dataset
+from loanops.promotion import PromotionError
+from loanops.settings import Settings
+from loanops.validation import DataValidationError
+
+T = TypeVar("T")
+
+# The errors `clear_errors` turns into one line; Prefect's logged tracebacks for them are dropped.
+# Besides what a user causes, this covers a broken environment (settings, an unreachable tracking
+# server, a full disk): a traceback explains none of those better than its message does.
+CLEAR_ERRORS: tuple[type[Exception], ...] = (
+    DataValidationError,
+    UnknownDatasetError,
+    PromotionError,
+    ValidationError,
+    MlflowException,
+    ValueError,
+    RuntimeError,
+    OSError,  # includes FileNotFoundError and ConnectionError
+)
+
+
+def fail(message: str) -> typer.Exit:
+    """Print `message` as an error line; the `Exit` to raise, with code 1."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code=1)
+
+
+@contextmanager
+def clear_errors() -> Iterator[None]:
+    """Turn the errors in `CLEAR_ERRORS` into one line and exit code 1."""
+    try:
+        yield
+    except CLEAR_ERRORS as error:
+        raise fail(describe(error)) from None
+
+
+def describe(error: Exception) -> str:
+    """One line saying what went wrong, without a traceback."""
+    if isinstance(error, DataValidationError):
+        problems = "; ".join(str(p) for p in error.problems)
+        return f"dataset {error.dataset!r} failed validation: {problems}"
+    if isinstance(error, ValidationError):
+        what = "settings" if error.title == Settings.__name__ else error.title
+        details = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or what}: {e['msg']}" for e in error.errors()
+        )
+        return f"invalid {what}: {details}"
+    chain = causes(error)
+    if any(isinstance(e, ConnectionError | requests.ConnectionError) for e in chain):
+        root = chain[-1]
+        reason = root.strerror if isinstance(root, OSError) and root.strerror else str(root)
+        reason = reason or type(root).__name__
+        uri = _configured_tracking_uri()
+        if uri and any(isinstance(e, MlflowException | requests.RequestException) for e in chain):
+            return f"cannot reach the MLflow tracking server at {uri}: {reason}"
+        return f"connection failed: {reason}"
+    if isinstance(error, MlflowException):
+        return f"MLflow: {error.message}"
+    return str(error) or type(error).__name__
+
+
+def causes(error: BaseException) -> list[BaseException]:
+    """`error` and what led to it, outermost first.
+
+    Follows `__context__` as well as `__cause__`: MLflow raises its exception for a refused
+    connection while handling the `requests` error, without `from`.
+    """
+    chain: list[BaseException] = []
+    link: BaseException | None = error
+    while link is not None and all(link is not seen for seen in chain):
+        chain.append(link)
+        link = link.__cause__ or link.__context__
+    return chain
+
+
+def _configured_tracking_uri() -> str | None:
+    """The tracking URI the flows were given, when one was configured."""
+    try:
+        return Settings().tracking_uri or None
+    except ValidationError:
+        return None
+
+
+def settings() -> Settings:
+    """The settings from the environment; invalid ones end the command in one line."""
+    with clear_errors():
+        return Settings()
+
+
+def check_dataset(name: str | None) -> None:
+    """Refuse an unknown dataset name in one line, before any flow starts."""
+    if name is not None:
+        with clear_errors():
+            get_dataset(name)
+
+
+class _NoTracebackForClearErrors(logging.Filter):
+    """Drop the traceback Prefect logs for the errors `clear_errors` explains in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], CLEAR_ERRORS):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def _quiet_prefect_tracebacks() -> None:
+    quiet = _NoTracebackForClearErrors()
+    loggers = [logging.getLogger(name) for name in logging.root.manager.loggerDict]
+    for logger in [logging.getLogger("prefect"), *loggers]:
+        if logger.name.startswith("prefect"):
+            for handler in logger.handlers:
+                if not any(isinstance(f, _NoTracebackForClearErrors) for f in handler.filters):
+                    handler.addFilter(quiet)
+
+
+def run_with_status(message: str, run: Callable[[], T]) -> T:
+    """Run a flow (or other long work) under a spinner, its clear errors as one line."""
+    _quiet_prefect_tracebacks()
+    with clear_errors(), console.status(message, spinner="dots"):
+        return run()

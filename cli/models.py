@@ -1,0 +1,155 @@
+"""`loanops models ...`: read the model registry and the promotion log."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from cli.console import console
+from cli.errors import clear_errors, run_with_status, settings
+from loanops import registry
+
+models_app = typer.Typer(
+    help="Read the model registry and the promotion log.", no_args_is_help=True
+)
+
+
+@models_app.command("list")
+def list_models() -> None:
+    """Every registered version, its aliases and headline metrics."""
+    config = settings()
+    with clear_errors():
+        client = registry.connect(config)
+        versions = client.search_model_versions(f"name = '{config.model_name}'")
+        # Search results leave out aliases; the registered model has them all.
+        aliases: dict[str, list[str]] = {}
+        if versions:
+            model = client.get_registered_model(config.model_name)
+            for alias, number in sorted(model.aliases.items()):
+                aliases.setdefault(str(number), []).append(alias)
+        table = Table(title=config.model_name)
+        for column in ("version", "aliases", "created", "dataset", "cv AUC", "test AUC", "gate"):
+            table.add_column(column)
+        for version in sorted(versions, key=lambda v: int(v.version)):
+            metrics = client.get_run(version.run_id).data.metrics if version.run_id else {}
+            table.add_row(
+                str(version.version),
+                ", ".join(aliases.get(str(version.version), [])),
+                _timestamp(version.creation_timestamp),
+                version.tags.get("loanops.dataset", "-"),
+                _metric(metrics, "cv_roc_auc"),
+                _metric(metrics, "test_roc_auc"),
+                version.tags.get("gate.outcome", "-"),
+            )
+    console.print(table)
+
+
+@models_app.command()
+def history() -> None:
+    """The promotion log, oldest first: every gate decision, then every deploy outcome."""
+    config = settings()
+    with clear_errors():
+        client = registry.connect(config)
+        records = registry.history(client, config)
+        deploys = registry.deploy_history(client, config)
+    table = Table(title=f"{config.model_name}: promotion history")
+    for column in ("when", "outcome", "challenger", "champion", "AUC (chal / champ)", "reasons"):
+        table.add_column(column)
+    for record in records:
+        champion_auc = (record.champion_metrics or {}).get("roc_auc")
+        table.add_row(
+            record.decided_at,
+            record.outcome,
+            f"v{record.challenger_version}",
+            f"v{record.champion_version}" if record.champion_version else "-",
+            f"{record.challenger_metrics['roc_auc']:.4f} / "
+            + (f"{champion_auc:.4f}" if champion_auc is not None else "-"),
+            "\n".join(record.reasons),
+        )
+    console.print(table)
+    if not records:
+        console.print("no gate decisions yet")
+    if deploys:
+        rollouts = Table(title=f"{config.model_name}: deploy history")
+        for column in ("when", "outcome", "version", "production after", "reasons"):
+            rollouts.add_column(column)
+        for deployed in deploys:
+            after = deployed.production_version
+            rollouts.add_row(
+                deployed.deployed_at,
+                deployed.outcome.replace("_", " "),
+                f"v{deployed.version}",
+                f"v{after}" if after else "-",
+                "\n".join(deployed.reasons),
+            )
+        console.print(rollouts)
+
+
+@models_app.command()
+def show(version: Annotated[str, typer.Argument(help="Version number.")]) -> None:
+    """One version: lineage tags, card, and metrics."""
+    config = settings()
+    with clear_errors():
+        client = registry.connect(config)
+        model_version = client.get_model_version(config.model_name, version)
+        card = registry.model_card(client, model_version)
+        metrics = client.get_run(model_version.run_id).data.metrics if model_version.run_id else {}
+    table = Table(title=f"{config.model_name} v{version}", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("aliases", ", ".join(model_version.aliases) or "-")
+    table.add_row("run", model_version.run_id or "-")
+    for key, value in sorted(model_version.tags.items()):
+        table.add_row(key, value)
+    table.add_row("family", f"{card.family} {card.params}")
+    table.add_row("threshold", f"{card.threshold:.4f}")
+    table.add_row(
+        "cost matrix",
+        f"false approve {card.cost_false_approve}, false decline {card.cost_false_decline}",
+    )
+    for name in sorted(metrics):
+        if name.startswith(("cv_", "test_")):
+            table.add_row(name, f"{metrics[name]:.4f}")
+    console.print(table)
+
+
+@models_app.command("card")
+def model_card(
+    version: Annotated[str, typer.Argument(help="Version number.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Folder to write into (default: ./model-card-v<VERSION>).")
+    ] = None,
+) -> None:
+    """Write a version's model card (Markdown, HTML and PNG plots) to a local folder."""
+    config = settings()
+    from loanops import card
+
+    folder = out or Path(f"model-card-v{version}")
+    with clear_errors():
+        client = registry.connect(config)
+        model_version = client.get_model_version(config.model_name, version)
+        built = run_with_status(
+            f"building the card of v{version}…",
+            lambda: card.build_card(
+                client,
+                model_version,
+                bootstrap_samples=config.bootstrap_samples,
+                seed=config.seed,
+            ),
+        )
+        markdown, page = card.write_card(built, folder)
+    console.print(f"Model card of {config.model_name} v{version}: {page} ({markdown.name} beside)")
+
+
+def _metric(metrics: dict[str, float], name: str) -> str:
+    return f"{metrics[name]:.4f}" if name in metrics else "-"
+
+
+def _timestamp(millis: int | None) -> str:
+    if millis is None:
+        return "-"
+    return datetime.fromtimestamp(millis / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M")
