@@ -32,8 +32,8 @@ from loanops.data import get_dataset, load_dataset
 from loanops.registry import connect
 from loanops.schema import FeatureSchema
 from loanops.settings import Settings, get_settings
+from serving.batch.store import JobStore
 from serving.deps import AppState
-from serving.jobs import JobStore
 from serving.metrics import Metrics, MetricsMiddleware
 from serving.middleware import BodyLimitMiddleware, BodyTooLarge
 from serving.model import LoadedModel, ModelRef
@@ -114,9 +114,9 @@ def create_app(
         )
         state.decisions.start()
         if settings.redis_url:
-            from serving.worker import create_celery
+            from serving.batch.client import create_client
 
-            state.celery = create_celery(settings)
+            state.celery = create_client(settings)
         follow = asyncio.create_task(holder.run(), name="follow-model")
         try:
             yield

@@ -22,16 +22,11 @@ from loanops.features import split_frame
 from loanops.predict import CompiledScorer
 from loanops.registry import ModelCard
 from loanops.train import fit
-from serving.jobs import (
-    BatchFileError,
-    BatchJob,
-    JobStore,
-    UploadTooLarge,
-    detect_format,
-    is_job_id,
-)
+from serving.batch.chunks import decisions_from_table, score_chunk, validate_chunk
+from serving.batch.job import BatchJob, is_job_id
+from serving.batch.store import JobStore
+from serving.batch.upload import BatchFileError, UploadTooLarge, detect_format
 from serving.model import LoadedModel
-from serving.worker import decisions_from_table, score_chunk, validate_chunk
 from tests.model.fitting import CONFIGS
 
 SCHEMA = syn.SCHEMA
@@ -495,7 +490,7 @@ def _transient_cases() -> list[tuple[BaseException, bool]]:
 
 
 def test_only_errors_a_retry_can_fix_are_retried() -> None:
-    from serving.worker import is_transient
+    from serving.batch.tasks import is_transient
 
     assert [is_transient(error) for error, _ in _transient_cases()] == [
         expected for _, expected in _transient_cases()

@@ -24,7 +24,8 @@ Writing them to the decision log is a task of its own, so the result can be read
 has caught up (`BatchJob.decisions_recorded` says how far it has), and no decision is lost when a
 worker dies or the database is down for a while.
 
-The API calls `JobStore.receive` and `submit`; the workers (`serving.worker`) call the rest.
+The API calls `JobStore.receive` (and `serving.batch.client.submit`); the workers
+(`serving.batch.tasks`) call the rest.
 """
 
 from __future__ import annotations
@@ -35,314 +36,38 @@ import fcntl
 import json
 import logging
 import os
-import re
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
-from pathlib import Path, PurePath
-from typing import TYPE_CHECKING, Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
 from loanops.schema import FeatureSchema
+from serving.batch.job import BatchJob, ChunkCounts, JobPlan, is_job_id, new_job_id
+from serving.batch.upload import (
+    BatchFileError,
+    detect_format,
+    inspect_file,
+    open_csv,
+    short_message,
+    stream_to_file,
+)
 
 if TYPE_CHECKING:
-    from celery import Celery
-
     from loanops.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-JobStatus = Literal["queued", "running", "succeeded", "failed"]
-InputFormat = Literal["csv", "parquet"]
-
 JOBS_FOLDER = "batch-jobs"
-PREPARE_TASK = "loanops.batch.prepare"
-"""Name of the worker task that splits a job into chunks and queues them."""
-QUEUE = "loanops-batch"
-"""The Celery queue batch-job tasks travel on."""
-
-OUTPUT_COLUMNS = ("row", "probability", "decision", "reason_codes", "rejection_reason")
-"""Columns the result adds to every input column; an input may not use these names."""
-TERMINAL: frozenset[str] = frozenset({"succeeded", "failed"})
-
-_JOB_ID = re.compile(r"[0-9a-f]{32}")
-_PARQUET_MAGIC = b"PAR1"
-_PARQUET_SUFFIXES = frozenset({".parquet", ".pq", ".parq"})
-_CSV_SUFFIXES = frozenset({".csv", ".txt"})
-_PARQUET_TYPES = frozenset(
-    {"application/vnd.apache.parquet", "application/x-parquet", "application/parquet"}
-)
-# Browsers on Windows send application/vnd.ms-excel for a .csv file.
-_CSV_TYPES = frozenset(
-    {"text/csv", "application/csv", "text/plain", "application/vnd.ms-excel", "text/x-csv"}
-)
-_SNIFF_BYTES = 4096
-_WRITE_BUFFER = 1 << 20
-# A CSV row may be at most this long; pyarrow reads in blocks and a row cannot straddle two.
-_CSV_BLOCK_BYTES = 16 << 20
-_HEADER_BLOCK_BYTES = 1 << 20
-_MAX_MESSAGE = 300
-_REDIS_PING_TIMEOUT_S = 1.0
 # Rows per row group of a Parquet result: fewer, larger groups write faster and read better.
 _RESULT_ROW_GROUP = 262_144
-
-
-class BatchFileError(ValueError):
-    """The uploaded file cannot be a batch job: the message says why, for the client."""
-
-
-class UploadTooLarge(ValueError):
-    """The upload is larger than the configured limit."""
-
-
-class QueueUnavailable(RuntimeError):
-    """The job queue (Redis) cannot be reached; the job was not queued and its files are gone."""
-
-
-class BatchJob(BaseModel):
-    """A batch-scoring job: what was submitted, how far it has got, and how it ended."""
-
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "id": "5f0c6d9e2b8a4c1f9e3d7a6b5c4d3e2f",
-                    "status": "running",
-                    "model_name": "loan-default",
-                    "model_version": "3",
-                    "filename": "applications-2026-11.csv",
-                    "input_format": "csv",
-                    "submitted_at": "2026-11-26T09:30:00Z",
-                    "finished_at": None,
-                    "total_rows": 120000,
-                    "rows_done": 50000,
-                    "rows_valid": 49870,
-                    "rows_rejected": 130,
-                    "chunks": 3,
-                    "chunks_done": 1,
-                    "decisions_recorded": 40000,
-                    "error": None,
-                }
-            ]
-        }
-    )
-
-    id: str = Field(description="Job id: 32 hexadecimal characters.")
-    status: JobStatus = Field(
-        description="`queued` until a worker picks the job up, then `running`; `succeeded` once "
-        "the result file is ready, `failed` when the job cannot finish (see `error`)."
-    )
-    model_name: str = Field(description="Registered model that scores the job.")
-    model_version: str = Field(
-        description="Version that scores every row: the one serving when the job was submitted, "
-        "even if production moves while the job runs."
-    )
-    filename: str = Field(description="Name the file was uploaded under.")
-    input_format: InputFormat = Field(description="Format of the upload, and of the result.")
-    submitted_at: datetime = Field(description="When the upload was accepted (UTC).")
-    finished_at: datetime | None = Field(
-        default=None, description="When the job succeeded or failed (UTC); null while it runs."
-    )
-    total_rows: int = Field(ge=0, description="Data rows in the file (the header excluded).")
-    rows_done: int = Field(default=0, ge=0, description="Rows finished so far, scored or rejected.")
-    rows_valid: int = Field(default=0, ge=0, description="Rows scored so far.")
-    rows_rejected: int = Field(
-        default=0,
-        ge=0,
-        description="Rows refused so far; each carries its reason in the result's "
-        "`rejection_reason` column.",
-    )
-    chunks: int = Field(
-        default=0, ge=0, description="Chunks the file was split into; 0 until a worker splits it."
-    )
-    chunks_done: int = Field(default=0, ge=0, description="Chunks scored so far.")
-    decisions_recorded: int = Field(
-        default=0,
-        ge=0,
-        description="Scored rows whose decision is in the decision log. Recording runs behind "
-        "scoring, so it may trail `rows_valid` for a while after the result is ready.",
-    )
-    error: str | None = Field(default=None, description="Why the job failed; null otherwise.")
-
-    @property
-    def finished(self) -> bool:
-        return self.status in TERMINAL
-
-
-class JobPlan(BaseModel):
-    """What a worker needs to split and score a job; written by `receive` and `split_input`."""
-
-    input_format: InputFormat
-    input_file: str
-    columns: list[str]
-    total_rows: int
-    chunk_rows: int | None = None
-    chunk_starts: list[int] | None = None
-    """First input row of each chunk, once the input is split."""
-
-
-class ChunkCounts(BaseModel):
-    """The counts of one scored chunk, written after its output as the mark that it is done."""
-
-    rows: int
-    valid: int
-    rejected: int
-
-
-def new_job_id() -> str:
-    """A fresh job id: 32 lowercase hexadecimal characters."""
-    return uuid.uuid4().hex
-
-
-def is_job_id(value: str) -> bool:
-    """Whether `value` has the form of a job id (and so is safe as a folder name)."""
-    return bool(_JOB_ID.fullmatch(value))
-
-
-def detect_format(filename: str, content_type: str | None, head: bytes) -> InputFormat:
-    """The upload's format, from its first bytes, its name and its declared type.
-
-    Parquet's magic bytes win over everything else. A name or type that says Parquet without
-    them, or names a format that is neither CSV nor Parquet, is refused; an unnamed, untyped
-    upload is taken as CSV when its first bytes look like text.
-
-    Raises:
-        BatchFileError: when the format is not CSV or Parquet, or cannot be told.
-    """
-    suffix = PurePath(filename).suffix.lower()
-    declared = (content_type or "").split(";")[0].strip().lower()
-    if head.startswith(_PARQUET_MAGIC):
-        return "parquet"
-    if suffix in _PARQUET_SUFFIXES or declared in _PARQUET_TYPES:
-        raise BatchFileError(
-            f"{filename!r} is not a Parquet file: it does not start with the Parquet magic "
-            "bytes PAR1"
-        )
-    if suffix in _CSV_SUFFIXES or declared in _CSV_TYPES:
-        return "csv"
-    if suffix:
-        raise BatchFileError(
-            f"unsupported file type {suffix!r}: send a CSV (.csv) or Parquet (.parquet) file"
-        )
-    if declared and declared not in ("application/octet-stream", "binary/octet-stream"):
-        raise BatchFileError(
-            f"unsupported content type {declared!r}: send text/csv or "
-            "application/vnd.apache.parquet"
-        )
-    if b"\x00" not in head[:_SNIFF_BYTES]:
-        return "csv"
-    raise BatchFileError(
-        "cannot tell the file's format: send a CSV (.csv) or Parquet (.parquet) file"
-    )
-
-
-def _short(error: BaseException) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"
-
-
-def _csv_header(path: Path) -> list[str]:
-    reader = pacsv.open_csv(
-        path, read_options=pacsv.ReadOptions(block_size=_HEADER_BLOCK_BYTES, use_threads=False)
-    )
-    try:
-        return list(reader.schema.names)
-    finally:
-        reader.close()
-
-
-def open_csv(path: Path, columns: list[str]) -> pacsv.CSVStreamingReader:
-    """A streaming reader of a CSV upload that keeps every column as text.
-
-    Text, so that one bad value in a numeric column is one rejected row rather than a failed
-    read, and so that pass-through columns come back out exactly as they went in. Only an empty
-    field is missing.
-    """
-    return pacsv.open_csv(
-        path,
-        read_options=pacsv.ReadOptions(block_size=_CSV_BLOCK_BYTES),
-        convert_options=pacsv.ConvertOptions(
-            column_types=dict.fromkeys(columns, pa.string()),
-            strings_can_be_null=True,
-            null_values=[""],
-            quoted_strings_can_be_null=True,
-        ),
-    )
-
-
-def inspect_file(path: Path, input_format: InputFormat, schema: FeatureSchema) -> JobPlan:
-    """Check an upload's columns against the schema and count its rows, a block at a time.
-
-    Raises:
-        BatchFileError: when the file cannot be read, has no data rows, lacks a feature column,
-            repeats a column or uses a column name the result needs.
-    """
-    if input_format == "parquet":
-        try:
-            parquet = pq.ParquetFile(path)
-            columns = list(parquet.schema_arrow.names)
-            total = int(parquet.metadata.num_rows)
-        except (pa.ArrowException, OSError) as error:
-            raise BatchFileError(f"the Parquet file cannot be read: {_short(error)}") from error
-    else:
-        try:
-            columns = _csv_header(path)
-        except (pa.ArrowException, OSError) as error:
-            raise BatchFileError(_csv_problem(error)) from error
-    _check_columns(columns, schema)
-    if input_format == "csv":
-        total = 0
-        try:
-            with contextlib.closing(open_csv(path, columns)) as reader:
-                for batch in reader:
-                    total += batch.num_rows
-        except (pa.ArrowException, OSError) as error:
-            raise BatchFileError(_csv_problem(error)) from error
-    if total == 0:
-        raise BatchFileError("the file has a header but no data rows")
-    return JobPlan(
-        input_format=input_format,
-        input_file=path.name,
-        columns=columns,
-        total_rows=total,
-    )
-
-
-def _csv_problem(error: BaseException) -> str:
-    message = _short(error)
-    if "Empty CSV file" in message:
-        return "the file is empty"
-    if "invalid UTF8" in message or "invalid UTF-8" in message:
-        return f"the CSV file is not UTF-8 text: {message}"
-    return f"the CSV file cannot be read: {message}"
-
-
-def _check_columns(columns: list[str], schema: FeatureSchema) -> None:
-    repeated = sorted({name for name in columns if columns.count(name) > 1})
-    if repeated:
-        raise BatchFileError(f"column names must be unique; repeated: {', '.join(repeated)}")
-    missing = [name for name in schema.feature_names if name not in columns]
-    if missing:
-        raise BatchFileError(
-            f"missing feature columns: {', '.join(missing)} (the file has: "
-            f"{_truncate(', '.join(columns))})"
-        )
-    reserved = [name for name in OUTPUT_COLUMNS if name in columns]
-    if reserved:
-        raise BatchFileError(
-            f"column names {', '.join(reserved)} are reserved for the scored output; rename "
-            "them in the file"
-        )
-
-
-def _truncate(text: str, limit: int = 200) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -447,7 +172,7 @@ class JobStore:
         folder.mkdir(parents=True)
         try:
             upload = folder / "upload.part"
-            size, head = await _stream_to_file(chunks, upload, max_bytes)
+            size, head = await stream_to_file(chunks, upload, max_bytes)
             if size == 0:
                 raise BatchFileError("the file is empty")
             input_format = detect_format(filename, content_type, head)
@@ -624,7 +349,9 @@ class JobStore:
         except (pa.ArrowException, OSError) as error:
             if isinstance(error, FileNotFoundError):
                 raise
-            raise BatchFileError(f"the file cannot be read to the end: {_short(error)}") from error
+            raise BatchFileError(
+                f"the file cannot be read to the end: {short_message(error)}"
+            ) from error
         if rows != plan.total_rows:
             raise BatchFileError(
                 f"the file holds {rows} rows on reading, but {plan.total_rows} were counted on "
@@ -830,35 +557,6 @@ class JobStore:
         return counts
 
 
-async def _stream_to_file(
-    chunks: AsyncIterator[bytes], path: Path, max_bytes: int
-) -> tuple[int, bytes]:
-    """Write the body to `path` as it arrives; return its size and first bytes."""
-    size = 0
-    head = b""
-    buffer = bytearray()
-    with path.open("wb") as file:
-        async for chunk in chunks:
-            if not chunk:
-                continue
-            size += len(chunk)
-            if size > max_bytes:
-                raise UploadTooLarge(
-                    f"the file is larger than the limit of {max_bytes} bytes "
-                    f"({max_bytes / 1024**2:.0f} MiB)"
-                )
-            if len(head) < _SNIFF_BYTES:
-                head += chunk[: _SNIFF_BYTES - len(head)]
-            buffer += chunk
-            if len(buffer) >= _WRITE_BUFFER:
-                await asyncio.to_thread(file.write, bytes(buffer))
-                buffer.clear()
-        if buffer:
-            await asyncio.to_thread(file.write, bytes(buffer))
-        await asyncio.to_thread(os.fsync, file.fileno())
-    return size, head
-
-
 def _rechunk(batches: Iterator[pa.RecordBatch], chunk_rows: int) -> Iterator[pa.Table]:
     """Tables of exactly `chunk_rows` rows (the last one shorter) from batches of any size."""
     pending: list[pa.RecordBatch] = []
@@ -909,41 +607,3 @@ def _locked(folder: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def submit(celery_app: Celery, store: JobStore, job: BatchJob) -> None:
-    """Put a received job on the queue; when the queue is down, remove the job and say so.
-
-    Fails within about a second when Redis does not answer: a PING with short timeouts goes
-    first, so the publish never enters kombu's reconnection loop.
-
-    Raises:
-        QueueUnavailable: when Redis cannot be reached; the job's files are gone.
-    """
-    import redis
-    from kombu.exceptions import KombuError
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
-    url = str(celery_app.conf.broker_url)
-    try:
-        client = redis.Redis.from_url(
-            url,
-            socket_connect_timeout=_REDIS_PING_TIMEOUT_S,
-            socket_timeout=_REDIS_PING_TIMEOUT_S,
-            retry=Retry(NoBackoff(), 0),
-        )
-        try:
-            client.ping()
-        finally:
-            client.close()
-        celery_app.send_task(
-            PREPARE_TASK, args=[job.id], queue=QUEUE, retry=False, ignore_result=True
-        )
-    except (redis.RedisError, KombuError, OSError) as error:
-        store.delete(job.id)
-        raise QueueUnavailable(
-            f"the batch-job queue is unavailable (Redis: {_short(error)}); the job was not "
-            "queued, try again later"
-        ) from error
-    logger.info("batch job %s queued", job.id)

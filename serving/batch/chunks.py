@@ -1,0 +1,406 @@
+"""Validating, scoring and explaining one chunk of a batch file, without Celery.
+
+`score_chunk` turns a chunk's input rows into its output rows (the input columns plus `row`,
+`probability`, `decision`, `reason_codes` and `rejection_reason`) and the decisions to record;
+`decisions_from_table` turns the latter into decision-log records.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import orjson
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from loanops.explain import ReasonRanking, reason_code
+from loanops.schema import Feature, FeatureSchema
+from serving.batch.job import ChunkCounts
+
+if TYPE_CHECKING:
+    from loanops.decisions import Decision
+    from serving.model import LoadedModel
+
+_CATEGORIES_SHOWN = 12
+_VALUE_SHOWN = 40
+_NAN_TEXTS = frozenset({"nan", "+nan", "-nan"})
+# Prefix of the feature columns in a chunk's decisions table.
+_INPUT_PREFIX = "input:"
+
+
+@dataclass(frozen=True)
+class ValidatedChunk:
+    """A chunk's feature columns cast for the model, and which rows may be scored."""
+
+    columns: dict[str, np.ndarray]
+    """Per feature, one value per row: float64 (NaN when missing) or object (None)."""
+    texts: dict[str, pa.ChunkedArray]
+    """The categorical features again, as Arrow text (null when missing)."""
+    rejections: np.ndarray
+    """Per row, why it is rejected ("; "-joined), or None when it is valid."""
+    valid: np.ndarray
+    """Per row, whether it may be scored."""
+
+    def frame(self, rows: np.ndarray) -> pd.DataFrame:
+        """The features of the given row positions, as `FeatureSchema.to_frame` takes them."""
+        return pd.DataFrame(
+            {name: values[rows] for name, values in self.columns.items()}, copy=False
+        )
+
+
+class _Problems:
+    """Per-row problem messages, gathered feature by feature."""
+
+    def __init__(self, n_rows: int) -> None:
+        self._by_row: dict[int, list[str]] = {}
+        self.n_rows = n_rows
+
+    def add(self, mask: np.ndarray, message: str) -> None:
+        for i in np.flatnonzero(mask).tolist():
+            self._by_row.setdefault(i, []).append(message)
+
+    def add_each(self, mask: np.ndarray, messages: Sequence[str]) -> None:
+        for i, message in zip(np.flatnonzero(mask).tolist(), messages, strict=True):
+            self._by_row.setdefault(i, []).append(message)
+
+    def reasons(self) -> np.ndarray:
+        reasons = np.full(self.n_rows, None, dtype=object)
+        for i, messages in self._by_row.items():
+            reasons[i] = "; ".join(messages)
+        return reasons
+
+    def valid(self) -> np.ndarray:
+        valid = np.ones(self.n_rows, dtype=bool)
+        valid[list(self._by_row)] = False
+        return valid
+
+
+def _number_text(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _is_text(data_type: pa.DataType) -> bool:
+    return bool(pa.types.is_string(data_type) or pa.types.is_large_string(data_type))
+
+
+def _decoded(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    if pa.types.is_dictionary(column.type):
+        return column.cast(column.type.value_type)
+    return column
+
+
+def _numbers(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A column as float64, with masks of missing values and of values that are no number.
+
+    Null, blank text and NaN count as missing. Text is parsed in one vectorised cast; only a
+    column holding something that is not a number takes the slower, per-value way round.
+    """
+    column = _decoded(column)
+    data_type = column.type
+    n_rows = len(column)
+    if (
+        pa.types.is_integer(data_type)
+        or pa.types.is_floating(data_type)
+        or pa.types.is_decimal(data_type)
+    ):
+        values = column.cast(pa.float64()).to_numpy().astype(np.float64, copy=True)
+        return values, np.isnan(values), np.zeros(n_rows, dtype=bool)
+    if not _is_text(data_type):
+        missing = column.is_null().to_numpy(zero_copy_only=False)
+        return np.full(n_rows, np.nan), missing, ~missing
+    text = pc.utf8_trim_whitespace(column)
+    blank = pc.fill_null(pc.equal(text, ""), True).to_numpy(zero_copy_only=False)
+    try:
+        values = pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
+        nan_text = np.isnan(values)
+    except pa.ArrowInvalid:
+        raw = pd.Series(text.to_numpy(zero_copy_only=False), dtype=object)
+        values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        nan_text = raw.str.lower().isin(_NAN_TEXTS).to_numpy(dtype=bool)
+    missing = blank | (np.isnan(values) & nan_text)
+    not_number = np.isnan(values) & ~missing
+    return values, missing, not_number
+
+
+def _texts(column: pa.ChunkedArray) -> pa.ChunkedArray | None:
+    """A column as text, null where missing (or blank), or None when it is no text.
+
+    Whole numbers are taken as their text, so a Parquet `term` of 36 is the category "36".
+    """
+    column = _decoded(column)
+    if not _is_text(column.type):
+        if not (pa.types.is_integer(column.type) or pa.types.is_null(column.type)):
+            return None
+        column = column.cast(pa.string())
+    blank = pc.equal(column, "")
+    if pc.any(blank).as_py():
+        column = pc.if_else(blank, pa.scalar(None, pa.string()), column)
+    return column
+
+
+def _check_number(feature: Feature, column: pa.ChunkedArray, problems: _Problems) -> np.ndarray:
+    name = feature.name
+    values, missing, not_number = _numbers(column)
+    problems.add(not_number, f"{name}: not a number")
+    if not feature.nullable:
+        problems.add(missing, f"{name}: missing")
+    present = ~missing & ~not_number
+    finite = np.isfinite(values)
+    problems.add(present & ~finite, f"{name}: must be a finite number")
+    usable = present & finite
+    if feature.kind == "int":
+        with np.errstate(invalid="ignore"):
+            problems.add(usable & (values != np.floor(values)), f"{name}: must be a whole number")
+    with np.errstate(invalid="ignore"):
+        if feature.minimum is not None:
+            problems.add(
+                usable & (values < feature.minimum),
+                f"{name}: must be >= {_number_text(feature.minimum)}",
+            )
+        if feature.maximum is not None:
+            problems.add(
+                usable & (values > feature.maximum),
+                f"{name}: must be <= {_number_text(feature.maximum)}",
+            )
+    values[missing] = np.nan
+    return values
+
+
+def _check_category(
+    feature: Feature, column: pa.ChunkedArray, problems: _Problems
+) -> tuple[np.ndarray, pa.ChunkedArray]:
+    name = feature.name
+    categories = feature.categories or ()
+    texts = _texts(column)
+    if texts is None:
+        missing = column.is_null().to_numpy(zero_copy_only=False)
+        problems.add(~missing, f"{name}: must be text, one of {_listing(categories)}")
+        texts = pa.chunked_array([pa.nulls(len(column), pa.string())])
+    else:
+        missing = texts.is_null().to_numpy(zero_copy_only=False)
+        known = pc.is_in(texts, value_set=pa.array(categories, pa.string()))
+        unknown = ~known.to_numpy(zero_copy_only=False) & ~missing
+        if unknown.any():
+            shown = _listing(categories)
+            problems.add_each(
+                unknown,
+                [
+                    f"{name}: {_shown(v)} is not one of {shown}"
+                    for v in texts.filter(pa.array(unknown)).to_pylist()
+                ],
+            )
+    if not feature.nullable:
+        problems.add(missing, f"{name}: missing")
+    values = texts.to_numpy(zero_copy_only=False).astype(object, copy=False)
+    return values, texts
+
+
+def _listing(categories: Sequence[str]) -> str:
+    if len(categories) <= _CATEGORIES_SHOWN:
+        return ", ".join(categories)
+    return f"{', '.join(categories[:_CATEGORIES_SHOWN])}, … ({len(categories)} values)"
+
+
+def _shown(value: Any) -> str:
+    text = str(value)
+    if len(text) > _VALUE_SHOWN:
+        text = text[: _VALUE_SHOWN - 1] + "…"
+    return repr(text)
+
+
+def validate_chunk(table: pa.Table, schema: FeatureSchema) -> ValidatedChunk:
+    """Check every row of a chunk against the schema's rules, a column at a time.
+
+    The rules are those of `FeatureSchema.request_model`: numbers within the feature's range,
+    counts whole, floats finite, categories among the declared values, and a value present
+    unless the feature is nullable. A file carries no JSON types, so numeric text and whole
+    floats are taken as numbers, and whole numbers as category text.
+
+    Args:
+        table: rows of the batch file, holding at least the feature columns.
+        schema: the model's feature schema.
+
+    Returns:
+        The cast feature columns and, per row, its rejection reason: each broken rule as
+        `feature: what is wrong`, joined with "; " (None for a valid row).
+    """
+    problems = _Problems(table.num_rows)
+    columns: dict[str, np.ndarray] = {}
+    texts: dict[str, pa.ChunkedArray] = {}
+    for feature in schema.features:
+        column = table.column(feature.name)
+        if feature.is_categorical:
+            columns[feature.name], texts[feature.name] = _check_category(feature, column, problems)
+        else:
+            columns[feature.name] = _check_number(feature, column, problems)
+    return ValidatedChunk(
+        columns=columns, texts=texts, rejections=problems.reasons(), valid=problems.valid()
+    )
+
+
+@dataclass(frozen=True)
+class ScoredChunk:
+    """One chunk, scored: the output rows, the decisions to record, and its counts."""
+
+    table: pa.Table
+    """The input columns plus `row`, `probability`, `decision`, `reason_codes` and
+    `rejection_reason`, one row per input row, in order."""
+    decisions: pa.Table
+    """One row per scored row: `row`, `probability`, `decision`, `reasons` (JSON) and the
+    features as validated (`input:<name>`); the model, threshold, job and time ride in the
+    schema's metadata.
+    `decisions_from_table` turns it into decision-log records."""
+    counts: ChunkCounts
+
+
+def score_chunk(
+    table: pa.Table,
+    model: LoadedModel,
+    *,
+    first_row: int,
+    job_id: str,
+    top_reasons: int,
+    decided_at: datetime | None = None,
+) -> ScoredChunk:
+    """Validate, score and explain one chunk of a batch file.
+
+    Args:
+        table: the chunk's input rows, every column of the file.
+        model: the version the job is pinned to.
+        first_row: input position of the chunk's first row.
+        job_id: the job, for the decisions' request ids `<job id>-<row>`.
+        top_reasons: most adverse-action reasons per declined row.
+        decided_at: time stamp of the decisions; now by default.
+
+    Returns:
+        The scored chunk. Declined rows carry their adverse-action reason codes (";"-joined);
+        approved and rejected rows carry none.
+    """
+    n_rows = table.num_rows
+    checked = validate_chunk(table, model.schema)
+    valid = checked.valid
+    scored_rows = np.flatnonzero(valid)
+    features = checked.frame(scored_rows)
+    probability = np.full(n_rows, np.nan)
+    decision = np.full(n_rows, None, dtype=object)
+    codes = np.full(n_rows, None, dtype=object)
+    reasons = np.full(len(scored_rows), "[]", dtype=object)
+    if len(scored_rows):
+        p, decided = model.score_frame(features, cast=False)  # validate_chunk cast it already
+        probability[scored_rows] = p
+        decision[scored_rows] = decided
+        declined = np.flatnonzero(decided == "decline")
+        if len(declined):
+            ranking = model.explainer.rank_reasons(
+                features.iloc[declined],
+                p[declined],
+                functools.partial(model.scorer.score_frame, cast=False),
+                top=top_reasons,
+            )
+            reasons[declined], codes[scored_rows[declined]] = _reason_texts(ranking)
+    rows = np.arange(first_row, first_row + n_rows, dtype=np.int64)
+    output = (
+        table.append_column("row", pa.array(rows))
+        .append_column("probability", pa.array(probability, mask=~valid, type=pa.float64()))
+        .append_column("decision", pa.array(decision, type=pa.string()))
+        .append_column("reason_codes", pa.array(codes, type=pa.string()))
+        .append_column("rejection_reason", pa.array(checked.rejections, type=pa.string()))
+    )
+    metadata = {
+        "job_id": job_id,
+        "model_name": model.name,
+        "model_version": model.version,
+        "threshold": repr(float(model.threshold)),
+        "decided_at": (decided_at or datetime.now(UTC)).isoformat(),
+    }
+    decisions = pa.table(
+        {
+            "row": pa.array(rows[scored_rows]),
+            "probability": pa.array(probability[scored_rows], type=pa.float64()),
+            "decision": pa.array(decision[scored_rows], type=pa.string()),
+            "reasons": pa.array(reasons, type=pa.string()),
+            **{
+                f"{_INPUT_PREFIX}{feature.name}": _input_column(checked, feature, valid)
+                for feature in model.schema.features
+            },
+        }
+    ).replace_schema_metadata(metadata)
+    counts = ChunkCounts(rows=n_rows, valid=len(scored_rows), rejected=n_rows - len(scored_rows))
+    return ScoredChunk(table=output, decisions=decisions, counts=counts)
+
+
+def _reason_texts(ranking: ReasonRanking) -> tuple[list[str], list[str]]:
+    """Per row, its reasons as decision-log JSON and its reason codes joined with ";"."""
+    codes = [reason_code(name) for name in ranking.features]
+    # Each reason is `{"code": ..., "text": ..., "impact": ...}`; all but the impact is fixed
+    # per feature, so it is encoded once.
+    heads = [
+        orjson.dumps({"code": code, "text": text}).decode()[:-1] + ',"impact":'
+        for code, text in zip(codes, ranking.texts, strict=True)
+    ]
+    as_json: list[str] = []
+    joined: list[str] = []
+    for row_order, row_impacts in zip(
+        ranking.order.tolist(), ranking.impacts.tolist(), strict=True
+    ):
+        kept = [(j, impact) for j, impact in zip(row_order, row_impacts, strict=True) if impact > 0]
+        as_json.append("[" + ",".join(f"{heads[j]}{impact!r}}}" for j, impact in kept) + "]")
+        joined.append(";".join(codes[j] for j, _ in kept))
+    return as_json, joined
+
+
+def _input_column(checked: ValidatedChunk, feature: Feature, valid: np.ndarray) -> pa.Array:
+    """A validated feature of the scored rows as the decision log keeps it."""
+    if feature.is_categorical:
+        return checked.texts[feature.name].filter(pa.array(valid)).combine_chunks()
+    array = pa.array(checked.columns[feature.name][valid], from_pandas=True)
+    # Validated counts are whole, so the cast is exact; a missing value stays null.
+    return array.cast(pa.int64()) if feature.kind == "int" else array
+
+
+def decisions_from_table(table: pa.Table) -> list[Decision]:
+    """Decision-log records from a chunk's decisions table (see `ScoredChunk.decisions`).
+
+    Request ids are `<job id>-<row>`, so writing the same chunk twice records nothing more.
+    """
+    from loanops.decisions import Decision
+
+    metadata = {
+        key.decode(): value.decode() for key, value in (table.schema.metadata or {}).items()
+    }
+    job_id = metadata["job_id"]
+    decided_at = datetime.fromisoformat(metadata["decided_at"])
+    threshold = float(metadata["threshold"])
+    names = [name for name in table.column_names if name.startswith(_INPUT_PREFIX)]
+    columns = [table.column(name).to_pylist() for name in names]
+    names = [name.removeprefix(_INPUT_PREFIX) for name in names]
+    inputs = [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
+    return [
+        Decision(
+            request_id=f"{job_id}-{row}",
+            decided_at=decided_at,
+            model_name=metadata["model_name"],
+            model_version=metadata["model_version"],
+            threshold=threshold,
+            inputs=row_inputs,
+            probability=probability,
+            decision=decision,
+            reasons=orjson.loads(reasons) if reasons != "[]" else [],
+            source="batch",
+            job_id=job_id,
+        )
+        for row, row_inputs, probability, decision, reasons in zip(
+            table.column("row").to_pylist(),
+            inputs,
+            table.column("probability").to_pylist(),
+            table.column("decision").to_pylist(),
+            table.column("reasons").to_pylist(),
+            strict=True,
+        )
+    ]
