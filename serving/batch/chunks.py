@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,9 +19,11 @@ import orjson
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+from pandera.errors import SchemaErrors
 
 from loanops.explain import ReasonRanking, reason_code
 from loanops.schema import Feature, FeatureSchema
+from loanops.validation import value_schema
 from serving.batch.job import ChunkCounts
 
 if TYPE_CHECKING:
@@ -54,6 +57,18 @@ class ValidatedChunk:
         )
 
 
+@dataclass(frozen=True)
+class _Cast:
+    """One feature's values cast to its type, and the rows whose value would not cast."""
+
+    values: np.ndarray
+    """float64 (NaN where missing or not castable) or object (None)."""
+    texts: pa.ChunkedArray | None
+    """A categorical feature's values as Arrow text; None for a number."""
+    problems: list[tuple[np.ndarray, str]]
+    """(rows as a mask, what is wrong with them)."""
+
+
 class _Problems:
     """Per-row problem messages, gathered feature by feature."""
 
@@ -61,12 +76,12 @@ class _Problems:
         self._by_row: dict[int, list[str]] = {}
         self.n_rows = n_rows
 
-    def add(self, mask: np.ndarray, message: str) -> None:
-        for i in np.flatnonzero(mask).tolist():
+    def add(self, rows: np.ndarray, message: str) -> None:
+        for i in rows.tolist():
             self._by_row.setdefault(i, []).append(message)
 
-    def add_each(self, mask: np.ndarray, messages: Sequence[str]) -> None:
-        for i, message in zip(np.flatnonzero(mask).tolist(), messages, strict=True):
+    def add_each(self, rows: np.ndarray, messages: Sequence[str]) -> None:
+        for i, message in zip(rows.tolist(), messages, strict=True):
             self._by_row.setdefault(i, []).append(message)
 
     def reasons(self) -> np.ndarray:
@@ -144,61 +159,73 @@ def _texts(column: pa.ChunkedArray) -> pa.ChunkedArray | None:
     return column
 
 
-def _check_number(feature: Feature, column: pa.ChunkedArray, problems: _Problems) -> np.ndarray:
+def _cast_number(feature: Feature, column: pa.ChunkedArray) -> _Cast:
     name = feature.name
     values, missing, not_number = _numbers(column)
-    problems.add(not_number, f"{name}: not a number")
-    if not feature.nullable:
-        problems.add(missing, f"{name}: missing")
     present = ~missing & ~not_number
     finite = np.isfinite(values)
-    problems.add(present & ~finite, f"{name}: must be a finite number")
-    usable = present & finite
+    problems = [
+        (not_number, f"{name}: not a number"),
+        (present & ~finite, f"{name}: must be a finite number"),
+    ]
     if feature.kind == "int":
         with np.errstate(invalid="ignore"):
-            problems.add(usable & (values != np.floor(values)), f"{name}: must be a whole number")
-    with np.errstate(invalid="ignore"):
-        if feature.minimum is not None:
-            problems.add(
-                usable & (values < feature.minimum),
-                f"{name}: must be >= {_number_text(feature.minimum)}",
-            )
-        if feature.maximum is not None:
-            problems.add(
-                usable & (values > feature.maximum),
-                f"{name}: must be <= {_number_text(feature.maximum)}",
-            )
-    values[missing] = np.nan
-    return values
+            whole = values == np.floor(values)
+        problems.append((present & finite & ~whole, f"{name}: must be a whole number"))
+    values[~(present & finite)] = np.nan
+    return _Cast(values=values, texts=None, problems=problems)
 
 
-def _check_category(
-    feature: Feature, column: pa.ChunkedArray, problems: _Problems
-) -> tuple[np.ndarray, pa.ChunkedArray]:
-    name = feature.name
-    categories = feature.categories or ()
+def _cast_category(feature: Feature, column: pa.ChunkedArray) -> _Cast:
     texts = _texts(column)
+    problems = []
     if texts is None:
-        missing = column.is_null().to_numpy(zero_copy_only=False)
-        problems.add(~missing, f"{name}: must be text, one of {_listing(categories)}")
+        present = ~column.is_null().to_numpy(zero_copy_only=False)
+        listing = _listing(feature.categories or ())
+        problems.append((present, f"{feature.name}: must be text, one of {listing}"))
         texts = pa.chunked_array([pa.nulls(len(column), pa.string())])
-    else:
-        missing = texts.is_null().to_numpy(zero_copy_only=False)
-        known = pc.is_in(texts, value_set=pa.array(categories, pa.string()))
-        unknown = ~known.to_numpy(zero_copy_only=False) & ~missing
-        if unknown.any():
-            shown = _listing(categories)
-            problems.add_each(
-                unknown,
-                [
-                    f"{name}: {_shown(v)} is not one of {shown}"
-                    for v in texts.filter(pa.array(unknown)).to_pylist()
-                ],
-            )
-    if not feature.nullable:
-        problems.add(missing, f"{name}: missing")
     values = texts.to_numpy(zero_copy_only=False).astype(object, copy=False)
-    return values, texts
+    return _Cast(values=values, texts=texts, problems=problems)
+
+
+def _rule_failures(frame: pd.DataFrame, schema: FeatureSchema) -> dict[str, pd.DataFrame]:
+    """The rows that break the schema's rules (`loanops.validation.value_schema`), by feature."""
+    try:
+        with warnings.catch_warnings():
+            # pandera's failure-case concat trips a pandas FutureWarning that is not ours to fix.
+            warnings.simplefilter("ignore", FutureWarning)
+            value_schema(schema).validate(frame, lazy=True)
+    except SchemaErrors as errors:
+        cases = errors.failure_cases
+        return {str(name): rows for name, rows in cases.groupby("column", sort=False)}
+    return {}
+
+
+def _add_rule_problems(
+    feature: Feature, failures: pd.DataFrame, castable: np.ndarray, problems: _Problems
+) -> None:
+    """Name each broken rule of one feature for its row, skipping values that did not cast."""
+    name = feature.name
+    rows = failures["index"].to_numpy(dtype=np.int64)
+    kept = castable[rows]
+    rows, checks, values = rows[kept], failures["check"].to_numpy()[kept], failures["failure_case"]
+    values = values.to_numpy()[kept]
+    for check in dict.fromkeys(checks):
+        chosen = checks == check
+        at, seen = rows[chosen], values[chosen]
+        if check == "not_nullable":
+            problems.add(at, f"{name}: missing")
+        elif str(check).startswith("in_range"):
+            low = feature.minimum is not None and seen.astype(np.float64) < feature.minimum
+            if feature.minimum is not None:
+                problems.add(at[low], f"{name}: must be >= {_number_text(feature.minimum)}")
+            if feature.maximum is not None:
+                problems.add(at[~low], f"{name}: must be <= {_number_text(feature.maximum)}")
+        elif str(check).startswith("isin"):
+            shown = _listing(feature.categories or ())
+            problems.add_each(at, [f"{name}: {_shown(v)} is not one of {shown}" for v in seen])
+        else:
+            problems.add(at, f"{name}: breaks {check}")
 
 
 def _listing(categories: Sequence[str]) -> str:
@@ -215,12 +242,14 @@ def _shown(value: Any) -> str:
 
 
 def validate_chunk(table: pa.Table, schema: FeatureSchema) -> ValidatedChunk:
-    """Check every row of a chunk against the schema's rules, a column at a time.
+    """Check every row of a chunk against the schema's rules.
 
-    The rules are those of `FeatureSchema.request_model`: numbers within the feature's range,
-    counts whole, floats finite, categories among the declared values, and a value present
-    unless the feature is nullable. A file carries no JSON types, so numeric text and whole
-    floats are taken as numbers, and whole numbers as category text.
+    A file carries no JSON types, so each value is first cast to its feature's type: numeric
+    text and whole floats are taken as numbers, whole numbers as category text, and a value
+    that is no number, not finite, or not whole for a count is its row's problem. The cast
+    rows then meet the schema's own rules (`loanops.validation.value_schema`, the pandera
+    rules of the training data): numbers within the feature's range, categories among the
+    declared values, and a value present unless the feature is nullable.
 
     Args:
         table: rows of the batch file, holding at least the feature columns.
@@ -228,17 +257,26 @@ def validate_chunk(table: pa.Table, schema: FeatureSchema) -> ValidatedChunk:
 
     Returns:
         The cast feature columns and, per row, its rejection reason: each broken rule as
-        `feature: what is wrong`, joined with "; " (None for a valid row).
+        `feature: what is wrong`, joined with "; " in feature order (None for a valid row).
     """
+    casts = {
+        feature.name: (_cast_category if feature.is_categorical else _cast_number)(
+            feature, table.column(feature.name)
+        )
+        for feature in schema.features
+    }
+    columns = {name: cast.values for name, cast in casts.items()}
+    failures = _rule_failures(pd.DataFrame(columns, copy=False), schema)
     problems = _Problems(table.num_rows)
-    columns: dict[str, np.ndarray] = {}
-    texts: dict[str, pa.ChunkedArray] = {}
     for feature in schema.features:
-        column = table.column(feature.name)
-        if feature.is_categorical:
-            columns[feature.name], texts[feature.name] = _check_category(feature, column, problems)
-        else:
-            columns[feature.name] = _check_number(feature, column, problems)
+        cast = casts[feature.name]
+        castable = np.ones(table.num_rows, dtype=bool)
+        for mask, message in cast.problems:
+            problems.add(np.flatnonzero(mask), message)
+            castable &= ~mask
+        if feature.name in failures:
+            _add_rule_problems(feature, failures[feature.name], castable, problems)
+    texts = {name: cast.texts for name, cast in casts.items() if cast.texts is not None}
     return ValidatedChunk(
         columns=columns, texts=texts, rejections=problems.reasons(), valid=problems.valid()
     )

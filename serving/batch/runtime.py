@@ -153,9 +153,24 @@ def preload() -> None:
         "skops.io",
         "loanops.decisions",
         "loanops.registry",
+        "loanops.validation",
         "serving.model",
     ):
         try:
             importlib.import_module(module)
         except ImportError:  # an optional store or format; the process imports what it needs
             logger.debug("not preloading %s", module)
+    _register_validation_backends()
+
+
+def _register_validation_backends() -> None:
+    """Validate once, so that pool processes inherit pandera's backends, registered on first use.
+
+    Registering takes about half a second, which every replaced pool process would otherwise
+    spend on its first chunk.
+    """
+    import pandas as pd
+    import pandera.pandas as pandera
+
+    rule = pandera.Column(checks=[pandera.Check.in_range(0, 1)], nullable=True)
+    pandera.DataFrameSchema({"x": rule}).validate(pd.DataFrame({"x": [0.5]}), lazy=True)
