@@ -29,6 +29,8 @@ CHUNK_TASK = "loanops.batch.chunk"
 """Scores one chunk."""
 RECORD_TASK = "loanops.batch.record"
 """Writes one scored chunk's decisions to the decision log."""
+RECORD_PRIORITY = 9
+"""Priority of recording decisions; with Redis, 0 (every other task) goes first."""
 _REDIS_PING_TIMEOUT_S = 1.0
 
 

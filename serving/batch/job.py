@@ -39,6 +39,7 @@ class BatchJob(BaseModel):
                     "chunks": 3,
                     "chunks_done": 1,
                     "decisions_recorded": 40000,
+                    "decisions_pending": 9870,
                     "error": None,
                 }
             ]
@@ -80,6 +81,12 @@ class BatchJob(BaseModel):
         description="Scored rows whose decision is in the decision log. Recording runs behind "
         "scoring, so it may trail `rows_valid` for a while after the result is ready.",
     )
+    decisions_pending: int = Field(
+        default=0,
+        ge=0,
+        description="Scored rows whose decision is not in the decision log yet; the workers keep "
+        "recording them, and the job fails (see `error`) if they cannot.",
+    )
     error: str | None = Field(default=None, description="Why the job failed; null otherwise.")
 
     @property
@@ -88,7 +95,7 @@ class BatchJob(BaseModel):
 
 
 class JobPlan(BaseModel):
-    """What a worker needs to split and score a job; written by `receive` and `split_input`."""
+    """What a worker needs to split and score a job: the file as received, then its chunks."""
 
     input_format: InputFormat
     input_file: str
@@ -100,7 +107,7 @@ class JobPlan(BaseModel):
 
 
 class ChunkCounts(BaseModel):
-    """The counts of one scored chunk, written after its output as the mark that it is done."""
+    """The counts of one scored chunk."""
 
     rows: int
     valid: int

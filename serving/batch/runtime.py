@@ -126,6 +126,8 @@ class WorkerRuntime:
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(limits=1)
+        # The parent's pooled connections are the parent's: this process opens its own.
+        self.store.engine.dispose(close=False)
         self.models.warm()
         freeze_heap()
 

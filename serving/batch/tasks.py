@@ -11,8 +11,11 @@ A job runs as three kinds of task on one queue, with its state kept in the `JobS
 Every task is acknowledged only when it returns (`acks_late`), and a task whose process dies is
 put back on the queue (`reject_on_worker_lost`), so a killed worker costs a rerun of its chunk,
 never a lost one. Every step is idempotent: chunk files are named by index and replaced whole,
-decisions are keyed by `<job id>-<row>`, and assembly happens once under the job's lock. There is
-no chord: the last chunk to land finds out from the store, which a killed worker cannot confuse.
+decisions are keyed by `<job id>-<row>`, and only one assembly moves the job to `succeeded`. There
+is no chord: the last chunk to land finds out from the store, which a killed worker cannot confuse.
+
+Tasks that vanish (a Redis that restarted empty) are sent again from the job state in SQL by the
+sweep, a thread of each worker's main process (`serving.batch.sweep`).
 
 Retries are Celery's own (`autoretry_for`, `retry_backoff`): a step turns an error that a retry
 may fix into `TransientError`, and the job fails when the retries run out (`JobStep.on_failure`).
@@ -28,18 +31,25 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from celery import Celery, Task
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from loanops.settings import Settings
 from serving.batch.chunks import score_chunk
-from serving.batch.client import CHUNK_TASK, PREPARE_TASK, QUEUE, RECORD_TASK, celery_config
+from serving.batch.client import (
+    CHUNK_TASK,
+    PREPARE_TASK,
+    QUEUE,
+    RECORD_PRIORITY,
+    RECORD_TASK,
+    celery_config,
+    create_client,
+)
 from serving.batch.runtime import WorkerRuntime, freeze_heap, preload
+from serving.batch.sweep import Sweeper, sweep_interval
 from serving.batch.upload import BatchFileError
 
 logger = logging.getLogger(__name__)
 
-RECORD_PRIORITY = 9
-"""Priority of recording decisions; with Redis, 0 (every other task) goes first."""
 STEP_RETRIES = 5
 """Retries of a step that hit a transient error (after 2, 4, 8, 16 and 32 s); then the job fails."""
 RETRY_BACKOFF_MAX_S = 60
@@ -100,6 +110,12 @@ def configure(settings: Settings) -> WorkerRuntime:
     )
     _runtime = WorkerRuntime(settings)
     worker_process_init.connect(_process_started, weak=False, dispatch_uid="loanops-warm")
+    stale_after_s = settings.batch_visibility_seconds
+    sweeper = Sweeper(
+        _runtime.store, create_client(settings), stale_after_s, sweep_interval(stale_after_s)
+    )
+    worker_ready.connect(lambda **_: sweeper.start(), weak=False, dispatch_uid="loanops-sweep")
+    worker_shutdown.connect(lambda **_: sweeper.stop(), weak=False, dispatch_uid="loanops-stop")
     return _runtime
 
 
@@ -200,6 +216,7 @@ def prepare(self: Task, job_id: str) -> None:
         store.mark_running(job_id)
         store.split_input(job_id, worker.settings.batch_chunk_rows)
         pending = store.pending_chunks(job_id)
+        store.mark_sent(job_id, pending)
         for index in pending:
             score.apply_async((job_id, index), queue=QUEUE)
         if not pending:
@@ -238,13 +255,13 @@ def score(self: Task, job_id: str, index: int) -> None:
                 time.perf_counter() - started,
                 time.process_time() - cpu,
             )
+        if not job.finished and not store.pending_chunks(job_id):
+            store.assemble(job_id)
         # Also when the job has finished meanwhile: a redelivered chunk whose first run was
-        # killed after its output but before this line is the only one that can queue it.
+        # killed after its output but before this line queues it (as does the sweep).
         if store.chunk_done(job_id, index) and not store.decisions_recorded(job_id, index):
             # Behind every chunk still to score: the result first, then the log.
             record.apply_async((job_id, index), queue=QUEUE, priority=RECORD_PRIORITY)
-        if not job.finished and not store.pending_chunks(job_id):
-            store.assemble(job_id)
 
 
 @app.task(
@@ -278,6 +295,9 @@ def record(self: Task, job_id: str, index: int) -> None:
         if not is_transient(error):
             # The decisions stay on the volume, where an operator can replay them.
             logger.exception("batch job %s: chunk %d's decisions not recorded", job_id, index)
+            store.mark_unrecorded(
+                job_id, f"the decisions of chunk {index} cannot be recorded: {describe(error)}"
+            )
             raise
         step = f"recording chunk {index}"
         logger.warning("batch job %s: %s hit %s; retrying", job_id, step, describe(error))

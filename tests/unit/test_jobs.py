@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,9 +12,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+from sqlalchemy import select
 from threadpoolctl import threadpool_limits
 
 from loanops.data import synthetic as syn
+from loanops.decisions import create_engine_for
 from loanops.evaluate import CostMatrix
 from loanops.explain import Explainer, favourable_values
 from loanops.features import split_frame
@@ -23,8 +24,10 @@ from loanops.predict import CompiledScorer
 from loanops.registry import ModelCard
 from loanops.train import fit
 from serving.batch.chunks import decisions_from_table, score_chunk, validate_chunk
+from serving.batch.database import migrate
 from serving.batch.job import BatchJob, is_job_id
 from serving.batch.store import JobStore
+from serving.batch.tables import JobRow
 from serving.batch.upload import BatchFileError, UploadTooLarge, detect_format
 from serving.model import LoadedModel
 from tests.model.fitting import CONFIGS
@@ -70,6 +73,15 @@ def model() -> LoadedModel:
         explainer=Explainer(SCHEMA, favourable, scorer.score_rows),
         input_example=[],
     )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[JobStore]:
+    """A job store on `tmp_path`, its state in a SQLite file there."""
+    engine = create_engine_for(f"sqlite:///{tmp_path / 'jobs.db'}")
+    migrate(engine)
+    yield JobStore(tmp_path, engine)
+    engine.dispose()
 
 
 @pytest.fixture(scope="module")
@@ -152,8 +164,7 @@ def test_other_formats_are_refused_by_name(
 
 
 @pytest.mark.parametrize("job_id", ["", "../../etc/passwd", "A" * 32, "0" * 31, "0" * 32 + "/x"])
-def test_anything_but_a_job_id_finds_no_job(tmp_path: Path, job_id: str) -> None:
-    store = JobStore(tmp_path)
+def test_anything_but_a_job_id_finds_no_job(tmp_path: Path, store: JobStore, job_id: str) -> None:
 
     assert not is_job_id(job_id)
     assert store.get(job_id) is None
@@ -165,9 +176,8 @@ def test_anything_but_a_job_id_finds_no_job(tmp_path: Path, job_id: str) -> None
 
 
 def test_a_csv_upload_is_stored_counted_and_queued(
-    tmp_path: Path, applicants: pd.DataFrame
+    tmp_path: Path, store: JobStore, applicants: pd.DataFrame
 ) -> None:
-    store = JobStore(tmp_path)
     data = applicants.head(250).to_csv(index=False).encode()
 
     job = receive(store, data, filename="book.csv")
@@ -187,14 +197,16 @@ def test_a_csv_upload_is_stored_counted_and_queued(
     assert is_job_id(job.id)
     folder = store.jobs_root / job.id
     assert (folder / "input.csv").read_bytes() == data
-    assert json.loads((folder / "job.json").read_text())["status"] == "queued"
-    assert JobStore(tmp_path).get(job.id) == job  # another instance, as after a restart
+    with store.engine.connect() as connection:  # the state is in SQL, not on the volume
+        assert connection.scalar(select(JobRow.status).where(JobRow.id == job.id)) == "queued"
+    assert (
+        JobStore(tmp_path, store.engine).get(job.id) == job
+    )  # another instance, as after a restart
 
 
 def test_a_parquet_upload_is_counted_from_its_footer(
-    tmp_path: Path, applicants: pd.DataFrame
+    tmp_path: Path, store: JobStore, applicants: pd.DataFrame
 ) -> None:
-    store = JobStore(tmp_path)
 
     job = receive(store, parquet_bytes(applicants), filename="upload", content_type=None)
 
@@ -224,9 +236,8 @@ FEATURES = ",".join(SCHEMA.feature_names)
     ],
 )
 def test_a_bad_file_is_refused_with_a_clear_message_and_leaves_nothing(
-    tmp_path: Path, data: bytes, filename: str, message: str
+    tmp_path: Path, store: JobStore, data: bytes, filename: str, message: str
 ) -> None:
-    store = JobStore(tmp_path)
 
     with pytest.raises(BatchFileError, match=message):
         receive(store, data, filename=filename)
@@ -235,9 +246,8 @@ def test_a_bad_file_is_refused_with_a_clear_message_and_leaves_nothing(
 
 
 def test_an_upload_over_the_limit_is_refused_and_leaves_nothing(
-    tmp_path: Path, applicants: pd.DataFrame
+    tmp_path: Path, store: JobStore, applicants: pd.DataFrame
 ) -> None:
-    store = JobStore(tmp_path)
 
     with pytest.raises(UploadTooLarge, match="larger than the limit of 5000 bytes"):
         receive(store, applicants.to_csv(index=False).encode(), max_bytes=5000)
@@ -245,8 +255,7 @@ def test_an_upload_over_the_limit_is_refused_and_leaves_nothing(
     assert nothing_left(store)
 
 
-def test_an_upload_cut_short_leaves_nothing(tmp_path: Path) -> None:
-    store = JobStore(tmp_path)
+def test_an_upload_cut_short_leaves_nothing(tmp_path: Path, store: JobStore) -> None:
 
     async def disconnecting() -> AsyncIterator[bytes]:
         yield _csv(FEATURES)
@@ -400,9 +409,8 @@ def run_chunk(store: JobStore, model: LoadedModel, job_id: str, index: int) -> N
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_a_job_split_scored_twice_and_assembled_keeps_each_row_once(
-    tmp_path: Path, model: LoadedModel, applicants: pd.DataFrame, fmt: str
+    tmp_path: Path, store: JobStore, model: LoadedModel, applicants: pd.DataFrame, fmt: str
 ) -> None:
-    store = JobStore(tmp_path)
     frame = applicants.drop(columns=["default", "pd_true"])
     frame.loc[[5, 500, 999], "loan_amnt"] = [1, 2, 3]
     data = frame.to_csv(index=False).encode() if fmt == "csv" else parquet_bytes(frame)
@@ -444,13 +452,12 @@ def test_a_job_split_scored_twice_and_assembled_keeps_each_row_once(
         assert store.read_decisions(job.id, index) is None
     recorded = store.get(job.id)
     assert recorded is not None and recorded.decisions_recorded == 997
-    assert JobStore(tmp_path).rows_processed_total() == 1000
+    assert JobStore(tmp_path, store.engine).rows_processed_total() == 1000
 
 
 def test_a_failed_job_keeps_its_reason_and_is_never_changed_again(
-    tmp_path: Path, applicants: pd.DataFrame
+    tmp_path: Path, store: JobStore, applicants: pd.DataFrame
 ) -> None:
-    store = JobStore(tmp_path)
     job = receive(store, applicants.head(10).to_csv(index=False).encode())
 
     failed = store.mark_failed(job.id, "chunk 0 failed: boom")
