@@ -87,11 +87,29 @@ def detect_format(filename: str, content_type: str | None, head: bytes) -> Input
 
 
 def short_message(error: BaseException) -> str:
+    """An error's message on one line, cut to a length a client can read."""
     text = " ".join(str(error).split()) or type(error).__name__
     return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"
 
 
 def _csv_header(path: Path) -> list[str]:
+    """The column names of a CSV upload, from its first line.
+
+    Raises:
+        BatchFileError: when the first line does not end within `_HEADER_BLOCK_BYTES`; pyarrow
+            would only say that the file is empty.
+    """
+    with path.open("rb") as file:
+        head = file.read(_HEADER_BLOCK_BYTES + 1)
+    if len(head) > _HEADER_BLOCK_BYTES and not any(
+        end in head[:_HEADER_BLOCK_BYTES] for end in (b"\n", b"\r")
+    ):
+        names = head[:_HEADER_BLOCK_BYTES].count(b",") + 1
+        raise BatchFileError(
+            f"the CSV header row is longer than {_HEADER_BLOCK_BYTES // 1024**2} MiB "
+            f"({names:,} column names in its first MiB alone): the first line must name the "
+            "file's columns, the model's features plus any to pass through"
+        )
     reader = pacsv.open_csv(
         path, read_options=pacsv.ReadOptions(block_size=_HEADER_BLOCK_BYTES, use_threads=False)
     )

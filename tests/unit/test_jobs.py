@@ -245,6 +245,21 @@ def test_a_bad_file_is_refused_with_a_clear_message_and_leaves_nothing(
     assert nothing_left(store)
 
 
+def test_a_header_of_a_million_columns_is_named_as_the_problem(
+    tmp_path: Path, store: JobStore
+) -> None:
+    # pyarrow reads the header within one block and, finding no line end, says "Empty CSV file".
+    header = ",".join(f"column_{i}" for i in range(1_000_000))
+    data = f"{header}\n{','.join('1' * 1_000_000)}\n".encode()
+
+    with pytest.raises(BatchFileError, match="the CSV header row is longer than 1 MiB") as error:
+        receive(store, data, filename="wide.csv")
+
+    assert "empty" not in str(error.value)
+    assert "column names in its first MiB alone" in str(error.value)
+    assert nothing_left(store)
+
+
 def test_an_upload_over_the_limit_is_refused_and_leaves_nothing(
     tmp_path: Path, store: JobStore, applicants: pd.DataFrame
 ) -> None:
