@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import io
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from threadpoolctl import threadpool_limits
 
 from loanops.data import synthetic as syn
@@ -24,10 +24,12 @@ from loanops.predict import CompiledScorer
 from loanops.registry import ModelCard
 from loanops.train import fit
 from serving.batch.chunks import decisions_from_table, score_chunk, validate_chunk
+from serving.batch.client import PREPARE_TASK, RECORD_PRIORITY, RECORD_TASK
 from serving.batch.database import migrate
 from serving.batch.job import BatchJob, is_job_id
-from serving.batch.store import JobStore
-from serving.batch.tables import JobRow
+from serving.batch.store import JobStore, LostTask
+from serving.batch.sweep import sweep
+from serving.batch.tables import ChunkRow, JobRow
 from serving.batch.upload import BatchFileError, UploadTooLarge, detect_format
 from serving.model import LoadedModel
 from tests.model.fitting import CONFIGS
@@ -468,6 +470,64 @@ def test_a_job_split_scored_twice_and_assembled_keeps_each_row_once(
     recorded = store.get(job.id)
     assert recorded is not None and recorded.decisions_recorded == 997
     assert JobStore(tmp_path, store.engine).rows_processed_total() == 1000
+
+
+def _age(store: JobStore, job_id: str) -> None:
+    """Make every task of the job look as if it was sent an hour ago."""
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    with store.engine.begin() as connection:
+        connection.execute(update(JobRow).where(JobRow.id == job_id).values(sent_at=an_hour_ago))
+        connection.execute(
+            update(ChunkRow).where(ChunkRow.job_id == job_id).values(sent_at=an_hour_ago)
+        )
+
+
+class _Client:
+    """Stands in for the Celery client: keeps what would have been sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, list[object], int]] = []
+
+    def send_task(self, name: str, *, args: list[object], priority: int, **_: object) -> None:
+        self.sent.append((name, args, priority))
+
+
+def test_the_sweep_sends_again_what_waited_too_long_once_each(
+    tmp_path: Path, store: JobStore, model: LoadedModel, applicants: pd.DataFrame
+) -> None:
+    frame = applicants.drop(columns=["default", "pd_true"]).head(300)
+    job = receive(store, frame.to_csv(index=False).encode())
+    assert store.claim_lost_work(60) == []  # just sent
+
+    _age(store, job.id)
+    assert store.claim_lost_work(60) == [LostTask("prepare", job.id)]
+    assert store.claim_lost_work(60) == []  # taken: another sweeper finds nothing
+
+    store.mark_running(job.id)
+    store.split_input(job.id, chunk_rows=100)
+    run_chunk(store, model, job.id, 0)
+    _age(store, job.id)
+    # The chunks still to score, and the scored one's decisions.
+    assert sorted(store.claim_lost_work(60), key=str) == [
+        LostTask("chunk", job.id, 1),
+        LostTask("chunk", job.id, 2),
+        LostTask("record", job.id, 0),
+    ]
+
+    for index in (1, 2):
+        run_chunk(store, model, job.id, index)
+    _age(store, job.id)
+    client = _Client()
+    lost = sweep(store, client, 60)  # type: ignore[arg-type]
+    assert sorted(lost, key=str) == sorted(
+        [LostTask("prepare", job.id), *(LostTask("record", job.id, i) for i in range(3))], key=str
+    )
+    assert (PREPARE_TASK, [job.id], 0) in client.sent
+    assert (RECORD_TASK, [job.id, 2], RECORD_PRIORITY) in client.sent
+
+    store.mark_failed(job.id, "boom")
+    _age(store, job.id)
+    assert store.claim_lost_work(60) == []  # a failed job needs nothing more
 
 
 def test_a_failed_job_keeps_its_reason_and_is_never_changed_again(
