@@ -11,10 +11,8 @@ summed from the chunk rows, never counted up, so a chunk scored twice (a redeliv
 cannot make it drift. A finished job is never changed again, except that a succeeded job whose
 decisions cannot be recorded fails.
 
-Every row also says when a task for it was last sent. `claim_lost_work` finds the rows whose task
-is older than the visibility timeout and not done (a task lost with a Redis that restarted
-empty, say), takes each with a compare-and-set on that time so two sweepers never both take it,
-and returns the tasks to send again.
+Every row also says when a task for it was last sent, which the sweep (`serving.batch.sweep`)
+reads to find lost tasks.
 
 The API calls `receive` (and `serving.batch.client.submit`); the workers
 (`serving.batch.tasks`) call the rest.
@@ -27,10 +25,9 @@ import logging
 import os
 import shutil
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 from sqlalchemy import Engine, Row, delete, func, insert, select, update
@@ -53,16 +50,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_UNFINISHED = ("queued", "running")
-
-
-@dataclass(frozen=True)
-class LostTask:
-    """A task to send again: which step, of which job (and chunk)."""
-
-    step: Literal["prepare", "chunk", "record"]
-    job_id: str
-    index: int | None = None
+UNFINISHED = ("queued", "running")
+"""The statuses of a job still to finish."""
 
 
 def _now() -> datetime:
@@ -275,12 +264,12 @@ class JobStore:
 
     def mark_running(self, job_id: str) -> BatchJob | None:
         """Record that a worker has started the job."""
-        self._set_status(job_id, "running", _UNFINISHED)
+        self._set_status(job_id, "running", UNFINISHED)
         return self.get(job_id)
 
     def mark_failed(self, job_id: str, error: str) -> BatchJob | None:
         """Record that the job cannot finish, and why; a finished job stays as it is."""
-        if self._set_status(job_id, "failed", _UNFINISHED, error=error, finished_at=_now()):
+        if self._set_status(job_id, "failed", UNFINISHED, error=error, finished_at=_now()):
             logger.warning("batch job %s failed: %s", job_id, error)
         return self.get(job_id)
 
@@ -457,7 +446,7 @@ class JobStore:
             raise ValueError(f"batch job {job_id} has chunks still to score")
         if not self.files.result(job_id, plan.input_format).exists():
             self.files.write_result(job_id, plan)
-        if self._set_status(job_id, "succeeded", _UNFINISHED, finished_at=_now()):
+        if self._set_status(job_id, "succeeded", UNFINISHED, finished_at=_now()):
             logger.info(
                 "batch job %s succeeded: %d rows, %d scored, %d rejected",
                 job_id,
@@ -467,60 +456,3 @@ class JobStore:
             )
         self.files.drop_chunks(job_id)
         return self.get(job_id)
-
-    def claim_lost_work(self, stale_after_s: float) -> list[LostTask]:
-        """Take the steps whose task was sent over `stale_after_s` ago and is not done.
-
-        Each is taken by moving its `sent_at` to now, only if it still holds the value read, so
-        of several sweepers one takes it. Unfinished jobs that are not split, or whose chunks are
-        all scored, need a prepare task (which splits, or assembles); unscored chunks of running
-        jobs a chunk task; scored chunks whose decisions are not recorded a record task, until
-        the job fails.
-        """
-        now = _now()
-        cutoff = now - timedelta(seconds=stale_after_s)
-        lost: list[LostTask] = []
-        with self.engine.begin() as connection:
-            unscored = (
-                select(func.count())
-                .where(ChunkRow.job_id == JobRow.id, ChunkRow.scored_at.is_(None))
-                .scalar_subquery()
-            )
-            jobs = connection.execute(
-                select(JobRow.id, JobRow.sent_at).where(
-                    JobRow.status.in_(_UNFINISHED),
-                    JobRow.sent_at < cutoff,
-                    (JobRow.chunk_rows.is_(None)) | (unscored == 0),
-                )
-            ).all()
-            for job_id, sent_at in jobs:
-                taken = connection.execute(
-                    update(JobRow)
-                    .where(JobRow.id == job_id, JobRow.sent_at == sent_at)
-                    .values(sent_at=now)
-                ).rowcount
-                if taken:
-                    lost.append(LostTask("prepare", job_id))
-            chunks = connection.execute(
-                select(ChunkRow.job_id, ChunkRow.chunk, ChunkRow.sent_at, ChunkRow.scored_at)
-                .join(JobRow, JobRow.id == ChunkRow.job_id)
-                .where(
-                    ChunkRow.sent_at < cutoff,
-                    ChunkRow.recorded_at.is_(None),
-                    ((JobRow.status == "running") & ChunkRow.scored_at.is_(None))
-                    | ((JobRow.status != "failed") & ChunkRow.scored_at.is_not(None)),
-                )
-            ).all()
-            for job_id, index, sent_at, scored_at in chunks:
-                taken = connection.execute(
-                    update(ChunkRow)
-                    .where(
-                        ChunkRow.job_id == job_id,
-                        ChunkRow.chunk == index,
-                        ChunkRow.sent_at == sent_at,
-                    )
-                    .values(sent_at=now)
-                ).rowcount
-                if taken:
-                    lost.append(LostTask("chunk" if scored_at is None else "record", job_id, index))
-        return lost

@@ -23,14 +23,15 @@ from loanops.features import split_frame
 from loanops.predict import CompiledScorer
 from loanops.registry import ModelCard
 from loanops.train import fit
-from serving.batch.chunks import decisions_from_table, score_chunk, validate_chunk
+from serving.batch.chunks import decisions_from_table, score_chunk
 from serving.batch.client import PREPARE_TASK, RECORD_PRIORITY, RECORD_TASK
 from serving.batch.database import migrate
 from serving.batch.job import BatchJob, is_job_id
-from serving.batch.store import JobStore, LostTask
-from serving.batch.sweep import sweep
+from serving.batch.store import JobStore
+from serving.batch.sweep import LostTask, claim_lost_work, sweep
 from serving.batch.tables import ChunkRow, JobRow
 from serving.batch.upload import BatchFileError, UploadTooLarge, detect_format
+from serving.batch.validation import validate_chunk
 from serving.model import LoadedModel
 from tests.model.fitting import CONFIGS
 
@@ -497,18 +498,18 @@ def test_the_sweep_sends_again_what_waited_too_long_once_each(
 ) -> None:
     frame = applicants.drop(columns=["default", "pd_true"]).head(300)
     job = receive(store, frame.to_csv(index=False).encode())
-    assert store.claim_lost_work(60) == []  # just sent
+    assert claim_lost_work(store.engine, 60) == []  # just sent
 
     _age(store, job.id)
-    assert store.claim_lost_work(60) == [LostTask("prepare", job.id)]
-    assert store.claim_lost_work(60) == []  # taken: another sweeper finds nothing
+    assert claim_lost_work(store.engine, 60) == [LostTask("prepare", job.id)]
+    assert claim_lost_work(store.engine, 60) == []  # taken: another sweeper finds nothing
 
     store.mark_running(job.id)
     store.split_input(job.id, chunk_rows=100)
     run_chunk(store, model, job.id, 0)
     _age(store, job.id)
     # The chunks still to score, and the scored one's decisions.
-    assert sorted(store.claim_lost_work(60), key=str) == [
+    assert sorted(claim_lost_work(store.engine, 60), key=str) == [
         LostTask("chunk", job.id, 1),
         LostTask("chunk", job.id, 2),
         LostTask("record", job.id, 0),
@@ -527,7 +528,7 @@ def test_the_sweep_sends_again_what_waited_too_long_once_each(
 
     store.mark_failed(job.id, "boom")
     _age(store, job.id)
-    assert store.claim_lost_work(60) == []  # a failed job needs nothing more
+    assert claim_lost_work(store.engine, 60) == []  # a failed job needs nothing more
 
 
 def test_a_failed_job_keeps_its_reason_and_is_never_changed_again(
