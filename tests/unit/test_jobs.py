@@ -124,7 +124,9 @@ def parquet_bytes(frame: pd.DataFrame) -> bytes:
 
 
 def nothing_left(store: JobStore) -> bool:
-    return store.job_ids() == []
+    """No job in the database, and no job folder on the volume."""
+    folders = list(store.jobs_root.iterdir()) if store.jobs_root.exists() else []
+    return store.job_ids() == [] and folders == []
 
 
 # --- format and ids ----------------------------------------------------------------------------
