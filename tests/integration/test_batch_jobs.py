@@ -413,7 +413,9 @@ def test_job_state_is_durable_across_store_instances(
     data = serving_model.applicants.head(300).to_csv(index=False).encode()
     finished = receive(store, data, "a.csv", production)
     submit(celery_app, store, finished)
-    finished = wait_until_finished(store, finished.id, worker)
+    wait_until_finished(store, finished.id, worker)
+    # Recording runs behind the result: compare once it has caught up, or the two reads race it.
+    finished = wait_until_recorded(store, finished.id, worker)
     waiting = receive(store, data, "b.csv", production)  # received, never queued
 
     restarted = JobStore.from_settings(settings)
