@@ -6,7 +6,7 @@ on disk:
 - baseline: `pd.read_parquet` → `schema.to_frame` → the registered pipeline's `predict_proba`
   → probability and decision columns → `to_parquet`, in this process, on one thread;
 - batch: the file streamed into `JobStore.receive`, `submit`, then one worker process
-  (`python -m serving.worker --concurrency 1`) splits, validates, scores, explains the declined
+  (`loanops worker --concurrency 1`) splits, validates, scores, explains the declined
   rows and assembles the result; timed from the first byte received to the result being ready.
   The decision log then catches up in the same worker; that time is printed too.
 
@@ -52,7 +52,7 @@ from loanops.settings import ModelFamily, Settings
 from loanops.train import fit
 
 if TYPE_CHECKING:
-    from serving.jobs import BatchJob
+    from serving.batch.job import BatchJob
 
 TARGET_RATIO = 0.7
 TRAINING_ROWS = 20_000
@@ -257,11 +257,11 @@ def run_batch(
     settings: Settings, version: str, source: Path, worker_log: Path, worker_pid: int
 ) -> Batch:
     """Receive, submit, wait for the result and then for the decision log: timed from the start."""
-    from serving.jobs import JobStore, submit
-    from serving.worker import create_celery
+    from serving.batch.client import create_client, submit
+    from serving.batch.store import JobStore
 
     store = JobStore.from_settings(settings)
-    app = create_celery(settings)
+    app = create_client(settings)
     worker_cpu = cpu_seconds(worker_pid)
     receive_cpu = time.process_time()
     started = time.perf_counter()
@@ -319,7 +319,8 @@ def task_seconds(log: str) -> dict[str, float]:
 def worker(environment: dict[str, str], log: Path) -> Iterator[int]:
     """One worker process (`--concurrency 1`), ready once its pool process loaded the model."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **environment}
-    command = [sys.executable, "-m", "serving.worker", "--concurrency=1", "--loglevel=INFO"]
+    loanops = str(Path(sys.executable).parent / "loanops")
+    command = [loanops, "worker", "--concurrency=1", "--log-level=INFO"]
     with process(command, log, env=env) as proc:
         deadline = time.monotonic() + 180
         while "loaded" not in log.read_text(errors="replace"):

@@ -47,7 +47,7 @@ def worker(
     if not config.redis_url:
         raise fail("LOANOPS_REDIS_URL is not set; the worker needs the job queue's Redis")
     _serving_environment()
-    from serving.worker import run_worker
+    from serving.batch.tasks import run_worker
 
     run_worker(config, concurrency=concurrency, loglevel=log_level.upper())
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from functools import cache
 
 import pandas as pd
 import pandera.pandas as pa
@@ -78,8 +79,8 @@ def _dtype_check(feature: Feature) -> pa.Check:
     return pa.Check(ok, error=f"{_DTYPE_ERROR_PREFIX}{expected}")
 
 
-def _column(feature: Feature) -> pa.Column:
-    checks = [_dtype_check(feature)]
+def _value_checks(feature: Feature) -> list[pa.Check]:
+    checks = []
     if feature.minimum is not None or feature.maximum is not None:
         checks.append(
             pa.Check.in_range(
@@ -89,6 +90,11 @@ def _column(feature: Feature) -> pa.Column:
         )
     if feature.categories is not None:
         checks.append(pa.Check.isin(list(feature.categories)))
+    return checks
+
+
+def _column(feature: Feature) -> pa.Column:
+    checks = [_dtype_check(feature), *_value_checks(feature)]
     return pa.Column(checks=checks, nullable=feature.nullable, required=True)
 
 
@@ -102,6 +108,21 @@ def pandera_schema(schema: FeatureSchema) -> pa.DataFrameSchema:
     """The pandera schema for a training frame: the features plus the target."""
     columns = {f.name: _column(f) for f in schema.features}
     columns[schema.target.name] = _target_column(schema.target)
+    return pa.DataFrameSchema(columns=columns, strict=False, name=schema.name)
+
+
+@cache
+def value_schema(schema: FeatureSchema) -> pa.DataFrameSchema:
+    """The pandera schema of the features' values, for rows already cast to the schema's types.
+
+    The same range, category and required-value rules as `pandera_schema`, without its
+    column-wide dtype checks: a batch file's rows are cast one value at a time, and a value
+    that cannot be cast is its row's problem, not the column's.
+    """
+    columns = {
+        f.name: pa.Column(checks=_value_checks(f), nullable=f.nullable, required=True)
+        for f in schema.features
+    }
     return pa.DataFrameSchema(columns=columns, strict=False, name=schema.name)
 
 

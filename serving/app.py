@@ -32,8 +32,9 @@ from loanops.data import get_dataset, load_dataset
 from loanops.registry import connect
 from loanops.schema import FeatureSchema
 from loanops.settings import Settings, get_settings
+from serving.batch import database as batch_database
+from serving.batch.store import JobStore
 from serving.deps import AppState
-from serving.jobs import JobStore
 from serving.metrics import Metrics, MetricsMiddleware
 from serving.middleware import BodyLimitMiddleware, BodyTooLarge
 from serving.model import LoadedModel, ModelRef
@@ -88,7 +89,7 @@ def create_app(
         on_loaded=serving,
         on_failure=metrics.reload_failures.inc,
     )
-    jobs = JobStore(settings.storage_path)
+    jobs = JobStore(settings.storage_path, decisions.create_engine_for(settings.decision_db_url))
     metrics.watch_batch_rows(jobs.rows_processed_total)
     state = AppState(
         settings=settings,
@@ -104,6 +105,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(decisions.migrate, settings.decision_db_url)
+        await asyncio.to_thread(batch_database.migrate, jobs.engine)
         database = decisions.create_engine_for(settings.decision_db_url)
         state.extras[outcomes.DATABASE] = database  # what POST /v1/outcomes writes through
         state.decisions = decisions.DecisionLogProcess(
@@ -114,9 +116,9 @@ def create_app(
         )
         state.decisions.start()
         if settings.redis_url:
-            from serving.worker import create_celery
+            from serving.batch.client import create_client
 
-            state.celery = create_celery(settings)
+            state.celery = create_client(settings)
         follow = asyncio.create_task(holder.run(), name="follow-model")
         try:
             yield
@@ -127,6 +129,7 @@ def create_app(
             await asyncio.to_thread(state.decisions.close)
             state.extras.pop(outcomes.DATABASE, None)
             database.dispose()
+            jobs.engine.dispose()
 
     docs_assets = offline_docs_assets()
     app = FastAPI(

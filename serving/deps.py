@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from celery import Celery
 
     from loanops.decisions import DecisionLogProcess
-    from serving.jobs import JobStore
+    from serving.batch.store import JobStore
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 A `LoadedModel` is immutable and complete: the compiled scorer, its threshold, its explainer and
 its card. Swapping models means swapping one reference, so a request that took a model finishes
-on it. The API (`serving.state`) and the batch workers (`serving.worker`) both load through
+on it. The API (`serving.state`) and the batch workers (`serving.batch`) both load through
 `load_version`, which smoke-tests a model before anyone may use it.
 """
 

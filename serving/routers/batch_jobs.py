@@ -7,8 +7,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Query, Request, status
 from fastapi.responses import FileResponse
 
+from serving.batch.client import QueueUnavailable, submit
+from serving.batch.job import BatchJob
+from serving.batch.upload import BatchFileError, UploadTooLarge
 from serving.deps import ApiKeyDep, ModelDep, StateDep
-from serving.jobs import BatchFileError, BatchJob, QueueUnavailable, UploadTooLarge, submit
 from serving.schemas import ERROR_RESPONSES, ErrorBody
 
 router = APIRouter(prefix="/v1/batch-jobs", tags=["batch jobs"], dependencies=[ApiKeyDep])

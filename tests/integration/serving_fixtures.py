@@ -9,8 +9,8 @@
 - `register_version` / `promote`: another version of the same model, e.g. to move production.
 - `batch_redis_url` (session): a Redis database of this session's own on the shared server (or
   on a throwaway server when none answers), flushed at the end.
-- `celery_worker`: a real `python -m serving.worker` process, stopped by its PID; `pool_pids`
-  lists its pool processes, for tests that kill one.
+- `celery_worker`: a real `loanops worker` process (the manifests' command), stopped by its
+  PID; `pool_pids` lists its pool processes, for tests that kill one.
 
 Import the fixtures into a test module or conftest:
 `from tests.integration.serving_fixtures import serving_model, batch_redis_url  # noqa: F401`.
@@ -228,7 +228,7 @@ def batch_redis_url() -> Iterator[str]:
 
 @dataclass(frozen=True)
 class WorkerProcess:
-    """A running `serving.worker` process."""
+    """A running `loanops worker` process."""
 
     pid: int
     log_path: Path
@@ -256,7 +256,7 @@ def celery_worker(
     concurrency: int = 1,
     log_dir: Path | None = None,
 ) -> Iterator[WorkerProcess]:
-    """Run `python -m serving.worker` with `environment` on top of this process's.
+    """Run `loanops worker` with `environment` on top of this process's.
 
     Waits until Celery reports ready and the pool is up; on exit the worker gets SIGTERM (warm
     shutdown), then SIGKILL for the whole process group if it lingers. The log goes to
@@ -276,7 +276,11 @@ def celery_worker(
         "MLFLOW_DISABLE_TELEMETRY": "true",
         **environment,
     }
-    command = [sys.executable, "-m", "serving.worker", f"--concurrency={concurrency}"]
+    command = [
+        str(Path(sys.executable).parent / "loanops"),
+        "worker",
+        f"--concurrency={concurrency}",
+    ]
     with _process_group(
         command,
         log_path,

@@ -1,4 +1,4 @@
-"""Batch jobs end to end: a real Redis, real `serving.worker` processes and the registry.
+"""Batch jobs end to end: a real Redis, real `loanops worker` processes and the registry.
 
 The API's part is played by `JobStore.receive` and `submit`, exactly as the router calls them.
 """
@@ -22,9 +22,10 @@ from sqlalchemy import Engine, select
 
 from loanops.decisions import DecisionRecord, create_engine_for, migrate
 from loanops.settings import Settings
-from serving.jobs import BatchJob, JobStore, QueueUnavailable, submit
+from serving.batch.client import QueueUnavailable, create_client, submit
+from serving.batch.job import BatchJob
+from serving.batch.store import JobStore
 from serving.model import LoadedModel, load_version
-from serving.worker import create_celery
 from tests.integration.serving_fixtures import (
     ServingModel,
     WorkerProcess,
@@ -78,7 +79,7 @@ def worker(
 
 @pytest.fixture(scope="module")
 def celery_app(settings: Settings) -> Celery:
-    return create_celery(settings)
+    return create_client(settings)
 
 
 @pytest.fixture(scope="module")
@@ -412,7 +413,9 @@ def test_job_state_is_durable_across_store_instances(
     data = serving_model.applicants.head(300).to_csv(index=False).encode()
     finished = receive(store, data, "a.csv", production)
     submit(celery_app, store, finished)
-    finished = wait_until_finished(store, finished.id, worker)
+    wait_until_finished(store, finished.id, worker)
+    # Recording runs behind the result: compare once it has caught up, or the two reads race it.
+    finished = wait_until_recorded(store, finished.id, worker)
     waiting = receive(store, data, "b.csv", production)  # received, never queued
 
     restarted = JobStore.from_settings(settings)
@@ -432,7 +435,7 @@ def test_submitting_while_redis_is_down_fails_fast_and_leaves_nothing(
     production: LoadedModel,
     serving_model: ServingModel,  # noqa: F811
 ) -> None:
-    down = create_celery(
+    down = create_client(
         settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
     )
     job = receive(

@@ -349,7 +349,7 @@ def test_worker_liveness_pings_the_worker(rendered: Render) -> None:
     spec = rendered.get("Deployment", "loanops-worker")["spec"]["template"]["spec"]
     (worker,) = spec["containers"]
     command = worker["livenessProbe"]["exec"]["command"]
-    assert command[:3] == ["python", "-m", "serving.worker_probe"]
+    assert command[:3] == ["python", "-m", "serving.batch.probe"]
     ping_timeout = float(command[command.index("--timeout") + 1])
     assert worker["livenessProbe"]["timeoutSeconds"] > ping_timeout
 

@@ -4,34 +4,35 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+from sqlalchemy import select, update
 from threadpoolctl import threadpool_limits
 
 from loanops.data import synthetic as syn
+from loanops.decisions import create_engine_for
 from loanops.evaluate import CostMatrix
 from loanops.explain import Explainer, favourable_values
 from loanops.features import split_frame
 from loanops.predict import CompiledScorer
 from loanops.registry import ModelCard
 from loanops.train import fit
-from serving.jobs import (
-    BatchFileError,
-    BatchJob,
-    JobStore,
-    UploadTooLarge,
-    detect_format,
-    is_job_id,
-)
+from serving.batch.chunks import decisions_from_table, score_chunk
+from serving.batch.client import PREPARE_TASK, RECORD_PRIORITY, RECORD_TASK
+from serving.batch.database import migrate
+from serving.batch.job import BatchJob, is_job_id
+from serving.batch.store import JobStore
+from serving.batch.sweep import LostTask, claim_lost_work, sweep
+from serving.batch.tables import ChunkRow, JobRow
+from serving.batch.upload import BatchFileError, UploadTooLarge, detect_format
+from serving.batch.validation import validate_chunk
 from serving.model import LoadedModel
-from serving.worker import decisions_from_table, score_chunk, validate_chunk
 from tests.model.fitting import CONFIGS
 
 SCHEMA = syn.SCHEMA
@@ -77,6 +78,15 @@ def model() -> LoadedModel:
     )
 
 
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[JobStore]:
+    """A job store on `tmp_path`, its state in a SQLite file there."""
+    engine = create_engine_for(f"sqlite:///{tmp_path / 'jobs.db'}")
+    migrate(engine)
+    yield JobStore(tmp_path, engine)
+    engine.dispose()
+
+
 @pytest.fixture(scope="module")
 def applicants() -> pd.DataFrame:
     return syn.generate(1000, seed=5)
@@ -114,7 +124,9 @@ def parquet_bytes(frame: pd.DataFrame) -> bytes:
 
 
 def nothing_left(store: JobStore) -> bool:
-    return store.job_ids() == []
+    """No job in the database, and no job folder on the volume."""
+    folders = list(store.jobs_root.iterdir()) if store.jobs_root.exists() else []
+    return store.job_ids() == [] and folders == []
 
 
 # --- format and ids ----------------------------------------------------------------------------
@@ -157,8 +169,7 @@ def test_other_formats_are_refused_by_name(
 
 
 @pytest.mark.parametrize("job_id", ["", "../../etc/passwd", "A" * 32, "0" * 31, "0" * 32 + "/x"])
-def test_anything_but_a_job_id_finds_no_job(tmp_path: Path, job_id: str) -> None:
-    store = JobStore(tmp_path)
+def test_anything_but_a_job_id_finds_no_job(tmp_path: Path, store: JobStore, job_id: str) -> None:
 
     assert not is_job_id(job_id)
     assert store.get(job_id) is None
@@ -170,9 +181,8 @@ def test_anything_but_a_job_id_finds_no_job(tmp_path: Path, job_id: str) -> None
 
 
 def test_a_csv_upload_is_stored_counted_and_queued(
-    tmp_path: Path, applicants: pd.DataFrame
+    tmp_path: Path, store: JobStore, applicants: pd.DataFrame
 ) -> None:
-    store = JobStore(tmp_path)
     data = applicants.head(250).to_csv(index=False).encode()
 
     job = receive(store, data, filename="book.csv")
@@ -192,14 +202,16 @@ def test_a_csv_upload_is_stored_counted_and_queued(
     assert is_job_id(job.id)
     folder = store.jobs_root / job.id
     assert (folder / "input.csv").read_bytes() == data
-    assert json.loads((folder / "job.json").read_text())["status"] == "queued"
-    assert JobStore(tmp_path).get(job.id) == job  # another instance, as after a restart
+    with store.engine.connect() as connection:  # the state is in SQL, not on the volume
+        assert connection.scalar(select(JobRow.status).where(JobRow.id == job.id)) == "queued"
+    assert (
+        JobStore(tmp_path, store.engine).get(job.id) == job
+    )  # another instance, as after a restart
 
 
 def test_a_parquet_upload_is_counted_from_its_footer(
-    tmp_path: Path, applicants: pd.DataFrame
+    tmp_path: Path, store: JobStore, applicants: pd.DataFrame
 ) -> None:
-    store = JobStore(tmp_path)
 
     job = receive(store, parquet_bytes(applicants), filename="upload", content_type=None)
 
@@ -229,9 +241,8 @@ FEATURES = ",".join(SCHEMA.feature_names)
     ],
 )
 def test_a_bad_file_is_refused_with_a_clear_message_and_leaves_nothing(
-    tmp_path: Path, data: bytes, filename: str, message: str
+    tmp_path: Path, store: JobStore, data: bytes, filename: str, message: str
 ) -> None:
-    store = JobStore(tmp_path)
 
     with pytest.raises(BatchFileError, match=message):
         receive(store, data, filename=filename)
@@ -239,10 +250,24 @@ def test_a_bad_file_is_refused_with_a_clear_message_and_leaves_nothing(
     assert nothing_left(store)
 
 
-def test_an_upload_over_the_limit_is_refused_and_leaves_nothing(
-    tmp_path: Path, applicants: pd.DataFrame
+def test_a_header_of_a_million_columns_is_named_as_the_problem(
+    tmp_path: Path, store: JobStore
 ) -> None:
-    store = JobStore(tmp_path)
+    # pyarrow reads the header within one block and, finding no line end, says "Empty CSV file".
+    header = ",".join(f"column_{i}" for i in range(1_000_000))
+    data = f"{header}\n{','.join('1' * 1_000_000)}\n".encode()
+
+    with pytest.raises(BatchFileError, match="the CSV header row is longer than 1 MiB") as error:
+        receive(store, data, filename="wide.csv")
+
+    assert "empty" not in str(error.value)
+    assert "column names in its first MiB alone" in str(error.value)
+    assert nothing_left(store)
+
+
+def test_an_upload_over_the_limit_is_refused_and_leaves_nothing(
+    tmp_path: Path, store: JobStore, applicants: pd.DataFrame
+) -> None:
 
     with pytest.raises(UploadTooLarge, match="larger than the limit of 5000 bytes"):
         receive(store, applicants.to_csv(index=False).encode(), max_bytes=5000)
@@ -250,8 +275,7 @@ def test_an_upload_over_the_limit_is_refused_and_leaves_nothing(
     assert nothing_left(store)
 
 
-def test_an_upload_cut_short_leaves_nothing(tmp_path: Path) -> None:
-    store = JobStore(tmp_path)
+def test_an_upload_cut_short_leaves_nothing(tmp_path: Path, store: JobStore) -> None:
 
     async def disconnecting() -> AsyncIterator[bytes]:
         yield _csv(FEATURES)
@@ -405,9 +429,8 @@ def run_chunk(store: JobStore, model: LoadedModel, job_id: str, index: int) -> N
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_a_job_split_scored_twice_and_assembled_keeps_each_row_once(
-    tmp_path: Path, model: LoadedModel, applicants: pd.DataFrame, fmt: str
+    tmp_path: Path, store: JobStore, model: LoadedModel, applicants: pd.DataFrame, fmt: str
 ) -> None:
-    store = JobStore(tmp_path)
     frame = applicants.drop(columns=["default", "pd_true"])
     frame.loc[[5, 500, 999], "loan_amnt"] = [1, 2, 3]
     data = frame.to_csv(index=False).encode() if fmt == "csv" else parquet_bytes(frame)
@@ -449,13 +472,70 @@ def test_a_job_split_scored_twice_and_assembled_keeps_each_row_once(
         assert store.read_decisions(job.id, index) is None
     recorded = store.get(job.id)
     assert recorded is not None and recorded.decisions_recorded == 997
-    assert JobStore(tmp_path).rows_processed_total() == 1000
+    assert JobStore(tmp_path, store.engine).rows_processed_total() == 1000
+
+
+def _age(store: JobStore, job_id: str) -> None:
+    """Make every task of the job look as if it was sent an hour ago."""
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    with store.engine.begin() as connection:
+        connection.execute(update(JobRow).where(JobRow.id == job_id).values(sent_at=an_hour_ago))
+        connection.execute(
+            update(ChunkRow).where(ChunkRow.job_id == job_id).values(sent_at=an_hour_ago)
+        )
+
+
+class _Client:
+    """Stands in for the Celery client: keeps what would have been sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, list[object], int]] = []
+
+    def send_task(self, name: str, *, args: list[object], priority: int, **_: object) -> None:
+        self.sent.append((name, args, priority))
+
+
+def test_the_sweep_sends_again_what_waited_too_long_once_each(
+    tmp_path: Path, store: JobStore, model: LoadedModel, applicants: pd.DataFrame
+) -> None:
+    frame = applicants.drop(columns=["default", "pd_true"]).head(300)
+    job = receive(store, frame.to_csv(index=False).encode())
+    assert claim_lost_work(store.engine, 60) == []  # just sent
+
+    _age(store, job.id)
+    assert claim_lost_work(store.engine, 60) == [LostTask("prepare", job.id)]
+    assert claim_lost_work(store.engine, 60) == []  # taken: another sweeper finds nothing
+
+    store.mark_running(job.id)
+    store.split_input(job.id, chunk_rows=100)
+    run_chunk(store, model, job.id, 0)
+    _age(store, job.id)
+    # The chunks still to score, and the scored one's decisions.
+    assert sorted(claim_lost_work(store.engine, 60), key=str) == [
+        LostTask("chunk", job.id, 1),
+        LostTask("chunk", job.id, 2),
+        LostTask("record", job.id, 0),
+    ]
+
+    for index in (1, 2):
+        run_chunk(store, model, job.id, index)
+    _age(store, job.id)
+    client = _Client()
+    lost = sweep(store, client, 60)  # type: ignore[arg-type]
+    assert sorted(lost, key=str) == sorted(
+        [LostTask("prepare", job.id), *(LostTask("record", job.id, i) for i in range(3))], key=str
+    )
+    assert (PREPARE_TASK, [job.id], 0) in client.sent
+    assert (RECORD_TASK, [job.id, 2], RECORD_PRIORITY) in client.sent
+
+    store.mark_failed(job.id, "boom")
+    _age(store, job.id)
+    assert claim_lost_work(store.engine, 60) == []  # a failed job needs nothing more
 
 
 def test_a_failed_job_keeps_its_reason_and_is_never_changed_again(
-    tmp_path: Path, applicants: pd.DataFrame
+    tmp_path: Path, store: JobStore, applicants: pd.DataFrame
 ) -> None:
-    store = JobStore(tmp_path)
     job = receive(store, applicants.head(10).to_csv(index=False).encode())
 
     failed = store.mark_failed(job.id, "chunk 0 failed: boom")
@@ -495,7 +575,7 @@ def _transient_cases() -> list[tuple[BaseException, bool]]:
 
 
 def test_only_errors_a_retry_can_fix_are_retried() -> None:
-    from serving.worker import is_transient
+    from serving.batch.tasks import is_transient
 
     assert [is_transient(error) for error, _ in _transient_cases()] == [
         expected for _, expected in _transient_cases()

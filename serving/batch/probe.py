@@ -1,4 +1,4 @@
-"""The batch worker's liveness probe: `python -m serving.worker_probe`.
+"""The batch worker's liveness probe: `python -m serving.batch.probe`.
 
 Sends a Celery control ping through the job queue's Redis and exits 0 when a worker of this
 host answers (the worker names itself `loanops-<pid>@<hostname>`, and in Kubernetes the probe

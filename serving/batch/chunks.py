@@ -1,0 +1,192 @@
+"""Scoring and explaining one chunk of a batch file, without Celery.
+
+`score_chunk` validates a chunk's input rows (`serving.batch.validation`) and turns them into
+its output rows (the input columns plus `row`, `probability`, `decision`, `reason_codes` and
+`rejection_reason`) and the decisions to record; `decisions_from_table` turns the latter into
+decision-log records.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import numpy as np
+import orjson
+import pyarrow as pa
+
+from loanops.explain import ReasonRanking, reason_code
+from loanops.schema import Feature
+from serving.batch.job import ChunkCounts
+from serving.batch.validation import ValidatedChunk, validate_chunk
+
+if TYPE_CHECKING:
+    from loanops.decisions import Decision
+    from serving.model import LoadedModel
+
+# Prefix of the feature columns in a chunk's decisions table.
+_INPUT_PREFIX = "input:"
+
+
+@dataclass(frozen=True)
+class ScoredChunk:
+    """One chunk, scored: the output rows, the decisions to record, and its counts."""
+
+    table: pa.Table
+    """The input columns plus `row`, `probability`, `decision`, `reason_codes` and
+    `rejection_reason`, one row per input row, in order."""
+    decisions: pa.Table
+    """One row per scored row: `row`, `probability`, `decision`, `reasons` (JSON) and the
+    features as validated (`input:<name>`); the model, threshold, job and time ride in the
+    schema's metadata.
+    `decisions_from_table` turns it into decision-log records."""
+    counts: ChunkCounts
+
+
+def score_chunk(
+    table: pa.Table,
+    model: LoadedModel,
+    *,
+    first_row: int,
+    job_id: str,
+    top_reasons: int,
+    decided_at: datetime | None = None,
+) -> ScoredChunk:
+    """Validate, score and explain one chunk of a batch file.
+
+    Args:
+        table: the chunk's input rows, every column of the file.
+        model: the version the job is pinned to.
+        first_row: input position of the chunk's first row.
+        job_id: the job, for the decisions' request ids `<job id>-<row>`.
+        top_reasons: most adverse-action reasons per declined row.
+        decided_at: time stamp of the decisions; now by default.
+
+    Returns:
+        The scored chunk. Declined rows carry their adverse-action reason codes (";"-joined);
+        approved and rejected rows carry none.
+    """
+    n_rows = table.num_rows
+    checked = validate_chunk(table, model.schema)
+    valid = checked.valid
+    scored_rows = np.flatnonzero(valid)
+    features = checked.frame(scored_rows)
+    probability = np.full(n_rows, np.nan)
+    decision = np.full(n_rows, None, dtype=object)
+    codes = np.full(n_rows, None, dtype=object)
+    reasons = np.full(len(scored_rows), "[]", dtype=object)
+    if len(scored_rows):
+        p, decided = model.score_frame(features, cast=False)  # validate_chunk cast it already
+        probability[scored_rows] = p
+        decision[scored_rows] = decided
+        declined = np.flatnonzero(decided == "decline")
+        if len(declined):
+            ranking = model.explainer.rank_reasons(
+                features.iloc[declined],
+                p[declined],
+                functools.partial(model.scorer.score_frame, cast=False),
+                top=top_reasons,
+            )
+            reasons[declined], codes[scored_rows[declined]] = _reason_texts(ranking)
+    rows = np.arange(first_row, first_row + n_rows, dtype=np.int64)
+    output = (
+        table.append_column("row", pa.array(rows))
+        .append_column("probability", pa.array(probability, mask=~valid, type=pa.float64()))
+        .append_column("decision", pa.array(decision, type=pa.string()))
+        .append_column("reason_codes", pa.array(codes, type=pa.string()))
+        .append_column("rejection_reason", pa.array(checked.rejections, type=pa.string()))
+    )
+    metadata = {
+        "job_id": job_id,
+        "model_name": model.name,
+        "model_version": model.version,
+        "threshold": repr(float(model.threshold)),
+        "decided_at": (decided_at or datetime.now(UTC)).isoformat(),
+    }
+    decisions = pa.table(
+        {
+            "row": pa.array(rows[scored_rows]),
+            "probability": pa.array(probability[scored_rows], type=pa.float64()),
+            "decision": pa.array(decision[scored_rows], type=pa.string()),
+            "reasons": pa.array(reasons, type=pa.string()),
+            **{
+                f"{_INPUT_PREFIX}{feature.name}": _input_column(checked, feature, valid)
+                for feature in model.schema.features
+            },
+        }
+    ).replace_schema_metadata(metadata)
+    counts = ChunkCounts(rows=n_rows, valid=len(scored_rows), rejected=n_rows - len(scored_rows))
+    return ScoredChunk(table=output, decisions=decisions, counts=counts)
+
+
+def _reason_texts(ranking: ReasonRanking) -> tuple[list[str], list[str]]:
+    """Per row, its reasons as decision-log JSON and its reason codes joined with ";"."""
+    codes = [reason_code(name) for name in ranking.features]
+    # Each reason is `{"code": ..., "text": ..., "impact": ...}`; all but the impact is fixed
+    # per feature, so it is encoded once.
+    heads = [
+        orjson.dumps({"code": code, "text": text}).decode()[:-1] + ',"impact":'
+        for code, text in zip(codes, ranking.texts, strict=True)
+    ]
+    as_json: list[str] = []
+    joined: list[str] = []
+    for row_order, row_impacts in zip(
+        ranking.order.tolist(), ranking.impacts.tolist(), strict=True
+    ):
+        kept = [(j, impact) for j, impact in zip(row_order, row_impacts, strict=True) if impact > 0]
+        as_json.append("[" + ",".join(f"{heads[j]}{impact!r}}}" for j, impact in kept) + "]")
+        joined.append(";".join(codes[j] for j, _ in kept))
+    return as_json, joined
+
+
+def _input_column(checked: ValidatedChunk, feature: Feature, valid: np.ndarray) -> pa.Array:
+    """A validated feature of the scored rows as the decision log keeps it."""
+    if feature.is_categorical:
+        return checked.texts[feature.name].filter(pa.array(valid)).combine_chunks()
+    array = pa.array(checked.columns[feature.name][valid], from_pandas=True)
+    # Validated counts are whole, so the cast is exact; a missing value stays null.
+    return array.cast(pa.int64()) if feature.kind == "int" else array
+
+
+def decisions_from_table(table: pa.Table) -> list[Decision]:
+    """Decision-log records from a chunk's decisions table (see `ScoredChunk.decisions`).
+
+    Request ids are `<job id>-<row>`, so writing the same chunk twice records nothing more.
+    """
+    from loanops.decisions import Decision
+
+    metadata = {
+        key.decode(): value.decode() for key, value in (table.schema.metadata or {}).items()
+    }
+    job_id = metadata["job_id"]
+    decided_at = datetime.fromisoformat(metadata["decided_at"])
+    threshold = float(metadata["threshold"])
+    names = [name for name in table.column_names if name.startswith(_INPUT_PREFIX)]
+    columns = [table.column(name).to_pylist() for name in names]
+    names = [name.removeprefix(_INPUT_PREFIX) for name in names]
+    inputs = [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
+    return [
+        Decision(
+            request_id=f"{job_id}-{row}",
+            decided_at=decided_at,
+            model_name=metadata["model_name"],
+            model_version=metadata["model_version"],
+            threshold=threshold,
+            inputs=row_inputs,
+            probability=probability,
+            decision=decision,
+            reasons=orjson.loads(reasons) if reasons != "[]" else [],
+            source="batch",
+            job_id=job_id,
+        )
+        for row, row_inputs, probability, decision, reasons in zip(
+            table.column("row").to_pylist(),
+            inputs,
+            table.column("probability").to_pylist(),
+            table.column("decision").to_pylist(),
+            table.column("reasons").to_pylist(),
+            strict=True,
+        )
+    ]
