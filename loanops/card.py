@@ -29,7 +29,7 @@ from sklearn.metrics import brier_score_loss, roc_auc_score
 from loanops import registry
 from loanops.evaluate import (
     expected_calibration_error,
-    ks_statistic,
+    ks_separation,
     plot_calibration,
     plot_roc,
 )
@@ -113,7 +113,7 @@ class ModelCardReport:
 
 _METRICS: Final[Mapping[str, Callable[[np.ndarray, np.ndarray], float]]] = {
     "ROC AUC": lambda y, p: float(roc_auc_score(y, p)),
-    "KS": ks_statistic,
+    "KS": ks_separation,
     "Brier score": lambda y, p: float(brier_score_loss(y, p)),
     "ECE (10 equal-count bins)": expected_calibration_error,
     "mean PD": lambda y, p: float(p.mean()),

@@ -220,6 +220,45 @@ class Settings(BaseSettings):
     prediction_psi_threshold: float = Field(
         default=0.1, gt=0, description="PSI of the score at which the monitor triggers retraining."
     )
+    monitor_distance_threshold: float = Field(
+        default=0.1,
+        gt=0,
+        description="A feature drifts when its Wasserstein (normed) or Jensen-Shannon distance "
+        "reaches this (windows of at least `monitor_min_rows_for_distance` rows).",
+    )
+    monitor_p_value_threshold: float = Field(
+        default=0.05,
+        gt=0,
+        lt=1,
+        description="A feature drifts when its KS or chi-square p-value is below this "
+        "(smaller windows).",
+    )
+    monitor_min_rows_for_distance: int = Field(
+        default=5_000,
+        ge=1,
+        description="Rows in both compared samples below which p-value tests replace distances.",
+    )
+    monitor_null_rate_increase: float = Field(
+        default=0.05,
+        gt=0,
+        le=1,
+        description="A missingness spike is flagged when a feature's null rate exceeds the "
+        "reference's by more than this.",
+    )
+    monitor_out_of_range_share: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="A feature is flagged when its share of values outside the schema's range "
+        "is above this.",
+    )
+    monitor_unseen_category_share: float = Field(
+        default=0.01,
+        ge=0,
+        le=1,
+        description="A feature is flagged when its share of rows in categories absent from the "
+        "reference is above this (categories unknown to the schema are flagged at any count).",
+    )
     calibration_z_threshold: float = Field(
         default=3.0,
         gt=0,
