@@ -46,6 +46,7 @@ import pyarrow.parquet as pq
 
 from loanops import decisions as decision_log
 from loanops.data import synthetic as syn
+from loanops.data.synthetic_drift import PRESETS, Drift
 from loanops.monitoring import evidently_mapping, reports
 from loanops.monitoring import reference as monitor_reference
 from loanops.monitoring import run as monitor_run
@@ -75,7 +76,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--drift",
-        choices=["none", *syn.PRESETS],
+        choices=["none", *PRESETS],
         default="none",
         help="drift injected into the second half of the window",
     )
@@ -116,7 +117,7 @@ def decisions_frame(frame: pd.DataFrame, first: int, rows: int) -> pd.DataFrame:
 
 def window_chunks(rows: int, drift: str) -> Iterator[pd.DataFrame]:
     """The window in chunks of DB_CHUNK rows; the drift, if any, starts half-way."""
-    preset = None if drift == "none" else syn.Drift.preset(drift, start=0.5)
+    preset = None if drift == "none" else Drift.preset(drift, start=0.5)
     generated = syn.generate(rows, seed=WINDOW_SEED, drift=preset)
     for first in range(0, rows, DB_CHUNK):
         yield decisions_frame(generated.iloc[first : first + DB_CHUNK], first, rows)

@@ -19,24 +19,23 @@ import json
 import math
 import numbers
 import re
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict
 from functools import cache
 from pathlib import Path
 from types import MappingProxyType
-from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
 from loanops.data import Dataset
+from loanops.data.synthetic_drift import EMP_NULL_RATE, Drift
 from loanops.schema import Feature, FeatureSchema, Target
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
-RampKind = Literal["step", "linear"]
 
 GENERATOR_VERSION = "1.0.0"
 """Bump whenever a change alters the rows drawn for a given (rows, seed, drift, chunk_rows)."""
@@ -47,8 +46,6 @@ LABEL_DELAY_MONTHS = 12
 """`default` is observed this many months after `issue_d` (the performance window)."""
 
 BASE_DEFAULT_RATE = 0.082
-EMP_NULL_RATE = 0.08
-"""Share of rows with no `emp_length` before any drift."""
 
 TERMS = ("36", "60")
 GRADES = tuple("ABCDEFG")
@@ -316,149 +313,6 @@ SCHEMA = (
 """The model inputs. The frame also carries `id`, `issue_d`, `label_available_d` and `pd_true`."""
 
 COLUMNS = ("id", "issue_d", "label_available_d", *SCHEMA.feature_names, "default", "pd_true")
-
-
-@dataclass(frozen=True)
-class Drift:
-    """Drift injected into the generated loans, ramped in over issue-date position t in [0, 1].
-
-    Each knob is applied with weight λ(t): 0 before `start`, then 1 (`ramp="step"`) or rising
-    linearly to 1 at the last row (`ramp="linear"`). `Drift()` is no drift.
-
-    Attributes:
-        z_shift: added to the latent creditworthiness z, so FICO, income, dti, utilisation and
-            inquiries move together; P(default | X) is unchanged (covariate shift).
-        fico_shift: added to the reported FICO only; risk follows the true score (score
-            inflation, a concept drift).
-        macro_logit: added to every loan's default logit (a recession; X unchanged).
-        dti_coef_mult: multiplies the dti coefficient of the default logit (concept drift).
-        emp_null_drift: target share of null `emp_length` (the no-drift share is 0.08).
-        income_mult: multiplies the reported annual income only (a univariate drift; risk and
-            loan amounts follow the true income).
-        dti_shift: added to dti, in percentage points; risk and grade follow the shifted dti.
-        small_biz_mult: multiplies the odds of the small_business purpose (a channel-mix change).
-        ramp: how λ(t) rises after `start`.
-        start: position t0 in [0, 1] at which the drift begins.
-    """
-
-    z_shift: float = 0.0
-    fico_shift: float = 0.0
-    macro_logit: float = 0.0
-    dti_coef_mult: float = 1.0
-    emp_null_drift: float = EMP_NULL_RATE
-    income_mult: float = 1.0
-    dti_shift: float = 0.0
-    small_biz_mult: float = 1.0
-    ramp: RampKind = "step"
-    start: float = 0.5
-
-    def __post_init__(self) -> None:
-        for name in (
-            "z_shift",
-            "fico_shift",
-            "macro_logit",
-            "dti_coef_mult",
-            "emp_null_drift",
-            "income_mult",
-            "dti_shift",
-            "small_biz_mult",
-            "start",
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real):
-                raise ValueError(f"Drift.{name} must be a number, got {value!r}")
-            if not math.isfinite(value):
-                raise ValueError(f"Drift.{name} must be finite, got {value!r}")
-        if not 0.0 <= self.emp_null_drift <= 1.0:
-            raise ValueError(
-                f"Drift.emp_null_drift is a null rate in [0, 1], got {self.emp_null_drift}"
-            )
-        if not 0.0 <= self.start <= 1.0:
-            raise ValueError(f"Drift.start is a position in [0, 1], got {self.start}")
-        if self.dti_coef_mult < 0:
-            raise ValueError(f"Drift.dti_coef_mult must be >= 0, got {self.dti_coef_mult}")
-        if not 0.0 < self.income_mult <= 5.0:
-            raise ValueError(f"Drift.income_mult must be in (0, 5], got {self.income_mult}")
-        if self.small_biz_mult < 0:
-            raise ValueError(f"Drift.small_biz_mult must be >= 0, got {self.small_biz_mult}")
-        if self.ramp not in ("step", "linear"):
-            raise ValueError(f"Drift.ramp must be 'step' or 'linear', got {self.ramp!r}")
-
-    @property
-    def is_active(self) -> bool:
-        """Whether any knob differs from no drift (and the drift starts before the end)."""
-        neutral = Drift(ramp=self.ramp, start=self.start)
-        return self != neutral and self.start < 1.0
-
-    def weight(self, t: FloatArray) -> FloatArray:
-        """The ramp λ(t) in [0, 1] at positions `t`.
-
-        Args:
-            t: issue-date positions in [0, 1].
-
-        Returns:
-            λ(t), an array shaped like `t`.
-        """
-        t = np.asarray(t, dtype=np.float64)
-        if self.ramp == "step":
-            return (t >= self.start).astype(np.float64)
-        if self.start >= 1.0:
-            return np.zeros_like(t)
-        return np.clip((t - self.start) / (1.0 - self.start), 0.0, 1.0)
-
-    @classmethod
-    def covariate_shift(cls, *, ramp: RampKind = "step", start: float = 0.5) -> Drift:
-        """A riskier applicant pool (z_shift = -0.5); P(default | X) is unchanged."""
-        return cls(z_shift=-0.5, ramp=ramp, start=start)
-
-    @classmethod
-    def score_inflation(cls, *, ramp: RampKind = "step", start: float = 0.5) -> Drift:
-        """Reported FICO rises by 30 points while risk does not."""
-        return cls(fico_shift=30.0, ramp=ramp, start=start)
-
-    @classmethod
-    def macro_shock(cls, *, ramp: RampKind = "step", start: float = 0.5) -> Drift:
-        """A recession: +0.8 on every default logit, features unchanged."""
-        return cls(macro_logit=0.8, ramp=ramp, start=start)
-
-    @classmethod
-    def coefficient_change(cls, *, ramp: RampKind = "step", start: float = 0.5) -> Drift:
-        """dti matters four times as much to default; features unchanged."""
-        return cls(dti_coef_mult=4.0, ramp=ramp, start=start)
-
-    @classmethod
-    def missingness_spike(cls, *, ramp: RampKind = "step", start: float = 0.5) -> Drift:
-        """The `emp_length` null rate rises from 8 % to 40 %."""
-        return cls(emp_null_drift=0.40, ramp=ramp, start=start)
-
-    @classmethod
-    def preset(cls, name: str, *, ramp: RampKind = "step", start: float = 0.5) -> Drift:
-        """A named drift scenario, one of `PRESETS`.
-
-        Args:
-            name: the scenario, e.g. "macro_shock".
-            ramp: how the drift rises after `start`.
-            start: position t0 in [0, 1] at which the drift begins.
-
-        Raises:
-            ValueError: for an unknown name.
-        """
-        if name not in _PRESET_FACTORIES:
-            raise ValueError(f"unknown drift preset {name!r}; choose one of: {', '.join(PRESETS)}")
-        return _PRESET_FACTORIES[name](ramp=ramp, start=start)
-
-
-_PRESET_FACTORIES: Mapping[str, Callable[..., Drift]] = MappingProxyType(
-    {
-        "covariate_shift": Drift.covariate_shift,
-        "score_inflation": Drift.score_inflation,
-        "macro_shock": Drift.macro_shock,
-        "coefficient_change": Drift.coefficient_change,
-        "missingness_spike": Drift.missingness_spike,
-    }
-)
-PRESETS = tuple(_PRESET_FACTORIES)
-"""Names of the drift scenarios in DATA-NOTES, for `Drift.preset`."""
 
 
 def _cumulative(weights: Mapping[str, float] | tuple[float, ...]) -> FloatArray:
@@ -928,114 +782,6 @@ def baseline_pd(frame: pd.DataFrame) -> FloatArray:
         purpose_effect=effects.to_numpy(np.float64),
     )
     return _marginal_pd(eta)
-
-
-def _row_sample(frame: pd.DataFrame, share: float, seed: int) -> npt.NDArray[np.intp]:
-    if not 0.0 <= share <= 1.0:
-        raise ValueError(f"share must be in [0, 1], got {share}")
-    rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(len(frame), size=round(share * len(frame)), replace=False))
-
-
-def income_as_monthly(frame: pd.DataFrame, share: float, seed: int = 0) -> pd.DataFrame:
-    """An upstream unit bug: `annual_inc` holds the monthly income for `share` of the rows.
-
-    Args:
-        frame: a generated frame.
-        share: fraction of rows to corrupt, in [0, 1].
-        seed: seed choosing the rows.
-
-    Returns:
-        A corrupted copy.
-
-    Raises:
-        ValueError: when `share` is outside [0, 1].
-    """
-    corrupted = frame.copy()
-    rows = _row_sample(frame, share, seed)
-    column = corrupted.columns.get_loc("annual_inc")
-    corrupted.iloc[rows, column] = np.round(frame["annual_inc"].to_numpy()[rows] / 12.0, 2)
-    return corrupted
-
-
-def revol_util_as_fraction(frame: pd.DataFrame) -> pd.DataFrame:
-    """An upstream unit bug: `revol_util` as a fraction (0-1.5) instead of a percentage.
-
-    Args:
-        frame: a generated frame.
-
-    Returns:
-        A corrupted copy.
-    """
-    corrupted = frame.copy()
-    corrupted["revol_util"] = frame["revol_util"] / 100.0
-    return corrupted
-
-
-def int_rate_as_string(frame: pd.DataFrame) -> pd.DataFrame:
-    """An upstream dtype bug: `int_rate` as strings such as "13.5%".
-
-    Args:
-        frame: a generated frame.
-
-    Returns:
-        A corrupted copy.
-    """
-    corrupted = frame.copy()
-    corrupted["int_rate"] = frame["int_rate"].round(2).astype(str) + "%"
-    return corrupted
-
-
-def unseen_category(
-    frame: pd.DataFrame, column: str, value: str, share: float, seed: int = 0
-) -> pd.DataFrame:
-    """An upstream vocabulary change: `value`, unknown to the schema, in `share` of `column`.
-
-    Args:
-        frame: a generated frame.
-        column: a categorical column, e.g. "purpose".
-        value: the new category, e.g. "crypto".
-        share: fraction of rows to corrupt, in [0, 1].
-        seed: seed choosing the rows.
-
-    Returns:
-        A corrupted copy.
-
-    Raises:
-        KeyError: when `column` is not in the frame.
-        ValueError: when `column` is not categorical, `value` is already one of its categories,
-            or `share` is outside [0, 1].
-    """
-    if column not in frame.columns:
-        raise KeyError(column)
-    if column in SCHEMA.feature_names:
-        feature = SCHEMA.feature(column)
-        if feature.categories is None:
-            raise ValueError(f"{column!r} is not a categorical feature")
-        if value in feature.categories:
-            raise ValueError(f"{value!r} is already a category of {column!r}")
-    corrupted = frame.copy()
-    rows = _row_sample(frame, share, seed)
-    corrupted.iloc[rows, corrupted.columns.get_loc(column)] = value
-    return corrupted
-
-
-def drop_column(frame: pd.DataFrame, column: str) -> pd.DataFrame:
-    """An upstream schema change: `column` is missing.
-
-    Args:
-        frame: a generated frame.
-        column: the column to drop.
-
-    Returns:
-        A copy without `column`.
-
-    Raises:
-        KeyError: when `column` is not in the frame.
-    """
-    if column not in frame.columns:
-        raise KeyError(column)
-    return frame.drop(columns=[column])
 
 
 def load(rows: int | None, seed: int) -> pd.DataFrame:

@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 
 from loanops.data import synthetic as syn
+from loanops.data.synthetic_drift import Drift
 from loanops.monitoring.evidently_mapping import data_definition
 from loanops.monitoring.quality import check_data_quality
 from loanops.monitoring.reference import (
@@ -82,9 +83,7 @@ def decisions_window(frame: pd.DataFrame, *, model_version: str = "3") -> pd.Dat
 
 def window(drift: str | None, rows: int = WINDOW_ROWS, seed: int = 2) -> pd.DataFrame:
     """Generated loans, drifted from the first row on when `drift` names a preset."""
-    return syn.generate(
-        rows, seed=seed, drift=syn.Drift.preset(drift, start=0.0) if drift else None
-    )
+    return syn.generate(rows, seed=seed, drift=Drift.preset(drift, start=0.0) if drift else None)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""The synthetic generator: determinism, chunking, drift knobs, Parquet output and corruptors.
+"""The synthetic generator: determinism, chunking, drift knobs, Parquet output, and the test
+corruptors (`tests/corruptors.py`) built on it.
 
 Drifted frames are paired counterfactuals of the undrifted frame with the same seed (each variable
 has its own random stream), so most effects are checked row for row rather than in distribution.
@@ -15,7 +16,9 @@ import pytest
 
 from loanops.data import get_dataset, load_dataset
 from loanops.data import synthetic as syn
-from loanops.data.synthetic import Drift
+from loanops.data.synthetic_drift import EMP_NULL_RATE, PRESETS, Drift
+from tests import corruptors
+from tests.factories import drop_column
 
 ROWS = 100_000
 SEED = 11
@@ -141,7 +144,7 @@ def test_drift_rejects_bad_knobs(kwargs: dict[str, object], message: str) -> Non
 
 
 def test_presets_carry_the_documented_knobs() -> None:
-    assert syn.PRESETS == (
+    assert PRESETS == (
         "covariate_shift",
         "score_inflation",
         "macro_shock",
@@ -155,7 +158,7 @@ def test_presets_carry_the_documented_knobs() -> None:
     assert Drift.preset("missingness_spike", ramp="linear", start=0.2) == Drift(
         emp_null_drift=0.4, ramp="linear", start=0.2
     )
-    assert all(Drift.preset(name).is_active for name in syn.PRESETS)
+    assert all(Drift.preset(name).is_active for name in PRESETS)
     with pytest.raises(ValueError, match="unknown drift preset"):
         Drift.preset("recession")
 
@@ -169,7 +172,7 @@ def test_ramp_weights() -> None:
     np.testing.assert_allclose(Drift(ramp="linear", start=1.0).weight(t), np.zeros(6))
 
 
-@pytest.mark.parametrize("name", syn.PRESETS)
+@pytest.mark.parametrize("name", PRESETS)
 def test_drift_leaves_rows_before_its_start_untouched(name: str, base: pd.DataFrame) -> None:
     frame = drifted(Drift.preset(name, start=0.5))
     pd.testing.assert_frame_equal(frame.iloc[:HALF], base.iloc[:HALF])
@@ -227,7 +230,7 @@ def test_coefficient_change_raises_defaults_with_features_unchanged(base: pd.Dat
 def test_missingness_spike_only_blanks_emp_length(base: pd.DataFrame) -> None:
     frame = drifted(Drift.missingness_spike())
     before, after = frame.iloc[:HALF], frame.iloc[HALF:]
-    assert before["emp_length"].isna().mean() == pytest.approx(syn.EMP_NULL_RATE, abs=0.005)
+    assert before["emp_length"].isna().mean() == pytest.approx(EMP_NULL_RATE, abs=0.005)
     assert after["emp_length"].isna().mean() == pytest.approx(0.40, abs=0.01)
     others = [c for c in syn.COLUMNS if c != "emp_length"]
     pd.testing.assert_frame_equal(after[others], base.iloc[HALF:][others])
@@ -306,7 +309,7 @@ def small() -> pd.DataFrame:
 
 def test_income_as_monthly(small: pd.DataFrame) -> None:
     original = small.copy()
-    corrupted = syn.income_as_monthly(small, share=0.1, seed=1)
+    corrupted = corruptors.income_as_monthly(small, share=0.1, seed=1)
     pd.testing.assert_frame_equal(small, original)
     changed = corrupted["annual_inc"] != small["annual_inc"]
     assert changed.sum() == 200
@@ -314,17 +317,17 @@ def test_income_as_monthly(small: pd.DataFrame) -> None:
         corrupted.loc[changed, "annual_inc"], small.loc[changed, "annual_inc"] / 12, atol=0.01
     )
     with pytest.raises(ValueError, match="share"):
-        syn.income_as_monthly(small, share=1.5, seed=1)
+        corruptors.income_as_monthly(small, share=1.5, seed=1)
 
 
 def test_revol_util_as_fraction(small: pd.DataFrame) -> None:
-    corrupted = syn.revol_util_as_fraction(small)
+    corrupted = corruptors.revol_util_as_fraction(small)
     np.testing.assert_allclose(corrupted["revol_util"] * 100, small["revol_util"])
     assert corrupted["revol_util"].max() <= 1.5
 
 
 def test_int_rate_as_string(small: pd.DataFrame) -> None:
-    corrupted = syn.int_rate_as_string(small)
+    corrupted = corruptors.int_rate_as_string(small)
     assert corrupted["int_rate"].dtype == object
     assert corrupted["int_rate"].str.endswith("%").all()
     np.testing.assert_allclose(
@@ -335,27 +338,27 @@ def test_int_rate_as_string(small: pd.DataFrame) -> None:
 
 
 def test_unseen_category(small: pd.DataFrame) -> None:
-    corrupted = syn.unseen_category(small, "purpose", "crypto", share=0.05, seed=2)
+    corrupted = corruptors.unseen_category(small, "purpose", "crypto", share=0.05, seed=2)
     assert (corrupted["purpose"] == "crypto").sum() == 100
     unchanged = corrupted["purpose"] != "crypto"
     pd.testing.assert_series_equal(corrupted["purpose"][unchanged], small["purpose"][unchanged])
-    state = syn.unseen_category(small, "addr_state", "PR", share=0.01, seed=2)
+    state = corruptors.unseen_category(small, "addr_state", "PR", share=0.01, seed=2)
     assert (state["addr_state"] == "PR").sum() == 20
     with pytest.raises(ValueError, match="already"):
-        syn.unseen_category(small, "purpose", "car", share=0.05, seed=2)
+        corruptors.unseen_category(small, "purpose", "car", share=0.05, seed=2)
     with pytest.raises(ValueError, match="not a categorical"):
-        syn.unseen_category(small, "dti", "high", share=0.05, seed=2)
+        corruptors.unseen_category(small, "dti", "high", share=0.05, seed=2)
     with pytest.raises(KeyError):
-        syn.unseen_category(small, "colour", "red", share=0.05, seed=2)
+        corruptors.unseen_category(small, "colour", "red", share=0.05, seed=2)
 
 
 def test_drop_column(small: pd.DataFrame) -> None:
-    corrupted = syn.drop_column(small, "dti")
+    corrupted = drop_column(small, "dti")
     assert "dti" not in corrupted.columns and "dti" in small.columns
     with pytest.raises(KeyError, match="dti"):
         syn.SCHEMA.to_frame(corrupted)
     with pytest.raises(KeyError):
-        syn.drop_column(small, "colour")
+        drop_column(small, "colour")
 
 
 # --- catalog ----------------------------------------------------------------------------------
