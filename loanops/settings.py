@@ -15,6 +15,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, computed_field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from loanops.model_ref import ModelRef
+
 ModelFamily = Literal["logreg", "hist_gbt"]
 
 # MLflow's rules for registered-model alias names (mlflow.utils.validation): letters, digits,
@@ -22,7 +24,6 @@ ModelFamily = Literal["logreg", "hist_gbt"]
 _ALIAS_CHARACTERS = re.compile(r"[A-Za-z0-9_-]+")
 _VERSION_ALIAS = re.compile(r"[vV][0-9]+")
 _MAX_ALIAS_LENGTH = 255
-_MODEL_REF = re.compile(r"models:/[^/@]+(@[A-Za-z0-9_-]+|/[0-9]+)")
 # Kubernetes names: namespaces and container names are DNS labels (RFC 1123). Deployment names
 # may be longer subdomains, but ours are Service-like labels, and one rule is easier to read.
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
@@ -318,7 +319,7 @@ class Settings(BaseSettings):
     @property
     def model_uri(self) -> str:
         """The model reference in force: the configured one, or the production alias."""
-        return self.model_ref or f"models:/{self.model_name}@{self.production_alias}"
+        return self.model_ref or str(ModelRef.following(self.model_name, self.production_alias))
 
     @property
     def decision_db_url(self) -> str:
@@ -435,10 +436,11 @@ class Settings(BaseSettings):
     @field_validator("model_ref")
     @classmethod
     def _model_ref_is_a_registry_uri(cls, ref: str | None) -> str | None:
-        if ref is not None and not _MODEL_REF.fullmatch(ref):
-            raise ValueError(
-                f"model_ref {ref!r} must be models:/NAME@ALIAS or models:/NAME/VERSION"
-            )
+        if ref is not None:
+            try:
+                ModelRef.parse(ref)
+            except ValueError as error:
+                raise ValueError(f"model_ref {error}") from None
         return ref
 
     @model_validator(mode="after")
