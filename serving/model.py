@@ -25,9 +25,9 @@ from pydantic import BaseModel, ValidationError
 
 from loanops.explain import Explainer, Reason
 from loanops.model_ref import ModelRef
-from loanops.predict import CompiledScorer, UnsupportedModelError
 from loanops.registry import LOANOPS_METADATA_KEY, ModelCard
 from loanops.schema import FeatureSchema
+from serving.scorer import CompiledScorer, UnsupportedModelError
 
 logger = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from sklearn.calibration import CalibratedClassifierCV
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import SGDClassifier
 
-from loanops.predict import CompiledScorer, UnsupportedModelError
 from loanops.schema import FeatureSchema
+from serving.scorer import CompiledScorer, UnsupportedModelError
 from tests.model.fitting import Fitted
 
 TOLERANCE = 1e-6

@@ -19,7 +19,6 @@ from loanops.data import synthetic as syn
 from loanops.evaluate import CostMatrix
 from loanops.explain import Explainer, favourable_values
 from loanops.features import split_frame
-from loanops.predict import CompiledScorer
 from loanops.registry import ModelCard
 from loanops.train import fit
 from serving.jobs import (
@@ -31,6 +30,7 @@ from serving.jobs import (
     is_job_id,
 )
 from serving.model import LoadedModel
+from serving.scorer import CompiledScorer
 from serving.worker import decisions_from_table, score_chunk, validate_chunk
 from tests.model.fitting import CONFIGS
 

@@ -14,8 +14,12 @@ pipeline built by `loanops.features.build_model` once, and then scores without e
 The tree part reads scikit-learn internals (`_predictors`, `_preprocessor`, `_bin_mapper`,
 `_baseline_prediction`, the `TreePredictor` node records), last checked against 1.9.1. Anything
 the compiler does not recognise raises `UnsupportedModelError`, and so does any disagreement with
-the pipeline on probe rows drawn from the schema at compile time, so that a scikit-learn upgrade
-makes serving fall back to the pipeline instead of mis-scoring.
+the pipeline on probe rows drawn from the schema at compile time. Serving then refuses the version
+(`serving.model.load_version` raises `ModelLoadError`, and the current model keeps serving), so
+a scikit-learn upgrade can stop a new version from loading but never makes it mis-score.
+
+It lives beside its only user: the API and the batch workers load models through
+`serving.model`, which compiles each version once.
 """
 
 from __future__ import annotations
