@@ -331,8 +331,8 @@ def classification_report(
         threshold: Decline threshold; defaults to the one value of the ``threshold`` column.
         min_labels: Fewest labelled decisions needed.
         min_defaults: Fewest defaults, and fewest repaid loans, needed.
-        max_rows: Largest sample given to Evidently (it takes about 1.4 s per 200,000 rows);
-            None for every row.
+        max_rows: Largest sample given to Evidently, whose time grows with the rows; None for
+            every row.
         seed: Seeds the sample.
 
     Returns:

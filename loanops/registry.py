@@ -138,8 +138,8 @@ class ModelCard:
 def model_requirements() -> list[str]:
     """Pinned requirements to load a logged model: exactly what this process trained with.
 
-    Naming them beats MLflow's inference, which imports the model in a subprocess and takes
-    about ten seconds per model.
+    Naming them beats MLflow's inference, which imports the model in a subprocess for each
+    model it logs.
     """
     packages = ("mlflow", "scikit-learn", "skops", "numpy", "pandas", "scipy")
     return [f"{name}=={importlib.metadata.version(name)}" for name in packages]

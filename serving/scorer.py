@@ -421,7 +421,7 @@ class _Forest:
                 columns.number(item.name) if item.codes is None else columns.category(item.codes)
             )
         # As HistGradientBoostingClassifier._raw_predict: baseline, then each tree in turn. One
-        # OpenMP thread: two stalled now and then on our 2-core machines (STACK-NOTES).
+        # OpenMP thread: with two, single-row predictions stalled now and then on 2-core nodes.
         raw = np.zeros(n_rows) + self.baseline
         for predictor in self.predictors:
             raw += predictor.predict(X, self.known_cat_bitsets, self.f_idx_map, 1)

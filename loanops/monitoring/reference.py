@@ -273,8 +273,8 @@ def load_reference(folder: str | Path, *, verify: bool = True) -> Reference:
 
     Args:
         folder: The folder (e.g. the downloaded MLflow artifact directory).
-        verify: Check that the statistics describe this sample and this schema (hashing the
-            sample takes about 0.1 s per 100k rows).
+        verify: Check that the statistics describe this sample and this schema (by hashing
+            the sample).
 
     Returns:
         The reference; its statistics are read, not recomputed.

@@ -183,10 +183,10 @@ def test_covariate_shift_moves_features_and_risk_but_not_p_y_given_x(base: pd.Da
     after = drifted(Drift.covariate_shift()).iloc[HALF:]
     before = base.iloc[HALF:]
     fico_drop = before["fico_range_low"].mean() - after["fico_range_low"].mean()
-    assert 10 < fico_drop < 18  # DATA-NOTES: 703 -> 689
+    assert 10 < fico_drop < 18  # design target: 703 -> 689
     assert after["dti"].mean() > before["dti"].mean()
     assert after["annual_inc"].median() < before["annual_inc"].median()
-    assert 0.095 < after["default"].mean() < 0.115  # DATA-NOTES: 8.1 -> 10.4 %
+    assert 0.095 < after["default"].mean() < 0.115  # design target: 8.1 -> 10.4 %
     # P(y | X) is unchanged: the pre-drift ground truth is still right, and calibrated.
     np.testing.assert_allclose(syn.baseline_pd(after), after["pd_true"], rtol=1e-12)
     assert abs(after["pd_true"].mean() - after["default"].mean()) < 0.004
@@ -200,7 +200,7 @@ def test_score_inflation_raises_reported_fico_but_not_risk(base: pd.DataFrame) -
     assert 25 < after["fico_range_low"].mean() - before["fico_range_low"].mean() <= 30
     np.testing.assert_array_equal(after["pd_true"], before["pd_true"])
     np.testing.assert_array_equal(after["default"], before["default"])
-    # A model fitted before the drift under-predicts once labels arrive (DATA-NOTES: +0.027).
+    # A model fitted before the drift under-predicts once labels arrive (design target: +0.027).
     gap = after["default"].mean() - syn.baseline_pd(after).mean()
     assert 0.02 < gap < 0.04
     assert after["grade"].isin(["A", "B"]).mean() > before["grade"].isin(["A", "B"]).mean() + 0.1
@@ -210,18 +210,18 @@ def test_macro_shock_raises_defaults_with_features_unchanged(base: pd.DataFrame)
     after = drifted(Drift.macro_shock()).iloc[HALF:]
     before = base.iloc[HALF:]
     pd.testing.assert_frame_equal(features(after), features(before))
-    assert 0.145 < after["default"].mean() < 0.167  # DATA-NOTES: 8.1 -> 15.6 %
+    assert 0.145 < after["default"].mean() < 0.167  # design target: 8.1 -> 15.6 %
     gap = after["default"].mean() - syn.baseline_pd(after).mean()
-    assert 0.06 < gap < 0.09  # DATA-NOTES: +0.074
+    assert 0.06 < gap < 0.09  # design target: +0.074
 
 
 def test_coefficient_change_raises_defaults_with_features_unchanged(base: pd.DataFrame) -> None:
     after = drifted(Drift.coefficient_change()).iloc[HALF:]
     before = base.iloc[HALF:]
     pd.testing.assert_frame_equal(features(after), features(before))
-    assert 0.094 < after["default"].mean() < 0.113  # DATA-NOTES: 8.1 -> 10.4 %
+    assert 0.094 < after["default"].mean() < 0.113  # design target: 8.1 -> 10.4 %
     gap = after["default"].mean() - syn.baseline_pd(after).mean()
-    assert 0.012 < gap < 0.032  # DATA-NOTES: +0.022
+    assert 0.012 < gap < 0.032  # design target: +0.022
     # The loans with high dti carry the extra risk.
     high_dti = after["dti"] > 30
     assert (after["pd_true"] - before["pd_true"])[high_dti].mean() > 0.05
