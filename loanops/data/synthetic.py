@@ -4,10 +4,10 @@ A latent creditworthiness z ~ N(0, 1), which no model sees, drives the correlati
 features. The probability of default is an explicit logistic function of the observed features
 plus independent noise, so `pd_true` is known and every drift scenario has a testable meaning.
 Grades come from fixed score cut-offs computed once on a no-drift reference draw, so a riskier
-applicant pool gets a riskier grade mix. The design is this module (the ground truth is
-`_logit`); its calibration to the real LendingClub 2016Q1 extract (modeldata/lending_club) is
-checked by `tests/data/test_synthetic_contract.py`. The drift scenarios are in
-`loanops.data.synthetic_drift`.
+applicant pool gets a riskier grade mix. The default model and the underwriting score are in
+`loanops.data.synthetic_truth`, the drift scenarios in `loanops.data.synthetic_drift`; the
+calibration to the real LendingClub 2016Q1 extract (modeldata/lending_club) is checked by
+`tests/data/test_synthetic_contract.py`.
 
 Generation is vectorised numpy in chunks seeded by `SeedSequence(seed).spawn(k)`: the output is
 deterministic for a given (seed, chunk_rows), and `write_parquet` keeps memory flat. Each variable
@@ -18,7 +18,6 @@ the same seed: rows before the drift starts are identical.
 from __future__ import annotations
 
 import json
-import math
 import numbers
 import re
 from collections.abc import Iterator, Mapping
@@ -33,6 +32,16 @@ import pandas as pd
 
 from loanops.data import Dataset
 from loanops.data.synthetic_drift import EMP_NULL_RATE, Drift
+from loanops.data.synthetic_truth import (
+    DTI_COEF,
+    INTERCEPT,
+    LOGIT_NOISE_SD,
+    default_logit,
+    marginal_pd,
+    purpose_effects,
+    risk_score,
+    sigmoid,
+)
 from loanops.schema import Feature, FeatureSchema, Target
 
 FloatArray = npt.NDArray[np.float64]
@@ -95,19 +104,6 @@ _PURPOSE_WEIGHTS: Mapping[str, float] = MappingProxyType(
     }
 )
 PURPOSES = tuple(_PURPOSE_WEIGHTS)
-_PURPOSE_EFFECTS: Mapping[str, float] = MappingProxyType(
-    {
-        "small_business": 0.6,
-        "moving": 0.3,
-        "medical": 0.25,
-        "other": 0.2,
-        "debt_consolidation": 0.1,
-        "credit_card": -0.1,
-        "home_improvement": -0.1,
-        "car": -0.2,
-    }
-)
-
 # Shares in the real 2016Q1 extract. LendingClub did not lend in Iowa; IA gets the smallest
 # observed share so that the vocabulary covers all 50 states and DC.
 _STATE_WEIGHTS: Mapping[str, float] = MappingProxyType(
@@ -124,15 +120,6 @@ _STATE_WEIGHTS: Mapping[str, float] = MappingProxyType(
     }
 )  # fmt: skip
 ADDR_STATES = tuple(sorted(_STATE_WEIGHTS))
-
-# Ground-truth default model (`_logit`). The intercept was found by bisection with
-# `_solve_intercept(BASE_DEFAULT_RATE)`, the mean pd_true over 1M no-drift rows (seed 20160101),
-# which gives -3.3398; tests/unit/test_synthetic.py re-solves it on a smaller draw.
-_INTERCEPT = -3.34
-_DTI_COEF = 0.02
-_LOGIT_NOISE_SD = 0.3
-# E[sigmoid(eta + N(0, s^2))] ~= sigmoid(eta / sqrt(1 + pi s^2 / 8)) (probit approximation).
-_MARGINAL_SCALE = 1.0 / math.sqrt(1.0 + math.pi * _LOGIT_NOISE_SD**2 / 8.0)
 
 # Multinomial logit for home ownership against RENT, in (ln income - 11.1) and z; intercepts
 # solved so that the no-drift mix is MORTGAGE .456, RENT .403, OWN .141.
@@ -328,63 +315,8 @@ def _categorical(rng: np.random.Generator, cumulative: FloatArray, n: int) -> In
     return np.searchsorted(cumulative, rng.random(n), side="right").astype(np.int64)
 
 
-def _sigmoid(x: FloatArray) -> FloatArray:
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
-
-
 def _round_to(x: FloatArray, step: float) -> FloatArray:
     return np.round(x / step) * step
-
-
-def _purpose_effects() -> FloatArray:
-    return np.array([_PURPOSE_EFFECTS.get(p, 0.0) for p in PURPOSES])
-
-
-def _logit(
-    *,
-    fico: FloatArray,
-    dti: FloatArray,
-    term60: FloatArray,
-    inq: FloatArray,
-    delinq: FloatArray,
-    pub_rec: FloatArray,
-    loan: FloatArray,
-    income: FloatArray,
-    revol: FloatArray,
-    rent: FloatArray,
-    mortgage: FloatArray,
-    verified: FloatArray,
-    purpose_effect: FloatArray,
-    dti_coef: float | FloatArray = _DTI_COEF,
-) -> FloatArray:
-    """The ground-truth default logit without its noise term."""
-    return (
-        _INTERCEPT
-        - 0.018 * (fico - 700.0)
-        + dti_coef * (dti - 18.0)
-        + 0.45 * term60
-        + 0.12 * inq
-        + 0.15 * delinq
-        + 0.25 * pub_rec
-        + 0.35 * np.log(10.0 * loan / income)
-        + 0.005 * (revol - 50.0)
-        + 0.25 * rent
-        - 0.10 * mortgage
-        + 0.15 * verified
-        + purpose_effect
-    )
-
-
-def _marginal_pd(eta: FloatArray) -> FloatArray:
-    """P(default) given the noise-free logit, the independent N(0, 0.3²) noise integrated out."""
-    return _sigmoid(eta * _MARGINAL_SCALE)
-
-
-def _risk_score(
-    fico: FloatArray, dti: FloatArray, inq: FloatArray, term60: FloatArray, noise: FloatArray
-) -> FloatArray:
-    """The lender's underwriting score: higher is riskier."""
-    return -(fico - 700.0) / 35.0 + 0.03 * (dti - 18.0) + 0.15 * inq + 0.2 * term60 + 0.6 * noise
 
 
 def _applicants(
@@ -399,7 +331,7 @@ def _applicants(
     loan = np.clip(
         _round_to(np.exp(loan_mean + 0.6 * rng["loan"].standard_normal(n)), 25.0), 1_000.0, 40_000.0
     )
-    term60 = rng["term"].random(n) < _sigmoid(-0.8 + 1.2 * (np.log(loan) - 9.6))
+    term60 = rng["term"].random(n) < sigmoid(-0.8 + 1.2 * (np.log(loan) - 9.6))
 
     fico_true = np.clip(
         _round_to(700.0 + 35.0 * z + 12.0 * rng["fico"].standard_normal(n), 5.0), 660.0, 845.0
@@ -484,7 +416,7 @@ def _ground_truth_eta(
 ) -> FloatArray:
     """The noise-free default logit of drawn applicants, from their true features."""
     home = a["home"]
-    return _logit(
+    return default_logit(
         fico=_as_float(a["fico_true"]),
         dti=_as_float(a["dti"]),
         term60=_as_float(a["term60"]),
@@ -497,7 +429,7 @@ def _ground_truth_eta(
         rent=_as_float(home == 1),
         mortgage=_as_float(home == 0),
         verified=_as_float(a["verification"] == 2),
-        purpose_effect=_purpose_effects()[np.asarray(a["purpose"], dtype=np.int64)],
+        purpose_effect=purpose_effects(PURPOSES)[np.asarray(a["purpose"], dtype=np.int64)],
         dti_coef=dti_coef,
     )
 
@@ -508,7 +440,7 @@ def _reference_applicants() -> tuple[dict[str, npt.NDArray[np.generic]], FloatAr
     n = _REFERENCE_ROWS
     lam = np.zeros(n)
     applicants = _applicants(n, lam, Drift(), rng)
-    score = _risk_score(
+    score = risk_score(
         _as_float(applicants["fico"]),
         _as_float(applicants["dti"]),
         _as_float(applicants["inq"]),
@@ -536,11 +468,11 @@ def _solve_intercept(
     """The intercept b0 at which the mean no-drift pd_true equals `target_rate`, by bisection."""
     rng = _streams(np.random.SeedSequence(seed))
     applicants = _applicants(rows, np.zeros(rows), Drift(), rng)
-    eta_without_b0 = _ground_truth_eta(applicants, _DTI_COEF) - _INTERCEPT
+    eta_without_b0 = _ground_truth_eta(applicants, DTI_COEF) - INTERCEPT
     low, high = -10.0, 5.0
     for _ in range(60):
         middle = (low + high) / 2.0
-        if _marginal_pd(eta_without_b0 + middle).mean() < target_rate:
+        if marginal_pd(eta_without_b0 + middle).mean() < target_rate:
             low = middle
         else:
             high = middle
@@ -581,7 +513,7 @@ def _draw_chunk(
     fico, dti, inq = _as_float(a["fico"]), _as_float(a["dti"]), _as_float(a["inq"])
     term60 = np.asarray(a["term60"], dtype=np.bool_)
 
-    score = _risk_score(fico, dti, inq, term60.astype(np.float64), rng["grade"].standard_normal(n))
+    score = risk_score(fico, dti, inq, term60.astype(np.float64), rng["grade"].standard_normal(n))
     sub_grade = np.searchsorted(_sub_grade_cutoffs(), score, side="right")
     base_rate = 5.32 + (28.99 - 5.32) * sub_grade / (len(SUB_GRADES) - 1)
     int_rate = np.clip(np.round(base_rate + 0.25 * rng["rate"].standard_normal(n), 2), 5.0, 31.0)
@@ -590,10 +522,10 @@ def _draw_chunk(
     loan = _as_float(a["loan"])
     installment = np.round(loan * monthly_rate / (1.0 - (1.0 + monthly_rate) ** -payments), 2)
 
-    dti_coef = _DTI_COEF * (1.0 + lam * (drift.dti_coef_mult - 1.0))
+    dti_coef = DTI_COEF * (1.0 + lam * (drift.dti_coef_mult - 1.0))
     eta = _ground_truth_eta(a, dti_coef) + lam * drift.macro_logit
-    noise = _LOGIT_NOISE_SD * rng["default_noise"].standard_normal(n)
-    default = rng["default"].random(n) < _sigmoid(eta + noise)
+    noise = LOGIT_NOISE_SD * rng["default_noise"].standard_normal(n)
+    default = rng["default"].random(n) < sigmoid(eta + noise)
 
     emp_labels = np.array([*EMP_LENGTHS, None], dtype=object)  # code -1 picks None
     columns: dict[str, npt.ArrayLike] = {
@@ -623,7 +555,7 @@ def _draw_chunk(
         "open_acc": np.asarray(a["open_acc"], dtype=np.int64),
         "total_acc": np.asarray(a["total_acc"], dtype=np.int64),
         "default": default.astype(np.int8),
-        "pd_true": _marginal_pd(eta),
+        "pd_true": marginal_pd(eta),
     }
     return pd.DataFrame(columns, index=pd.RangeIndex(first_row, first_row + n))
 
@@ -767,8 +699,8 @@ def baseline_pd(frame: pd.DataFrame) -> FloatArray:
     Returns:
         One probability per row.
     """
-    effects = frame["purpose"].map(dict(zip(PURPOSES, _purpose_effects(), strict=True)))
-    eta = _logit(
+    effects = frame["purpose"].map(dict(zip(PURPOSES, purpose_effects(PURPOSES), strict=True)))
+    eta = default_logit(
         fico=frame["fico_range_low"].to_numpy(np.float64),
         dti=frame["dti"].to_numpy(np.float64),
         term60=(frame["term"] == "60").to_numpy(np.float64),
@@ -783,7 +715,7 @@ def baseline_pd(frame: pd.DataFrame) -> FloatArray:
         verified=(frame["verification_status"] == "Verified").to_numpy(np.float64),
         purpose_effect=effects.to_numpy(np.float64),
     )
-    return _marginal_pd(eta)
+    return marginal_pd(eta)
 
 
 def load(rows: int | None, seed: int) -> pd.DataFrame:

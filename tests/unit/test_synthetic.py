@@ -17,6 +17,7 @@ import pytest
 from loanops.data import get_dataset, load_dataset
 from loanops.data import synthetic as syn
 from loanops.data.synthetic_drift import EMP_NULL_RATE, PRESETS, Drift
+from loanops.data.synthetic_truth import INTERCEPT
 from tests import corruptors
 from tests.factories import drop_column
 
@@ -108,7 +109,7 @@ def test_grade_cutoffs_are_fixed_and_ordered() -> None:
 
 def test_hard_coded_intercept_gives_the_base_rate() -> None:
     solved = syn._solve_intercept(syn.BASE_DEFAULT_RATE, rows=200_000, seed=1)
-    assert solved == pytest.approx(syn._INTERCEPT, abs=0.03)
+    assert solved == pytest.approx(INTERCEPT, abs=0.03)
 
 
 def test_pd_true_is_the_probability_given_the_observed_features(base: pd.DataFrame) -> None:
