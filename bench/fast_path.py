@@ -33,7 +33,7 @@ from loanops.features import split_frame
 from loanops.schema import FeatureSchema
 from loanops.settings import ModelFamily, Settings
 from loanops.train import TrainedModel, fit
-from serving.scorer import CompiledScorer
+from serving.scorer.compiled import CompiledScorer
 
 DATASET = "lending_club"
 # The behaviour tests' fixed configurations (tests/model/fitting.py): good, and quick to fit.

@@ -27,7 +27,8 @@ from loanops.explain import Explainer, Reason
 from loanops.model_ref import ModelRef
 from loanops.registry import LOANOPS_METADATA_KEY, ModelCard
 from loanops.schema import FeatureSchema
-from serving.scorer import CompiledScorer, UnsupportedModelError
+from serving.scorer.compiled import CompiledScorer
+from serving.scorer.parts import UnsupportedModelError
 
 logger = logging.getLogger(__name__)
 

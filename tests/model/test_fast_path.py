@@ -19,7 +19,8 @@ from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import SGDClassifier
 
 from loanops.schema import FeatureSchema
-from serving.scorer import CompiledScorer, UnsupportedModelError
+from serving.scorer.compiled import CompiledScorer
+from serving.scorer.parts import UnsupportedModelError
 from tests.model.fitting import Fitted
 
 TOLERANCE = 1e-6

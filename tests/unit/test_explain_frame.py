@@ -15,7 +15,7 @@ from loanops.evaluate import CostMatrix
 from loanops.explain import Explainer, favourable_values
 from loanops.features import split_frame
 from loanops.schema import Feature, FeatureSchema, Target
-from serving.scorer import CompiledScorer
+from serving.scorer.compiled import CompiledScorer
 
 TOY = FeatureSchema(
     name="toy",

@@ -30,7 +30,7 @@ from serving.jobs import (
     is_job_id,
 )
 from serving.model import LoadedModel
-from serving.scorer import CompiledScorer
+from serving.scorer.compiled import CompiledScorer
 from serving.worker import decisions_from_table, score_chunk, validate_chunk
 from tests.model.fitting import CONFIGS
 
