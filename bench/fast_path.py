@@ -30,10 +30,10 @@ from threadpoolctl import threadpool_limits
 from loanops.data import load_dataset
 from loanops.evaluate import CostMatrix
 from loanops.features import split_frame
-from loanops.predict import CompiledScorer
 from loanops.schema import FeatureSchema
 from loanops.settings import ModelFamily, Settings
 from loanops.train import TrainedModel, fit
+from serving.scorer.compiled import CompiledScorer
 
 DATASET = "lending_club"
 # The behaviour tests' fixed configurations (tests/model/fitting.py): good, and quick to fit.

@@ -45,8 +45,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from loanops import decisions as decision_log
-from loanops import monitoring
 from loanops.data import synthetic as syn
+from loanops.data.synthetic_drift import PRESETS, Drift
+from loanops.monitoring import evidently_mapping, reports
+from loanops.monitoring import reference as monitor_reference
+from loanops.monitoring import run as monitor_run
 
 TARGET_SECONDS = 120.0
 TARGET_GIB = 3.0
@@ -68,12 +71,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--sample-rows",
         type=int,
-        default=monitoring.DEFAULT_SAMPLE_ROWS,
+        default=monitor_run.DEFAULT_SAMPLE_ROWS,
         help="rows of the window given to Evidently by run_monitor",
     )
     parser.add_argument(
         "--drift",
-        choices=["none", *syn.PRESETS],
+        choices=["none", *PRESETS],
         default="none",
         help="drift injected into the second half of the window",
     )
@@ -114,7 +117,7 @@ def decisions_frame(frame: pd.DataFrame, first: int, rows: int) -> pd.DataFrame:
 
 def window_chunks(rows: int, drift: str) -> Iterator[pd.DataFrame]:
     """The window in chunks of DB_CHUNK rows; the drift, if any, starts half-way."""
-    preset = None if drift == "none" else syn.Drift.preset(drift, start=0.5)
+    preset = None if drift == "none" else Drift.preset(drift, start=0.5)
     generated = syn.generate(rows, seed=WINDOW_SEED, drift=preset)
     for first in range(0, rows, DB_CHUNK):
         yield decisions_frame(generated.iloc[first : first + DB_CHUNK], first, rows)
@@ -152,10 +155,10 @@ def prepare(folder: Path, args: argparse.Namespace) -> dict[str, float]:
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     source = syn.generate(args.reference_rows, seed=REFERENCE_SEED)
-    reference = monitoring.build_reference(
+    reference = monitor_reference.build_reference(
         source, syn.baseline_pd(source), source["default"], syn.SCHEMA, seed=REFERENCE_SEED
     )
-    monitoring.save_reference(reference, folder / "reference")
+    monitor_reference.save_reference(reference, folder / "reference")
     seconds["reference"] = time.perf_counter() - started
 
     # One chunk at a time: into the Parquet file, then into the decision log.
@@ -214,19 +217,19 @@ def child_monitor(folder: Path, args: argparse.Namespace, from_db: bool) -> dict
             WINDOW_START,
             WINDOW_START + timedelta(days=WINDOW_DAYS),
             model_name=MODEL_NAME,
-            inputs=monitoring.logged_inputs(syn.SCHEMA),
+            inputs=monitor_run.logged_inputs(syn.SCHEMA),
             reasons=False,
         )
         engine.dispose()
     else:
         window = pd.read_parquet(folder / "window.parquet")
-    reference = monitoring.load_reference(folder / "reference")
+    reference = monitor_reference.load_reference(folder / "reference")
     read = time.perf_counter()
-    summary, snapshot = monitoring.run_monitor(
+    summary, snapshot = monitor_run.run_monitor(
         window, reference, syn.SCHEMA, sample_rows=args.sample_rows, seed=0
     )
     monitored = time.perf_counter()
-    monitoring.write_reports(
+    reports.write_reports(
         snapshot, folder / ("reports-db" if from_db else "reports"), summary=summary
     )
     done = time.perf_counter()
@@ -257,10 +260,10 @@ def child_evidently(folder: Path) -> dict[str, Any]:
     from evidently.presets import DataDriftPreset, DataSummaryPreset
 
     cpu, started = time.process_time(), time.perf_counter()
-    columns = [*syn.SCHEMA.feature_names, monitoring.PREDICTION_COLUMN]
+    columns = [*syn.SCHEMA.feature_names, monitor_reference.PREDICTION_COLUMN]
     window = pd.read_parquet(folder / "window.parquet", columns=columns)
     reference = pd.read_parquet(folder / "reference" / "reference.parquet", columns=columns)
-    definition = monitoring.data_definition(syn.SCHEMA)
+    definition = evidently_mapping.data_definition(syn.SCHEMA)
     read = time.perf_counter()
     snapshot = Report([DataDriftPreset(), DataSummaryPreset()]).run(
         Dataset.from_pandas(window, data_definition=definition),

@@ -98,7 +98,8 @@ def load_outcomes(
     """Record which decided loans defaulted; the whole file or nothing, unless told otherwise."""
     config = settings()
     from loanops import decisions
-    from loanops.outcomes import load_outcomes_file, record_outcomes
+    from loanops.outcome_files import load_outcomes_file
+    from loanops.outcomes import record_outcomes
 
     with clear_errors():
         outcomes = load_outcomes_file(path)

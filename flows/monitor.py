@@ -24,15 +24,11 @@ from flows.common import TRACKING_RETRIES, settings_for
 from flows.triggers import TriggerOutcome, request_retraining
 from loanops import decisions, registry
 from loanops.data import read_frame
-from loanops.monitoring import (
-    MonitorSummary,
-    MonitorThresholds,
-    Reference,
-    load_reference,
-    logged_inputs,
-    run_monitor,
-    write_reports,
-)
+from loanops.monitoring.reference import Reference, load_reference
+from loanops.monitoring.reports import write_reports
+from loanops.monitoring.results import MonitorSummary
+from loanops.monitoring.run import logged_inputs, run_monitor
+from loanops.monitoring.thresholds import monitor_thresholds
 from loanops.schema import FeatureSchema
 from loanops.settings import Settings
 
@@ -49,13 +45,6 @@ class MonitorResult:
     report_dir: Path
     reasons: list[str]
     trigger: TriggerOutcome | None
-
-
-def thresholds(settings: Settings) -> MonitorThresholds:
-    return MonitorThresholds(
-        drift_share=settings.drift_share_threshold,
-        prediction_psi=settings.prediction_psi_threshold,
-    )
 
 
 @task(cache_policy=NO_CACHE, **TRACKING_RETRIES)
@@ -132,7 +121,7 @@ def compare(
         reference.schema,
         sample_rows=settings.monitor_sample_rows,
         seed=settings.seed,
-        thresholds=thresholds(settings),
+        thresholds=monitor_thresholds(settings),
         model_name=version.name,
         model_version=str(version.version),
         window=(start, end),

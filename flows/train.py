@@ -357,7 +357,7 @@ def log_reference(
     computed here, once, and stored beside the sample; every monitor run of this version reads
     them instead of recomputing them.
     """
-    from loanops.monitoring import build_reference, save_reference
+    from loanops.monitoring.reference import build_reference, save_reference
 
     development = splits.development
     reference = build_reference(

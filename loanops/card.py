@@ -4,14 +4,14 @@
 parameters and metrics, its MLmodel metadata, its gate decision) and scores its frozen test
 split once, for what the run did not log: bootstrap intervals on every headline metric,
 calibration, and metrics by segment (grade, term, income band) with a disparity summary.
-`write_card` renders it as Markdown and HTML beside its PNG plots; the promote flow logs that
+`write_card` renders it (`loanops.card_render`: Markdown, and HTML from the Jinja2 template
+`loanops/templates/model_card.html.j2`) beside its PNG plots; the promote flow logs that
 folder as the ``model_card`` artifact of the version's run, and `loanops models card VERSION`
 writes it out locally.
 """
 
 from __future__ import annotations
 
-import html
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,9 +27,10 @@ from mlflow.entities.model_registry import ModelVersion
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
 from loanops import registry
+from loanops.card_render import plot_segments, render_html, render_markdown
 from loanops.evaluate import (
     expected_calibration_error,
-    ks_statistic,
+    ks_separation,
     plot_calibration,
     plot_roc,
 )
@@ -108,12 +109,9 @@ class ModelCardReport:
         return self.cost_false_decline / (self.cost_false_decline + self.cost_false_approve)
 
 
-# --- gathering -------------------------------------------------------------------------------
-
-
 _METRICS: Final[Mapping[str, Callable[[np.ndarray, np.ndarray], float]]] = {
     "ROC AUC": lambda y, p: float(roc_auc_score(y, p)),
-    "KS": ks_statistic,
+    "KS": ks_separation,
     "Brier score": lambda y, p: float(brier_score_loss(y, p)),
     "ECE (10 equal-count bins)": expected_calibration_error,
     "mean PD": lambda y, p: float(p.mean()),
@@ -372,159 +370,6 @@ def log_card(client: MlflowClient, version: ModelVersion, card: ModelCardReport)
     uri = f"runs:/{version.run_id}/{CARD_ARTIFACT}/model_card.html"
     client.set_model_version_tag(version.name, str(version.version), "model_card", uri)
     return uri
-
-
-# --- rendering -------------------------------------------------------------------------------
-
-
-def plot_segments(rows: Sequence[SegmentRow]) -> Figure:
-    """Default rate against mean PD per segment value, one panel per segment."""
-    names = list(dict.fromkeys(row.segment for row in rows))
-    fig = Figure(figsize=(4.2 * len(names), 4))
-    axes = fig.subplots(1, len(names), squeeze=False)[0]
-    for ax, name in zip(axes, names, strict=True):
-        part = [row for row in rows if row.segment == name]
-        x = np.arange(len(part))
-        ax.bar(x - 0.2, [row.default_rate for row in part], 0.4, label="default rate")
-        ax.bar(x + 0.2, [row.mean_pd for row in part], 0.4, label="mean PD")
-        ax.set_xticks(x, [row.value for row in part], rotation=45, ha="right")
-        ax.set(title=f"By {name} (test)", ylabel="rate")
-        ax.legend(loc="upper left", fontsize="small")
-    fig.tight_layout()
-    return fig
-
-
-def _segment_frame(card: ModelCardReport) -> pd.DataFrame:
-    return pd.DataFrame(
-        [
-            {
-                "segment": row.segment,
-                "value": row.value,
-                "rows": row.rows,
-                "defaults": row.defaults,
-                "default rate": f"{row.default_rate:.3f}",
-                "mean PD": f"{row.mean_pd:.3f}",
-                "approval rate": f"{row.approval_rate:.3f}",
-                "ROC AUC": "-" if row.roc_auc is None else f"{row.roc_auc:.3f}",
-            }
-            for row in card.segments
-        ]
-    )
-
-
-def _sections(card: ModelCardReport) -> list[tuple[str, pd.DataFrame | list[str] | str]]:
-    """The card's sections in order: a table, a list of lines, or an image file name."""
-    metrics = pd.DataFrame(
-        [
-            {
-                "metric": m.name,
-                "value": f"{m.value:.4f}",
-                "95% bootstrap interval": f"{m.low:.4f} – {m.high:.4f}",
-            }
-            for m in card.metrics
-        ]
-    )
-    ece = next(m for m in card.metrics if m.name.startswith("ECE"))
-    return [
-        ("Data", _pairs(card.data)),
-        ("Model", _pairs({"family": card.family, **{k: str(v) for k, v in card.params.items()}})),
-        ("Test metrics", metrics),
-        ("ROC", "roc.png"),
-        (
-            "Calibration",
-            [
-                f"ECE {ece.value:.4f} (95% interval {ece.low:.4f} – {ece.high:.4f}); the plot "
-                "compares mean predicted PD with the observed default rate in 10 equal-count "
-                "bins of the test split."
-            ],
-        ),
-        ("Calibration plot", "calibration.png"),
-        (
-            "Threshold and costs",
-            [
-                f"Decline when PD ≥ {card.threshold:.4f}.",
-                f"Cost of approving a loan that defaults: {card.cost_false_approve:g}; of "
-                f"declining one that would repay: {card.cost_false_decline:g}.",
-                f"The threshold minimises the expected cost on the validation split; for "
-                f"perfectly calibrated scores it would be {card.bayes_threshold:.4f}.",
-            ],
-        ),
-        ("Metrics by segment", _segment_frame(card)),
-        ("Segments", "segments.png"),
-        ("Disparity across segments", card.disparity),
-        (
-            "Promotion decision",
-            _pairs(card.promotion)
-            if card.promotion
-            else ["No gate decision recorded for this version yet."],
-        ),
-        ("Known limitations", card.limitations),
-    ]
-
-
-def _pairs(values: Mapping[str, str]) -> pd.DataFrame:
-    return pd.DataFrame({"": list(values), "value": list(values.values())})
-
-
-def _markdown_table(frame: pd.DataFrame) -> list[str]:
-    if frame.empty:
-        return ["(none)"]
-
-    def cell(value: Any) -> str:
-        return str(value).replace("|", "\\|").replace("\n", " ")
-
-    header = "| " + " | ".join(cell(c) for c in frame.columns) + " |"
-    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return [header, rule, *rows]
-
-
-def render_markdown(card: ModelCardReport) -> str:
-    """The card as Markdown; images are referenced by their file names beside it."""
-    lines = [
-        f"# Model card: {card.model_name} v{card.version}",
-        "",
-        f"Training run `{card.run_id}`, registered {card.created_at}.",
-    ]
-    for title, body in _sections(card):
-        if isinstance(body, str) and body not in card.figures:
-            continue
-        lines += ["", f"## {title}", ""]
-        if isinstance(body, pd.DataFrame):
-            lines += _markdown_table(body)
-        elif isinstance(body, list):
-            lines += [f"- {line}" for line in body]
-        else:
-            lines.append(f"![{title}]({body})")
-    return "\n".join(lines) + "\n"
-
-
-def render_html(card: ModelCardReport) -> str:
-    """The card as a self-contained HTML page but for its PNG images, which sit beside it."""
-    title = f"Model card: {card.model_name} v{card.version}"
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{html.escape(title)}</title>",
-        "<style>body{font-family:sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}"
-        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.25rem .5rem}"
-        "img{max-width:100%}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1>",
-        f"<p>Training run <code>{html.escape(card.run_id)}</code>, registered "
-        f"{html.escape(card.created_at)}.</p>",
-    ]
-    for heading, body in _sections(card):
-        if isinstance(body, str) and body not in card.figures:
-            continue
-        parts.append(f"<h2>{html.escape(heading)}</h2>")
-        if isinstance(body, pd.DataFrame):
-            parts.append(body.to_html(index=False, escape=True, border=0))
-        elif isinstance(body, list):
-            parts.append("<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in body) + "</ul>")
-        else:
-            parts.append(f'<img src="{html.escape(body)}" alt="{html.escape(heading)}">')
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
 
 
 def write_card(card: ModelCardReport, folder: Path) -> tuple[Path, Path]:

@@ -68,8 +68,13 @@ def choose_threshold(y: np.ndarray, p: np.ndarray, costs: CostMatrix) -> float:
     return float(p_sorted[k - 1])
 
 
-def ks_statistic(y: np.ndarray, p: np.ndarray) -> float:
-    """Kolmogorov-Smirnov separation: the largest TPR - FPR gap over all thresholds."""
+def ks_separation(y: np.ndarray, p: np.ndarray) -> float:
+    """Credit scoring's KS: how far apart one model's scores put defaulted and repaid loans.
+
+    The Kolmogorov-Smirnov statistic between the score distributions of the two classes, i.e.
+    the largest TPR - FPR gap over all thresholds. Not the drift statistic of
+    `loanops.monitoring.statistics.ks_drift_statistic`, which compares two windows of scores.
+    """
     fpr, tpr, _ = roc_curve(y, p)
     return float(np.max(tpr - fpr))
 
@@ -145,7 +150,7 @@ def evaluate(
         roc_auc_lo=lo,
         roc_auc_hi=hi,
         pr_auc=float(average_precision_score(y, p)),
-        ks=ks_statistic(y, p),
+        ks=ks_separation(y, p),
         brier=float(brier_score_loss(y, p)),
         log_loss=float(log_loss(y, np.clip(p, 1e-15, 1 - 1e-15), labels=[0, 1])),
         ece=expected_calibration_error(y, p),

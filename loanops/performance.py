@@ -4,7 +4,7 @@
 decision with an outcome, with its ``probability`` and ``defaulted``) and measures, overall and
 per vintage:
 
-- ranking: ROC AUC and KS (`loanops.evaluate.ks_statistic`);
+- ranking: ROC AUC and KS (`loanops.evaluate.ks_separation`);
 - calibration: ECE over equal-count bins (`loanops.evaluate.expected_calibration_error`), and
   calibration in the large: the mean predicted PD against the observed default rate, their gap,
   the ratio of observed to expected defaults, and the gap in standard errors. That z-score is the
@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from loanops.evaluate import expected_calibration_error, ks_statistic
+from loanops.evaluate import expected_calibration_error, ks_separation
 
 if TYPE_CHECKING:
     from evidently.core.report import Snapshot
@@ -236,7 +236,7 @@ def _slice(
     return replace(
         calibrated,
         auc=float(roc_auc_score(y, p)),
-        ks=ks_statistic(y, p),
+        ks=ks_separation(y, p),
         ece=expected_calibration_error(y, p),
     )
 
@@ -331,8 +331,8 @@ def classification_report(
         threshold: Decline threshold; defaults to the one value of the ``threshold`` column.
         min_labels: Fewest labelled decisions needed.
         min_defaults: Fewest defaults, and fewest repaid loans, needed.
-        max_rows: Largest sample given to Evidently (it takes about 1.4 s per 200,000 rows);
-            None for every row.
+        max_rows: Largest sample given to Evidently, whose time grows with the rows; None for
+            every row.
         seed: Seeds the sample.
 
     Returns:

@@ -28,6 +28,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models.model import ModelInfo
 
+from loanops.model_ref import ModelRef
 from loanops.promotion import GateDecision
 from loanops.schema import FeatureSchema
 from loanops.settings import Settings
@@ -137,8 +138,8 @@ class ModelCard:
 def model_requirements() -> list[str]:
     """Pinned requirements to load a logged model: exactly what this process trained with.
 
-    Naming them beats MLflow's inference, which imports the model in a subprocess and takes
-    about ten seconds per model.
+    Naming them beats MLflow's inference, which imports the model in a subprocess for each
+    model it logs.
     """
     packages = ("mlflow", "scikit-learn", "skops", "numpy", "pandas", "scipy")
     return [f"{name}=={importlib.metadata.version(name)}" for name in packages]
@@ -230,7 +231,7 @@ def latest_version(client: MlflowClient, model_name: str) -> ModelVersion | None
 
 def model_card(client: MlflowClient, version: ModelVersion) -> ModelCard:
     """The card stored with a registered version's model."""
-    info = mlflow.models.get_model_info(f"models:/{version.name}/{version.version}")
+    info = mlflow.models.get_model_info(str(ModelRef.pinned(version.name, version.version)))
     metadata = (info.metadata or {}).get(LOANOPS_METADATA_KEY)
     if metadata is None:
         raise ValueError(f"{version.name} v{version.version} was not logged by loanops")
@@ -244,7 +245,7 @@ def load_model(model_name: str, version: str) -> Any:
     /tmp for every load, which a long-running worker accumulates.
     """
     with tempfile.TemporaryDirectory(prefix="loanops-model-") as tmp:
-        return mlflow.sklearn.load_model(f"models:/{model_name}/{version}", dst_path=tmp)
+        return mlflow.sklearn.load_model(str(ModelRef.pinned(model_name, version)), dst_path=tmp)
 
 
 def reference_folder(client: MlflowClient, version: ModelVersion, dst: Path) -> Path:

@@ -15,6 +15,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, computed_field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from loanops.model_ref import ModelRef
+
 ModelFamily = Literal["logreg", "hist_gbt"]
 
 # MLflow's rules for registered-model alias names (mlflow.utils.validation): letters, digits,
@@ -22,7 +24,6 @@ ModelFamily = Literal["logreg", "hist_gbt"]
 _ALIAS_CHARACTERS = re.compile(r"[A-Za-z0-9_-]+")
 _VERSION_ALIAS = re.compile(r"[vV][0-9]+")
 _MAX_ALIAS_LENGTH = 255
-_MODEL_REF = re.compile(r"models:/[^/@]+(@[A-Za-z0-9_-]+|/[0-9]+)")
 # Kubernetes names: namespaces and container names are DNS labels (RFC 1123). Deployment names
 # may be longer subdomains, but ours are Service-like labels, and one rule is easier to read.
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
@@ -220,6 +221,45 @@ class Settings(BaseSettings):
     prediction_psi_threshold: float = Field(
         default=0.1, gt=0, description="PSI of the score at which the monitor triggers retraining."
     )
+    monitor_distance_threshold: float = Field(
+        default=0.1,
+        gt=0,
+        description="A feature drifts when its Wasserstein (normed) or Jensen-Shannon distance "
+        "reaches this (windows of at least `monitor_min_rows_for_distance` rows).",
+    )
+    monitor_p_value_threshold: float = Field(
+        default=0.05,
+        gt=0,
+        lt=1,
+        description="A feature drifts when its KS or chi-square p-value is below this "
+        "(smaller windows).",
+    )
+    monitor_min_rows_for_distance: int = Field(
+        default=5_000,
+        ge=1,
+        description="Rows in both compared samples below which p-value tests replace distances.",
+    )
+    monitor_null_rate_increase: float = Field(
+        default=0.05,
+        gt=0,
+        le=1,
+        description="A missingness spike is flagged when a feature's null rate exceeds the "
+        "reference's by more than this.",
+    )
+    monitor_out_of_range_share: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="A feature is flagged when its share of values outside the schema's range "
+        "is above this.",
+    )
+    monitor_unseen_category_share: float = Field(
+        default=0.01,
+        ge=0,
+        le=1,
+        description="A feature is flagged when its share of rows in categories absent from the "
+        "reference is above this (categories unknown to the schema are flagged at any count).",
+    )
     calibration_z_threshold: float = Field(
         default=3.0,
         gt=0,
@@ -279,7 +319,7 @@ class Settings(BaseSettings):
     @property
     def model_uri(self) -> str:
         """The model reference in force: the configured one, or the production alias."""
-        return self.model_ref or f"models:/{self.model_name}@{self.production_alias}"
+        return self.model_ref or str(ModelRef.following(self.model_name, self.production_alias))
 
     @property
     def decision_db_url(self) -> str:
@@ -396,10 +436,11 @@ class Settings(BaseSettings):
     @field_validator("model_ref")
     @classmethod
     def _model_ref_is_a_registry_uri(cls, ref: str | None) -> str | None:
-        if ref is not None and not _MODEL_REF.fullmatch(ref):
-            raise ValueError(
-                f"model_ref {ref!r} must be models:/NAME@ALIAS or models:/NAME/VERSION"
-            )
+        if ref is not None:
+            try:
+                ModelRef.parse(ref)
+            except ValueError as error:
+                raise ValueError(f"model_ref {error}") from None
         return ref
 
     @model_validator(mode="after")

@@ -29,6 +29,7 @@ from starlette.requests import ClientDisconnect
 
 from loanops import decisions
 from loanops.data import get_dataset, load_dataset
+from loanops.model_ref import ModelRef
 from loanops.registry import connect
 from loanops.schema import FeatureSchema
 from loanops.settings import Settings, get_settings
@@ -37,7 +38,7 @@ from serving.batch.store import JobStore
 from serving.deps import AppState
 from serving.metrics import Metrics, MetricsMiddleware
 from serving.middleware import BodyLimitMiddleware, BodyTooLarge
-from serving.model import LoadedModel, ModelRef
+from serving.model import LoadedModel
 from serving.routers import batch_jobs, health, model, outcomes, predict
 from serving.state import ModelHolder
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,16 +24,17 @@ from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, ValidationError
 
 from loanops.explain import Explainer, Reason
-from loanops.predict import CompiledScorer, UnsupportedModelError
+from loanops.model_ref import ModelRef
 from loanops.registry import LOANOPS_METADATA_KEY, ModelCard
 from loanops.schema import FeatureSchema
+from serving.scorer.compiled import CompiledScorer
+from serving.scorer.parts import UnsupportedModelError
 
 logger = logging.getLogger(__name__)
 
 Decision = Literal["approve", "decline"]
 FloatArray = np.ndarray
 
-_REF = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[A-Za-z0-9_-]+)|/(?P<version>[0-9]+))")
 # Metrics of the training run that `/v1/model` reports.
 REPORTED_METRICS = (
     "test_roc_auc",
@@ -49,35 +49,6 @@ REPORTED_METRICS = (
 
 class ModelLoadError(RuntimeError):
     """A version that cannot serve: unreachable, not a loanops model, or failing its smoke test."""
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """Which model to serve: a registered name and either an alias to follow or a version."""
-
-    name: str
-    alias: str | None = None
-    version: str | None = None
-
-    @classmethod
-    def parse(cls, uri: str) -> ModelRef:
-        """Parse `models:/NAME@ALIAS` or `models:/NAME/VERSION`.
-
-        Raises:
-            ValueError: for any other form.
-        """
-        match = _REF.fullmatch(uri)
-        if match is None:
-            raise ValueError(f"{uri!r} is neither models:/NAME@ALIAS nor models:/NAME/VERSION")
-        return cls(match["name"], match["alias"], match["version"])
-
-    @property
-    def follows_alias(self) -> bool:
-        return self.alias is not None
-
-    def __str__(self) -> str:
-        tail = f"@{self.alias}" if self.alias else f"/{self.version}"
-        return f"models:/{self.name}{tail}"
 
 
 def resolve_version(client: MlflowClient, ref: ModelRef) -> str:
@@ -185,7 +156,7 @@ def load_version(
     model_version = client.get_model_version(name, version)
     with tempfile.TemporaryDirectory(prefix="loanops-serve-") as tmp:
         local = mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{name}/{version}", dst_path=tmp
+            artifact_uri=str(ModelRef.pinned(name, version)), dst_path=tmp
         )
         mlmodel = Model.load(Path(local))
         metadata = (mlmodel.metadata or {}).get(LOANOPS_METADATA_KEY)

@@ -17,8 +17,9 @@ from datetime import UTC, datetime
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from loanops.model_ref import ModelRef
 from loanops.schema import FeatureSchema
-from serving.model import LoadedModel, ModelLoadError, ModelRef, load_version, resolve_version
+from serving.model import LoadedModel, ModelLoadError, load_version, resolve_version
 
 logger = logging.getLogger(__name__)
 

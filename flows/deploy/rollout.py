@@ -30,6 +30,8 @@ from kubernetes.client import (
     V1ReplicaSet,
 )
 
+from loanops.model_ref import ModelRef
+
 MODEL_REF_ENV = "LOANOPS_MODEL_REF"
 VERSION_ANNOTATION = "loanops.io/model-version"
 """On the pod template: the version each ReplicaSet, and each of its pods, serves."""
@@ -78,9 +80,10 @@ class RolloutStatus:
 
 def model_ref(model_name: str, version: str) -> str:
     """The registry URI that pins one version: `models:/NAME/VERSION`."""
-    if not version.isdigit():
-        raise RolloutError(f"a model version is a number, not {version!r}")
-    return f"models:/{model_name}/{version}"
+    try:
+        return str(ModelRef.pinned(model_name, version))
+    except ValueError as error:
+        raise RolloutError(f"a model version is a number, not {version!r}") from error
 
 
 @cache

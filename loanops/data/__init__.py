@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
 
@@ -134,21 +135,41 @@ def load_file(name: str, path: Path) -> LoadedDataset:
     return LoadedDataset(dataset, frame, frame_sha256(frame), source=str(path.resolve()))
 
 
-def read_frame(path: Path, text_columns: list[str] | None = None) -> pd.DataFrame:
+def frame_file_format(path: Path) -> Literal["csv", "parquet"] | None:
+    """The file format its name says (`.csv`, `.csv.gz`, `.parquet`, `.pq`, any case), or None."""
+    suffixes = "".join(path.suffixes).lower()
+    if suffixes.endswith((".parquet", ".pq")):
+        return "parquet"
+    if suffixes.endswith((".csv", ".csv.gz")):
+        return "csv"
+    return None
+
+
+def read_frame(
+    path: Path, text_columns: list[str] | None = None, *, all_text: bool = False
+) -> pd.DataFrame:
     """Read a CSV or Parquet file into a frame, choosing the reader by suffix.
 
     Args:
         path: the file.
         text_columns: CSV columns to keep as text, so category codes such as "36" stay strings.
+        all_text: Read every CSV cell as the text written, none turned into NaN (for checks
+            that must see exactly what a file holds).
+
+    Raises:
+        FileNotFoundError: when the file does not exist.
+        ValueError: for a file type other than CSV or Parquet.
     """
     if not path.exists():
         raise FileNotFoundError(f"no such file: {path}")
-    suffixes = "".join(path.suffixes).lower()
-    if suffixes.endswith(".parquet") or suffixes.endswith(".pq"):
+    file_format = frame_file_format(path)
+    if file_format is None:
+        raise ValueError(f"unsupported file type {path.name!r}: use .csv, .csv.gz or .parquet")
+    if file_format == "parquet":
         return pd.read_parquet(path)
-    if suffixes.endswith((".csv", ".csv.gz")):
-        return pd.read_csv(path, dtype=dict.fromkeys(text_columns or [], "object"))
-    raise ValueError(f"unsupported file type {path.name!r}: use .csv, .csv.gz or .parquet")
+    if all_text:
+        return pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
+    return pd.read_csv(path, dtype=dict.fromkeys(text_columns or [], "object"))
 
 
 def frame_sha256(frame: pd.DataFrame) -> str:

@@ -4,8 +4,10 @@ A latent creditworthiness z ~ N(0, 1), which no model sees, drives the correlati
 features. The probability of default is an explicit logistic function of the observed features
 plus independent noise, so `pd_true` is known and every drift scenario has a testable meaning.
 Grades come from fixed score cut-offs computed once on a no-drift reference draw, so a riskier
-applicant pool gets a riskier grade mix. The design and its calibration to the real LendingClub
-extract are in DATA-NOTES ("Synthetic LendingClub-like generator").
+applicant pool gets a riskier grade mix. The default model and the underwriting score are in
+`loanops.data.synthetic_truth`, the drift scenarios in `loanops.data.synthetic_drift`; the
+calibration to the real LendingClub 2016Q1 extract (modeldata/lending_club) is checked by
+`tests/data/test_synthetic_contract.py`.
 
 Generation is vectorised numpy in chunks seeded by `SeedSequence(seed).spawn(k)`: the output is
 deterministic for a given (seed, chunk_rows), and `write_parquet` keeps memory flat. Each variable
@@ -16,27 +18,35 @@ the same seed: rows before the drift starts are identical.
 from __future__ import annotations
 
 import json
-import math
 import numbers
 import re
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict
 from functools import cache
 from pathlib import Path
 from types import MappingProxyType
-from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
 from loanops.data import Dataset
+from loanops.data.synthetic_drift import EMP_NULL_RATE, Drift
+from loanops.data.synthetic_truth import (
+    DTI_COEF,
+    INTERCEPT,
+    LOGIT_NOISE_SD,
+    default_logit,
+    marginal_pd,
+    purpose_effects,
+    risk_score,
+    sigmoid,
+)
 from loanops.schema import Feature, FeatureSchema, Target
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
-RampKind = Literal["step", "linear"]
 
 GENERATOR_VERSION = "1.0.0"
 """Bump whenever a change alters the rows drawn for a given (rows, seed, drift, chunk_rows)."""
@@ -47,8 +57,6 @@ LABEL_DELAY_MONTHS = 12
 """`default` is observed this many months after `issue_d` (the performance window)."""
 
 BASE_DEFAULT_RATE = 0.082
-EMP_NULL_RATE = 0.08
-"""Share of rows with no `emp_length` before any drift."""
 
 TERMS = ("36", "60")
 GRADES = tuple("ABCDEFG")
@@ -96,19 +104,6 @@ _PURPOSE_WEIGHTS: Mapping[str, float] = MappingProxyType(
     }
 )
 PURPOSES = tuple(_PURPOSE_WEIGHTS)
-_PURPOSE_EFFECTS: Mapping[str, float] = MappingProxyType(
-    {
-        "small_business": 0.6,
-        "moving": 0.3,
-        "medical": 0.25,
-        "other": 0.2,
-        "debt_consolidation": 0.1,
-        "credit_card": -0.1,
-        "home_improvement": -0.1,
-        "car": -0.2,
-    }
-)
-
 # Shares in the real 2016Q1 extract. LendingClub did not lend in Iowa; IA gets the smallest
 # observed share so that the vocabulary covers all 50 states and DC.
 _STATE_WEIGHTS: Mapping[str, float] = MappingProxyType(
@@ -125,15 +120,6 @@ _STATE_WEIGHTS: Mapping[str, float] = MappingProxyType(
     }
 )  # fmt: skip
 ADDR_STATES = tuple(sorted(_STATE_WEIGHTS))
-
-# Ground-truth default model (DATA-NOTES). The intercept was found by bisection with
-# `_solve_intercept(BASE_DEFAULT_RATE)`, the mean pd_true over 1M no-drift rows (seed 20160101),
-# which gives -3.3398; tests/unit/test_synthetic.py re-solves it on a smaller draw.
-_INTERCEPT = -3.34
-_DTI_COEF = 0.02
-_LOGIT_NOISE_SD = 0.3
-# E[sigmoid(eta + N(0, s^2))] ~= sigmoid(eta / sqrt(1 + pi s^2 / 8)) (probit approximation).
-_MARGINAL_SCALE = 1.0 / math.sqrt(1.0 + math.pi * _LOGIT_NOISE_SD**2 / 8.0)
 
 # Multinomial logit for home ownership against RENT, in (ln income - 11.1) and z; intercepts
 # solved so that the no-drift mix is MORTGAGE .456, RENT .403, OWN .141.
@@ -318,149 +304,6 @@ SCHEMA = (
 COLUMNS = ("id", "issue_d", "label_available_d", *SCHEMA.feature_names, "default", "pd_true")
 
 
-@dataclass(frozen=True)
-class Drift:
-    """Drift injected into the generated loans, ramped in over issue-date position t in [0, 1].
-
-    Each knob is applied with weight λ(t): 0 before `start`, then 1 (`ramp="step"`) or rising
-    linearly to 1 at the last row (`ramp="linear"`). `Drift()` is no drift.
-
-    Attributes:
-        z_shift: added to the latent creditworthiness z, so FICO, income, dti, utilisation and
-            inquiries move together; P(default | X) is unchanged (covariate shift).
-        fico_shift: added to the reported FICO only; risk follows the true score (score
-            inflation, a concept drift).
-        macro_logit: added to every loan's default logit (a recession; X unchanged).
-        dti_coef_mult: multiplies the dti coefficient of the default logit (concept drift).
-        emp_null_drift: target share of null `emp_length` (the no-drift share is 0.08).
-        income_mult: multiplies the reported annual income only (a univariate drift; risk and
-            loan amounts follow the true income).
-        dti_shift: added to dti, in percentage points; risk and grade follow the shifted dti.
-        small_biz_mult: multiplies the odds of the small_business purpose (a channel-mix change).
-        ramp: how λ(t) rises after `start`.
-        start: position t0 in [0, 1] at which the drift begins.
-    """
-
-    z_shift: float = 0.0
-    fico_shift: float = 0.0
-    macro_logit: float = 0.0
-    dti_coef_mult: float = 1.0
-    emp_null_drift: float = EMP_NULL_RATE
-    income_mult: float = 1.0
-    dti_shift: float = 0.0
-    small_biz_mult: float = 1.0
-    ramp: RampKind = "step"
-    start: float = 0.5
-
-    def __post_init__(self) -> None:
-        for name in (
-            "z_shift",
-            "fico_shift",
-            "macro_logit",
-            "dti_coef_mult",
-            "emp_null_drift",
-            "income_mult",
-            "dti_shift",
-            "small_biz_mult",
-            "start",
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real):
-                raise ValueError(f"Drift.{name} must be a number, got {value!r}")
-            if not math.isfinite(value):
-                raise ValueError(f"Drift.{name} must be finite, got {value!r}")
-        if not 0.0 <= self.emp_null_drift <= 1.0:
-            raise ValueError(
-                f"Drift.emp_null_drift is a null rate in [0, 1], got {self.emp_null_drift}"
-            )
-        if not 0.0 <= self.start <= 1.0:
-            raise ValueError(f"Drift.start is a position in [0, 1], got {self.start}")
-        if self.dti_coef_mult < 0:
-            raise ValueError(f"Drift.dti_coef_mult must be >= 0, got {self.dti_coef_mult}")
-        if not 0.0 < self.income_mult <= 5.0:
-            raise ValueError(f"Drift.income_mult must be in (0, 5], got {self.income_mult}")
-        if self.small_biz_mult < 0:
-            raise ValueError(f"Drift.small_biz_mult must be >= 0, got {self.small_biz_mult}")
-        if self.ramp not in ("step", "linear"):
-            raise ValueError(f"Drift.ramp must be 'step' or 'linear', got {self.ramp!r}")
-
-    @property
-    def is_active(self) -> bool:
-        """Whether any knob differs from no drift (and the drift starts before the end)."""
-        neutral = Drift(ramp=self.ramp, start=self.start)
-        return self != neutral and self.start < 1.0
-
-    def weight(self, t: FloatArray) -> FloatArray:
-        """The ramp λ(t) in [0, 1] at positions `t`.
-
-        Args:
-            t: issue-date positions in [0, 1].
-
-        Returns:
-            λ(t), an array shaped like `t`.
-        """
-        t = np.asarray(t, dtype=np.float64)
-        if self.ramp == "step":
-            return (t >= self.start).astype(np.float64)
-        if self.start >= 1.0:
-            return np.zeros_like(t)
-        return np.clip((t - self.start) / (1.0 - self.start), 0.0, 1.0)
-
-    @classmethod
-    def covariate_shift(cls, *, ramp: RampKind = "step", start: float = 0.5) -> Drift:
-        """A riskier applicant pool (z_shift = -0.5); P(default | X) is unchanged."""
-        return cls(z_shift=-0.5, ramp=ramp, start=start)
-
-    @classmethod
-    def score_inflation(cls, *, ramp: RampKind = "step", start: float = 0.5) -> Drift:
-        """Reported FICO rises by 30 points while risk does not."""
-        return cls(fico_shift=30.0, ramp=ramp, start=start)
-
-    @classmethod
-    def macro_shock(cls, *, ramp: RampKind = "step", start: float = 0.5) -> Drift:
-        """A recession: +0.8 on every default logit, features unchanged."""
-        return cls(macro_logit=0.8, ramp=ramp, start=start)
-
-    @classmethod
-    def coefficient_change(cls, *, ramp: RampKind = "step", start: float = 0.5) -> Drift:
-        """dti matters four times as much to default; features unchanged."""
-        return cls(dti_coef_mult=4.0, ramp=ramp, start=start)
-
-    @classmethod
-    def missingness_spike(cls, *, ramp: RampKind = "step", start: float = 0.5) -> Drift:
-        """The `emp_length` null rate rises from 8 % to 40 %."""
-        return cls(emp_null_drift=0.40, ramp=ramp, start=start)
-
-    @classmethod
-    def preset(cls, name: str, *, ramp: RampKind = "step", start: float = 0.5) -> Drift:
-        """A named drift scenario, one of `PRESETS`.
-
-        Args:
-            name: the scenario, e.g. "macro_shock".
-            ramp: how the drift rises after `start`.
-            start: position t0 in [0, 1] at which the drift begins.
-
-        Raises:
-            ValueError: for an unknown name.
-        """
-        if name not in _PRESET_FACTORIES:
-            raise ValueError(f"unknown drift preset {name!r}; choose one of: {', '.join(PRESETS)}")
-        return _PRESET_FACTORIES[name](ramp=ramp, start=start)
-
-
-_PRESET_FACTORIES: Mapping[str, Callable[..., Drift]] = MappingProxyType(
-    {
-        "covariate_shift": Drift.covariate_shift,
-        "score_inflation": Drift.score_inflation,
-        "macro_shock": Drift.macro_shock,
-        "coefficient_change": Drift.coefficient_change,
-        "missingness_spike": Drift.missingness_spike,
-    }
-)
-PRESETS = tuple(_PRESET_FACTORIES)
-"""Names of the drift scenarios in DATA-NOTES, for `Drift.preset`."""
-
-
 def _cumulative(weights: Mapping[str, float] | tuple[float, ...]) -> FloatArray:
     values = np.asarray(list(weights.values()) if isinstance(weights, Mapping) else weights)
     cumulative = np.cumsum(values) / values.sum()
@@ -472,63 +315,8 @@ def _categorical(rng: np.random.Generator, cumulative: FloatArray, n: int) -> In
     return np.searchsorted(cumulative, rng.random(n), side="right").astype(np.int64)
 
 
-def _sigmoid(x: FloatArray) -> FloatArray:
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
-
-
 def _round_to(x: FloatArray, step: float) -> FloatArray:
     return np.round(x / step) * step
-
-
-def _purpose_effects() -> FloatArray:
-    return np.array([_PURPOSE_EFFECTS.get(p, 0.0) for p in PURPOSES])
-
-
-def _logit(
-    *,
-    fico: FloatArray,
-    dti: FloatArray,
-    term60: FloatArray,
-    inq: FloatArray,
-    delinq: FloatArray,
-    pub_rec: FloatArray,
-    loan: FloatArray,
-    income: FloatArray,
-    revol: FloatArray,
-    rent: FloatArray,
-    mortgage: FloatArray,
-    verified: FloatArray,
-    purpose_effect: FloatArray,
-    dti_coef: float | FloatArray = _DTI_COEF,
-) -> FloatArray:
-    """The ground-truth default logit without its noise term (DATA-NOTES)."""
-    return (
-        _INTERCEPT
-        - 0.018 * (fico - 700.0)
-        + dti_coef * (dti - 18.0)
-        + 0.45 * term60
-        + 0.12 * inq
-        + 0.15 * delinq
-        + 0.25 * pub_rec
-        + 0.35 * np.log(10.0 * loan / income)
-        + 0.005 * (revol - 50.0)
-        + 0.25 * rent
-        - 0.10 * mortgage
-        + 0.15 * verified
-        + purpose_effect
-    )
-
-
-def _marginal_pd(eta: FloatArray) -> FloatArray:
-    """P(default) given the noise-free logit, the independent N(0, 0.3²) noise integrated out."""
-    return _sigmoid(eta * _MARGINAL_SCALE)
-
-
-def _risk_score(
-    fico: FloatArray, dti: FloatArray, inq: FloatArray, term60: FloatArray, noise: FloatArray
-) -> FloatArray:
-    """The lender's underwriting score: higher is riskier."""
-    return -(fico - 700.0) / 35.0 + 0.03 * (dti - 18.0) + 0.15 * inq + 0.2 * term60 + 0.6 * noise
 
 
 def _applicants(
@@ -543,7 +331,7 @@ def _applicants(
     loan = np.clip(
         _round_to(np.exp(loan_mean + 0.6 * rng["loan"].standard_normal(n)), 25.0), 1_000.0, 40_000.0
     )
-    term60 = rng["term"].random(n) < _sigmoid(-0.8 + 1.2 * (np.log(loan) - 9.6))
+    term60 = rng["term"].random(n) < sigmoid(-0.8 + 1.2 * (np.log(loan) - 9.6))
 
     fico_true = np.clip(
         _round_to(700.0 + 35.0 * z + 12.0 * rng["fico"].standard_normal(n), 5.0), 660.0, 845.0
@@ -628,7 +416,7 @@ def _ground_truth_eta(
 ) -> FloatArray:
     """The noise-free default logit of drawn applicants, from their true features."""
     home = a["home"]
-    return _logit(
+    return default_logit(
         fico=_as_float(a["fico_true"]),
         dti=_as_float(a["dti"]),
         term60=_as_float(a["term60"]),
@@ -641,7 +429,7 @@ def _ground_truth_eta(
         rent=_as_float(home == 1),
         mortgage=_as_float(home == 0),
         verified=_as_float(a["verification"] == 2),
-        purpose_effect=_purpose_effects()[np.asarray(a["purpose"], dtype=np.int64)],
+        purpose_effect=purpose_effects(PURPOSES)[np.asarray(a["purpose"], dtype=np.int64)],
         dti_coef=dti_coef,
     )
 
@@ -652,7 +440,7 @@ def _reference_applicants() -> tuple[dict[str, npt.NDArray[np.generic]], FloatAr
     n = _REFERENCE_ROWS
     lam = np.zeros(n)
     applicants = _applicants(n, lam, Drift(), rng)
-    score = _risk_score(
+    score = risk_score(
         _as_float(applicants["fico"]),
         _as_float(applicants["dti"]),
         _as_float(applicants["inq"]),
@@ -680,11 +468,11 @@ def _solve_intercept(
     """The intercept b0 at which the mean no-drift pd_true equals `target_rate`, by bisection."""
     rng = _streams(np.random.SeedSequence(seed))
     applicants = _applicants(rows, np.zeros(rows), Drift(), rng)
-    eta_without_b0 = _ground_truth_eta(applicants, _DTI_COEF) - _INTERCEPT
+    eta_without_b0 = _ground_truth_eta(applicants, DTI_COEF) - INTERCEPT
     low, high = -10.0, 5.0
     for _ in range(60):
         middle = (low + high) / 2.0
-        if _marginal_pd(eta_without_b0 + middle).mean() < target_rate:
+        if marginal_pd(eta_without_b0 + middle).mean() < target_rate:
             low = middle
         else:
             high = middle
@@ -725,7 +513,7 @@ def _draw_chunk(
     fico, dti, inq = _as_float(a["fico"]), _as_float(a["dti"]), _as_float(a["inq"])
     term60 = np.asarray(a["term60"], dtype=np.bool_)
 
-    score = _risk_score(fico, dti, inq, term60.astype(np.float64), rng["grade"].standard_normal(n))
+    score = risk_score(fico, dti, inq, term60.astype(np.float64), rng["grade"].standard_normal(n))
     sub_grade = np.searchsorted(_sub_grade_cutoffs(), score, side="right")
     base_rate = 5.32 + (28.99 - 5.32) * sub_grade / (len(SUB_GRADES) - 1)
     int_rate = np.clip(np.round(base_rate + 0.25 * rng["rate"].standard_normal(n), 2), 5.0, 31.0)
@@ -734,10 +522,10 @@ def _draw_chunk(
     loan = _as_float(a["loan"])
     installment = np.round(loan * monthly_rate / (1.0 - (1.0 + monthly_rate) ** -payments), 2)
 
-    dti_coef = _DTI_COEF * (1.0 + lam * (drift.dti_coef_mult - 1.0))
+    dti_coef = DTI_COEF * (1.0 + lam * (drift.dti_coef_mult - 1.0))
     eta = _ground_truth_eta(a, dti_coef) + lam * drift.macro_logit
-    noise = _LOGIT_NOISE_SD * rng["default_noise"].standard_normal(n)
-    default = rng["default"].random(n) < _sigmoid(eta + noise)
+    noise = LOGIT_NOISE_SD * rng["default_noise"].standard_normal(n)
+    default = rng["default"].random(n) < sigmoid(eta + noise)
 
     emp_labels = np.array([*EMP_LENGTHS, None], dtype=object)  # code -1 picks None
     columns: dict[str, npt.ArrayLike] = {
@@ -767,7 +555,7 @@ def _draw_chunk(
         "open_acc": np.asarray(a["open_acc"], dtype=np.int64),
         "total_acc": np.asarray(a["total_acc"], dtype=np.int64),
         "default": default.astype(np.int8),
-        "pd_true": _marginal_pd(eta),
+        "pd_true": marginal_pd(eta),
     }
     return pd.DataFrame(columns, index=pd.RangeIndex(first_row, first_row + n))
 
@@ -911,8 +699,8 @@ def baseline_pd(frame: pd.DataFrame) -> FloatArray:
     Returns:
         One probability per row.
     """
-    effects = frame["purpose"].map(dict(zip(PURPOSES, _purpose_effects(), strict=True)))
-    eta = _logit(
+    effects = frame["purpose"].map(dict(zip(PURPOSES, purpose_effects(PURPOSES), strict=True)))
+    eta = default_logit(
         fico=frame["fico_range_low"].to_numpy(np.float64),
         dti=frame["dti"].to_numpy(np.float64),
         term60=(frame["term"] == "60").to_numpy(np.float64),
@@ -927,115 +715,7 @@ def baseline_pd(frame: pd.DataFrame) -> FloatArray:
         verified=(frame["verification_status"] == "Verified").to_numpy(np.float64),
         purpose_effect=effects.to_numpy(np.float64),
     )
-    return _marginal_pd(eta)
-
-
-def _row_sample(frame: pd.DataFrame, share: float, seed: int) -> npt.NDArray[np.intp]:
-    if not 0.0 <= share <= 1.0:
-        raise ValueError(f"share must be in [0, 1], got {share}")
-    rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(len(frame), size=round(share * len(frame)), replace=False))
-
-
-def income_as_monthly(frame: pd.DataFrame, share: float, seed: int = 0) -> pd.DataFrame:
-    """An upstream unit bug: `annual_inc` holds the monthly income for `share` of the rows.
-
-    Args:
-        frame: a generated frame.
-        share: fraction of rows to corrupt, in [0, 1].
-        seed: seed choosing the rows.
-
-    Returns:
-        A corrupted copy.
-
-    Raises:
-        ValueError: when `share` is outside [0, 1].
-    """
-    corrupted = frame.copy()
-    rows = _row_sample(frame, share, seed)
-    column = corrupted.columns.get_loc("annual_inc")
-    corrupted.iloc[rows, column] = np.round(frame["annual_inc"].to_numpy()[rows] / 12.0, 2)
-    return corrupted
-
-
-def revol_util_as_fraction(frame: pd.DataFrame) -> pd.DataFrame:
-    """An upstream unit bug: `revol_util` as a fraction (0-1.5) instead of a percentage.
-
-    Args:
-        frame: a generated frame.
-
-    Returns:
-        A corrupted copy.
-    """
-    corrupted = frame.copy()
-    corrupted["revol_util"] = frame["revol_util"] / 100.0
-    return corrupted
-
-
-def int_rate_as_string(frame: pd.DataFrame) -> pd.DataFrame:
-    """An upstream dtype bug: `int_rate` as strings such as "13.5%".
-
-    Args:
-        frame: a generated frame.
-
-    Returns:
-        A corrupted copy.
-    """
-    corrupted = frame.copy()
-    corrupted["int_rate"] = frame["int_rate"].round(2).astype(str) + "%"
-    return corrupted
-
-
-def unseen_category(
-    frame: pd.DataFrame, column: str, value: str, share: float, seed: int = 0
-) -> pd.DataFrame:
-    """An upstream vocabulary change: `value`, unknown to the schema, in `share` of `column`.
-
-    Args:
-        frame: a generated frame.
-        column: a categorical column, e.g. "purpose".
-        value: the new category, e.g. "crypto".
-        share: fraction of rows to corrupt, in [0, 1].
-        seed: seed choosing the rows.
-
-    Returns:
-        A corrupted copy.
-
-    Raises:
-        KeyError: when `column` is not in the frame.
-        ValueError: when `column` is not categorical, `value` is already one of its categories,
-            or `share` is outside [0, 1].
-    """
-    if column not in frame.columns:
-        raise KeyError(column)
-    if column in SCHEMA.feature_names:
-        feature = SCHEMA.feature(column)
-        if feature.categories is None:
-            raise ValueError(f"{column!r} is not a categorical feature")
-        if value in feature.categories:
-            raise ValueError(f"{value!r} is already a category of {column!r}")
-    corrupted = frame.copy()
-    rows = _row_sample(frame, share, seed)
-    corrupted.iloc[rows, corrupted.columns.get_loc(column)] = value
-    return corrupted
-
-
-def drop_column(frame: pd.DataFrame, column: str) -> pd.DataFrame:
-    """An upstream schema change: `column` is missing.
-
-    Args:
-        frame: a generated frame.
-        column: the column to drop.
-
-    Returns:
-        A copy without `column`.
-
-    Raises:
-        KeyError: when `column` is not in the frame.
-    """
-    if column not in frame.columns:
-        raise KeyError(column)
-    return frame.drop(columns=[column])
+    return marginal_pd(eta)
 
 
 def load(rows: int | None, seed: int) -> pd.DataFrame:
@@ -1056,8 +736,8 @@ DATASET = Dataset(
     provenance={
         "source": "generated by loanops.data.synthetic",
         "generator_version": GENERATOR_VERSION,
-        "design": "DATA-NOTES, synthetic LendingClub-like generator, calibrated to the real 2016Q1 "
-        "extract (modeldata/lending_club)",
+        "design": "loanops.data.synthetic: a latent-creditworthiness generator calibrated to the "
+        "real 2016Q1 extract (modeldata/lending_club)",
         "licence": "generated",
     },
 )

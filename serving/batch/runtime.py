@@ -79,7 +79,8 @@ class ModelCache:
 
     def warm(self) -> None:
         """Load the configured model now; a failure is logged, and loading retried on demand."""
-        from serving.model import ModelRef, resolve_version
+        from loanops.model_ref import ModelRef
+        from serving.model import resolve_version
 
         ref = ModelRef.parse(self._settings.model_uri)
         try:

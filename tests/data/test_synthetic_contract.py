@@ -1,7 +1,7 @@
 """Contract of the synthetic dataset: schema, ranges, vocabularies, label and calibration.
 
-The reference numbers come from DATA-NOTES (the generator's design, calibrated to the real
-LendingClub 2016Q1 extract and checked against the prototype).
+The reference numbers are the generator's design targets (`loanops/data/synthetic.py`), taken
+from the real LendingClub 2016Q1 extract (modeldata/lending_club).
 """
 
 from __future__ import annotations

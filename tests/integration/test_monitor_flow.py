@@ -18,7 +18,8 @@ from flows.monitor import monitor_flow
 from flows.performance import performance_flow
 from flows.retrain import retrain_flow
 from loanops import decisions, registry
-from loanops.data.synthetic import Drift, generate
+from loanops.data.synthetic import generate
+from loanops.data.synthetic_drift import Drift
 from loanops.outcomes import Outcome, record_outcomes
 from loanops.registry import version_by_alias
 from loanops.settings import Settings

@@ -31,7 +31,8 @@ from flows.performance import performance_flow
 from flows.train import train_flow
 from loanops import decisions, registry
 from loanops.data import load_dataset
-from loanops.data.synthetic import Drift, generate
+from loanops.data.synthetic import generate
+from loanops.data.synthetic_drift import Drift
 from loanops.outcomes import Outcome, record_outcomes
 from loanops.settings import Settings
 from tests.integration.api_fixtures import through_api

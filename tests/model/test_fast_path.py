@@ -18,8 +18,9 @@ from sklearn.calibration import CalibratedClassifierCV
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import SGDClassifier
 
-from loanops.predict import CompiledScorer, UnsupportedModelError
 from loanops.schema import FeatureSchema
+from serving.scorer.compiled import CompiledScorer
+from serving.scorer.parts import UnsupportedModelError
 from tests.model.fitting import Fitted
 
 TOLERANCE = 1e-6

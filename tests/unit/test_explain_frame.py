@@ -14,8 +14,8 @@ from loanops.data import synthetic as syn
 from loanops.evaluate import CostMatrix
 from loanops.explain import Explainer, favourable_values
 from loanops.features import split_frame
-from loanops.predict import CompiledScorer
 from loanops.schema import Feature, FeatureSchema, Target
+from serving.scorer.compiled import CompiledScorer
 
 TOY = FeatureSchema(
     name="toy",

@@ -20,7 +20,6 @@ from loanops.decisions import create_engine_for
 from loanops.evaluate import CostMatrix
 from loanops.explain import Explainer, favourable_values
 from loanops.features import split_frame
-from loanops.predict import CompiledScorer
 from loanops.registry import ModelCard
 from loanops.train import fit
 from serving.batch.chunks import decisions_from_table, score_chunk
@@ -33,6 +32,7 @@ from serving.batch.tables import ChunkRow, JobRow
 from serving.batch.upload import BatchFileError, UploadTooLarge, detect_format
 from serving.batch.validation import validate_chunk
 from serving.model import LoadedModel
+from serving.scorer.compiled import CompiledScorer
 from tests.model.fitting import CONFIGS
 
 SCHEMA = syn.SCHEMA

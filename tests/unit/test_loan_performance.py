@@ -18,6 +18,7 @@ import pytest
 from sklearn.metrics import precision_score, recall_score, roc_auc_score, roc_curve
 
 from loanops.data import synthetic as syn
+from loanops.data.synthetic_drift import Drift
 from loanops.decisions import Decision, create_engine_for, migrate, write_decisions
 from loanops.outcomes import Outcome, read_labelled, record_outcomes
 from loanops.performance import (
@@ -209,7 +210,7 @@ def test_decision_months_are_utc_months() -> None:
 def test_a_macro_shock_shows_as_a_calibration_gap_far_beyond_three_standard_errors() -> None:
     rows = 12_000
     before = syn.generate(rows, seed=11)
-    shocked = syn.generate(rows, seed=11, drift=syn.Drift.macro_shock(start=0.0))
+    shocked = syn.generate(rows, seed=11, drift=Drift.macro_shock(start=0.0))
     features = list(syn.SCHEMA.feature_names)
     pd.testing.assert_frame_equal(before[features], shocked[features])  # no feature moved
     assert shocked["default"].mean() > 1.7 * before["default"].mean()

@@ -17,7 +17,7 @@ from loanops.evaluate import (
     evaluate,
     expected_calibration_error,
     expected_cost,
-    ks_statistic,
+    ks_separation,
 )
 from tests.factories import calibrated_scores
 
@@ -150,11 +150,11 @@ def test_bayes_threshold_is_where_declining_and_approving_cost_the_same() -> Non
     assert t * COSTS.false_approve == pytest.approx((1 - t) * COSTS.false_decline)
 
 
-# --- ks_statistic -----------------------------------------------------------------------------
+# --- ks_separation -----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("decimals", [None, 2], ids=["continuous", "tied"])
-def test_ks_statistic_matches_scipy_two_sample_ks(decimals: int | None) -> None:
+def test_ks_separation_matches_scipy_two_sample_ks(decimals: int | None) -> None:
     rng = np.random.default_rng(5)
     for _ in range(50):
         rows = int(rng.integers(20, 400))
@@ -164,19 +164,19 @@ def test_ks_statistic_matches_scipy_two_sample_ks(decimals: int | None) -> None:
         if decimals is not None:
             p = np.round(p, decimals)
         reference = ks_2samp(p[y == 0], p[y == 1], alternative="greater").statistic
-        assert ks_statistic(y, p) == pytest.approx(reference, abs=1e-12)
+        assert ks_separation(y, p) == pytest.approx(reference, abs=1e-12)
 
 
-def test_ks_statistic_equals_the_two_sided_statistic_when_defaults_score_higher() -> None:
+def test_ks_separation_equals_the_two_sided_statistic_when_defaults_score_higher() -> None:
     y, p = calibrated_scores(5_000, seed=9)
     two_sided = ks_2samp(p[y == 1], p[y == 0]).statistic
-    assert ks_statistic(y, p) == pytest.approx(two_sided, abs=1e-12)
+    assert ks_separation(y, p) == pytest.approx(two_sided, abs=1e-12)
 
 
-def test_ks_statistic_of_perfect_and_useless_scores() -> None:
+def test_ks_separation_of_perfect_and_useless_scores() -> None:
     y = np.array([0, 0, 1, 1])
-    assert ks_statistic(y, np.array([0.1, 0.2, 0.8, 0.9])) == 1.0
-    assert ks_statistic(y, np.full(4, 0.5)) == 0.0
+    assert ks_separation(y, np.array([0.1, 0.2, 0.8, 0.9])) == 1.0
+    assert ks_separation(y, np.full(4, 0.5)) == 0.0
 
 
 # --- expected_calibration_error ---------------------------------------------------------------
@@ -261,7 +261,7 @@ def test_evaluate_reports_every_metric_consistently() -> None:
         y, p, samples=200, seed=0
     )
     assert result.pr_auc == pytest.approx(average_precision_score(y, p))
-    assert result.ks == ks_statistic(y, p)
+    assert result.ks == ks_separation(y, p)
     assert result.brier == pytest.approx(np.mean((p - y) ** 2))
     assert result.log_loss == pytest.approx(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
     assert result.ece == expected_calibration_error(y, p)

@@ -19,23 +19,24 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loanops import monitoring
 from loanops.data import synthetic as syn
-from loanops.monitoring import (
+from loanops.data.synthetic_drift import Drift
+from loanops.monitoring.evidently_mapping import data_definition
+from loanops.monitoring.quality import check_data_quality
+from loanops.monitoring.reference import (
     LABEL_COLUMN,
     PREDICTION_COLUMN,
-    MonitorSummary,
-    MonitorThresholds,
     Reference,
     build_reference,
-    check_data_quality,
-    data_definition,
     load_reference,
     reference_statistics,
-    run_monitor,
     save_reference,
-    write_reports,
 )
+from loanops.monitoring.reports import write_reports
+from loanops.monitoring.results import MonitorSummary
+from loanops.monitoring.run import run_monitor
+from loanops.monitoring.statistics import population_stability_index
+from loanops.monitoring.thresholds import MonitorThresholds
 
 SCHEMA = syn.SCHEMA
 REFERENCE_ROWS = 10_000
@@ -82,9 +83,7 @@ def decisions_window(frame: pd.DataFrame, *, model_version: str = "3") -> pd.Dat
 
 def window(drift: str | None, rows: int = WINDOW_ROWS, seed: int = 2) -> pd.DataFrame:
     """Generated loans, drifted from the first row on when `drift` names a preset."""
-    return syn.generate(
-        rows, seed=seed, drift=syn.Drift.preset(drift, start=0.0) if drift else None
-    )
+    return syn.generate(rows, seed=seed, drift=Drift.preset(drift, start=0.0) if drift else None)
 
 
 @pytest.fixture(scope="module")
@@ -365,8 +364,8 @@ def test_psi_is_zero_on_the_reference_and_grows_with_a_shift(reference: Referenc
     scores = reference.frame[PREDICTION_COLUMN].to_numpy()
     prediction = reference.statistics.prediction
 
-    assert monitoring.population_stability_index(scores, prediction) == pytest.approx(0, abs=1e-9)
-    shifted = monitoring.population_stability_index(np.minimum(scores * 1.5, 1.0), prediction)
+    assert population_stability_index(scores, prediction) == pytest.approx(0, abs=1e-9)
+    shifted = population_stability_index(np.minimum(scores * 1.5, 1.0), prediction)
     assert shifted > 0.1
 
 

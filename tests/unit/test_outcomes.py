@@ -30,12 +30,11 @@ from loanops.decisions import (
     migrate,
     write_decisions,
 )
+from loanops.outcome_files import OutcomeFileError, load_outcomes_file
 from loanops.outcomes import (
     Outcome,
-    OutcomeFileError,
     OutcomeRecord,
     OutcomeReport,
-    load_outcomes_file,
     read_labelled,
     record_outcomes,
 )

@@ -16,12 +16,13 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MinMaxScaler, OneHotEncoder
 from threadpoolctl import threadpool_limits
 
-import loanops.predict as predict
 from loanops.evaluate import CostMatrix
 from loanops.features import Split, build_model
-from loanops.predict import CompiledScorer, UnsupportedModelError
 from loanops.settings import ModelFamily
 from loanops.train import fit
+from serving.scorer import compiled, linear, parts
+from serving.scorer.compiled import CompiledScorer
+from serving.scorer.parts import UnsupportedModelError
 from tests.factories import LENDING_CLUB, TINY, tiny_frame
 
 PARAMS: dict[ModelFamily, dict[str, Any]] = {
@@ -138,7 +139,8 @@ def test_rows_are_scored_without_pandas(
     frame = tiny_frame(40, seed=4)
     expected = scorer.score_frame(frame)
     rows = frame.to_dict("records")
-    monkeypatch.setattr(predict, "pd", None)  # any use of pandas now raises AttributeError
+    for module in (compiled, parts):  # the modules holding pandas; any use of it now raises
+        monkeypatch.setattr(module, "pd", None)
     one_by_one = np.concatenate([scorer.score_rows([row]) for row in rows])
     np.testing.assert_allclose(one_by_one, expected, rtol=0, atol=EXACT)
     np.testing.assert_allclose(scorer.score_rows(rows), expected, rtol=0, atol=EXACT)
@@ -229,8 +231,8 @@ def test_verification_refuses_a_compilation_that_disagrees_with_the_pipeline(
 ) -> None:
     model = calibrated("logreg", tiny_frame(600, seed=0))
     CompiledScorer.compile(model, TINY)  # fine as it is
-    row = predict._Linear.row
-    monkeypatch.setattr(predict._Linear, "row", lambda self, values: row(self, values) + 1e-4)
+    row = linear.Linear.row
+    monkeypatch.setattr(linear.Linear, "row", lambda self, values: row(self, values) + 1e-4)
     with pytest.raises(UnsupportedModelError, match="differs from the pipeline"):
         CompiledScorer.compile(model, TINY)
     assert CompiledScorer.compile(model, TINY, verify=False).family == "logreg"

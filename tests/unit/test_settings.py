@@ -324,3 +324,35 @@ def test_get_settings_reads_the_environment_once(monkeypatch: pytest.MonkeyPatch
     assert first.seed == 1
     get_settings.cache_clear()
     assert get_settings().seed == 2
+
+
+def test_every_monitor_threshold_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from loanops.monitoring.thresholds import MonitorThresholds, monitor_thresholds
+
+    configured = {
+        "LOANOPS_MONITOR_DISTANCE_THRESHOLD": "0.2",
+        "LOANOPS_MONITOR_P_VALUE_THRESHOLD": "0.01",
+        "LOANOPS_MONITOR_MIN_ROWS_FOR_DISTANCE": "1000",
+        "LOANOPS_DRIFT_SHARE_THRESHOLD": "0.5",
+        "LOANOPS_PREDICTION_PSI_THRESHOLD": "0.3",
+        "LOANOPS_MONITOR_NULL_RATE_INCREASE": "0.1",
+        "LOANOPS_MONITOR_OUT_OF_RANGE_SHARE": "0.02",
+        "LOANOPS_MONITOR_UNSEEN_CATEGORY_SHARE": "0.05",
+    }
+    for name, value in configured.items():
+        monkeypatch.setenv(name, value)
+    thresholds = monitor_thresholds(Settings())
+    defaults = MonitorThresholds()
+    changed = {
+        name
+        for name in MonitorThresholds.model_fields
+        if getattr(thresholds, name) != getattr(defaults, name)
+    }
+    assert changed == set(MonitorThresholds.model_fields)
+    assert (thresholds.distance, thresholds.min_rows_for_distance) == (0.2, 1000)
+
+
+def test_monitor_threshold_defaults_are_the_settings_defaults() -> None:
+    from loanops.monitoring.thresholds import MonitorThresholds, monitor_thresholds
+
+    assert monitor_thresholds(Settings()) == MonitorThresholds()

@@ -1,4 +1,5 @@
-"""The synthetic generator: determinism, chunking, drift knobs, Parquet output and corruptors.
+"""The synthetic generator: determinism, chunking, drift knobs, Parquet output, and the test
+corruptors (`tests/corruptors.py`) built on it.
 
 Drifted frames are paired counterfactuals of the undrifted frame with the same seed (each variable
 has its own random stream), so most effects are checked row for row rather than in distribution.
@@ -15,7 +16,10 @@ import pytest
 
 from loanops.data import get_dataset, load_dataset
 from loanops.data import synthetic as syn
-from loanops.data.synthetic import Drift
+from loanops.data.synthetic_drift import EMP_NULL_RATE, PRESETS, Drift
+from loanops.data.synthetic_truth import INTERCEPT
+from tests import corruptors
+from tests.factories import drop_column
 
 ROWS = 100_000
 SEED = 11
@@ -105,7 +109,7 @@ def test_grade_cutoffs_are_fixed_and_ordered() -> None:
 
 def test_hard_coded_intercept_gives_the_base_rate() -> None:
     solved = syn._solve_intercept(syn.BASE_DEFAULT_RATE, rows=200_000, seed=1)
-    assert solved == pytest.approx(syn._INTERCEPT, abs=0.03)
+    assert solved == pytest.approx(INTERCEPT, abs=0.03)
 
 
 def test_pd_true_is_the_probability_given_the_observed_features(base: pd.DataFrame) -> None:
@@ -141,7 +145,7 @@ def test_drift_rejects_bad_knobs(kwargs: dict[str, object], message: str) -> Non
 
 
 def test_presets_carry_the_documented_knobs() -> None:
-    assert syn.PRESETS == (
+    assert PRESETS == (
         "covariate_shift",
         "score_inflation",
         "macro_shock",
@@ -155,7 +159,7 @@ def test_presets_carry_the_documented_knobs() -> None:
     assert Drift.preset("missingness_spike", ramp="linear", start=0.2) == Drift(
         emp_null_drift=0.4, ramp="linear", start=0.2
     )
-    assert all(Drift.preset(name).is_active for name in syn.PRESETS)
+    assert all(Drift.preset(name).is_active for name in PRESETS)
     with pytest.raises(ValueError, match="unknown drift preset"):
         Drift.preset("recession")
 
@@ -169,7 +173,7 @@ def test_ramp_weights() -> None:
     np.testing.assert_allclose(Drift(ramp="linear", start=1.0).weight(t), np.zeros(6))
 
 
-@pytest.mark.parametrize("name", syn.PRESETS)
+@pytest.mark.parametrize("name", PRESETS)
 def test_drift_leaves_rows_before_its_start_untouched(name: str, base: pd.DataFrame) -> None:
     frame = drifted(Drift.preset(name, start=0.5))
     pd.testing.assert_frame_equal(frame.iloc[:HALF], base.iloc[:HALF])
@@ -180,10 +184,10 @@ def test_covariate_shift_moves_features_and_risk_but_not_p_y_given_x(base: pd.Da
     after = drifted(Drift.covariate_shift()).iloc[HALF:]
     before = base.iloc[HALF:]
     fico_drop = before["fico_range_low"].mean() - after["fico_range_low"].mean()
-    assert 10 < fico_drop < 18  # DATA-NOTES: 703 -> 689
+    assert 10 < fico_drop < 18  # design target: 703 -> 689
     assert after["dti"].mean() > before["dti"].mean()
     assert after["annual_inc"].median() < before["annual_inc"].median()
-    assert 0.095 < after["default"].mean() < 0.115  # DATA-NOTES: 8.1 -> 10.4 %
+    assert 0.095 < after["default"].mean() < 0.115  # design target: 8.1 -> 10.4 %
     # P(y | X) is unchanged: the pre-drift ground truth is still right, and calibrated.
     np.testing.assert_allclose(syn.baseline_pd(after), after["pd_true"], rtol=1e-12)
     assert abs(after["pd_true"].mean() - after["default"].mean()) < 0.004
@@ -197,7 +201,7 @@ def test_score_inflation_raises_reported_fico_but_not_risk(base: pd.DataFrame) -
     assert 25 < after["fico_range_low"].mean() - before["fico_range_low"].mean() <= 30
     np.testing.assert_array_equal(after["pd_true"], before["pd_true"])
     np.testing.assert_array_equal(after["default"], before["default"])
-    # A model fitted before the drift under-predicts once labels arrive (DATA-NOTES: +0.027).
+    # A model fitted before the drift under-predicts once labels arrive (design target: +0.027).
     gap = after["default"].mean() - syn.baseline_pd(after).mean()
     assert 0.02 < gap < 0.04
     assert after["grade"].isin(["A", "B"]).mean() > before["grade"].isin(["A", "B"]).mean() + 0.1
@@ -207,18 +211,18 @@ def test_macro_shock_raises_defaults_with_features_unchanged(base: pd.DataFrame)
     after = drifted(Drift.macro_shock()).iloc[HALF:]
     before = base.iloc[HALF:]
     pd.testing.assert_frame_equal(features(after), features(before))
-    assert 0.145 < after["default"].mean() < 0.167  # DATA-NOTES: 8.1 -> 15.6 %
+    assert 0.145 < after["default"].mean() < 0.167  # design target: 8.1 -> 15.6 %
     gap = after["default"].mean() - syn.baseline_pd(after).mean()
-    assert 0.06 < gap < 0.09  # DATA-NOTES: +0.074
+    assert 0.06 < gap < 0.09  # design target: +0.074
 
 
 def test_coefficient_change_raises_defaults_with_features_unchanged(base: pd.DataFrame) -> None:
     after = drifted(Drift.coefficient_change()).iloc[HALF:]
     before = base.iloc[HALF:]
     pd.testing.assert_frame_equal(features(after), features(before))
-    assert 0.094 < after["default"].mean() < 0.113  # DATA-NOTES: 8.1 -> 10.4 %
+    assert 0.094 < after["default"].mean() < 0.113  # design target: 8.1 -> 10.4 %
     gap = after["default"].mean() - syn.baseline_pd(after).mean()
-    assert 0.012 < gap < 0.032  # DATA-NOTES: +0.022
+    assert 0.012 < gap < 0.032  # design target: +0.022
     # The loans with high dti carry the extra risk.
     high_dti = after["dti"] > 30
     assert (after["pd_true"] - before["pd_true"])[high_dti].mean() > 0.05
@@ -227,7 +231,7 @@ def test_coefficient_change_raises_defaults_with_features_unchanged(base: pd.Dat
 def test_missingness_spike_only_blanks_emp_length(base: pd.DataFrame) -> None:
     frame = drifted(Drift.missingness_spike())
     before, after = frame.iloc[:HALF], frame.iloc[HALF:]
-    assert before["emp_length"].isna().mean() == pytest.approx(syn.EMP_NULL_RATE, abs=0.005)
+    assert before["emp_length"].isna().mean() == pytest.approx(EMP_NULL_RATE, abs=0.005)
     assert after["emp_length"].isna().mean() == pytest.approx(0.40, abs=0.01)
     others = [c for c in syn.COLUMNS if c != "emp_length"]
     pd.testing.assert_frame_equal(after[others], base.iloc[HALF:][others])
@@ -306,7 +310,7 @@ def small() -> pd.DataFrame:
 
 def test_income_as_monthly(small: pd.DataFrame) -> None:
     original = small.copy()
-    corrupted = syn.income_as_monthly(small, share=0.1, seed=1)
+    corrupted = corruptors.income_as_monthly(small, share=0.1, seed=1)
     pd.testing.assert_frame_equal(small, original)
     changed = corrupted["annual_inc"] != small["annual_inc"]
     assert changed.sum() == 200
@@ -314,17 +318,17 @@ def test_income_as_monthly(small: pd.DataFrame) -> None:
         corrupted.loc[changed, "annual_inc"], small.loc[changed, "annual_inc"] / 12, atol=0.01
     )
     with pytest.raises(ValueError, match="share"):
-        syn.income_as_monthly(small, share=1.5, seed=1)
+        corruptors.income_as_monthly(small, share=1.5, seed=1)
 
 
 def test_revol_util_as_fraction(small: pd.DataFrame) -> None:
-    corrupted = syn.revol_util_as_fraction(small)
+    corrupted = corruptors.revol_util_as_fraction(small)
     np.testing.assert_allclose(corrupted["revol_util"] * 100, small["revol_util"])
     assert corrupted["revol_util"].max() <= 1.5
 
 
 def test_int_rate_as_string(small: pd.DataFrame) -> None:
-    corrupted = syn.int_rate_as_string(small)
+    corrupted = corruptors.int_rate_as_string(small)
     assert corrupted["int_rate"].dtype == object
     assert corrupted["int_rate"].str.endswith("%").all()
     np.testing.assert_allclose(
@@ -335,27 +339,27 @@ def test_int_rate_as_string(small: pd.DataFrame) -> None:
 
 
 def test_unseen_category(small: pd.DataFrame) -> None:
-    corrupted = syn.unseen_category(small, "purpose", "crypto", share=0.05, seed=2)
+    corrupted = corruptors.unseen_category(small, "purpose", "crypto", share=0.05, seed=2)
     assert (corrupted["purpose"] == "crypto").sum() == 100
     unchanged = corrupted["purpose"] != "crypto"
     pd.testing.assert_series_equal(corrupted["purpose"][unchanged], small["purpose"][unchanged])
-    state = syn.unseen_category(small, "addr_state", "PR", share=0.01, seed=2)
+    state = corruptors.unseen_category(small, "addr_state", "PR", share=0.01, seed=2)
     assert (state["addr_state"] == "PR").sum() == 20
     with pytest.raises(ValueError, match="already"):
-        syn.unseen_category(small, "purpose", "car", share=0.05, seed=2)
+        corruptors.unseen_category(small, "purpose", "car", share=0.05, seed=2)
     with pytest.raises(ValueError, match="not a categorical"):
-        syn.unseen_category(small, "dti", "high", share=0.05, seed=2)
+        corruptors.unseen_category(small, "dti", "high", share=0.05, seed=2)
     with pytest.raises(KeyError):
-        syn.unseen_category(small, "colour", "red", share=0.05, seed=2)
+        corruptors.unseen_category(small, "colour", "red", share=0.05, seed=2)
 
 
 def test_drop_column(small: pd.DataFrame) -> None:
-    corrupted = syn.drop_column(small, "dti")
+    corrupted = drop_column(small, "dti")
     assert "dti" not in corrupted.columns and "dti" in small.columns
     with pytest.raises(KeyError, match="dti"):
         syn.SCHEMA.to_frame(corrupted)
     with pytest.raises(KeyError):
-        syn.drop_column(small, "colour")
+        drop_column(small, "colour")
 
 
 # --- catalog ----------------------------------------------------------------------------------

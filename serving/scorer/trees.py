@@ -1,0 +1,278 @@
+"""HistGradientBoosting compiled: each category value's final ordinal code (through our
+OrdinalEncoder and the one the classifier adds internally), and the trees flattened into lists.
+
+It reads scikit-learn internals (`_predictors`, `_preprocessor`, `_bin_mapper`,
+`_baseline_prediction`, the `TreePredictor` node records), last checked against 1.9.1.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.preprocessing import OrdinalEncoder
+from sklearn.utils import check_array
+
+from serving.scorer.parts import (
+    NAN,
+    Block,
+    CategoryTable,
+    Columns,
+    FloatArray,
+    UnsupportedModelError,
+    is_identity,
+    is_nan,
+    transformer_steps,
+)
+
+
+@dataclass(frozen=True)
+class _TreeInput:
+    """One column of the trees' input: a number, or a category's final ordinal code."""
+
+    name: str
+    codes: CategoryTable | None
+
+
+@dataclass(frozen=True)
+class Forest:
+    """A HistGradientBoostingClassifier's raw score, its trees flattened into parallel lists.
+
+    Node i is a leaf when `feature[i] < 0`. Otherwise a missing value goes left when
+    `missing_left[i]`, a category code goes left when it is in `left_codes[i]`, and a number goes
+    left when it is <= `threshold[i]`, as `_predictor._predict_one_from_raw_data` does. The
+    lists hold every tree, one after another; `roots` are their first nodes.
+    """
+
+    inputs: tuple[_TreeInput, ...]
+    baseline: float
+    roots: tuple[int, ...]
+    feature: list[int]
+    threshold: list[float]
+    missing_left: list[bool]
+    left_codes: list[frozenset[int] | None]
+    left: list[int]
+    right: list[int]
+    value: list[float]
+    predictors: tuple[Any, ...]
+    """The TreePredictors, for the vectorised path."""
+    known_cat_bitsets: Any
+    f_idx_map: Any
+
+    family = "hist_gbt"
+    one_by_one = 8
+
+    def row(self, row: Mapping[str, Any]) -> float:
+        x = []
+        for item in self.inputs:
+            value = row[item.name]
+            if item.codes is not None:
+                x.append(item.codes.of(value))
+            else:
+                x.append(NAN if value is None else float(value))
+        feature, threshold, missing_left = self.feature, self.threshold, self.missing_left
+        left_codes, left, right, leaf_value = self.left_codes, self.left, self.right, self.value
+        total = self.baseline
+        for node in self.roots:
+            while (f := feature[node]) >= 0:
+                v = x[f]
+                codes = left_codes[node]
+                if v != v:
+                    go_left = missing_left[node]
+                elif codes is None:
+                    go_left = v <= threshold[node]
+                else:  # a negative code counts as missing
+                    go_left = v in codes if v >= 0 else missing_left[node]
+                node = left[node] if go_left else right[node]
+            total += leaf_value[node]
+        return total
+
+    def columns(self, columns: Columns, n_rows: int) -> FloatArray:
+        X = np.empty((n_rows, len(self.inputs)))
+        for j, item in enumerate(self.inputs):
+            X[:, j] = (
+                columns.number(item.name) if item.codes is None else columns.category(item.codes)
+            )
+        # As HistGradientBoostingClassifier._raw_predict: baseline, then each tree in turn. One
+        # OpenMP thread: with two, single-row predictions stalled now and then on 2-core nodes.
+        raw = np.zeros(n_rows) + self.baseline
+        for predictor in self.predictors:
+            raw += predictor.predict(X, self.known_cat_bitsets, self.f_idx_map, 1)
+        return raw
+
+
+@dataclass(frozen=True)
+class _Ordinal:
+    """What one OrdinalEncoder column does to a value."""
+
+    codes: dict[Any, float]
+    """Known categories; None among them when seen in training, as an ordinary category."""
+    unknown: float
+    nan: float
+    """Only NaN counts as missing: `encoded_missing_value` when seen in training, else unknown."""
+
+    def of(self, value: Any) -> float:
+        if is_nan(value):
+            return self.nan
+        return self.codes.get(value, self.unknown)
+
+
+def _ordinals(encoder: Any) -> list[_Ordinal]:
+    if not isinstance(encoder, OrdinalEncoder):
+        raise UnsupportedModelError(f"cannot compile {encoder!r} as a category encoder for trees")
+    if encoder.handle_unknown != "use_encoded_value":
+        raise UnsupportedModelError(f"cannot compile {encoder!r}: unknown values would raise")
+    if encoder.min_frequency is not None or encoder.max_categories is not None:
+        raise UnsupportedModelError(f"cannot compile {encoder!r}: infrequent grouping")
+    unknown = float(encoder.unknown_value)
+    encoded_missing = float(encoder.encoded_missing_value)
+    columns = []
+    for categories in encoder.categories_:
+        codes: dict[Any, float] = {}
+        nan = unknown
+        for code, category in enumerate(categories):
+            if is_nan(category):
+                nan = encoded_missing
+            else:
+                codes[category] = float(code)
+        columns.append(_Ordinal(codes, unknown, nan))
+    return columns
+
+
+def _outer_inputs(blocks: list[Block], n_features: int) -> list[_TreeInput]:
+    """The pipeline's ColumnTransformer output, column by column: numbers and ordinal codes."""
+    inputs: list[_TreeInput | None] = [None] * n_features
+    for block in blocks:
+        positions = range(n_features)[block.output]
+        if len(positions) != len(block.columns):
+            raise UnsupportedModelError(f"{block.transformer!r} changes the number of columns")
+        steps = [step for step in transformer_steps(block.transformer) if not is_identity(step)]
+        if not steps:
+            for position, name in zip(positions, block.columns, strict=True):
+                inputs[position] = _TreeInput(name, None)
+        elif len(steps) == 1:
+            ordinals = _ordinals(steps[0])
+            for position, name, ordinal in zip(positions, block.columns, ordinals, strict=True):
+                values = {c: code for c, code in ordinal.codes.items() if c is not None}
+                if not all(isinstance(c, str) for c in values):
+                    raise UnsupportedModelError(f"{name!r} has a non-string category")
+                # to_frame hands the encoder None for a missing category, never NaN.
+                table = CategoryTable(name, values, ordinal.unknown, ordinal.of(None))
+                inputs[position] = _TreeInput(name, table)
+        else:
+            raise UnsupportedModelError(f"cannot compile {block.transformer!r} before trees")
+    if any(item is None for item in inputs):
+        raise UnsupportedModelError("the column transformer leaves output columns unexplained")
+    return [item for item in inputs if item is not None]
+
+
+def _is_check_array(step: Any) -> bool:
+    func = getattr(step, "func", None)
+    return isinstance(func, functools.partial) and func.func is check_array
+
+
+def _inner_inputs(
+    classifier: HistGradientBoostingClassifier, outer: list[_TreeInput]
+) -> list[_TreeInput]:
+    """The trees' input order and codes, through the classifier's own preprocessing.
+
+    With `categorical_features` set, scikit-learn 1.9 puts the categorical columns first and
+    ordinal-encodes them again (our codes become its categories), in `_preprocessor`.
+    """
+    inner = classifier._preprocessor
+    if inner is None:
+        return outer
+    inputs: list[_TreeInput | None] = [None] * len(outer)
+    for name, transformer, mask in inner.transformers_:
+        selected = np.arange(len(outer))[mask]
+        if (isinstance(transformer, str) and transformer == "drop") or len(selected) == 0:
+            continue
+        positions = range(len(outer))[inner.output_indices_[name]]
+        if _is_check_array(transformer):
+            for position, j in zip(positions, selected, strict=True):
+                inputs[position] = outer[j]
+            continue
+        for position, j, ordinal in zip(positions, selected, _ordinals(transformer), strict=True):
+            item = outer[j]
+            if item.codes is None:
+                raise UnsupportedModelError(f"{item.name!r} is a number coded as a category")
+            table = CategoryTable(
+                item.name,
+                {value: ordinal.of(code) for value, code in item.codes.values.items()},
+                ordinal.of(item.codes.unknown),
+                ordinal.of(item.codes.missing),
+            )
+            inputs[position] = _TreeInput(item.name, table)
+    if any(item is None for item in inputs):
+        raise UnsupportedModelError("the classifier's own preprocessing is not understood")
+    return [item for item in inputs if item is not None]
+
+
+def _in_bitset(bitset: Any, value: int) -> bool:
+    return bool((int(bitset[value >> 5]) >> (value & 31)) & 1)
+
+
+def compile_forest(blocks: list[Block], classifier: HistGradientBoostingClassifier) -> Forest:
+    if len(classifier.classes_) != 2 or classifier.n_trees_per_iteration_ != 1:
+        raise UnsupportedModelError("only a binary HistGradientBoostingClassifier is supported")
+    outer = _outer_inputs(blocks, classifier.n_features_in_)
+    inputs = _inner_inputs(classifier, outer)
+    known_cat_bitsets, f_idx_map = classifier._bin_mapper.make_known_categories_bitsets()
+
+    roots: list[int] = []
+    feature: list[int] = []
+    threshold: list[float] = []
+    missing_left: list[bool] = []
+    left_codes: list[frozenset[int] | None] = []
+    left: list[int] = []
+    right: list[int] = []
+    value: list[float] = []
+    predictors = []
+    for (predictor,) in classifier._predictors:
+        predictors.append(predictor)
+        offset = len(feature)
+        roots.append(offset)
+        for node in predictor.nodes:
+            is_leaf, f = bool(node["is_leaf"]), int(node["feature_idx"])
+            goes_left = bool(node["missing_go_to_left"])
+            feature.append(-1 if is_leaf else f)
+            threshold.append(float(node["num_threshold"]))
+            missing_left.append(goes_left)
+            left.append(int(node["left"]) + offset)
+            right.append(int(node["right"]) + offset)
+            value.append(float(node["value"]))
+            if is_leaf or not node["is_categorical"]:
+                left_codes.append(None)
+                continue
+            # Left: in the split's bitset; right: another known category; else as missing.
+            split = predictor.raw_left_cat_bitsets[node["bitset_idx"]]
+            known = known_cat_bitsets[f_idx_map[f]]
+            left_codes.append(
+                frozenset(
+                    code
+                    for code in range(256)
+                    if _in_bitset(split, code) or (goes_left and not _in_bitset(known, code))
+                )
+            )
+    baseline = np.asarray(classifier._baseline_prediction, dtype=np.float64)
+    if baseline.size != 1:
+        raise UnsupportedModelError("expected one baseline for a binary classifier")
+    return Forest(
+        inputs=tuple(inputs),
+        baseline=float(baseline.ravel()[0]),
+        roots=tuple(roots),
+        feature=feature,
+        threshold=threshold,
+        missing_left=missing_left,
+        left_codes=left_codes,
+        left=left,
+        right=right,
+        value=value,
+        predictors=tuple(predictors),
+        known_cat_bitsets=known_cat_bitsets,
+        f_idx_map=f_idx_map,
+    )
