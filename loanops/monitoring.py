@@ -2,9 +2,10 @@
 
 Where it sits: `flows/train.py` builds a `Reference` for each new version (`build_reference`,
 `save_reference`) and logs the folder as an artifact of that version; the `monitor` flow loads it
-(`load_reference`), reads a window of the decision log (`loanops.decisions.read_decisions`) or an
-offline file, calls `run_monitor`, saves the reports (`write_reports`) and logs
-`MonitorSummary.metrics()`. This module runs no flow and logs nothing itself.
+(`load_reference`), reads a window of the decision log
+(`loanops.decisions.read.read_decisions`) or an offline file, calls `run_monitor`, saves the
+reports (`write_reports`) and logs `MonitorSummary.metrics()`. This module runs no flow and logs
+nothing itself.
 
 What is computed where:
 
@@ -54,7 +55,7 @@ import numpy.typing as npt
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from loanops.decisions import InputKind
+from loanops.decisions.read import InputKind
 from loanops.schema import FeatureKind, FeatureSchema
 
 if TYPE_CHECKING:
@@ -660,7 +661,7 @@ class MonitorSummary(BaseModel):
 
 
 def logged_inputs(schema: FeatureSchema) -> dict[str, InputKind]:
-    """How `loanops.decisions.read_decisions` should read the schema's inputs from the log."""
+    """How `loanops.decisions.read.read_decisions` should read the schema's inputs from the log."""
     return {f.name: "text" if f.is_categorical else "number" for f in schema.features}
 
 

@@ -27,8 +27,9 @@ from mlflow import MlflowClient
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from starlette.requests import ClientDisconnect
 
-from loanops import decisions
 from loanops.data import get_dataset, load_dataset
+from loanops.decisions.database import create_engine_for, migrate
+from loanops.decisions.writer import DecisionLogProcess
 from loanops.registry import connect
 from loanops.schema import FeatureSchema
 from loanops.settings import Settings, get_settings
@@ -103,10 +104,10 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await asyncio.to_thread(decisions.migrate, settings.decision_db_url)
-        database = decisions.create_engine_for(settings.decision_db_url)
+        await asyncio.to_thread(migrate, settings.decision_db_url)
+        database = create_engine_for(settings.decision_db_url)
         state.extras[outcomes.DATABASE] = database  # what POST /v1/outcomes writes through
-        state.decisions = decisions.DecisionLogProcess(
+        state.decisions = DecisionLogProcess(
             settings.decision_db_url,
             batch_size=settings.decision_log_batch_size,
             flush_seconds=settings.decision_log_flush_seconds,

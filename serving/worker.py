@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from sqlalchemy import Engine
 
-    from loanops.decisions import Decision
+    from loanops.decisions.record import Decision
     from serving.model import LoadedModel
 
 logger = logging.getLogger(__name__)
@@ -408,7 +408,7 @@ def decisions_from_table(table: pa.Table) -> list[Decision]:
 
     Request ids are `<job id>-<row>`, so writing the same chunk twice records nothing more.
     """
-    from loanops.decisions import Decision
+    from loanops.decisions.record import Decision
 
     metadata = {
         key.decode(): value.decode() for key, value in (table.schema.metadata or {}).items()
@@ -519,7 +519,7 @@ class WorkerRuntime:
     def engine(self) -> Engine:
         """The decision log's engine, created (and the database migrated) once per process."""
         if self._engine is None or self._engine_pid != os.getpid():
-            from loanops.decisions import create_engine_for, migrate
+            from loanops.decisions.database import create_engine_for, migrate
 
             engine = create_engine_for(self.settings.decision_db_url)
             migrate(engine)
@@ -532,7 +532,7 @@ class WorkerRuntime:
         Returns:
             How many decisions the chunk holds.
         """
-        from loanops.decisions import write_decisions
+        from loanops.decisions.write import write_decisions
 
         records = decisions_from_table(decisions)
         write_decisions(self.engine, records)
@@ -825,7 +825,7 @@ def _preload() -> None:
         "mlflow.store.tracking.sqlalchemy_store",
         "mlflow.store.model_registry.sqlalchemy_store",
         "skops.io",
-        "loanops.decisions",
+        "loanops.decisions.write",
         "loanops.registry",
         "serving.model",
     ):

@@ -20,7 +20,8 @@ import pytest
 from celery import Celery
 from sqlalchemy import Engine, select
 
-from loanops.decisions import DecisionRecord, create_engine_for, migrate
+from loanops.decisions.database import create_engine_for, migrate
+from loanops.decisions.table import DecisionRecord
 from loanops.settings import Settings
 from serving.jobs import BatchJob, JobStore, QueueUnavailable, submit
 from serving.model import LoadedModel, load_version

@@ -29,9 +29,10 @@ import pytest
 from flows.monitor import monitor_flow
 from flows.performance import performance_flow
 from flows.train import train_flow
-from loanops import decisions, registry
+from loanops import registry
 from loanops.data import load_dataset
 from loanops.data.synthetic import Drift, generate
+from loanops.decisions.database import create_engine_for
 from loanops.outcomes import Outcome, record_outcomes
 from loanops.settings import Settings
 from tests.integration.api_fixtures import through_api
@@ -73,7 +74,7 @@ def build_stack(home: Path) -> Stack:
 
     loans = generate(DECISIONS, seed=11)
     start, end, request_ids = through_api(loans)
-    engine = decisions.create_engine_for(settings.decision_db_url)
+    engine = create_engine_for(settings.decision_db_url)
     try:
         report = record_outcomes(
             engine,

@@ -30,19 +30,12 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Engine
 
 import loanops.outcomes  # noqa: F401  (its table is part of Base.metadata and of the migrations)
-from loanops.decisions import (
-    META_COLUMNS,
-    Base,
-    DecisionLog,
-    DecisionLogProcess,
-    InputKind,
-    count_decisions,
-    create_engine_for,
-    load_spill,
-    migrate,
-    read_decisions,
-    write_decisions,
-)
+from loanops.decisions.database import create_engine_for, migrate
+from loanops.decisions.read import META_COLUMNS, InputKind, count_decisions, read_decisions
+from loanops.decisions.spill import load_spill
+from loanops.decisions.table import Base
+from loanops.decisions.write import write_decisions
+from loanops.decisions.writer import DecisionLog, DecisionLogProcess
 from tests.factories import DECIDED_FROM as T0
 from tests.factories import make_decision, make_decisions
 from tests.services import free_port
@@ -67,7 +60,7 @@ def start_migrations(url: str, count: int) -> list[BaseProcess]:
     database within milliseconds of each other, and without paying for the imports each.
     """
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["loanops.decisions", "alembic.command"])
+    context.set_forkserver_preload(["loanops.decisions.database", "alembic.command"])
     processes: list[BaseProcess] = [
         context.Process(target=migrate, args=(url,)) for _ in range(count)
     ]
@@ -479,7 +472,7 @@ def test_the_writer_retries_until_the_database_works(
     log = DecisionLog(engine, batch_size=10, flush_seconds=0.01, spill_dir=tmp_path / "spill")
     log.start()
     try:
-        with caplog.at_level(logging.WARNING, logger="loanops.decisions"):
+        with caplog.at_level(logging.WARNING, logger="loanops.decisions.writer"):
             for decision in make_decisions(25, inputs={"address": PERSONAL}):
                 log.record(decision)
             wait_until(lambda: log.failures >= 2)
@@ -509,7 +502,7 @@ def test_close_spills_to_a_file_when_the_database_is_unreachable(
     log.start()
     recorded = make_decisions(75, inputs={"address": PERSONAL})
     try:
-        with caplog.at_level(logging.WARNING, logger="loanops.decisions"):
+        with caplog.at_level(logging.WARNING, logger="loanops.decisions.writer"):
             for decision in recorded:
                 log.record(decision)
             with pytest.raises(TimeoutError, match="75 decisions still pending"):
@@ -553,13 +546,13 @@ def test_a_spill_file_never_replaces_another(tmp_path: Path) -> None:
 
 
 def test_the_spill_round_trip_keeps_every_field(tmp_path: Path) -> None:
-    from loanops.decisions import _write_spill
+    from loanops.decisions.spill import write_spill
 
     decisions = [
         make_decision(1, source="batch", job_id="job-1", reasons=[]),
         make_decision(2, decided_at=datetime(2026, 1, 1, 8, tzinfo=timezone(timedelta(hours=3)))),
     ]
-    path = _write_spill(tmp_path, decisions)
+    path = write_spill(tmp_path, decisions)
 
     loaded = load_spill(path)
 
