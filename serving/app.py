@@ -29,10 +29,10 @@ from starlette.requests import ClientDisconnect
 
 from loanops.data import get_dataset, load_dataset
 from loanops.decisions.database import create_engine_for, migrate
-from loanops.decisions.writer import DecisionLogProcess
 from loanops.registry import connect
 from loanops.schema import FeatureSchema
 from loanops.settings import Settings, get_settings
+from serving.decision_log.handle import DecisionLogProcess
 from serving.deps import AppState
 from serving.jobs import JobStore
 from serving.metrics import Metrics, MetricsMiddleware

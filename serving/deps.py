@@ -19,7 +19,7 @@ from serving.state import ModelHolder
 if TYPE_CHECKING:
     from celery import Celery
 
-    from loanops.decisions.writer import DecisionLogProcess
+    from serving.decision_log.handle import DecisionLogProcess
     from serving.jobs import JobStore
 
 

@@ -27,7 +27,7 @@ from loanops.decisions.database import _MIGRATION_LOCK_KEY, create_engine_for, m
 from loanops.decisions.read import count_decisions, read_decisions
 from loanops.decisions.table import Base
 from loanops.decisions.write import write_decisions
-from loanops.decisions.writer import DecisionLog
+from serving.decision_log.batching import BatchingWriter
 from tests.factories import DECIDED_FROM as T0
 from tests.factories import make_decision, make_decisions
 from tests.services import libpq_url
@@ -182,7 +182,7 @@ def test_reads_are_utc_and_windowed_whatever_the_session_time_zone(
 def test_the_decision_log_writes_everything_across_dropped_connections(
     engine: Engine, database_url: str
 ) -> None:
-    log = DecisionLog(engine, batch_size=200, flush_seconds=0.02)
+    log = BatchingWriter(engine, batch_size=200, flush_seconds=0.02)
     log.start()
     name = make_url(database_url).database
 

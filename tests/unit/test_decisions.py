@@ -35,7 +35,8 @@ from loanops.decisions.read import META_COLUMNS, InputKind, count_decisions, rea
 from loanops.decisions.spill import load_spill
 from loanops.decisions.table import Base
 from loanops.decisions.write import write_decisions
-from loanops.decisions.writer import DecisionLog, DecisionLogProcess
+from serving.decision_log.batching import BatchingWriter
+from serving.decision_log.handle import DecisionLogProcess
 from tests.factories import DECIDED_FROM as T0
 from tests.factories import make_decision, make_decisions
 from tests.services import free_port
@@ -102,8 +103,8 @@ def engine(db_url: str) -> Iterator[Engine]:
 
 
 @pytest.fixture
-def decision_log(engine: Engine, tmp_path: Path) -> Iterator[DecisionLog]:
-    log = DecisionLog(engine, batch_size=100, flush_seconds=0.05, spill_dir=tmp_path / "spill")
+def decision_log(engine: Engine, tmp_path: Path) -> Iterator[BatchingWriter]:
+    log = BatchingWriter(engine, batch_size=100, flush_seconds=0.05, spill_dir=tmp_path / "spill")
     log.start()
     yield log
     log.close(timeout=5)
@@ -384,7 +385,9 @@ def test_a_value_of_the_wrong_type_is_read_as_logged_not_lost(engine: Engine) ->
 # --- the background writer -------------------------------------------------------------------
 
 
-def test_recorded_decisions_are_all_written_once(engine: Engine, decision_log: DecisionLog) -> None:
+def test_recorded_decisions_are_all_written_once(
+    engine: Engine, decision_log: BatchingWriter
+) -> None:
     def record(start: int) -> None:
         for decision in make_decisions(600, start=start):
             decision_log.record(decision)
@@ -405,7 +408,7 @@ def test_recorded_decisions_are_all_written_once(engine: Engine, decision_log: D
 
 
 def test_a_partial_batch_is_written_after_flush_seconds(engine: Engine, tmp_path: Path) -> None:
-    log = DecisionLog(engine, batch_size=1_000, flush_seconds=0.1, spill_dir=tmp_path)
+    log = BatchingWriter(engine, batch_size=1_000, flush_seconds=0.1, spill_dir=tmp_path)
     log.start()
     try:
         log.record(make_decision(1))
@@ -416,7 +419,7 @@ def test_a_partial_batch_is_written_after_flush_seconds(engine: Engine, tmp_path
 
 
 def test_close_writes_everything_pending_and_is_idempotent(engine: Engine, tmp_path: Path) -> None:
-    log = DecisionLog(engine, batch_size=50, flush_seconds=10, spill_dir=tmp_path / "spill")
+    log = BatchingWriter(engine, batch_size=50, flush_seconds=10, spill_dir=tmp_path / "spill")
     log.start()
     for decision in make_decisions(777):
         log.record(decision)
@@ -432,7 +435,7 @@ def test_close_writes_everything_pending_and_is_idempotent(engine: Engine, tmp_p
 
 
 def test_a_log_that_was_never_started_still_writes_on_close(engine: Engine) -> None:
-    log = DecisionLog(engine)
+    log = BatchingWriter(engine)
     for decision in make_decisions(10):
         log.record(decision)
 
@@ -442,7 +445,7 @@ def test_a_log_that_was_never_started_still_writes_on_close(engine: Engine) -> N
 
 
 def test_record_blocks_when_max_pending_is_reached(engine: Engine) -> None:
-    log = DecisionLog(engine, batch_size=2, max_pending=5)  # not started: nothing drains
+    log = BatchingWriter(engine, batch_size=2, max_pending=5)  # not started: nothing drains
     for decision in make_decisions(5):
         log.record(decision)
     sixth = threading.Thread(target=log.record, args=(make_decision(5),))
@@ -459,7 +462,9 @@ def test_record_blocks_when_max_pending_is_reached(engine: Engine) -> None:
     log.close()
 
 
-def test_a_decision_that_cannot_be_encoded_is_refused_at_record(decision_log: DecisionLog) -> None:
+def test_a_decision_that_cannot_be_encoded_is_refused_at_record(
+    decision_log: BatchingWriter,
+) -> None:
     with pytest.raises(TypeError):
         decision_log.record(make_decision(1, inputs={"when": object()}))
     assert decision_log.pending == 0
@@ -469,10 +474,10 @@ def test_the_writer_retries_until_the_database_works(
     db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     engine = create_engine_for(db_url)  # not migrated yet: every write fails
-    log = DecisionLog(engine, batch_size=10, flush_seconds=0.01, spill_dir=tmp_path / "spill")
+    log = BatchingWriter(engine, batch_size=10, flush_seconds=0.01, spill_dir=tmp_path / "spill")
     log.start()
     try:
-        with caplog.at_level(logging.WARNING, logger="loanops.decisions.writer"):
+        with caplog.at_level(logging.WARNING, logger="serving.decision_log.batching"):
             for decision in make_decisions(25, inputs={"address": PERSONAL}):
                 log.record(decision)
             wait_until(lambda: log.failures >= 2)
@@ -498,11 +503,11 @@ def test_close_spills_to_a_file_when_the_database_is_unreachable(
 ) -> None:
     unreachable = create_engine_for(unreachable_postgres_url())
     spill_dir = tmp_path / "spill"
-    log = DecisionLog(unreachable, batch_size=20, flush_seconds=0.01, spill_dir=spill_dir)
+    log = BatchingWriter(unreachable, batch_size=20, flush_seconds=0.01, spill_dir=spill_dir)
     log.start()
     recorded = make_decisions(75, inputs={"address": PERSONAL})
     try:
-        with caplog.at_level(logging.WARNING, logger="loanops.decisions.writer"):
+        with caplog.at_level(logging.WARNING, logger="serving.decision_log.batching"):
             for decision in recorded:
                 log.record(decision)
             with pytest.raises(TimeoutError, match="75 decisions still pending"):
@@ -536,7 +541,7 @@ def test_a_spill_file_never_replaces_another(tmp_path: Path) -> None:
     paths = set()
     for _ in range(3):
         unreachable = create_engine_for(unreachable_postgres_url())
-        log = DecisionLog(unreachable, spill_dir=tmp_path)
+        log = BatchingWriter(unreachable, spill_dir=tmp_path)
         log.record(make_decision(1))
         log.close(timeout=0.05)
         unreachable.dispose()
@@ -562,7 +567,7 @@ def test_the_spill_round_trip_keeps_every_field(tmp_path: Path) -> None:
 
 def test_the_writer_thread_stops_on_close(engine: Engine) -> None:
     before = {t.ident for t in threading.enumerate()}
-    log = DecisionLog(engine)
+    log = BatchingWriter(engine)
     log.start()
     (writer,) = [t for t in threading.enumerate() if t.ident not in before]
     assert writer.daemon
@@ -592,7 +597,7 @@ def test_an_in_memory_database_is_shared_by_the_writer_thread() -> None:
     engine = create_engine_for("sqlite://")
     try:
         migrate(engine)
-        log = DecisionLog(engine, flush_seconds=0.01)
+        log = BatchingWriter(engine, flush_seconds=0.01)
         log.start()
         for decision in make_decisions(30):
             log.record(decision)
@@ -613,7 +618,7 @@ def test_an_in_memory_database_is_shared_by_the_writer_thread() -> None:
     ],
 )
 def test_a_nul_character_is_refused_at_record(
-    decision_log: DecisionLog, overrides: dict[str, Any]
+    decision_log: BatchingWriter, overrides: dict[str, Any]
 ) -> None:
     # PostgreSQL stores neither NUL in text nor \u0000 in JSONB: such a batch would never go.
     with pytest.raises(ValueError, match="NUL"):
@@ -680,6 +685,8 @@ def test_a_writer_process_is_out_of_reach_of_signals_to_the_servers_process_grou
     pid = log.pid
     assert pid is not None
     assert os.getpgid(pid) != os.getpgid(0)
+    for number in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, or a stray signal, reaching it
+        os.kill(pid, number)
     for decision in make_decisions(40):
         log.record(decision)
     log.close(timeout=30)
@@ -698,3 +705,53 @@ def test_a_writer_process_refuses_an_unencodable_decision_in_the_caller(
             log.record(make_decision(0, inputs={"when": object()}))
     finally:
         log.close(timeout=10)
+
+
+def test_a_killed_writer_process_loses_nothing_it_had_not_written(
+    db_url: str, tmp_path: Path
+) -> None:
+    engine = create_engine_for(db_url)  # not migrated yet: the writer holds what it gets
+    log = DecisionLogProcess(db_url, batch_size=10, flush_seconds=0.05, spill_dir=tmp_path)
+    log.start()
+    try:
+        for decision in make_decisions(50):
+            log.record(decision)
+        wait_until(lambda: log.pending == 0 and log.backlog == 50)
+        pid = log.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: log.restarts == 1 and log.pid not in (None, pid), timeout=30)
+
+        migrate(engine)
+        wait_until(lambda: log.backlog == 0, timeout=30)
+        log.close(timeout=30)
+        assert count_decisions(engine) == 50
+    finally:
+        log.close(timeout=5)
+        engine.dispose()
+
+
+def test_past_its_memory_bound_the_log_overflows_to_disk_and_catches_up(
+    db_url: str, tmp_path: Path
+) -> None:
+    engine = create_engine_for(db_url)  # not migrated yet: every write fails
+    spill_dir = tmp_path / "spill"
+    log = DecisionLogProcess(
+        db_url, batch_size=20, flush_seconds=0.02, max_held=100, spill_dir=spill_dir
+    )
+    log.start()
+    try:
+        for decision in make_decisions(1_000):
+            log.record(decision)
+        wait_until(lambda: log.pending == 0 and log.backlog == 1_000)
+        assert log.backlog_on_disk >= 900  # at most max_held (100) in memory
+        assert list(spill_dir.glob("decisions-spill-*.jsonl"))
+
+        migrate(engine)
+        wait_until(lambda: log.backlog == 0, timeout=60)
+        assert count_decisions(engine) == 1_000
+        assert log.backlog_on_disk == 0
+        assert not list(spill_dir.glob("decisions-spill-*.jsonl"))  # replayed, then removed
+    finally:
+        log.close(timeout=10)
+        engine.dispose()

@@ -1,29 +1,27 @@
-"""The decision log's writers: a batching thread (`DecisionLog`) and that thread in a process.
+"""The batching writer: decisions queued in memory, written in batches by a thread of its own.
 
-The API records each decision through a `DecisionLogProcess`, so that the request path only
-appends to a queue.
+`BatchingWriter.record` only appends to a queue; a daemon thread writes up to ``batch_size``
+decisions a transaction with `write_decisions`, retrying (with tenacity) while the database
+fails. In the API it runs inside the writer process (`serving.decision_log.worker`), so that
+its SQLAlchemy work never shares the interpreter lock with the event loop.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from sqlalchemy import Engine
+from tenacity import RetryCallState, RetryError, Retrying, retry_if_exception_type, wait_exponential
 
-from loanops.decisions.database import create_engine_for
 from loanops.decisions.record import Decision
-from loanops.decisions.spill import decision_from_line, spill_line, write_spill
+from loanops.decisions.spill import write_spill
 from loanops.decisions.write import check_storable, write_decisions
 
 logger = logging.getLogger(__name__)
@@ -34,7 +32,7 @@ _BACKOFF_MAX_S: Final = 5.0
 _CLOSE_GRACE_S: Final = 2.0
 
 
-def _describe(error: BaseException) -> str:
+def describe_error(error: BaseException) -> str:
     """Name an error without its parameters or detail lines, which may quote personal data."""
     cause = getattr(error, "orig", None) or error
     lines = str(cause).strip().splitlines()
@@ -42,7 +40,7 @@ def _describe(error: BaseException) -> str:
     return f"{type(cause).__name__}: {first}" if first else type(cause).__name__
 
 
-class DecisionLog:
+class BatchingWriter:
     """Background, batched writer: record() never blocks the request path in normal operation.
 
     `record` appends to an in-memory queue. A daemon thread takes up to ``batch_size``
@@ -58,7 +56,7 @@ class DecisionLog:
 
     Typical use::
 
-        log = DecisionLog(engine, spill_dir=settings.storage_path / "decision-spill")
+        log = BatchingWriter(engine, spill_dir=settings.storage_path / "decision-spill")
         log.start()
         log.record(decision)  # per request
         log.close()  # at shutdown
@@ -123,6 +121,12 @@ class DecisionLog:
         """Decisions recorded but not yet written (queued or in the batch being written)."""
         with self._lock:
             return self._recorded - self._settled
+
+    @property
+    def settled(self) -> int:
+        """Decisions recorded that are now written or spilled to a file: none of them is lost."""
+        with self._lock:
+            return self._settled
 
     @property
     def written(self) -> int:
@@ -305,35 +309,11 @@ class DecisionLog:
                 self._wake_writer.wait(left)
 
     def _run(self) -> None:
-        backoff = _BACKOFF_START_S
-        batch: list[Decision] | None = None
-        while True:
-            if batch is None:
-                batch = self._next_batch()
-                if batch is None:
-                    return
+        while (batch := self._next_batch()) is not None:
             try:
-                write_decisions(self._engine, batch)
-            except Exception as error:  # any failure: keep the batch and retry
-                with self._lock:
-                    if self._closed:  # close() gave up on us and spilled the batch
-                        return
-                    self._failures += 1
-                    self._last_error = _describe(error)
-                    left = self._close_deadline - time.monotonic()
-                # Never the inputs: only the error's class and first line.
-                logger.warning(
-                    "Decision log: writing %d decisions failed (%s); retrying in %.1f s",
-                    len(batch),
-                    self._last_error,
-                    min(backoff, max(left, 0.0)),
-                )
-                if left <= 0:
-                    return  # closing and out of time: close() spills what is left
-                self._pause(min(backoff, left))
-                backoff = min(backoff * 2, _BACKOFF_MAX_S)
-                continue
-            backoff = _BACKOFF_START_S
+                self._retrying()(write_decisions, self._engine, batch)
+            except RetryError:
+                return  # closing and out of time (or closed): close() spills what is left
             with self._lock:
                 if self._closed:
                     return
@@ -341,231 +321,41 @@ class DecisionLog:
                 self._written += len(batch)
                 self._settled += len(batch)
                 self._progress.notify_all()
-            batch = None
 
+    def _retrying(self) -> Retrying:
+        """Retry a failed write (any error: the batch is kept) until it works or close gives up.
 
-_FRAME_HEADER: Final = 4
-"""Bytes of the big-endian length before each encoded decision on the writer's stdin."""
-_RESTART_WAIT_S = 0.5
-
-
-def _frames(stream: Any) -> Iterator[bytes]:
-    """Length-prefixed frames from a binary stream, until it ends."""
-    while header := stream.read(_FRAME_HEADER):
-        if len(header) < _FRAME_HEADER:
-            return  # the sender died mid-frame: nothing complete follows
-        body = stream.read(int.from_bytes(header, "big"))
-        if body is None or len(body) < int.from_bytes(header, "big"):
-            return
-        yield body
-
-
-def write_from_stdin(arguments: Sequence[str] | None = None) -> None:
-    """The writer process (`python -m loanops.decisions.writer URL`): a `DecisionLog` on stdin.
-
-    It runs until its stdin ends: when the server closes it, or when the server dies. SIGTERM
-    and SIGINT are ignored, so that a stray signal does not drop what it holds before the
-    server has handed everything over.
-    """
-    import argparse
-    import signal
-
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    parser = argparse.ArgumentParser(prog="python -m loanops.decisions.writer")
-    parser.add_argument("url")
-    parser.add_argument("--batch-size", type=int, default=500)
-    parser.add_argument("--flush-seconds", type=float, default=0.25)
-    parser.add_argument("--max-pending", type=int, default=100_000)
-    parser.add_argument("--spill-dir", type=Path, default=None)
-    options = parser.parse_args(arguments)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    engine = create_engine_for(options.url)
-    log = DecisionLog(
-        engine,
-        batch_size=options.batch_size,
-        flush_seconds=options.flush_seconds,
-        max_pending=options.max_pending,
-        spill_dir=options.spill_dir,
-    )
-    log.start()
-    try:
-        for line in _frames(sys.stdin.buffer):
-            decision = decision_from_line(line)
-            try:
-                log.record(decision)
-            except (TypeError, ValueError) as error:
-                folder = options.spill_dir or Path(tempfile.gettempdir()) / "loanops-decision-spill"
-                path = write_spill(folder, [decision])
-                logger.error("a decision the log refused (%s) went to %s", _describe(error), path)
-    finally:
-        log.close()
-        engine.dispose()
-
-
-class DecisionLogProcess:
-    """A `DecisionLog` in a child process, for a server whose own thread must not wait on it.
-
-    In the API, a writer thread shares the interpreter lock with the event loop: on 2 cores its
-    SQLAlchemy and SQLite work fell behind at about 2,000 decisions a second while the API
-    answered 3,000, and each batch it wrote stalled the requests in flight. Here `record` only
-    encodes the decision (which also checks that it can be stored) and queues the bytes; a
-    sender thread pipes them to `python -m loanops.decisions.writer`, which does the rest on another
-    core and imports nothing but this module. `close` ends the pipe and waits for the child to
-    write or spill everything. A child that dies is restarted, with an ERROR: what it held in
-    memory is lost, as with a killed server.
-    """
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        batch_size: int = 500,
-        flush_seconds: float = 0.25,
-        max_pending: int = 100_000,
-        spill_dir: Path | None = None,
-    ) -> None:
-        """Prepare the log; nothing runs until `start`.
-
-        Args:
-            url: Database URL of a migrated decision log.
-            batch_size: Most decisions written in one transaction.
-            flush_seconds: Longest a decision waits for its batch to fill.
-            max_pending: Decisions not yet handed to the child before `saturated` says so.
-            spill_dir: Folder for decisions that cannot be written by the time of `close`.
+        The wait doubles from 0.1 s to 5 s, and never passes the deadline of `close`; a write is
+        idempotent, so a retried batch never duplicates rows.
         """
-        self._command = [
-            sys.executable, "-m", "loanops.decisions.writer", url,
-            "--batch-size", str(batch_size), "--flush-seconds", str(flush_seconds),
-            "--max-pending", str(max_pending),
-            *(["--spill-dir", str(spill_dir)] if spill_dir else []),
-        ]  # fmt: skip
-        self._max_pending = max_pending
-        self._lock = threading.Lock()
-        self._ready = threading.Condition(self._lock)
-        self._queue: deque[bytes] = deque()
-        self._child: subprocess.Popen[bytes] | None = None
-        self._sender: threading.Thread | None = None
-        self._closing = False
-        self._restarts = 0
+        exponential = wait_exponential(multiplier=_BACKOFF_START_S, max=_BACKOFF_MAX_S)
 
-    @property
-    def pending(self) -> int:
-        """Decisions recorded but not yet handed to the child."""
-        return len(self._queue)
+        def wait(state: RetryCallState) -> float:
+            return max(0.0, min(exponential(state), self._close_deadline - time.monotonic()))
 
-    @property
-    def saturated(self) -> bool:
-        """True when `max_pending` decisions wait for the child: it is not keeping up."""
-        return len(self._queue) >= self._max_pending
+        def stop(state: RetryCallState) -> bool:
+            return self._closed or time.monotonic() >= self._close_deadline
 
-    @property
-    def restarts(self) -> int:
-        """How often the child died and was started again."""
-        return self._restarts
-
-    @property
-    def pid(self) -> int | None:
-        """The child's process id, while it runs."""
-        return self._child.pid if self._child else None
-
-    def start(self) -> None:
-        """Start the child and the thread that feeds it."""
-        with self._lock:
-            if self._closing:
-                raise RuntimeError("the decision log is closed")
-            if self._sender is not None:
-                return
-            self._child = self._spawn()
-            self._sender = threading.Thread(target=self._send, name="decision-log-sender")
-            self._sender.start()
-
-    def record(self, decision: Decision) -> None:
-        """Queue a decision for the child; never blocks.
-
-        Raises:
-            TypeError: Its inputs or reasons cannot be encoded as JSON.
-            RuntimeError: The log is closed or was never started.
-        """
-        line = spill_line(decision)
-        with self._lock:
-            if self._closing or self._sender is None:
-                raise RuntimeError("the decision log is not running")
-            self._queue.append(len(line).to_bytes(_FRAME_HEADER, "big") + line)
-            if len(self._queue) == 1:
-                self._ready.notify()
-
-    def close(self, timeout: float = 60) -> None:
-        """Hand everything to the child, end its input and wait for it; idempotent.
-
-        Args:
-            timeout: Most seconds to wait; the child itself retries the database for 30 s
-                before it spills.
-        """
-        with self._lock:
-            if self._closing:
-                return
-            self._closing = True
-            self._ready.notify()
-            sender = self._sender
-        if sender is None:
-            return
-        sender.join(timeout)
-        child = self._child
-        if child is None:
-            return
-        try:
-            child.wait(timeout)
-        except subprocess.TimeoutExpired:
-            logger.error("the decision-log writer (pid %d) did not finish; killing it", child.pid)
-            child.kill()
-            child.wait()
-
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        # A session of its own: a signal to the server's process group (Ctrl-C, a supervisor
-        # stopping the group) must not reach the writer before the server has handed it all.
-        return subprocess.Popen(
-            self._command, stdin=subprocess.PIPE, close_fds=True, start_new_session=True
+        return Retrying(
+            retry=retry_if_exception_type(Exception),
+            after=self._count_failure,
+            stop=stop,
+            wait=wait,
+            before_sleep=self._warn,
+            sleep=self._pause,
         )
 
-    def _send(self) -> None:
-        while True:
-            with self._lock:
-                while not self._queue and not self._closing:
-                    self._ready.wait()
-                if not self._queue:  # closing, and everything handed over
-                    break
-                frames = list(self._queue)
-            data = b"".join(frames)
-            if not self._deliver(data):
-                continue  # the child was replaced; send the same frames again
-            with self._lock:
-                for _ in frames:
-                    self._queue.popleft()
-        child = self._child
-        if child is not None and child.stdin is not None:
-            with contextlib.suppress(OSError):
-                child.stdin.close()
+    def _count_failure(self, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        with self._lock:
+            self._failures += 1
+            self._last_error = describe_error(error) if error else None
 
-    def _deliver(self, data: bytes) -> bool:
-        child = self._child
-        assert child is not None and child.stdin is not None
-        try:
-            child.stdin.write(data)
-            child.stdin.flush()
-            return True
-        except (BrokenPipeError, ValueError, OSError):
-            child.wait()
-            self._restarts += 1
-            logger.error(
-                "the decision-log writer exited with code %s; starting another; decisions it "
-                "had not yet written are lost",
-                child.returncode,
-            )
-            time.sleep(_RESTART_WAIT_S)
-            self._child = self._spawn()
-            return False
-
-
-if __name__ == "__main__":
-    write_from_stdin()
+    def _warn(self, state: RetryCallState) -> None:
+        # Never the inputs: only the error's class and first line.
+        logger.warning(
+            "Decision log: writing %d decisions failed (%s); retrying in %.1f s",
+            len(state.args[1]),
+            self._last_error,
+            state.upcoming_sleep,
+        )
