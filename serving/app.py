@@ -111,9 +111,10 @@ def create_app(
             settings.decision_db_url,
             batch_size=settings.decision_log_batch_size,
             flush_seconds=settings.decision_log_flush_seconds,
+            max_held=settings.decision_log_memory_backlog,
             spill_dir=settings.storage_path / "unsaved-decisions",
         )
-        state.decisions.start()
+        await asyncio.to_thread(state.decisions.start)
         if settings.redis_url:
             from serving.worker import create_celery
 
