@@ -363,7 +363,11 @@ class DecisionLogProcess:
             stop=lambda _: self._stopping,
             reraise=True,
         )
-        channel = retrying(_launch, self._options)
+        try:
+            channel = retrying(_launch, self._options)
+        except Exception as error:  # only once closing: the retries go on until then
+            logger.error("no new decision-log writer before close: %s", error)
+            return
         with self._lock:
             self._channel = channel
             for seq in sorted(self._unacked):

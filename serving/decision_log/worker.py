@@ -121,8 +121,12 @@ class WriterProcess(SpawnProcess):
     def _record(self, writer: BatchingWriter, message: DecisionBatch | OverflowFile) -> int:
         """Record the message's decisions into the writer; the count recorded."""
         if isinstance(message, OverflowFile):
-            with open(message.path, "rb") as file:
-                lines = [line for line in file if line.strip()]
+            try:
+                with open(message.path, "rb") as file:
+                    lines = [line for line in file if line.strip()]
+            except OSError as error:  # e.g. an operator replayed and moved it already
+                logger.error("cannot read the overflow file %s: %s", message.path, error)
+                return 0
         else:
             lines = message.lines
         recorded = 0
