@@ -12,18 +12,13 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
-import multiprocessing
 import queue
-import sys
 import tempfile
 import threading
 import time
-import types
 from collections import deque
-from collections.abc import Iterator
-from multiprocessing.connection import wait
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from tenacity import Retrying, before_sleep_log, retry_if_exception_type, wait_exponential
 
@@ -34,20 +29,19 @@ from serving.decision_log.messages import (
     FromWriter,
     OverflowFile,
     Progress,
-    Started,
     Stop,
-    ToWriter,
 )
 from serving.decision_log.overflow import OverflowFiles
-from serving.decision_log.worker import WriterOptions, WriterProcess
-
-if TYPE_CHECKING:
-    from multiprocessing.queues import Queue
+from serving.decision_log.worker import (
+    Channel,
+    WriterOptions,
+    WriterProcess,
+    exited,
+    start_writer,
+)
 
 logger = logging.getLogger(__name__)
 
-START_TIMEOUT_S: Final = 60.0
-"""Longest a new writer process may take to import its modules and report `Started`."""
 _POLL_S: Final = 0.2
 # The sender gathers decisions this long before it hands them on: at 2,000 requests a second,
 # one message per 20 decisions instead of one per request, so two threads (the sender and the
@@ -56,8 +50,6 @@ _POLL_S: Final = 0.2
 _GATHER_S: Final = 0.01
 # Kept back from close's timeout for the writer to spill and exit after `Stop`.
 _STOP_GRACE_S: Final = 5.0
-
-_Channel = tuple[WriterProcess, "Queue[ToWriter]", "Queue[FromWriter]"]
 
 
 class DecisionLogProcess:
@@ -115,7 +107,7 @@ class DecisionLogProcess:
         self._unacked: dict[int, DecisionBatch | OverflowFile] = {}
         self._unacked_count = 0
         self._next_seq = 0
-        self._channel: _Channel | None = None
+        self._channel: Channel | None = None
         self._sender: threading.Thread | None = None
         self._watcher: threading.Thread | None = None
         self._closing = False
@@ -163,21 +155,21 @@ class DecisionLogProcess:
     def pid(self) -> int | None:
         """The child's process id, while it runs."""
         channel = self._channel
-        return channel[0].pid if channel else None
+        return channel.process.pid if channel else None
 
     def start(self) -> None:
         """Start the child (waiting until it runs) and the threads that feed and watch it.
 
         Raises:
             RuntimeError: The log is closed.
-            TimeoutError: The child did not start within `START_TIMEOUT_S`.
+            TimeoutError: The child did not start within a minute.
         """
         with self._lock:
             if self._closing:
                 raise RuntimeError("the decision log is closed")
             if self._sender is not None:
                 return
-        self._channel = _launch(self._options)
+        self._channel = start_writer(self._options)
         # Before multiprocessing's own exit hook, which would wait for the child for ever.
         atexit.register(self.close)
         self._sender = threading.Thread(target=self._send, name="decision-log-sender", daemon=True)
@@ -235,12 +227,12 @@ class DecisionLogProcess:
             self._save_overflow(leftover)
         with self._lock:
             assert self._channel is not None
-            process, requests, _ = self._channel
+            process, requests = self._channel.process, self._channel.requests
             left = deadline - time.monotonic()
             requests.put(Stop(timeout=max(left - _STOP_GRACE_S, 1.0)))
         self._watcher.join(max(left, 1.0))
         process.join(1.0)
-        if process.exitcode is None and not _exited(process):
+        if process.exitcode is None and not exited(process):
             logger.error("the decision-log writer (pid %s) did not finish; killing it", process.pid)
             process.kill()
             process.join(5.0)
@@ -266,7 +258,7 @@ class DecisionLogProcess:
         self._unacked[message.seq] = message
         self._unacked_count += _count(message)
         assert self._channel is not None
-        self._channel[1].put(message)
+        self._channel.requests.put(message)
 
     def _send(self) -> None:
         """The sender thread: queued decisions to the child, or to disk while it is behind."""
@@ -323,13 +315,13 @@ class DecisionLogProcess:
         """The watcher thread: confirmations from the child, and a new child if it dies."""
         while True:
             assert self._channel is not None
-            process, _, replies = self._channel
+            process, replies = self._channel.process, self._channel.replies
             try:
                 self._settle(replies.get(timeout=_POLL_S))
                 continue
             except queue.Empty:
                 pass
-            if not _exited(process):
+            if not exited(process):
                 continue
             with contextlib.suppress(queue.Empty):
                 while True:  # what the child said before it exited
@@ -371,14 +363,14 @@ class DecisionLogProcess:
             reraise=True,
         )
         try:
-            channel = retrying(_launch, self._options)
+            channel = retrying(start_writer, self._options)
         except Exception as error:  # only once closing: the retries go on until then
             logger.error("no new decision-log writer before close: %s", error)
             return
         with self._lock:
             self._channel = channel
             for seq in sorted(self._unacked):
-                channel[1].put(self._unacked[seq])
+                channel.requests.put(self._unacked[seq])
             self._changed.notify_all()
 
     def _save_unconfirmed(self) -> None:
@@ -403,58 +395,3 @@ class DecisionLogProcess:
 
 def _count(message: DecisionBatch | OverflowFile) -> int:
     return len(message.lines) if isinstance(message, DecisionBatch) else message.count
-
-
-def _exited(process: WriterProcess) -> bool:
-    # The sentinel, not is_alive(): someone else may have reaped the child (waitpid), and then
-    # is_alive() says True for ever.
-    return bool(wait([process.sentinel], timeout=0))
-
-
-def _launch(options: WriterOptions) -> _Channel:
-    """Start a writer process and wait for its `Started`.
-
-    Raises:
-        TimeoutError: It did not report within `START_TIMEOUT_S`.
-        RuntimeError: It exited first.
-    """
-    # "spawn": the server is a threaded process, and a forked child would inherit locks held
-    # by threads that do not exist in it.
-    context = multiprocessing.get_context("spawn")
-    requests: Queue[ToWriter] = context.Queue()
-    replies: Queue[FromWriter] = context.Queue()
-    process = WriterProcess(options, requests, replies)
-    with _main_module_hidden():
-        process.start()
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        try:
-            message = replies.get(timeout=_POLL_S)
-        except queue.Empty:
-            if _exited(process):
-                process.join(1.0)
-                raise RuntimeError(
-                    f"the decision-log writer exited with code {process.exitcode} at start"
-                ) from None
-            continue
-        if isinstance(message, Started):
-            return process, requests, replies
-    process.kill()
-    raise TimeoutError(f"the decision-log writer did not start within {START_TIMEOUT_S} s")
-
-
-@contextlib.contextmanager
-def _main_module_hidden() -> Iterator[None]:
-    """Start a child without the server's ``__main__``.
-
-    A spawned child first runs the parent's main script again, so that functions pickled from
-    it resolve. Under `loanops serve` that script is the CLI, whose imports cost the writer
-    3.4 s and 150 MB; the writer needs none of it (its code lives in this package). The swap
-    lasts only while `Process.start` pickles the child's preparation data.
-    """
-    main = sys.modules["__main__"]
-    sys.modules["__main__"] = types.ModuleType("__main__")
-    try:
-        yield
-    finally:
-        sys.modules["__main__"] = main
