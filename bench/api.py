@@ -573,7 +573,8 @@ def peak_rss_bytes(pid: int) -> int:
 
 
 def count_logged_decisions(database_url: str) -> int:
-    from loanops.decisions import count_decisions, create_engine_for
+    from loanops.decisions.database import create_engine_for
+    from loanops.decisions.read import count_decisions
 
     engine = create_engine_for(database_url)
     try:

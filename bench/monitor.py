@@ -44,9 +44,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from loanops import decisions as decision_log
 from loanops.data import synthetic as syn
 from loanops.data.synthetic_drift import PRESETS, Drift
+from loanops.decisions.database import create_engine_for, migrate
+from loanops.decisions.read import read_decisions
+from loanops.decisions.record import Decision
+from loanops.decisions.write import write_decisions
 from loanops.monitoring import evidently_mapping, reports
 from loanops.monitoring import reference as monitor_reference
 from loanops.monitoring import run as monitor_run
@@ -123,10 +126,10 @@ def window_chunks(rows: int, drift: str) -> Iterator[pd.DataFrame]:
         yield decisions_frame(generated.iloc[first : first + DB_CHUNK], first, rows)
 
 
-def to_decisions(chunk: pd.DataFrame) -> list[decision_log.Decision]:
+def to_decisions(chunk: pd.DataFrame) -> list[Decision]:
     inputs = chunk[syn.SCHEMA.feature_names].to_dict("records")
     return [
-        decision_log.Decision(
+        Decision(
             request_id=request_id,
             decided_at=decided_at.to_pydatetime(),
             model_name=MODEL_NAME,
@@ -164,8 +167,8 @@ def prepare(folder: Path, args: argparse.Namespace) -> dict[str, float]:
     # One chunk at a time: into the Parquet file, then into the decision log.
     engine = None
     if not args.skip_db:
-        engine = decision_log.create_engine_for(f"sqlite:///{folder / 'decisions.db'}")
-        decision_log.migrate(engine)
+        engine = create_engine_for(f"sqlite:///{folder / 'decisions.db'}")
+        migrate(engine)
     writer: pq.ParquetWriter | None = None
     seconds["window"] = seconds["decision_log"] = 0.0
     try:
@@ -177,7 +180,7 @@ def prepare(folder: Path, args: argparse.Namespace) -> dict[str, float]:
             written = time.perf_counter()
             seconds["window"] += written - started
             if engine is not None:
-                decision_log.write_decisions(engine, to_decisions(chunk))
+                write_decisions(engine, to_decisions(chunk))
             started = time.perf_counter()
             seconds["decision_log"] += started - written
     finally:
@@ -210,9 +213,9 @@ def child_monitor(folder: Path, args: argparse.Namespace, from_db: bool) -> dict
     imported = import_evidently()
     cpu, started = time.process_time(), time.perf_counter()
     if from_db:
-        engine = decision_log.create_engine_for(f"sqlite:///{folder / 'decisions.db'}")
+        engine = create_engine_for(f"sqlite:///{folder / 'decisions.db'}")
         # As the monitor flow reads it: the schema's inputs only, extracted by the database.
-        window = decision_log.read_decisions(
+        window = read_decisions(
             engine,
             WINDOW_START,
             WINDOW_START + timedelta(days=WINDOW_DAYS),

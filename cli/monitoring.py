@@ -97,14 +97,14 @@ def load_outcomes(
 ) -> None:
     """Record which decided loans defaulted; the whole file or nothing, unless told otherwise."""
     config = settings()
-    from loanops import decisions
+    from loanops.decisions.database import create_engine_for, migrate
     from loanops.outcome_files import load_outcomes_file
     from loanops.outcomes import record_outcomes
 
     with clear_errors():
         outcomes = load_outcomes_file(path)
-        decisions.migrate(config.decision_db_url)
-        engine = decisions.create_engine_for(config.decision_db_url)
+        migrate(config.decision_db_url)
+        engine = create_engine_for(config.decision_db_url)
         try:
             report = record_outcomes(engine, outcomes, source="file", skip_unknown=skip_unknown)
         finally:

@@ -22,8 +22,10 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.common import TRACKING_RETRIES, settings_for
 from flows.triggers import TriggerOutcome, request_retraining
-from loanops import decisions, registry
+from loanops import registry
 from loanops.data import read_frame
+from loanops.decisions.database import create_engine_for
+from loanops.decisions.read import read_decisions
 from loanops.monitoring.reference import Reference, load_reference
 from loanops.monitoring.reports import write_reports
 from loanops.monitoring.results import MonitorSummary
@@ -76,9 +78,9 @@ def load_window(
     """
     if data_path is not None:
         return read_frame(Path(data_path))
-    engine = decisions.create_engine_for(settings.decision_db_url)
+    engine = create_engine_for(settings.decision_db_url)
     try:
-        window = decisions.read_decisions(
+        window = read_decisions(
             engine,
             start,
             end,

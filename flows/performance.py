@@ -19,7 +19,8 @@ from prefect.cache_policies import NO_CACHE
 from flows.common import TRACKING_RETRIES, settings_for
 from flows.monitor import monitoring_folder, production_version, record_monitoring_run
 from flows.triggers import TriggerOutcome, request_retraining
-from loanops import decisions, registry
+from loanops import registry
+from loanops.decisions.database import create_engine_for
 from loanops.outcomes import read_labelled
 from loanops.performance import PerformanceSummary, classification_report, performance_summary
 from loanops.settings import Settings
@@ -42,7 +43,7 @@ def load_labelled(
     settings: Settings, version: ModelVersion, start: datetime, end: datetime
 ) -> pd.DataFrame:
     """The version's decisions in [start, end) that have an outcome."""
-    engine = decisions.create_engine_for(settings.decision_db_url)
+    engine = create_engine_for(settings.decision_db_url)
     try:
         labelled = read_labelled(
             engine,

@@ -49,19 +49,17 @@ from sqlalchemy import Boolean, Engine, ForeignKey, String, Table, func, insert,
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.sql.elements import ColumnElement
 
-from loanops.decisions import (
+from loanops.decisions.database import write_transaction
+from loanops.decisions.read import (
     META_COLUMNS,
     READ_BATCH_ROWS,
-    Base,
     ColumnKind,
-    DecisionRecord,
     InputKind,
-    UTCDateTime,
-    _write_transaction,
     input_columns,
     read_frame,
     window_filter,
 )
+from loanops.decisions.table import Base, DecisionRecord, UTCDateTime
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -243,7 +241,7 @@ def record_outcomes(
             conflicts.add(outcome.request_id)
     ids = sorted(first)
     recorded = 0
-    with _write_transaction(engine) as connection:
+    with write_transaction(engine) as connection:
         if connection.dialect.name == "postgresql":
             # Held until commit: a concurrent writer of the same ids waits, then sees them stored.
             connection.execute(select(func.pg_advisory_xact_lock(_OUTCOMES_LOCK_KEY)))
@@ -328,12 +326,12 @@ def read_labelled(
         end: First ``decided_at`` excluded (timezone-aware); None for no upper bound.
         model_name: Keep only this model's decisions.
         model_version: Keep only this model version's decisions.
-        inputs: Read only these input keys, as `loanops.decisions.read_decisions` does.
+        inputs: Read only these input keys, as `loanops.decisions.read.read_decisions` does.
         reasons: Include the ``reasons`` column.
         batch_rows: Rows fetched and converted at a time.
 
     Returns:
-        The columns of `loanops.decisions.read_decisions` (the window is on the decision's
+        The columns of `loanops.decisions.read.read_decisions` (the window is on the decision's
         ``decided_at``), with ``defaulted`` (bool), ``observed_at`` (``datetime64[ns, UTC]``,
         NaT where not given), ``outcome_recorded_at`` and ``outcome_source`` before the input
         columns. An input key named like any of these is read as ``input_<key>``. Ordered by

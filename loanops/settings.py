@@ -201,6 +201,23 @@ class Settings(BaseSettings):
     decision_log_flush_seconds: float = Field(
         default=0.25, gt=0, description="Longest a decision waits before the log writes it."
     )
+    decision_log_ready_backlog: int = Field(
+        default=5_000,
+        ge=1,
+        description=(
+            "Decisions recorded but not yet in the database above which /readyz answers 503: "
+            "the log is falling behind (at 3,000 requests a second, under 2 s of no progress)."
+        ),
+    )
+    decision_log_memory_backlog: int = Field(
+        default=20_000,
+        ge=1,
+        description=(
+            "Most decisions the API holds in memory for the writer (about 5 KB each); beyond "
+            "it new ones go to overflow files under the storage folder, written once the "
+            "database is back."
+        ),
+    )
 
     monitoring_experiment_name: str = Field(
         default="loan-default-monitoring",

@@ -27,14 +27,15 @@ from mlflow import MlflowClient
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from starlette.requests import ClientDisconnect
 
-from loanops import decisions
 from loanops.data import get_dataset, load_dataset
+from loanops.decisions.database import create_engine_for, migrate
 from loanops.model_ref import ModelRef
 from loanops.registry import connect
 from loanops.schema import FeatureSchema
 from loanops.settings import Settings, get_settings
 from serving.batch import database as batch_database
 from serving.batch.store import JobStore
+from serving.decision_log.handle import DecisionLogProcess
 from serving.deps import AppState
 from serving.metrics import Metrics, MetricsMiddleware
 from serving.middleware import BodyLimitMiddleware, BodyTooLarge
@@ -90,7 +91,7 @@ def create_app(
         on_loaded=serving,
         on_failure=metrics.reload_failures.inc,
     )
-    jobs = JobStore(settings.storage_path, decisions.create_engine_for(settings.decision_db_url))
+    jobs = JobStore(settings.storage_path, create_engine_for(settings.decision_db_url))
     metrics.watch_batch_rows(jobs.rows_processed_total)
     state = AppState(
         settings=settings,
@@ -105,17 +106,18 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await asyncio.to_thread(decisions.migrate, settings.decision_db_url)
+        await asyncio.to_thread(migrate, settings.decision_db_url)
         await asyncio.to_thread(batch_database.migrate, jobs.engine)
-        database = decisions.create_engine_for(settings.decision_db_url)
+        database = create_engine_for(settings.decision_db_url)
         state.extras[outcomes.DATABASE] = database  # what POST /v1/outcomes writes through
-        state.decisions = decisions.DecisionLogProcess(
+        state.decisions = DecisionLogProcess(
             settings.decision_db_url,
             batch_size=settings.decision_log_batch_size,
             flush_seconds=settings.decision_log_flush_seconds,
+            max_held=settings.decision_log_memory_backlog,
             spill_dir=settings.storage_path / "unsaved-decisions",
         )
-        state.decisions.start()
+        await asyncio.to_thread(state.decisions.start)
         if settings.redis_url:
             from serving.batch.client import create_client
 

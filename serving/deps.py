@@ -19,8 +19,8 @@ from serving.state import ModelHolder
 if TYPE_CHECKING:
     from celery import Celery
 
-    from loanops.decisions import DecisionLogProcess
     from serving.batch.store import JobStore
+    from serving.decision_log.handle import DecisionLogProcess
 
 
 @dataclass

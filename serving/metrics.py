@@ -73,6 +73,13 @@ class Metrics:
             "Decisions recorded but not yet written to the decision log.",
             registry=self.registry,
         )
+        self.decisions_backlog = Gauge(
+            "loanops_decision_log_backlog",
+            "Decisions recorded and not yet in the database: in memory for the writer process, "
+            "or on disk in overflow files while it is behind.",
+            ["where"],
+            registry=self.registry,
+        )
 
     def watch_batch_rows(self, rows_processed: Callable[[], int]) -> None:
         self.registry.register(_BatchRows(rows_processed))

@@ -16,7 +16,7 @@ import pandas as pd
 
 from loanops.data import load_dataset
 from loanops.data.lending_club import SCHEMA as LENDING_CLUB
-from loanops.decisions import Decision
+from loanops.decisions.record import Decision
 from loanops.promotion import GatePolicy, GateScores
 from loanops.schema import Feature, FeatureSchema, Target
 from loanops.settings import Settings

@@ -1,8 +1,9 @@
 """Alembic environment of the decision log.
 
-`loanops.decisions.migrate` runs it with an open connection in ``config.attributes``; Alembic
-commands given `loanops.decisions.alembic_config` without one connect to the URL in the config,
-else to the configured decision log (``LOANOPS_DATABASE_URL`` or SQLite under ``home``).
+`loanops.decisions.database.migrate` runs it with an open connection in ``config.attributes``;
+Alembic commands given `loanops.decisions.database.alembic_config` without one connect to the URL
+in the config, else to the configured decision log (``LOANOPS_DATABASE_URL`` or SQLite under
+``home``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 import loanops.outcomes  # noqa: F401  (registers the outcomes table on Base.metadata)
-from loanops.decisions import Base, create_engine_for
+from loanops.decisions.database import create_engine_for
+from loanops.decisions.table import Base
 from loanops.settings import get_settings
 
 config = context.config

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 import pandas as pd
 
-from loanops.decisions import InputKind
+from loanops.decisions.read import InputKind
 from loanops.monitoring.evidently_mapping import (
     data_definition,
     drift_result,
@@ -86,7 +86,7 @@ class WindowLabels:
 
 
 def logged_inputs(schema: FeatureSchema) -> dict[str, InputKind]:
-    """How `loanops.decisions.read_decisions` should read the schema's inputs from the log."""
+    """How `loanops.decisions.read.read_decisions` should read the schema's inputs from the log."""
     return {f.name: "text" if f.is_categorical else "number" for f in schema.features}
 
 

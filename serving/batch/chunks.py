@@ -23,7 +23,7 @@ from serving.batch.job import ChunkCounts
 from serving.batch.validation import ValidatedChunk, validate_chunk
 
 if TYPE_CHECKING:
-    from loanops.decisions import Decision
+    from loanops.decisions.record import Decision
     from serving.model import LoadedModel
 
 # Prefix of the feature columns in a chunk's decisions table.
@@ -155,7 +155,7 @@ def decisions_from_table(table: pa.Table) -> list[Decision]:
 
     Request ids are `<job id>-<row>`, so writing the same chunk twice records nothing more.
     """
-    from loanops.decisions import Decision
+    from loanops.decisions.record import Decision
 
     metadata = {
         key.decode(): value.decode() for key, value in (table.schema.metadata or {}).items()

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random
 
-from loanops.decisions import create_engine_for
+from loanops.decisions.database import create_engine_for
 
 if TYPE_CHECKING:
     from alembic.config import Config

@@ -103,7 +103,7 @@ class WorkerRuntime:
     def engine(self) -> Engine:
         """The decision log's engine, created (and the database migrated) once per process."""
         if self._engine is None or self._engine_pid != os.getpid():
-            from loanops.decisions import create_engine_for, migrate
+            from loanops.decisions.database import create_engine_for, migrate
 
             engine = create_engine_for(self.settings.decision_db_url)
             migrate(engine)
@@ -116,7 +116,7 @@ class WorkerRuntime:
         Returns:
             How many decisions the chunk holds.
         """
-        from loanops.decisions import write_decisions
+        from loanops.decisions.write import write_decisions
 
         records = decisions_from_table(decisions)
         write_decisions(self.engine, records)

@@ -11,7 +11,7 @@ from datetime import datetime
 from sqlalchemy import JSON, ForeignKey, Index, Integer, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from loanops.decisions import UTCDateTime
+from loanops.decisions.table import UTCDateTime
 
 
 class BatchBase(DeclarativeBase):

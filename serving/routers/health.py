@@ -21,14 +21,27 @@ async def healthz() -> Health:
 @router.get(
     "/readyz",
     response_model=Health,
-    responses={503: {"model": Health, "description": "No model has loaded yet."}},
+    responses={
+        503: {
+            "model": Health,
+            "description": "No model has loaded yet, or the decision log is falling behind.",
+        }
+    },
 )
 async def readyz(state: StateDep) -> Response:
-    """Readiness: a model is loaded and has passed its smoke test on its input example."""
+    """Readiness: a model is loaded and has passed its smoke test, and the decision log keeps up."""
     model = state.holder.current
     if model is None:
         error = state.holder.last_error
         body = Health(status="not ready", detail=error.message if error else "loading the model")
+        return JSONResponse(body.model_dump(), status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
+    bound = state.settings.decision_log_ready_backlog
+    if state.decisions is not None and (backlog := state.decisions.backlog) > bound:
+        detail = (
+            f"the decision log is behind: {backlog} decisions are not yet in the database "
+            f"(LOANOPS_DECISION_LOG_READY_BACKLOG is {bound})"
+        )
+        body = Health(status="not ready", model_version=model.version, detail=detail)
         return JSONResponse(body.model_dump(), status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
     return JSONResponse(Health(status="ready", model_version=model.version).model_dump())
 
@@ -38,4 +51,8 @@ async def metrics(state: StateDep) -> Response:
     """Prometheus metrics: requests, latency, decisions, model version, reloads, batch rows."""
     if state.decisions is not None:
         state.metrics.decisions_pending.set(state.decisions.pending)
+        on_disk = state.decisions.backlog_on_disk
+        backlog = state.metrics.decisions_backlog
+        backlog.labels("memory").set(max(state.decisions.backlog - on_disk, 0))
+        backlog.labels("disk").set(on_disk)
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

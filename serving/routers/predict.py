@@ -13,7 +13,7 @@ from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
-from loanops.decisions import Decision
+from loanops.decisions.record import Decision
 from serving.deps import ApiKeyDep, AppState, ModelDep, StateDep
 from serving.model import LoadedModel, Scored
 from serving.schemas import ERROR_RESPONSES, BatchPrediction, Prediction

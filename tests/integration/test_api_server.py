@@ -25,7 +25,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from loanops import decisions
+from loanops.decisions.database import create_engine_for
+from loanops.decisions.read import count_decisions, read_decisions
 from loanops.settings import Settings
 from tests.integration.api_fixtures import (
     API_KEYS,
@@ -371,14 +372,14 @@ def test_sigterm_flushes_every_decision_to_the_log_before_exit(
             "/v1/predict/batch", json={"applications": APPLICANTS[12:17]}, headers=KEY
         )
         answered.extend(batch.json()["predictions"])
-        engine = decisions.create_engine_for(settings.decision_db_url)
-        written_while_serving = decisions.count_decisions(engine)
+        engine = create_engine_for(settings.decision_db_url)
+        written_while_serving = count_decisions(engine)
 
         os.kill(server.pid, signal.SIGTERM)
         exit_code = server.process.wait(timeout=40)
         log = server.log()
 
-    records = decisions.read_decisions(engine)
+    records = read_decisions(engine)
     engine.dispose()
 
     assert written_while_serving == 0

@@ -24,7 +24,8 @@ import redis
 from sqlalchemy import func, select
 
 from loanops.data import synthetic as syn
-from loanops.decisions import DecisionRecord, create_engine_for
+from loanops.decisions.database import create_engine_for
+from loanops.decisions.table import DecisionRecord
 from loanops.settings import Settings
 from serving.batch.client import create_client, submit
 from serving.batch.job import BatchJob

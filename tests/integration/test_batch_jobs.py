@@ -20,7 +20,8 @@ import pytest
 from celery import Celery
 from sqlalchemy import Engine, select
 
-from loanops.decisions import DecisionRecord, create_engine_for, migrate
+from loanops.decisions.database import create_engine_for, migrate
+from loanops.decisions.table import DecisionRecord
 from loanops.settings import Settings
 from serving.batch.client import QueueUnavailable, create_client, submit
 from serving.batch.job import BatchJob

@@ -13,8 +13,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from loanops.data import synthetic as syn
-from loanops.decisions import Base, create_engine_for
-from loanops.decisions import migrate as migrate_decision_log
+from loanops.decisions.database import create_engine_for
+from loanops.decisions.database import migrate as migrate_decision_log
+from loanops.decisions.table import Base
 from serving.batch.database import VERSION_TABLE, migrate
 from serving.batch.job import ChunkCounts
 from serving.batch.store import JobStore

@@ -23,16 +23,11 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
 import loanops.outcomes  # noqa: F401  (its table is part of Base.metadata and of the migrations)
-from loanops.decisions import (
-    _MIGRATION_LOCK_KEY,
-    Base,
-    DecisionLog,
-    count_decisions,
-    create_engine_for,
-    migrate,
-    read_decisions,
-    write_decisions,
-)
+from loanops.decisions.database import _MIGRATION_LOCK_KEY, create_engine_for, migrate
+from loanops.decisions.read import count_decisions, read_decisions
+from loanops.decisions.table import Base
+from loanops.decisions.write import write_decisions
+from serving.decision_log.batching import BatchingWriter
 from tests.factories import DECIDED_FROM as T0
 from tests.factories import make_decision, make_decisions
 from tests.services import libpq_url
@@ -44,7 +39,7 @@ def start_migrations(url: str, count: int) -> list[BaseProcess]:
     """Start `migrate(url)` in `count` new processes, forked from a forkserver that has
     already imported the decision log."""
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["loanops.decisions", "alembic.command"])
+    context.set_forkserver_preload(["loanops.decisions.database", "alembic.command"])
     processes: list[BaseProcess] = [
         context.Process(target=migrate, args=(url,)) for _ in range(count)
     ]
@@ -187,7 +182,7 @@ def test_reads_are_utc_and_windowed_whatever_the_session_time_zone(
 def test_the_decision_log_writes_everything_across_dropped_connections(
     engine: Engine, database_url: str
 ) -> None:
-    log = DecisionLog(engine, batch_size=200, flush_seconds=0.02)
+    log = BatchingWriter(engine, batch_size=200, flush_seconds=0.02)
     log.start()
     name = make_url(database_url).database
 

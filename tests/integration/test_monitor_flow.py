@@ -17,9 +17,10 @@ import pytest
 from flows.monitor import monitor_flow
 from flows.performance import performance_flow
 from flows.retrain import retrain_flow
-from loanops import decisions, registry
+from loanops import registry
 from loanops.data.synthetic import generate
 from loanops.data.synthetic_drift import Drift
+from loanops.decisions.database import create_engine_for
 from loanops.outcomes import Outcome, record_outcomes
 from loanops.registry import version_by_alias
 from loanops.settings import Settings
@@ -165,7 +166,7 @@ def test_a_macro_shock_moves_no_feature_but_the_performance_run_catches_it(
     shock = Drift.preset("macro_shock", start=0.0)
     loans = generate(3_000, seed=14, drift=shock)
     start, end, request_ids = through_api(loans)
-    engine = decisions.create_engine_for(settings.decision_db_url)
+    engine = create_engine_for(settings.decision_db_url)
     try:
         report = record_outcomes(
             engine,

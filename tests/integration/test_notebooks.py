@@ -29,10 +29,11 @@ import pytest
 from flows.monitor import monitor_flow
 from flows.performance import performance_flow
 from flows.train import train_flow
-from loanops import decisions, registry
+from loanops import registry
 from loanops.data import load_dataset
 from loanops.data.synthetic import generate
 from loanops.data.synthetic_drift import Drift
+from loanops.decisions.database import create_engine_for
 from loanops.outcomes import Outcome, record_outcomes
 from loanops.settings import Settings
 from tests.integration.api_fixtures import through_api
@@ -74,7 +75,7 @@ def build_stack(home: Path) -> Stack:
 
     loans = generate(DECISIONS, seed=11)
     start, end, request_ids = through_api(loans)
-    engine = decisions.create_engine_for(settings.decision_db_url)
+    engine = create_engine_for(settings.decision_db_url)
     try:
         report = record_outcomes(
             engine,

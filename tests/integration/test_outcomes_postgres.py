@@ -18,14 +18,10 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
-from loanops.decisions import (
-    Base,
-    Decision,
-    alembic_config,
-    create_engine_for,
-    migrate,
-    write_decisions,
-)
+from loanops.decisions.database import alembic_config, create_engine_for, migrate
+from loanops.decisions.record import Decision
+from loanops.decisions.table import Base
+from loanops.decisions.write import write_decisions
 from loanops.outcomes import Outcome, OutcomeRecord, OutcomeReport, read_labelled, record_outcomes
 from tests import factories
 

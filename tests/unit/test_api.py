@@ -25,7 +25,9 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from loanops import decisions, registry
+from loanops import registry
+from loanops.decisions.database import create_engine_for
+from loanops.decisions.read import count_decisions, read_decisions
 from loanops.settings import Settings
 from serving.app import create_app
 from serving.deps import AppState
@@ -770,11 +772,11 @@ def test_every_scored_application_is_one_decision_log_record_after_shutdown(
             post(started, {"applications": batch}, "/v1/predict/batch").json()["predictions"]
         )
         post(started, typical(int_rate=-1.0))  # refused: no decision
-        engine = decisions.create_engine_for(state(started).settings.decision_db_url)
+        engine = create_engine_for(state(started).settings.decision_db_url)
         time.sleep(0.5)  # time enough for the writer process, were it flushing early
-        written_while_serving = decisions.count_decisions(engine)
+        written_while_serving = count_decisions(engine)
 
-    log = decisions.read_decisions(engine)
+    log = read_decisions(engine)
     engine.dispose()
 
     assert written_while_serving == 0

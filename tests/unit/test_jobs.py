@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 from threadpoolctl import threadpool_limits
 
 from loanops.data import synthetic as syn
-from loanops.decisions import create_engine_for
+from loanops.decisions.database import create_engine_for
 from loanops.evaluate import CostMatrix
 from loanops.explain import Explainer, favourable_values
 from loanops.features import split_frame

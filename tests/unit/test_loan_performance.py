@@ -19,7 +19,9 @@ from sklearn.metrics import precision_score, recall_score, roc_auc_score, roc_cu
 
 from loanops.data import synthetic as syn
 from loanops.data.synthetic_drift import Drift
-from loanops.decisions import Decision, create_engine_for, migrate, write_decisions
+from loanops.decisions.database import create_engine_for, migrate
+from loanops.decisions.record import Decision
+from loanops.decisions.write import write_decisions
 from loanops.outcomes import Outcome, read_labelled, record_outcomes
 from loanops.performance import (
     OVERALL,

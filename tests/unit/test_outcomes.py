@@ -22,14 +22,10 @@ from alembic.script import ScriptDirectory
 from pydantic import ValidationError
 from sqlalchemy import Engine
 
-from loanops.decisions import (
-    Base,
-    Decision,
-    alembic_config,
-    create_engine_for,
-    migrate,
-    write_decisions,
-)
+from loanops.decisions.database import alembic_config, create_engine_for, migrate
+from loanops.decisions.record import Decision
+from loanops.decisions.table import Base
+from loanops.decisions.write import write_decisions
 from loanops.outcome_files import OutcomeFileError, load_outcomes_file
 from loanops.outcomes import (
     Outcome,

@@ -20,7 +20,10 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from loanops.decisions import Decision, count_decisions, create_engine_for, write_decisions
+from loanops.decisions.database import create_engine_for
+from loanops.decisions.read import count_decisions
+from loanops.decisions.record import Decision
+from loanops.decisions.write import write_decisions
 from loanops.outcomes import OutcomeRecord, read_labelled
 from loanops.settings import Settings
 from serving.app import create_app

@@ -10,8 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.app import app
-from loanops import decisions
-from loanops.decisions import Decision
+from loanops.decisions.database import create_engine_for, migrate
+from loanops.decisions.record import Decision
+from loanops.decisions.write import write_decisions
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -20,9 +21,9 @@ T0 = datetime(2026, 3, 1, tzinfo=UTC)
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("LOANOPS_HOME", str(tmp_path))
     url = f"sqlite:///{tmp_path / 'decisions.db'}"
-    decisions.migrate(url)
-    engine = decisions.create_engine_for(url)
-    decisions.write_decisions(
+    migrate(url)
+    engine = create_engine_for(url)
+    write_decisions(
         engine,
         [
             Decision(

@@ -13,7 +13,7 @@ from typing import Any
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from loanops.decisions import create_engine_for
+from loanops.decisions.database import create_engine_for
 from loanops.settings import get_settings
 from serving.batch.database import VERSION_TABLE
 from serving.batch.tables import BatchBase

@@ -1,0 +1,11 @@
+"""The decision log: every scoring decision the serving tier makes, kept in a SQL database.
+
+- `record`: the `Decision` record and the values its fields may take;
+- `table`: the ``decisions`` table and the declarative `Base` of the log's tables;
+- `database`: engines for SQLite and PostgreSQL, and the migrations (`migrate`);
+- `write`: the idempotent batch insert (`write_decisions`);
+- `read`: a time window back as a DataFrame (`read_decisions`) or a count;
+- `spill`: decisions saved to files when the database cannot take them (`load_spill`).
+
+The API's batching writer, which runs in a process of its own, is `serving.decision_log`.
+"""

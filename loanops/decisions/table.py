@@ -1,0 +1,87 @@
+"""The ``decisions`` table: its SQLAlchemy mapping and the declarative base of the log's tables.
+
+`Base.metadata` is the Alembic target of `loanops/migrations`; the outcomes table registers on it
+too (`loanops.outcomes`).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Dialect, Double, Index, MetaData, String, Table
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware timestamp, stored in UTC and always read back as aware UTC.
+
+    PostgreSQL keeps it as ``timestamptz``. SQLite has no time zones, so the value is stored as
+    naive UTC text, whose fixed-width format sorts and compares in time order.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Convert an aware datetime to UTC (naive UTC for SQLite); refuse a naive one."""
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("decision log timestamps must be timezone-aware")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Return the stored timestamp as an aware UTC datetime."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+_JSON = JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the decision log's tables (the Alembic target metadata)."""
+
+    # Named constraints, so later revisions (SQLite batch mode included) can refer to them.
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+class DecisionRecord(Base):
+    """A row of the ``decisions`` table; see `Decision` for the meaning of each column."""
+
+    __tablename__ = "decisions"
+    __table_args__ = (
+        Index("ix_decisions_decided_at", "decided_at"),
+        Index("ix_decisions_model_decided_at", "model_name", "model_version", "decided_at"),
+    )
+
+    request_id: Mapped[str] = mapped_column(String, primary_key=True)
+    decided_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    model_name: Mapped[str] = mapped_column(String)
+    model_version: Mapped[str] = mapped_column(String)
+    threshold: Mapped[float] = mapped_column(Double)
+    inputs: Mapped[dict[str, Any]] = mapped_column(_JSON)
+    probability: Mapped[float] = mapped_column(Double)
+    decision: Mapped[str] = mapped_column(String)
+    reasons: Mapped[list[dict[str, Any]]] = mapped_column(_JSON)
+    source: Mapped[str] = mapped_column(String)
+    job_id: Mapped[str | None] = mapped_column(String)
+
+
+DECISIONS_TABLE: Table = Base.metadata.tables[DecisionRecord.__tablename__]
+"""The ``decisions`` table as a SQLAlchemy Core table, for statements."""
