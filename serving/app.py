@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
@@ -25,6 +26,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from mlflow import MlflowClient
 from pydantic import BaseModel, ConfigDict, Field, create_model
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from loanops import decisions
@@ -157,6 +159,7 @@ def create_app(
     )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(BodyTooLarge, _body_too_large)
     app.add_exception_handler(ClientDisconnect, _client_disconnected)
     app.openapi = _openapi(app, state)  # type: ignore[method-assign]
@@ -264,6 +267,19 @@ def _printable(error: Any) -> dict[str, Any]:
     elif isinstance(value, str | int | float | bool):
         entry["input"] = value
     return jsonable_encoder(entry)
+
+
+async def _http_error(request: Request, error: Exception) -> Response:
+    """FastAPI's usual answer, except for a JSON body it could not decode as text.
+
+    FastAPI answers bytes that are not UTF-8 with an undocumented 400; they are as much "not
+    JSON" as `{not json`, so they get the same documented 422 field error.
+    """
+    assert isinstance(error, StarletteHTTPException)
+    if error.status_code == 400 and isinstance(error.__cause__, UnicodeDecodeError):
+        not_text = {"loc": ("body",), "msg": "JSON decode error: not UTF-8", "type": "json_invalid"}
+        return await _validation_error(request, RequestValidationError([not_text]))
+    return await http_exception_handler(request, error)
 
 
 async def _body_too_large(request: Request, error: Exception) -> JSONResponse:

@@ -8,12 +8,10 @@ with `start_new_session` and stopped by its PID.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -30,21 +28,20 @@ from loanops.settings import Settings
 from tests.integration.api_fixtures import (
     API_KEYS,
     SCHEMA,
-    api_environment,
+    Server,
     api_settings,
     applicants,
+    loanops_serve,
     point_alias,
     register_model_without_card,
     registry_settings,
     wait_for,
-    wait_until_ready,
 )
 from tests.integration.serving_fixtures import register_version
-from tests.services import _process_group, _tail, free_port
+from tests.services import free_port
 
 pytestmark = pytest.mark.integration
 
-LOANOPS = Path(sys.executable).parent / "loanops"
 KEY = {"X-API-Key": API_KEYS[0]}
 POLL_SECONDS = 0.5
 APPLICANTS = applicants(40)
@@ -70,65 +67,6 @@ def registry(mlflow_server_url: str, tmp_path_factory: pytest.TempPathFactory) -
     without_card = register_model_without_card(settings)
     point_alias(settings, first)
     return Registry(settings, first, second, without_card)
-
-
-@dataclass
-class Server:
-    """A running `loanops serve` process and an HTTP client for it."""
-
-    url: str
-    pid: int
-    log_path: Path
-    settings: Settings
-    process: Any = field(repr=False)
-    client: httpx.Client = field(repr=False)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-@contextlib.contextmanager
-def loanops_serve(settings: Settings, folder: Path) -> Iterator[Server]:
-    """Run `loanops serve` with `settings` until the context exits, then SIGTERM it by PID."""
-    port = free_port()
-    log_path = folder / "serve.log"
-    command = [
-        str(LOANOPS),
-        "serve",
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--workers", "1",
-        "--log-level", "info",
-    ]  # fmt: skip
-    env = {
-        **os.environ,
-        **api_environment(settings),
-        "OMP_NUM_THREADS": "1",
-        "PYTHONUNBUFFERED": "1",
-        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-    }
-    url = f"http://127.0.0.1:{port}"
-    with (
-        _process_group(
-            command, log_path, stop_signal=signal.SIGTERM, env=env, cwd=folder, grace=40.0
-        ) as process,
-        httpx.Client(base_url=url, timeout=30) as client,
-    ):
-        server = Server(url, process.pid, log_path, settings, process, client)
-        try:
-            wait_for(lambda: _answers(client) or process.poll() is not None, timeout=90)
-            assert process.poll() is None, f"loanops serve exited:\n{_tail(log_path)}"
-            wait_until_ready(client, timeout=90)
-        except AssertionError as error:
-            raise AssertionError(f"{error}\n{_tail(log_path)}") from None
-        yield server
-
-
-def _answers(client: httpx.Client) -> bool:
-    try:
-        return client.get("/healthz").status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 @pytest.fixture(scope="module")

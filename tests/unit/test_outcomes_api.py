@@ -278,6 +278,11 @@ BAD_BODIES: dict[str, tuple[Any, list[Any], str]] = {
         ["body", "outcomes", 0, "observed_at"],
         "value_error",
     ),
+    "a number for the time": (
+        {"outcomes": [{"request_id": "r-1", "defaulted": True, "observed_at": 0}]},
+        ["body", "outcomes", 0, "observed_at"],
+        "datetime_type",
+    ),
     "no outcomes": ({"outcomes": []}, ["body", "outcomes"], "too_short"),
     "too many outcomes": (_many(MAX_OUTCOMES + 1), ["body", "outcomes"], "too_long"),
     "a bare list": ([{"request_id": "r-1", "defaulted": True}], ["body"], "model_attributes_type"),
@@ -300,6 +305,15 @@ def test_a_body_that_is_not_json_gets_a_field_error(client: TestClient) -> None:
 
     assert response.status_code == 422
     assert response.json()["detail"][0]["type"] == "json_invalid"
+
+
+def test_a_body_that_is_not_text_gets_a_field_error_not_a_400(client: TestClient) -> None:
+    response = post(client, b"\xff\xfe{", headers=KEY | {"Content-Type": "application/json"})
+
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"] == [
+        {"loc": ["body"], "msg": "JSON decode error: not UTF-8", "type": "json_invalid"}
+    ]
 
 
 def test_the_largest_request_is_accepted(client: TestClient) -> None:
