@@ -37,7 +37,12 @@ from loanops.settings import Settings, get_settings
 from serving.deps import AppState
 from serving.jobs import JobStore
 from serving.metrics import Metrics, MetricsMiddleware
-from serving.middleware import BodyLimitMiddleware, BodyTooLarge
+from serving.middleware import (
+    BodyLimitMiddleware,
+    BodyTimeout,
+    BodyTimeoutMiddleware,
+    BodyTooLarge,
+)
 from serving.model import LoadedModel, ModelRef
 from serving.routers import batch_jobs, health, model, outcomes, predict
 from serving.state import ModelHolder
@@ -157,10 +162,12 @@ def create_app(
         max_bytes=settings.max_body_bytes,
         exempt=lambda scope: scope["path"].rstrip("/") == "/v1/batch-jobs",
     )
+    app.add_middleware(BodyTimeoutMiddleware, seconds=settings.body_timeout_seconds)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(BodyTooLarge, _body_too_large)
+    app.add_exception_handler(BodyTimeout, _body_timeout)
     app.add_exception_handler(ClientDisconnect, _client_disconnected)
     app.openapi = _openapi(app, state)  # type: ignore[method-assign]
     return app
@@ -276,14 +283,26 @@ async def _http_error(request: Request, error: Exception) -> Response:
     JSON" as `{not json`, so they get the same documented 422 field error.
     """
     assert isinstance(error, StarletteHTTPException)
-    if error.status_code == 400 and isinstance(error.__cause__, UnicodeDecodeError):
+    cause = error.__cause__
+    if error.status_code == 400 and isinstance(cause, UnicodeDecodeError):
         not_text = {"loc": ("body",), "msg": "JSON decode error: not UTF-8", "type": "json_invalid"}
         return await _validation_error(request, RequestValidationError([not_text]))
+    # FastAPI turns any error while it reads a body it parses itself into that 400, ours too.
+    if error.status_code == 400 and isinstance(cause, BodyTooLarge):
+        return await _body_too_large(request, cause)
+    if error.status_code == 400 and isinstance(cause, BodyTimeout):
+        return await _body_timeout(request, cause)
     return await http_exception_handler(request, error)
 
 
 async def _body_too_large(request: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(error)}, status_code=413, headers={"Connection": "close"})
+
+
+async def _body_timeout(request: Request, error: Exception) -> JSONResponse:
+    # The rest of the body may still come; closing the connection keeps it from being read as
+    # the next request.
+    return JSONResponse({"detail": str(error)}, status_code=408, headers={"Connection": "close"})
 
 
 async def _client_disconnected(request: Request, error: Exception) -> Response:

@@ -88,6 +88,7 @@ def api_environment(settings: Settings) -> dict[str, str]:
         "LOANOPS_MODEL_POLL_SECONDS": str(settings.model_poll_seconds),
         "LOANOPS_DECISION_LOG_FLUSH_SECONDS": str(settings.decision_log_flush_seconds),
         "LOANOPS_DECISION_LOG_BATCH_SIZE": str(settings.decision_log_batch_size),
+        "LOANOPS_BODY_TIMEOUT_SECONDS": str(settings.body_timeout_seconds),
     }
     if settings.api_keys is not None:
         environment["LOANOPS_API_KEYS"] = settings.api_keys.get_secret_value()

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -44,6 +46,7 @@ pytestmark = pytest.mark.integration
 
 KEY = {"X-API-Key": API_KEYS[0]}
 POLL_SECONDS = 0.5
+BODY_TIMEOUT_SECONDS = 1.0
 APPLICANTS = applicants(40)
 
 
@@ -78,6 +81,7 @@ def server(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iter
         folder,
         model_poll_seconds=POLL_SECONDS,
         redis_url=f"redis://127.0.0.1:{free_port()}/0",  # nothing listens there
+        body_timeout_seconds=BODY_TIMEOUT_SECONDS,
     )
     with loanops_serve(settings, folder) as started:
         yield started
@@ -281,6 +285,42 @@ def test_an_oversized_body_is_413_over_a_real_connection(server: Server, chunked
     assert response.json() == {
         "detail": f"request body is larger than {limit} bytes (LOANOPS_MAX_BODY_BYTES)"
     }
+    assert server.client.post("/v1/predict", json=APPLICANTS[0], headers=KEY).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type"),
+    [
+        ("/v1/predict", "application/json"),
+        ("/v1/outcomes", "application/json"),  # a body FastAPI reads itself
+        ("/v1/batch-jobs?filename=loans.csv", "text/csv"),  # an upload, streamed
+    ],
+)
+def test_a_body_that_stops_arriving_is_408_and_the_connection_closed(
+    server: Server, path: str, content_type: str
+) -> None:
+    host, port = server.url.removeprefix("http://").split(":")
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nX-API-Key: {API_KEYS[0]}\r\n"
+        f"Content-Type: {content_type}\r\nContent-Length: 1000\r\n\r\n"
+    )
+    started = time.monotonic()
+    with socket.create_connection((host, int(port)), timeout=10 * BODY_TIMEOUT_SECONDS) as raw:
+        raw.sendall(head.encode() + b'{"loa')  # headers, then 5 bytes, then silence
+        answer = b""
+        while chunk := raw.recv(65_536):  # until the server closes the connection
+            answer += chunk
+    waited = time.monotonic() - started
+
+    status_line, _, rest = answer.partition(b"\r\n")
+    headers, _, body = rest.partition(b"\r\n\r\n")
+    assert status_line == b"HTTP/1.1 408 Request Timeout", answer
+    assert b"content-type: application/json" in headers.lower()
+    assert json.loads(body) == {
+        "detail": "the request body stopped arriving: nothing for 1 s "
+        "(LOANOPS_BODY_TIMEOUT_SECONDS)"
+    }
+    assert BODY_TIMEOUT_SECONDS <= waited < BODY_TIMEOUT_SECONDS + 5
     assert server.client.post("/v1/predict", json=APPLICANTS[0], headers=KEY).status_code == 200
 
 
