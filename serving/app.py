@@ -106,14 +106,13 @@ def create_app(
         holder=holder,
         metrics=metrics,
         jobs=jobs,
-        extras={"api_keys": [key.encode() for key in settings.api_key_values]},
+        api_keys=tuple(key.encode() for key in settings.api_key_values),
     )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(decisions.migrate, settings.decision_db_url)
-        database = decisions.create_engine_for(settings.decision_db_url)
-        state.extras[outcomes.DATABASE] = database  # what POST /v1/outcomes writes through
+        database = state.database = decisions.create_engine_for(settings.decision_db_url)
         state.decisions = decisions.DecisionLogProcess(
             settings.decision_db_url,
             batch_size=settings.decision_log_batch_size,
@@ -133,7 +132,7 @@ def create_app(
             with contextlib.suppress(asyncio.CancelledError):
                 await follow
             await asyncio.to_thread(state.decisions.close)
-            state.extras.pop(outcomes.DATABASE, None)
+            state.database = None
             database.dispose()
 
     docs_assets = offline_docs_assets()

@@ -26,7 +26,7 @@ from loanops.settings import Settings
 from serving.app import create_app
 from serving.deps import AppState
 from serving.routers import outcomes as outcomes_router
-from serving.routers.outcomes import DATABASE, MAX_OUTCOMES
+from serving.routers.outcomes import MAX_OUTCOMES
 from tests.integration.api_fixtures import (
     API_KEYS,
     api_settings,
@@ -65,15 +65,15 @@ def serving(registry: Settings, folder: Path) -> Iterator[TestClient]:
     settings = api_settings(registry, folder)
     with TestClient(_wired(create_app(settings))) as client:
         wait_until_ready(client)
-        extras = state(client).extras
+        app_state = state(client)
         opened = None
-        if DATABASE not in extras:  # until `serving.app` opens it at start-up
-            opened = extras[DATABASE] = create_engine_for(settings.decision_db_url)
+        if app_state.database is None:  # until `serving.app` opens it at start-up
+            opened = app_state.database = create_engine_for(settings.decision_db_url)
         try:
             yield client
         finally:
             if opened is not None:
-                extras.pop(DATABASE, None)
+                app_state.database = None
                 opened.dispose()
 
 
@@ -83,7 +83,8 @@ def state(client: TestClient) -> AppState:
 
 
 def database(client: TestClient) -> sa.Engine:
-    engine: sa.Engine = state(client).extras[DATABASE]
+    engine = state(client).database
+    assert engine is not None
     return engine
 
 
@@ -336,14 +337,14 @@ def test_outcomes_need_an_api_key(client: TestClient) -> None:
 
 
 def test_an_unreachable_database_is_a_503_and_nothing_else_breaks(client: TestClient) -> None:
-    extras = state(client).extras
-    working = extras[DATABASE]
+    app_state = state(client)
+    working = app_state.database
     dead = create_engine_for(f"postgresql://postgres@127.0.0.1:{free_port()}/x?connect_timeout=2")
-    extras[DATABASE] = dead
+    app_state.database = dead
     try:
         response = post(client, outcomes(("r-1", True)))
     finally:
-        extras[DATABASE] = working
+        app_state.database = working
         dead.dispose()
 
     assert response.status_code == 503
