@@ -25,7 +25,6 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from mlflow import MlflowClient
-from prometheus_fastapi_instrumentator.middleware import PrometheusInstrumentatorMiddleware
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
@@ -37,7 +36,7 @@ from loanops.schema import FeatureSchema
 from loanops.settings import Settings, get_settings
 from serving.deps import AppState
 from serving.jobs import JobStore
-from serving.metrics import Metrics
+from serving.metrics import Metrics, MetricsMiddleware
 from serving.middleware import (
     BodyLimitMiddleware,
     BodyTimeout,
@@ -163,12 +162,7 @@ def create_app(
         exempt=lambda scope: scope["path"].rstrip("/") == "/v1/batch-jobs",
     )
     app.add_middleware(BodyTimeoutMiddleware, seconds=settings.body_timeout_seconds)
-    app.add_middleware(
-        PrometheusInstrumentatorMiddleware,
-        should_group_status_codes=False,  # 401, 413 and 422 say different things
-        registry=metrics.registry,
-        instrumentations=[metrics.observe_request],  # our names, not its default set
-    )
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(BodyTooLarge, _body_too_large)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
-from prometheus_fastapi_instrumentator.metrics import Info
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Fine at the low end: a single-row prediction takes about a millisecond.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
@@ -76,20 +77,51 @@ class Metrics:
     def watch_batch_rows(self, rows_processed: Callable[[], int]) -> None:
         self.registry.register(_BatchRows(rows_processed))
 
-    def observe_request(self, info: Info) -> None:
-        """Count and time one HTTP request by its route template (never the raw path).
-
-        Called by prometheus-fastapi-instrumentator's middleware once the request is over; the
-        time is to the start of the response, so a slow client download does not count.
-        """
-        # The instrumentator names every path that matched no route "none"; templates start "/".
-        route = info.modified_handler if info.modified_handler.startswith("/") else "<unmatched>"
-        # No response started (the route raised): the time to the error instead.
-        seconds = info.modified_duration_without_streaming or info.modified_duration
-        self.latency.labels(route, info.method).observe(seconds)
-        self.requests.labels(route, info.method, info.modified_status).inc()
-
     def serving(self, model: str, version: str, run_id: str | None, loaded_at: float) -> None:
         self.model_info.clear()
         self.model_info.labels(model, version, run_id or "").set(1)
         self.model_loaded_at.set(loaded_at)
+
+
+class MetricsMiddleware:
+    """Counts and times every HTTP request by its route template (never the raw path)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_and_observe(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                route = _route(scope)
+                self.metrics.latency.labels(route, scope["method"]).observe(
+                    time.perf_counter() - start
+                )
+                self.metrics.requests.labels(route, scope["method"], str(status)).inc()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_observe)
+        except Exception:
+            if status == 500:  # no response started: the server error middleware answers 500
+                route = _route(scope)
+                self.metrics.latency.labels(route, scope["method"]).observe(
+                    time.perf_counter() - start
+                )
+                self.metrics.requests.labels(route, scope["method"], "500").inc()
+            raise
+
+
+def _route(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    # Unmatched paths share one label, so random URLs cannot grow the series without bound.
+    return path if isinstance(path, str) else "<unmatched>"
