@@ -85,8 +85,10 @@ TARGET_THROUGHPUT_CONCURRENCY = 8
 TARGET_P50_MS = 1.0  # loanops at concurrency 1
 TARGET_P99_MS = 3.0
 TARGET_RSS_MIB = 400.0
-# loanops/ceiling req/s at concurrency 8 when issue 10 was filed (2,684 / 8,516): not to fall.
-TARGET_CEILING_RATIO = 0.315
+# loanops/ceiling req/s at concurrency 8 when issue 10 was filed (2,684 / 8,516), printed for
+# comparison, not a target: the ceiling gains more than loanops on a quiet machine (0.25 there
+# with the code of that time), so only a ratio from the same run and machine compares.
+ISSUE_CEILING_RATIO = 0.315
 
 
 class BenchError(RuntimeError):
@@ -807,9 +809,9 @@ def bench(args: argparse.Namespace, work: Path) -> bool:
     )
     print(
         f"  ceiling: loanops does {ceiling_ratio:.1%} of the framework's req/s at concurrency "
-        f"{TARGET_THROUGHPUT_CONCURRENCY}; at concurrency 1 the ceiling's p50 is "
-        f"{framework_share:.0%} of loanops's, so {1 - framework_share:.0%} of each request's "
-        "time is ours"
+        f"{TARGET_THROUGHPUT_CONCURRENCY} ({ISSUE_CEILING_RATIO:.1%} in issue 10's run); at "
+        f"concurrency 1 the ceiling's p50 is {framework_share:.0%} of loanops's, so "
+        f"{1 - framework_share:.0%} of each request's time is ours"
     )
     print("\ntargets (one uvicorn worker each)")
     checks = [
@@ -827,11 +829,6 @@ def bench(args: argparse.Namespace, work: Path) -> bool:
             f"latency at concurrency 1: loanops p99 {single.p99_ms:.2f} ms <= "
             f"{TARGET_P99_MS:.0f} ms",
             single.p99_ms <= TARGET_P99_MS,
-        ),
-        verdict(
-            f"throughput at concurrency {TARGET_THROUGHPUT_CONCURRENCY}: loanops/ceiling "
-            f"{ceiling_ratio:.3f} >= {TARGET_CEILING_RATIO} (issue 10's measurement)",
-            ceiling_ratio >= TARGET_CEILING_RATIO,
         ),
         verdict(
             f"memory: loanops API process RSS {loanops_rss / MIB:.0f} MiB <= "
