@@ -45,6 +45,7 @@ from pydantic import (
     StrictBool,
     field_validator,
 )
+from pydantic_core import PydanticCustomError
 from sqlalchemy import Boolean, Engine, ForeignKey, String, Table, func, insert, select
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.sql.elements import ColumnElement
@@ -121,6 +122,16 @@ class Outcome(BaseModel):
         default=None,
         description="When the outcome became known, with a time zone; not in the future.",
     )
+
+    @field_validator("observed_at", mode="before")
+    @classmethod
+    def _a_date_time_not_a_number(cls, value: Any) -> Any:
+        # pydantic would read 0 as the Unix epoch; the documented type is a date-time string.
+        if isinstance(value, int | float):
+            raise PydanticCustomError(
+                "datetime_type", "observed_at must be an ISO 8601 date-time, not a number"
+            )
+        return value
 
     @field_validator("observed_at")
     @classmethod

@@ -12,7 +12,14 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    create_model,
+    model_validator,
+)
 
 if TYPE_CHECKING:
     # MLflow takes seconds to import; serving and validation use the schema without it.
@@ -179,9 +186,10 @@ class FeatureSchema(BaseModel):
     def request_model(self) -> type[BaseModel]:
         """The pydantic model of one application: a flat object keyed by feature name.
 
-        Types are strict, so "13.5%" is not a rate and 1.5 is not a count; floats must be
-        finite; categories must be one of the declared values; nullable features may be null or
-        left out; any other key is refused. Each rule names its field when it fails.
+        Types are strict, so "13.5%" is not a rate and 1.5 is not a count (505.0 is one, as in
+        JSON Schema); floats must be finite; categories must be one of the declared values;
+        nullable features may be null or left out; any other key is refused. Each rule names its
+        field when it fails.
         """
         return _request_model(self)
 
@@ -216,7 +224,9 @@ def _request_model(schema: FeatureSchema) -> type[BaseModel]:
                 constraints["ge"] = feature.minimum
             if feature.maximum is not None:
                 constraints["le"] = feature.maximum
-        field = Annotated[annotation, Field(**constraints)]
+        field: Any = Annotated[annotation, Field(**constraints)]
+        if feature.kind == "int":
+            field = Annotated[field, BeforeValidator(_whole_float_as_int)]
         if feature.nullable:
             fields[feature.name] = (field | None, None)
         else:
@@ -228,6 +238,14 @@ def _request_model(schema: FeatureSchema) -> type[BaseModel]:
         **fields,
     )
     return model
+
+
+def _whole_float_as_int(value: Any) -> Any:
+    # JSON Schema counts 505.0 as an integer, and the OpenAPI document says `integer`; 1.5 still
+    # fails the strict int rule.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def _camel(name: str) -> str:

@@ -162,6 +162,12 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         default=4 * 1024**3, ge=1024, description="Largest batch-job file the API accepts."
     )
+    body_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="Longest wait for the next part of a request body (or upload) before the "
+        "API answers 408.",
+    )
     api_keys: SecretStr | None = Field(
         default=None,
         description=(

@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
@@ -25,6 +26,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from mlflow import MlflowClient
 from pydantic import BaseModel, ConfigDict, Field, create_model
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from loanops.data import get_dataset, load_dataset
@@ -38,7 +40,12 @@ from serving.batch.store import JobStore
 from serving.decision_log.handle import DecisionLogProcess
 from serving.deps import AppState
 from serving.metrics import Metrics, MetricsMiddleware
-from serving.middleware import BodyLimitMiddleware, BodyTooLarge
+from serving.middleware import (
+    BodyLimitMiddleware,
+    BodyTimeout,
+    BodyTimeoutMiddleware,
+    BodyTooLarge,
+)
 from serving.model import LoadedModel
 from serving.routers import batch_jobs, health, model, outcomes, predict
 from serving.state import ModelHolder
@@ -101,15 +108,14 @@ def create_app(
         holder=holder,
         metrics=metrics,
         jobs=jobs,
-        extras={"api_keys": [key.encode() for key in settings.api_key_values]},
+        api_keys=tuple(key.encode() for key in settings.api_key_values),
     )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(migrate, settings.decision_db_url)
         await asyncio.to_thread(batch_database.migrate, jobs.engine)
-        database = create_engine_for(settings.decision_db_url)
-        state.extras[outcomes.DATABASE] = database  # what POST /v1/outcomes writes through
+        database = state.database = create_engine_for(settings.decision_db_url)
         state.decisions = DecisionLogProcess(
             settings.decision_db_url,
             batch_size=settings.decision_log_batch_size,
@@ -130,7 +136,7 @@ def create_app(
             with contextlib.suppress(asyncio.CancelledError):
                 await follow
             await asyncio.to_thread(state.decisions.close)
-            state.extras.pop(outcomes.DATABASE, None)
+            state.database = None
             database.dispose()
             jobs.engine.dispose()
 
@@ -161,9 +167,12 @@ def create_app(
         max_bytes=settings.max_body_bytes,
         exempt=lambda scope: scope["path"].rstrip("/") == "/v1/batch-jobs",
     )
+    app.add_middleware(BodyTimeoutMiddleware, seconds=settings.body_timeout_seconds)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(BodyTooLarge, _body_too_large)
+    app.add_exception_handler(BodyTimeout, _body_timeout)
     app.add_exception_handler(ClientDisconnect, _client_disconnected)
     app.openapi = _openapi(app, state)  # type: ignore[method-assign]
     return app
@@ -272,8 +281,33 @@ def _printable(error: Any) -> dict[str, Any]:
     return jsonable_encoder(entry)
 
 
+async def _http_error(request: Request, error: Exception) -> Response:
+    """FastAPI's usual answer, except for a JSON body it could not decode as text.
+
+    FastAPI answers bytes that are not UTF-8 with an undocumented 400; they are as much "not
+    JSON" as `{not json`, so they get the same documented 422 field error.
+    """
+    assert isinstance(error, StarletteHTTPException)
+    cause = error.__cause__
+    if error.status_code == 400 and isinstance(cause, UnicodeDecodeError):
+        not_text = {"loc": ("body",), "msg": "JSON decode error: not UTF-8", "type": "json_invalid"}
+        return await _validation_error(request, RequestValidationError([not_text]))
+    # FastAPI turns any error while it reads a body it parses itself into that 400, ours too.
+    if error.status_code == 400 and isinstance(cause, BodyTooLarge):
+        return await _body_too_large(request, cause)
+    if error.status_code == 400 and isinstance(cause, BodyTimeout):
+        return await _body_timeout(request, cause)
+    return await http_exception_handler(request, error)
+
+
 async def _body_too_large(request: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(error)}, status_code=413, headers={"Connection": "close"})
+
+
+async def _body_timeout(request: Request, error: Exception) -> JSONResponse:
+    # The rest of the body may still come; closing the connection keeps it from being read as
+    # the next request.
+    return JSONResponse({"detail": str(error)}, status_code=408, headers={"Connection": "close"})
 
 
 async def _client_disconnected(request: Request, error: Exception) -> Response:

@@ -1,14 +1,20 @@
-"""What routes depend on: the app's state, the serving model and the caller's API key."""
+"""What routes depend on, each as an `Annotated` alias a route's signature names.
+
+`StateDep` (the app's state), `SettingsDep`, `ModelDep` (the serving model, 503 until one is
+loaded), `DatabaseDep` (the decision log's database, 503 until it is open), and `ApiKeyDep`, the
+router-level check of the caller's `X-API-Key`.
+"""
 
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel
+from sqlalchemy import Engine
 
 from loanops.schema import FeatureSchema
 from loanops.settings import Settings
@@ -25,7 +31,10 @@ if TYPE_CHECKING:
 
 @dataclass
 class AppState:
-    """Everything one API instance holds, built by `create_app`."""
+    """Everything one API instance holds, built by `create_app`.
+
+    The last three are opened at start-up and closed at shutdown, so they are None before.
+    """
 
     settings: Settings
     schema: FeatureSchema
@@ -34,9 +43,13 @@ class AppState:
     holder: ModelHolder
     metrics: Metrics
     jobs: JobStore
+    api_keys: tuple[bytes, ...]
+    """The accepted `X-API-Key` values, encoded once; empty when the API is open."""
     decisions: DecisionLogProcess | None = None
+    """The decision log's writer, which every decision is recorded through."""
+    database: Engine | None = None
+    """An engine on the decision log's database, which `POST /v1/outcomes` writes through."""
     celery: Celery | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 # Every dependency here is `async def`: FastAPI runs a plain `def` dependency in the thread pool,
@@ -71,6 +84,20 @@ async def get_model(state: StateDep) -> LoadedModel:
 
 ModelDep = Annotated[LoadedModel, Depends(get_model)]
 
+
+async def get_database(state: StateDep) -> Engine:
+    """The decision log's engine; 503 until the app has opened it."""
+    if state.database is None:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail="the decision log database is not open yet; retry shortly",
+            headers={"Retry-After": "5"},
+        )
+    return state.database
+
+
+DatabaseDep = Annotated[Engine, Depends(get_database)]
+
 _api_key_header = APIKeyHeader(
     name="X-API-Key",
     auto_error=False,
@@ -82,7 +109,7 @@ async def require_api_key(
     state: StateDep, key: Annotated[str | None, Depends(_api_key_header)]
 ) -> None:
     """401 unless the caller sent one of the configured keys; open when none are configured."""
-    accepted = state.extras["api_keys"]
+    accepted = state.api_keys
     if not accepted:
         return
     # Every key is compared in full, so the time taken says nothing about which one nearly matched.

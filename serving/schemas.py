@@ -154,6 +154,10 @@ class ValidationErrorBody(BaseModel):
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "Missing or unknown `X-API-Key`."},
+    408: {
+        "model": ErrorBody,
+        "description": "The body stopped arriving for `LOANOPS_BODY_TIMEOUT_SECONDS`.",
+    },
     413: {"model": ErrorBody, "description": "The body is larger than the server accepts."},
     422: {"model": ValidationErrorBody, "description": "A field broke a rule of the schema."},
     503: {"model": ErrorBody, "description": "No model is loaded yet."},

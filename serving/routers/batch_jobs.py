@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse
 
 from serving.batch.client import QueueUnavailable, submit
@@ -79,7 +80,10 @@ async def create_job(
     except UploadTooLarge as error:
         raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, detail=str(error)) from None
     except BatchFileError as error:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail=str(error)) from None
+        # The documented 422 body: a list of field errors, here one about the file as a whole.
+        raise RequestValidationError(
+            [{"loc": ("body",), "msg": str(error), "type": "batch_file"}]
+        ) from None
     try:
         submit(state.celery, state.jobs, job)
     except QueueUnavailable as error:

@@ -13,8 +13,8 @@ batch job, as ``<job id>-<row>``) issued, and records them all or none
 
 Larger sets go through ``loanops outcomes load FILE``, which has the same rules.
 
-The route writes through `state.extras[DATABASE]`, an engine on the decision log's database that
-the app opens at start-up, in a worker thread so the event loop never waits on the database.
+The route writes through `AppState.database`, an engine on the decision log's database that the
+app opens at start-up, in a worker thread so the event loop never waits on the database.
 """
 
 from __future__ import annotations
@@ -22,14 +22,13 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any, Final, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from loanops.outcomes import Outcome, OutcomeReport, record_outcomes
-from serving.deps import ApiKeyDep, StateDep
+from serving.deps import ApiKeyDep, DatabaseDep
 from serving.schemas import ERROR_RESPONSES, ErrorBody
 
 # Not strict about Content-Type: a JSON body without one is read as JSON, as /v1/predict reads it.
@@ -37,8 +36,6 @@ router = APIRouter(
     prefix="/v1", tags=["outcomes"], dependencies=[ApiKeyDep], strict_content_type=False
 )
 
-DATABASE: Final = "database"
-"""Key in `AppState.extras` of the engine on the decision log's database."""
 MAX_OUTCOMES: Final = 5_000
 """Most outcomes in one request: some 520 kB of JSON, within the default 1 MiB body limit."""
 
@@ -134,20 +131,6 @@ class OutcomesOut(BaseModel):
             conflicts=list(report.conflicts),
         )
 
-
-async def get_database(state: StateDep) -> Engine:
-    """The decision log's engine; 503 until the app has opened it."""
-    engine: Engine | None = state.extras.get(DATABASE)
-    if engine is None:
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE,
-            detail="the decision log database is not open yet; retry shortly",
-            headers={"Retry-After": "5"},
-        )
-    return engine
-
-
-DatabaseDep = Annotated[Engine, Depends(get_database)]
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     **{code: body for code, body in ERROR_RESPONSES.items() if code != 503},

@@ -9,11 +9,16 @@ an alias, so `point_alias` is a faithful stand-in for the promotion flow here.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
+import signal
+import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +35,7 @@ from loanops import registry
 from loanops.data import synthetic as syn
 from loanops.settings import Settings
 from serving.app import create_app
+from tests.services import _process_group, _tail, free_port
 
 API_KEYS = ("k1-3f9a7c2e", "k2-b81d04aa")
 """Keys the test APIs accept; distinctive, so that a leak into a log is easy to spot."""
@@ -84,6 +90,7 @@ def api_environment(settings: Settings) -> dict[str, str]:
         "LOANOPS_DECISION_LOG_BATCH_SIZE": str(settings.decision_log_batch_size),
         "LOANOPS_DECISION_LOG_READY_BACKLOG": str(settings.decision_log_ready_backlog),
         "LOANOPS_DECISION_LOG_MEMORY_BACKLOG": str(settings.decision_log_memory_backlog),
+        "LOANOPS_BODY_TIMEOUT_SECONDS": str(settings.body_timeout_seconds),
     }
     if settings.api_keys is not None:
         environment["LOANOPS_API_KEYS"] = settings.api_keys.get_secret_value()
@@ -197,6 +204,68 @@ def wait_for(condition: Callable[[], bool], timeout: float = 30.0, what: str = "
         if time.monotonic() > deadline:
             raise AssertionError(f"waited {timeout} s for {what}")
         time.sleep(0.05)
+
+
+LOANOPS = Path(sys.executable).parent / "loanops"
+
+
+@dataclass
+class Server:
+    """A running `loanops serve` process and an HTTP client for it."""
+
+    url: str
+    pid: int
+    log_path: Path
+    settings: Settings
+    process: Any = field(repr=False)
+    client: httpx.Client = field(repr=False)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def loanops_serve(settings: Settings, folder: Path) -> Iterator[Server]:
+    """Run `loanops serve` with `settings` until the context exits, then SIGTERM it by PID."""
+    port = free_port()
+    log_path = folder / "serve.log"
+    command = [
+        str(LOANOPS),
+        "serve",
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--workers", "1",
+        "--log-level", "info",
+    ]  # fmt: skip
+    env = {
+        **os.environ,
+        **api_environment(settings),
+        "OMP_NUM_THREADS": "1",
+        "PYTHONUNBUFFERED": "1",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    }
+    url = f"http://127.0.0.1:{port}"
+    with (
+        _process_group(
+            command, log_path, stop_signal=signal.SIGTERM, env=env, cwd=folder, grace=40.0
+        ) as process,
+        httpx.Client(base_url=url, timeout=30) as client,
+    ):
+        server = Server(url, process.pid, log_path, settings, process, client)
+        try:
+            wait_for(lambda: _answers(client) or process.poll() is not None, timeout=90)
+            assert process.poll() is None, f"loanops serve exited:\n{_tail(log_path)}"
+            wait_until_ready(client, timeout=90)
+        except AssertionError as error:
+            raise AssertionError(f"{error}\n{_tail(log_path)}") from None
+        yield server
+
+
+def _answers(client: httpx.Client) -> bool:
+    try:
+        return client.get("/healthz").status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 def through_api(

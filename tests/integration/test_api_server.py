@@ -8,12 +8,12 @@ with `start_new_session` and stopped by its PID.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
+import json
 import os
 import signal
-import sys
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -31,23 +31,23 @@ from loanops.settings import Settings
 from tests.integration.api_fixtures import (
     API_KEYS,
     SCHEMA,
-    api_environment,
+    Server,
     api_settings,
     applicants,
+    loanops_serve,
     point_alias,
     register_model_without_card,
     registry_settings,
     wait_for,
-    wait_until_ready,
 )
 from tests.integration.serving_fixtures import register_version
-from tests.services import _process_group, _tail, free_port
+from tests.services import free_port
 
 pytestmark = pytest.mark.integration
 
-LOANOPS = Path(sys.executable).parent / "loanops"
 KEY = {"X-API-Key": API_KEYS[0]}
 POLL_SECONDS = 0.5
+BODY_TIMEOUT_SECONDS = 1.0
 APPLICANTS = applicants(40)
 
 
@@ -73,65 +73,6 @@ def registry(mlflow_server_url: str, tmp_path_factory: pytest.TempPathFactory) -
     return Registry(settings, first, second, without_card)
 
 
-@dataclass
-class Server:
-    """A running `loanops serve` process and an HTTP client for it."""
-
-    url: str
-    pid: int
-    log_path: Path
-    settings: Settings
-    process: Any = field(repr=False)
-    client: httpx.Client = field(repr=False)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-@contextlib.contextmanager
-def loanops_serve(settings: Settings, folder: Path) -> Iterator[Server]:
-    """Run `loanops serve` with `settings` until the context exits, then SIGTERM it by PID."""
-    port = free_port()
-    log_path = folder / "serve.log"
-    command = [
-        str(LOANOPS),
-        "serve",
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--workers", "1",
-        "--log-level", "info",
-    ]  # fmt: skip
-    env = {
-        **os.environ,
-        **api_environment(settings),
-        "OMP_NUM_THREADS": "1",
-        "PYTHONUNBUFFERED": "1",
-        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-    }
-    url = f"http://127.0.0.1:{port}"
-    with (
-        _process_group(
-            command, log_path, stop_signal=signal.SIGTERM, env=env, cwd=folder, grace=40.0
-        ) as process,
-        httpx.Client(base_url=url, timeout=30) as client,
-    ):
-        server = Server(url, process.pid, log_path, settings, process, client)
-        try:
-            wait_for(lambda: _answers(client) or process.poll() is not None, timeout=90)
-            assert process.poll() is None, f"loanops serve exited:\n{_tail(log_path)}"
-            wait_until_ready(client, timeout=90)
-        except AssertionError as error:
-            raise AssertionError(f"{error}\n{_tail(log_path)}") from None
-        yield server
-
-
-def _answers(client: httpx.Client) -> bool:
-    try:
-        return client.get("/healthz").status_code == 200
-    except httpx.TransportError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def server(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server that follows the production alias, with the batch-job queue's Redis down."""
@@ -141,6 +82,7 @@ def server(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iter
         folder,
         model_poll_seconds=POLL_SECONDS,
         redis_url=f"redis://127.0.0.1:{free_port()}/0",  # nothing listens there
+        body_timeout_seconds=BODY_TIMEOUT_SECONDS,
     )
     with loanops_serve(settings, folder) as started:
         yield started
@@ -344,6 +286,42 @@ def test_an_oversized_body_is_413_over_a_real_connection(server: Server, chunked
     assert response.json() == {
         "detail": f"request body is larger than {limit} bytes (LOANOPS_MAX_BODY_BYTES)"
     }
+    assert server.client.post("/v1/predict", json=APPLICANTS[0], headers=KEY).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type"),
+    [
+        ("/v1/predict", "application/json"),
+        ("/v1/outcomes", "application/json"),  # a body FastAPI reads itself
+        ("/v1/batch-jobs?filename=loans.csv", "text/csv"),  # an upload, streamed
+    ],
+)
+def test_a_body_that_stops_arriving_is_408_and_the_connection_closed(
+    server: Server, path: str, content_type: str
+) -> None:
+    host, port = server.url.removeprefix("http://").split(":")
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nX-API-Key: {API_KEYS[0]}\r\n"
+        f"Content-Type: {content_type}\r\nContent-Length: 1000\r\n\r\n"
+    )
+    started = time.monotonic()
+    with socket.create_connection((host, int(port)), timeout=10 * BODY_TIMEOUT_SECONDS) as raw:
+        raw.sendall(head.encode() + b'{"loa')  # headers, then 5 bytes, then silence
+        answer = b""
+        while chunk := raw.recv(65_536):  # until the server closes the connection
+            answer += chunk
+    waited = time.monotonic() - started
+
+    status_line, _, rest = answer.partition(b"\r\n")
+    headers, _, body = rest.partition(b"\r\n\r\n")
+    assert status_line == b"HTTP/1.1 408 Request Timeout", answer
+    assert b"content-type: application/json" in headers.lower()
+    assert json.loads(body) == {
+        "detail": "the request body stopped arriving: nothing for 1 s "
+        "(LOANOPS_BODY_TIMEOUT_SECONDS)"
+    }
+    assert BODY_TIMEOUT_SECONDS <= waited < BODY_TIMEOUT_SECONDS + 5
     assert server.client.post("/v1/predict", json=APPLICANTS[0], headers=KEY).status_code == 200
 
 

@@ -29,7 +29,7 @@ from loanops.settings import Settings
 from serving.app import create_app
 from serving.deps import AppState
 from serving.routers import outcomes as outcomes_router
-from serving.routers.outcomes import DATABASE, MAX_OUTCOMES
+from serving.routers.outcomes import MAX_OUTCOMES
 from tests.integration.api_fixtures import (
     API_KEYS,
     api_settings,
@@ -68,15 +68,15 @@ def serving(registry: Settings, folder: Path) -> Iterator[TestClient]:
     settings = api_settings(registry, folder)
     with TestClient(_wired(create_app(settings))) as client:
         wait_until_ready(client)
-        extras = state(client).extras
+        app_state = state(client)
         opened = None
-        if DATABASE not in extras:  # until `serving.app` opens it at start-up
-            opened = extras[DATABASE] = create_engine_for(settings.decision_db_url)
+        if app_state.database is None:  # until `serving.app` opens it at start-up
+            opened = app_state.database = create_engine_for(settings.decision_db_url)
         try:
             yield client
         finally:
             if opened is not None:
-                extras.pop(DATABASE, None)
+                app_state.database = None
                 opened.dispose()
 
 
@@ -86,7 +86,8 @@ def state(client: TestClient) -> AppState:
 
 
 def database(client: TestClient) -> sa.Engine:
-    engine: sa.Engine = state(client).extras[DATABASE]
+    engine = state(client).database
+    assert engine is not None
     return engine
 
 
@@ -281,6 +282,11 @@ BAD_BODIES: dict[str, tuple[Any, list[Any], str]] = {
         ["body", "outcomes", 0, "observed_at"],
         "value_error",
     ),
+    "a number for the time": (
+        {"outcomes": [{"request_id": "r-1", "defaulted": True, "observed_at": 0}]},
+        ["body", "outcomes", 0, "observed_at"],
+        "datetime_type",
+    ),
     "no outcomes": ({"outcomes": []}, ["body", "outcomes"], "too_short"),
     "too many outcomes": (_many(MAX_OUTCOMES + 1), ["body", "outcomes"], "too_long"),
     "a bare list": ([{"request_id": "r-1", "defaulted": True}], ["body"], "model_attributes_type"),
@@ -305,6 +311,15 @@ def test_a_body_that_is_not_json_gets_a_field_error(client: TestClient) -> None:
     assert response.json()["detail"][0]["type"] == "json_invalid"
 
 
+def test_a_body_that_is_not_text_gets_a_field_error_not_a_400(client: TestClient) -> None:
+    response = post(client, b"\xff\xfe{", headers=KEY | {"Content-Type": "application/json"})
+
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"] == [
+        {"loc": ["body"], "msg": "JSON decode error: not UTF-8", "type": "json_invalid"}
+    ]
+
+
 def test_the_largest_request_is_accepted(client: TestClient) -> None:
     ids = [f"unknown-{i:032d}" for i in range(MAX_OUTCOMES)]
     body = {"outcomes": [{"request_id": i, "defaulted": False, "observed_at": OBSERVED}
@@ -325,14 +340,14 @@ def test_outcomes_need_an_api_key(client: TestClient) -> None:
 
 
 def test_an_unreachable_database_is_a_503_and_nothing_else_breaks(client: TestClient) -> None:
-    extras = state(client).extras
-    working = extras[DATABASE]
+    app_state = state(client)
+    working = app_state.database
     dead = create_engine_for(f"postgresql://postgres@127.0.0.1:{free_port()}/x?connect_timeout=2")
-    extras[DATABASE] = dead
+    app_state.database = dead
     try:
         response = post(client, outcomes(("r-1", True)))
     finally:
-        extras[DATABASE] = working
+        app_state.database = working
         dead.dispose()
 
     assert response.status_code == 503

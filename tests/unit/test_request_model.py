@@ -72,6 +72,14 @@ def test_each_bad_value_is_refused_naming_its_field_and_rule(
     assert errors(payload) == [expected]
 
 
+def test_a_whole_float_is_a_count_as_json_schema_has_it() -> None:
+    payload = {**application(), "funded_amnt": 10_000.0, "inq_last_6mths": 2.0}
+    accepted = Application.model_validate_json(json.dumps(payload))
+    assert (accepted.funded_amnt, accepted.inq_last_6mths) == (10_000, 2)  # type: ignore[attr-defined]
+    assert type(accepted.funded_amnt) is int  # type: ignore[attr-defined]
+    assert errors({**payload, "funded_amnt": -1.0}) == [("funded_amnt", "greater_than_equal")]
+
+
 def test_a_missing_required_field_is_named() -> None:
     payload = application()
     del payload["sub_grade"]
