@@ -48,7 +48,7 @@ from loanops.data import synthetic as syn
 from loanops.evaluate import CostMatrix
 from loanops.explain import favourable_values
 from loanops.features import split_frame
-from loanops.settings import ModelFamily, Settings
+from loanops.settings import BatchSettings, ModelFamily, Settings, TrainingSettings
 from loanops.train import fit
 
 if TYPE_CHECKING:
@@ -107,11 +107,11 @@ def register_model(settings: Settings, family: ModelFamily) -> str:
     splits = split_frame(
         raw,
         schema,
-        test_size=settings.test_size,
-        validation_size=settings.validation_size,
+        test_size=settings.training.test_size,
+        validation_size=settings.training.validation_size,
         seed=SEED,
     )
-    costs = CostMatrix(settings.cost_false_approve, settings.cost_false_decline)
+    costs = CostMatrix(settings.training.cost_false_approve, settings.training.cost_false_decline)
     trained = fit(schema, family, CONFIGS[family], splits.train, splits.validation, costs, SEED)
     card = registry.ModelCard(
         threshold=trained.threshold,
@@ -119,8 +119,8 @@ def register_model(settings: Settings, family: ModelFamily) -> str:
         params=CONFIGS[family],
         dataset="synthetic",
         dataset_sha256="bench",
-        cost_false_approve=settings.cost_false_approve,
-        cost_false_decline=settings.cost_false_decline,
+        cost_false_approve=settings.training.cost_false_approve,
+        cost_false_decline=settings.training.cost_false_decline,
         feature_schema=schema.model_dump(mode="json"),
         favourable_values=favourable_values(trained.predict_pd, splits.train.X, schema, seed=SEED),
     )
@@ -270,7 +270,7 @@ def run_batch(
             _pieces(source),
             filename=source.name,
             content_type="application/vnd.apache.parquet",
-            max_bytes=settings.max_upload_bytes,
+            max_bytes=settings.serving.max_upload_bytes,
             model_name=settings.model_name,
             model_version=version,
             schema=syn.SCHEMA,
@@ -352,11 +352,14 @@ def bench(args: argparse.Namespace, folder: Path) -> int:
         f"Parquet, written in {time.perf_counter() - started:.1f} s), {args.family}, "
         f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
     )
-    overrides: dict[str, Any] = {"home": folder / "home", "model_name": MODEL_NAME}
-    if args.chunk_rows:
-        overrides["batch_chunk_rows"] = args.chunk_rows
+    chunking = {"chunk_rows": args.chunk_rows} if args.chunk_rows else {}
     with redis_server(folder) as redis_url:
-        settings = Settings(dataset="synthetic", redis_url=redis_url, **overrides)
+        settings = Settings(
+            home=folder / "home",
+            model_name=MODEL_NAME,
+            training=TrainingSettings(dataset="synthetic"),
+            batch=BatchSettings(redis_url=redis_url, **chunking),
+        )
         version = register_model(settings, args.family)
         with threadpool_limits(limits=1):
             runs = [
@@ -369,7 +372,7 @@ def bench(args: argparse.Namespace, folder: Path) -> int:
             "LOANOPS_MODEL_NAME": settings.model_name,
             "LOANOPS_DATASET": "synthetic",
             "LOANOPS_REDIS_URL": redis_url,
-            "LOANOPS_BATCH_CHUNK_ROWS": str(settings.batch_chunk_rows),
+            "LOANOPS_BATCH_CHUNK_ROWS": str(settings.batch.chunk_rows),
         }
         log = folder / "worker.log"
         with worker(environment, log) as pid:
@@ -393,7 +396,7 @@ def report(rows: int, baseline: Baseline, batch: Batch, settings: Settings) -> i
     )
     print(
         f"  batch job, result ready       {batch.result:7.2f} s {batch_rate:>10,.0f} rows/s"
-        f"   (receive {batch.receive:.2f}; {job.chunks} chunks of {settings.batch_chunk_rows:,})"
+        f"   (receive {batch.receive:.2f}; {job.chunks} chunks of {settings.batch.chunk_rows:,})"
     )
     print(
         f"  batch job, decisions logged   {batch.recorded:7.2f} s {logged_rate:>10,.0f} rows/s"

@@ -23,7 +23,7 @@ from serving.schemas import PREDICTION_EXAMPLE
 
 def create_app() -> FastAPI:
     """The bare app; the dataset comes from `LOANOPS_DATASET`, as for `loanops serve`."""
-    application = get_dataset(get_settings().dataset).schema.request_model()
+    application = get_dataset(get_settings().training.dataset).schema.request_model()
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
 
     @app.post("/v1/predict")

@@ -31,7 +31,7 @@ from loanops.data import load_dataset
 from loanops.evaluate import CostMatrix
 from loanops.features import split_frame
 from loanops.schema import FeatureSchema
-from loanops.settings import ModelFamily, Settings
+from loanops.settings import ModelFamily, Settings, TrainingSettings
 from loanops.train import TrainedModel, fit
 from serving.scorer.compiled import CompiledScorer
 
@@ -142,17 +142,17 @@ def line(label: str, *columns: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    settings = Settings(dataset=DATASET)
+    settings = Settings(training=TrainingSettings(dataset=DATASET))
     loaded = load_dataset(DATASET)
     splits = split_frame(
         loaded.frame,
         loaded.schema,
-        test_size=settings.test_size,
-        validation_size=settings.validation_size,
+        test_size=settings.training.test_size,
+        validation_size=settings.training.validation_size,
         seed=SEED,
     )
     test_frame = loaded.frame.loc[splits.test.X.index]
-    costs = CostMatrix(settings.cost_false_approve, settings.cost_false_decline)
+    costs = CostMatrix(settings.training.cost_false_approve, settings.training.cost_false_decline)
     omp = os.environ.get("OMP_NUM_THREADS", "unset")
     print(
         f"fast path bench: {DATASET}, scikit-learn {sklearn.__version__}, "

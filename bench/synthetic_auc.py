@@ -27,7 +27,7 @@ from sklearn.metrics import brier_score_loss, roc_auc_score
 from loanops.data import load_dataset
 from loanops.evaluate import CostMatrix
 from loanops.features import split_frame
-from loanops.settings import Settings
+from loanops.settings import Settings, TrainingSettings
 from loanops.train import fit
 from loanops.tune import tune
 from loanops.validation import validate_training_frame
@@ -117,12 +117,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         # The production defaults (split shares, costs, families), with the bench's overrides.
         settings = Settings(
-            dataset=DATASET,
-            dataset_rows=args.rows,
-            seed=args.seed,
-            tune_trials=args.trials,
-            cv_folds=args.folds,
-            tune_timeout_seconds=args.timeout,
+            training=TrainingSettings(
+                dataset=DATASET,
+                dataset_rows=args.rows,
+                seed=args.seed,
+                tune_trials=args.trials,
+                cv_folds=args.folds,
+                tune_timeout_seconds=args.timeout,
+            )
         )
     except ValidationError as error:
         problems = "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in error.errors())
@@ -134,24 +136,29 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print(
         f"synthetic AUC bench: rows={args.rows} seed={args.seed} trials={args.trials} "
-        f"folds={args.folds} timeout={args.timeout} families={','.join(settings.model_families)}"
+        f"folds={args.folds} timeout={args.timeout} "
+        f"families={','.join(settings.training.model_families)}"
     )
     clock = Clock()
 
     with clock.phase("generate"):
-        loaded = load_dataset(settings.dataset, rows=settings.dataset_rows, seed=settings.seed)
+        loaded = load_dataset(
+            settings.training.dataset,
+            rows=settings.training.dataset_rows,
+            seed=settings.training.seed,
+        )
         validate_training_frame(
             loaded.frame,
             loaded.schema,
-            min_positives=settings.validation_min_positives,
-            unknown_category_tolerance=settings.validation_unknown_category_tolerance,
+            min_positives=settings.training.validation_min_positives,
+            unknown_category_tolerance=settings.training.validation_unknown_category_tolerance,
         )
         splits = split_frame(
             loaded.frame,
             loaded.schema,
-            test_size=settings.test_size,
-            validation_size=settings.validation_size,
-            seed=settings.seed,
+            test_size=settings.training.test_size,
+            validation_size=settings.training.validation_size,
+            seed=settings.training.seed,
         )
 
     with clock.phase("tune"):
@@ -160,16 +167,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             development.X,
             development.y,
             loaded.schema,
-            families=settings.model_families,
-            n_trials=settings.tune_trials,
-            timeout_seconds=settings.tune_timeout_seconds,
-            folds=settings.cv_folds,
-            seed=settings.seed,
+            families=settings.training.model_families,
+            n_trials=settings.training.tune_trials,
+            timeout_seconds=settings.training.tune_timeout_seconds,
+            folds=settings.training.cv_folds,
+            seed=settings.training.seed,
         )
 
     with clock.phase("fit"):
         costs = CostMatrix(
-            false_approve=settings.cost_false_approve, false_decline=settings.cost_false_decline
+            false_approve=settings.training.cost_false_approve,
+            false_decline=settings.training.cost_false_decline,
         )
         trained = fit(
             loaded.schema,
@@ -178,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             splits.train,
             splits.validation,
             costs,
-            settings.seed,
+            settings.training.seed,
         )
 
     with clock.phase("score"):
@@ -198,7 +206,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             Scored("no skill", 0.5),
         ]
         interval = (
-            paired_gap_interval(y, p_truth, p_model, samples=args.bootstrap, seed=settings.seed)
+            paired_gap_interval(
+                y, p_truth, p_model, samples=args.bootstrap, seed=settings.training.seed
+            )
             if args.bootstrap
             else None
         )
@@ -219,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"best {best.family} {best.params}"
     )
     print(f"  CV AUC {best.cv_roc_auc:.4f} ± {best.cv_roc_auc_std:.4f} on the development split")
-    for family in settings.model_families:
+    for family in settings.training.model_families:
         done = [t for t in best.trials if t.family == family and t.state == "COMPLETE"]
         top = max((t.cv_roc_auc or 0.0 for t in done), default=float("nan"))
         print(f"  {family:<9} {len(done):>2} complete, best CV AUC {top:.4f}")

@@ -31,7 +31,7 @@ def demo(
     from flows.retrain import retrain_flow
 
     result = run_with_status(
-        f"retraining on {config.dataset}…", lambda: retrain_flow(trials=trials)
+        f"retraining on {config.training.dataset}…", lambda: retrain_flow(trials=trials)
     )
     console.print(training_table(result.training))
     console.print(promotion_table(result.promotion))
@@ -58,8 +58,8 @@ def tour_serving(config: Settings) -> None:
     from cli.stack.tour import serving_stack, tour
     from loanops.data import load_dataset
 
-    schema = get_dataset(config.dataset).schema
-    applications = load_dataset(config.dataset, rows=200, seed=config.seed).frame
+    schema = get_dataset(config.training.dataset).schema
+    applications = load_dataset(config.training.dataset, rows=200, seed=config.training.seed).frame
     amount = next(f for f in schema.features if f.minimum is not None and f.kind != "category")
     assert amount.minimum is not None
     refused_amount = amount.minimum - 1
@@ -75,7 +75,7 @@ def tour_serving(config: Settings) -> None:
         contextlib.ExitStack() as services,
     ):
         with console.status("starting the API and a batch worker…"):
-            url = services.enter_context(serving_stack(env, logs, config.redis_url))
+            url = services.enter_context(serving_stack(env, logs, config.batch.redis_url))
         seen = run_with_status(
             f"scoring over REST and as a batch job at {url}…",
             lambda: tour(

@@ -57,9 +57,15 @@ def describe(error: Exception) -> str:
         return f"dataset {error.dataset!r} failed validation: {problems}"
     if isinstance(error, ValidationError):
         what = "settings" if error.title == Settings.__name__ else error.title
-        details = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or what}: {e['msg']}" for e in error.errors()
-        )
+        # A grouped setting fails under its variable (training.LOANOPS_SEED): say `seed`, as
+        # the flat settings did, the name the user set without its prefix.
+        variables = Settings.environment_variables() if what == "settings" else {}
+
+        def where(loc: tuple[int | str, ...]) -> str:
+            known = variables.get(str(loc[-1])) if loc else None
+            return known.flat_name if known else ".".join(str(p) for p in loc) or what
+
+        details = "; ".join(f"{where(e['loc'])}: {e['msg']}" for e in error.errors())
         return f"invalid {what}: {details}"
     chain = causes(error)
     if any(isinstance(e, ConnectionError | requests.ConnectionError) for e in chain):

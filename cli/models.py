@@ -137,8 +137,8 @@ def model_card(
             lambda: card.build_card(
                 client,
                 model_version,
-                bootstrap_samples=config.bootstrap_samples,
-                seed=config.seed,
+                bootstrap_samples=config.training.bootstrap_samples,
+                seed=config.training.seed,
             ),
         )
         markdown, page = card.write_card(built, folder)

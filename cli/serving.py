@@ -44,7 +44,7 @@ def worker(
 ) -> None:
     """Run a Celery worker that scores batch-job chunks from the Redis at LOANOPS_REDIS_URL."""
     config = settings()
-    if not config.redis_url:
+    if not config.batch.redis_url:
         raise fail("LOANOPS_REDIS_URL is not set; the worker needs the job queue's Redis")
     _serving_environment()
     from serving.batch.tasks import run_worker

@@ -163,7 +163,7 @@ def deploy(
     config = settings()
     if version is not None and not version.isdigit():
         raise fail(f"--version takes a version number such as 3, not {version!r}")
-    if config.deploy_target != "kubernetes":
+    if config.kube.deploy_target != "kubernetes":
         raise fail(
             "no cluster is configured: set LOANOPS_DEPLOY_TARGET=kubernetes (and, outside the "
             "cluster, LOANOPS_KUBE_CONFIG to a kubeconfig file)"

@@ -12,8 +12,19 @@ from loanops.settings import Settings
 
 
 def settings_for(**overrides: Any) -> Settings:
-    """Settings from the environment, with the flow's non-None parameters on top."""
-    return Settings(**{key: value for key, value in overrides.items() if value is not None})
+    """Settings from the environment, with the flow's non-None parameters on top.
+
+    A group's parameters come as a dict, `training={"seed": seed}`; None in it is left out too.
+    """
+
+    def given(values: dict[str, Any]) -> dict[str, Any]:
+        return {key: value for key, value in values.items() if value is not None}
+
+    values: dict[str, Any] = {
+        key: given(value) if isinstance(value, dict) else value
+        for key, value in given(overrides).items()
+    }
+    return Settings(**values)
 
 
 def transient_tracking_error(task: Any, task_run: Any, state: State) -> bool:

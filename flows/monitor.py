@@ -121,8 +121,8 @@ def compare(
         window,
         reference,
         reference.schema,
-        sample_rows=settings.monitor_sample_rows,
-        seed=settings.seed,
+        sample_rows=settings.monitor.sample_rows,
+        seed=settings.training.seed,
         thresholds=monitor_thresholds(settings),
         model_name=version.name,
         model_version=str(version.version),
@@ -164,9 +164,7 @@ def record_monitoring_run(
 ) -> str:
     """One finished run in the monitoring experiment: tags, metrics and the folder's files."""
     client = registry.connect(settings)
-    experiment_id = registry.ensure_experiment(
-        client, settings.monitoring_experiment_name, settings
-    )
+    experiment_id = registry.ensure_experiment(client, settings.monitor.experiment_name, settings)
     run = client.create_run(
         experiment_id,
         run_name=f"{kind} v{version.version} {folder.name}",
@@ -186,18 +184,18 @@ def record_monitoring_run(
 def crossed(summary: MonitorSummary, settings: Settings) -> list[str]:
     """Each threshold the summary crosses, with its numbers; empty when none is."""
     reasons = []
-    if summary.drift.share_drifted >= settings.drift_share_threshold:
+    if summary.drift.share_drifted >= settings.monitor.drift_share_threshold:
         reasons.append(
             f"{summary.drift.share_drifted:.0%} of features drifted "
             f"({', '.join(summary.drift.drifted_features)}) >= "
-            f"{settings.drift_share_threshold:.0%}"
+            f"{settings.monitor.drift_share_threshold:.0%}"
         )
     if (
         summary.prediction is not None
-        and summary.prediction.psi >= settings.prediction_psi_threshold
+        and summary.prediction.psi >= settings.monitor.prediction_psi_threshold
     ):
         reasons.append(
-            f"score PSI {summary.prediction.psi:.3f} >= {settings.prediction_psi_threshold}"
+            f"score PSI {summary.prediction.psi:.3f} >= {settings.monitor.prediction_psi_threshold}"
         )
     return reasons
 
@@ -217,7 +215,7 @@ def monitor_flow(
     """
     settings = settings_for()
     end = end or datetime.now(UTC)
-    start = end - timedelta(days=days or settings.monitor_window_days)
+    start = end - timedelta(days=days or settings.monitor.window_days)
     version = production_version(settings)
     reference = fetch_reference(settings, version)
     window = load_window(settings, version, reference.schema, start, end, data_path)

@@ -80,7 +80,7 @@ def log_performance(
     folder = monitoring_folder(settings, version)
     summary.table().to_csv(folder / "performance_by_vintage.csv")  # the index names the slice
     threshold = float(labelled["threshold"].iloc[0]) if len(labelled) else None
-    report = classification_report(labelled, threshold=threshold, seed=settings.seed)
+    report = classification_report(labelled, threshold=threshold, seed=settings.training.seed)
     if report is not None:
         report.save_html(str(folder / "classification.html"))
     return record_monitoring_run(settings, version, "performance", summary.as_metrics(), folder)
@@ -94,19 +94,19 @@ def crossed(
     reasons = []
     if (
         overall.calibration_z is not None
-        and abs(overall.calibration_z) >= settings.calibration_z_threshold
+        and abs(overall.calibration_z) >= settings.monitor.calibration_z_threshold
     ):
         reasons.append(
             f"mean PD {overall.mean_pd:.4f} vs default rate {overall.default_rate:.4f} over "
             f"{overall.labelled} loans: {overall.calibration_z:+.1f} standard errors, beyond "
-            f"±{settings.calibration_z_threshold:g}"
+            f"±{settings.monitor.calibration_z_threshold:g}"
         )
     if overall.auc is not None and reference_auc is not None:
         drop = reference_auc - overall.auc
-        if drop >= settings.auc_drop_threshold:
+        if drop >= settings.monitor.auc_drop_threshold:
             reasons.append(
                 f"AUC {overall.auc:.4f} on outcomes vs {reference_auc:.4f} on the test split: "
-                f"down {drop:.4f} >= {settings.auc_drop_threshold}"
+                f"down {drop:.4f} >= {settings.monitor.auc_drop_threshold}"
             )
     return reasons
 

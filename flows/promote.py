@@ -197,7 +197,10 @@ def log_model_card(settings: Settings, version: ModelVersion) -> str:
     client = registry.connect(settings)
     version = client.get_model_version(version.name, str(version.version))  # with its gate tags
     built = card.build_card(
-        client, version, bootstrap_samples=settings.bootstrap_samples, seed=settings.seed
+        client,
+        version,
+        bootstrap_samples=settings.training.bootstrap_samples,
+        seed=settings.training.seed,
     )
     return card.log_card(client, version, built)
 
@@ -225,11 +228,11 @@ def promote_flow(version: str | None = None, model_name: str | None = None) -> P
         )
 
     policy = GatePolicy(
-        min_auc=settings.promotion_min_auc,
-        max_ece=settings.promotion_max_ece,
-        auc_tolerance=settings.promotion_auc_tolerance,
-        max_calibration_z=settings.promotion_max_calibration_z,
-        min_gate_positives=settings.promotion_min_gate_positives,
+        min_auc=settings.gate.min_auc,
+        max_ece=settings.gate.max_ece,
+        auc_tolerance=settings.gate.auc_tolerance,
+        max_calibration_z=settings.gate.max_calibration_z,
+        min_gate_positives=settings.gate.min_gate_positives,
     )
     gate_frame = load_gate_data(settings, challenger)
     gate_sha256 = frame_sha256(gate_frame)

@@ -58,7 +58,7 @@ def retrain_flow(
     deployment = None
     settings = settings_for(model_name=training.model_name)
     # Only a version that just took production is rolled out; a refused one changed nothing.
-    if settings.deploy_target == "kubernetes" and promotion.outcome == "promoted":
+    if settings.kube.deploy_target == "kubernetes" and promotion.outcome == "promoted":
         deployment = deploy_flow(
             version=promotion.challenger_version, model_name=training.model_name
         )

@@ -64,8 +64,10 @@ class TrainResult:
 @task(cache_policy=NO_CACHE)
 def load(settings: Settings, data_path: str | None) -> LoadedDataset:
     if data_path is not None:
-        return load_file(settings.dataset, Path(data_path))
-    return load_dataset(settings.dataset, rows=settings.dataset_rows, seed=settings.seed)
+        return load_file(settings.training.dataset, Path(data_path))
+    return load_dataset(
+        settings.training.dataset, rows=settings.training.dataset_rows, seed=settings.training.seed
+    )
 
 
 @task(cache_policy=NO_CACHE)
@@ -73,8 +75,8 @@ def validate(loaded: LoadedDataset, settings: Settings) -> ValidationReport:
     report = validate_training_frame(
         loaded.frame,
         loaded.schema,
-        min_positives=settings.validation_min_positives,
-        unknown_category_tolerance=settings.validation_unknown_category_tolerance,
+        min_positives=settings.training.validation_min_positives,
+        unknown_category_tolerance=settings.training.validation_unknown_category_tolerance,
     )
     logger = get_run_logger()
     for problem in report.warnings:
@@ -87,9 +89,9 @@ def split(loaded: LoadedDataset, settings: Settings) -> Splits:
     return split_frame(
         loaded.frame,
         loaded.schema,
-        test_size=settings.test_size,
-        validation_size=settings.validation_size,
-        seed=settings.seed,
+        test_size=settings.training.test_size,
+        validation_size=settings.training.validation_size,
+        seed=settings.training.seed,
     )
 
 
@@ -102,7 +104,7 @@ def start_run(
     experiment_id = registry.ensure_experiment(client, settings.experiment_name, settings)
     run = client.create_run(
         experiment_id,
-        run_name=f"train-{settings.dataset}",
+        run_name=f"train-{settings.training.dataset}",
         tags=lineage_tags(loaded, splits),
     )
     run_id = run.info.run_id
@@ -111,15 +113,15 @@ def start_run(
         params=[
             mlflow.entities.Param(key, str(value))
             for key, value in {
-                "dataset": settings.dataset,
+                "dataset": settings.training.dataset,
                 "dataset_rows": report.rows,
-                "seed": settings.seed,
-                "cv_folds": settings.cv_folds,
-                "tune_trials": settings.tune_trials,
-                "tune_timeout_seconds": settings.tune_timeout_seconds,
-                "model_families": ",".join(settings.model_families),
-                "cost_false_approve": settings.cost_false_approve,
-                "cost_false_decline": settings.cost_false_decline,
+                "seed": settings.training.seed,
+                "cv_folds": settings.training.cv_folds,
+                "tune_trials": settings.training.tune_trials,
+                "tune_timeout_seconds": settings.training.tune_timeout_seconds,
+                "model_families": ",".join(settings.training.model_families),
+                "cost_false_approve": settings.training.cost_false_approve,
+                "cost_false_decline": settings.training.cost_false_decline,
                 "train_rows": len(splits.train),
                 "validation_rows": len(splits.validation),
                 "test_rows": len(splits.test),
@@ -200,11 +202,11 @@ def tune_models(
         development.X,
         development.y,
         loaded.schema,
-        families=settings.model_families,
-        n_trials=settings.tune_trials,
-        timeout_seconds=settings.tune_timeout_seconds,
-        folds=settings.cv_folds,
-        seed=settings.seed,
+        families=settings.training.model_families,
+        n_trials=settings.training.tune_trials,
+        timeout_seconds=settings.training.tune_timeout_seconds,
+        folds=settings.training.cv_folds,
+        seed=settings.training.seed,
         on_trial=_log_trial(client, experiment_id, run_id),
     )
     client.log_batch(
@@ -255,12 +257,12 @@ def rescore_best(
     trial and is logged as `cv_roc_auc`; the search's figure stays as `search_best_cv_roc_auc`.
     """
     development = splits.development
-    fold_seed = rescore_fold_seed(settings.seed)
+    fold_seed = rescore_fold_seed(settings.training.seed)
     aucs = cross_validated_aucs(
-        build_model(loaded.schema, best.family, best.params, settings.seed),
+        build_model(loaded.schema, best.family, best.params, settings.training.seed),
         development.X,
         development.y,
-        folds=settings.cv_folds,
+        folds=settings.training.cv_folds,
         seed=fold_seed,
     )
     rescore = Rescore(float(np.mean(aucs)), float(np.std(aucs)), aucs)
@@ -277,7 +279,8 @@ def rescore_best(
 
 def cost_matrix(settings: Settings) -> CostMatrix:
     return CostMatrix(
-        false_approve=settings.cost_false_approve, false_decline=settings.cost_false_decline
+        false_approve=settings.training.cost_false_approve,
+        false_decline=settings.training.cost_false_decline,
     )
 
 
@@ -293,7 +296,7 @@ def fit_calibrated(
         splits.train,
         splits.validation,
         cost_matrix(settings),
-        settings.seed,
+        settings.training.seed,
     )
 
 
@@ -302,7 +305,9 @@ def find_favourable_values(
     trained: TrainedModel, splits: Splits, loaded: LoadedDataset, settings: Settings
 ) -> dict[str, Any]:
     """The values adverse-action reasons compare applicants with, from the training split."""
-    return favourable_values(trained.predict_pd, splits.train.X, loaded.schema, seed=settings.seed)
+    return favourable_values(
+        trained.predict_pd, splits.train.X, loaded.schema, seed=settings.training.seed
+    )
 
 
 @task(cache_policy=NO_CACHE, **TRACKING_RETRIES)
@@ -317,8 +322,8 @@ def evaluate_on_test(
         p,
         threshold=trained.threshold,
         costs=cost_matrix(settings),
-        bootstrap_samples=settings.bootstrap_samples,
-        seed=settings.seed,
+        bootstrap_samples=settings.training.bootstrap_samples,
+        seed=settings.training.seed,
     )
     client = registry.connect(settings)
     client.log_batch(
@@ -332,7 +337,7 @@ def evaluate_on_test(
             }.items()
         ],
     )
-    importance = feature_importance(trained.model, splits.test.X, y, seed=settings.seed)
+    importance = feature_importance(trained.model, splits.test.X, y, seed=settings.training.seed)
     figures = {
         "plots/roc.png": plot_roc(y, p),
         "plots/precision_recall.png": plot_precision_recall(y, p),
@@ -365,7 +370,7 @@ def log_reference(
         trained.predict_pd(development.X),
         development.y,
         loaded.schema,
-        seed=settings.seed,
+        seed=settings.training.seed,
     )
     client = registry.connect(settings)
     with tempfile.TemporaryDirectory() as tmp:
@@ -391,8 +396,8 @@ def log_and_register(
         params=trained.params,
         dataset=loaded.name,
         dataset_sha256=loaded.sha256,
-        cost_false_approve=settings.cost_false_approve,
-        cost_false_decline=settings.cost_false_decline,
+        cost_false_approve=settings.training.cost_false_approve,
+        cost_false_decline=settings.training.cost_false_decline,
         feature_schema=schema.model_dump(mode="json"),
         favourable_values=favourable,
     )
@@ -436,11 +441,13 @@ def train_flow(
         data_path: train on this CSV or Parquet file, which must follow the dataset's schema.
     """
     settings = settings_for(
-        dataset=dataset,
-        dataset_rows=rows,
-        seed=seed,
-        tune_trials=trials,
-        tune_timeout_seconds=timeout_seconds,
+        training={
+            "dataset": dataset,
+            "dataset_rows": rows,
+            "seed": seed,
+            "tune_trials": trials,
+            "tune_timeout_seconds": timeout_seconds,
+        }
     )
     loaded = load(settings, data_path)
     report = validate(loaded, settings)

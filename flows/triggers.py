@@ -51,7 +51,7 @@ def request_retraining(
         payload={"source": source, "reasons": reasons, "metrics": numbers},
     )
     retrain = None
-    if settings.retrain_trigger == "subflow":
+    if settings.monitor.retrain_trigger == "subflow":
         from flows.retrain import retrain_flow
 
         retrain = retrain_flow()

@@ -342,7 +342,7 @@ def record_decision(
     so a run cut short is never read as a decision. A retry with the same key finds the
     complete record and returns it instead of writing a second one.
     """
-    experiment_id = ensure_experiment(client, settings.promotion_experiment_name, settings)
+    experiment_id = ensure_experiment(client, settings.gate.experiment_name, settings)
     existing = client.search_runs(
         [experiment_id],
         filter_string=(
@@ -422,7 +422,7 @@ def tag_version_with_decision(
 
 def _complete_records(client: MlflowClient, settings: Settings) -> list[Any]:
     """Every complete run of the promotion log on the configured model, oldest first."""
-    experiment = client.get_experiment_by_name(settings.promotion_experiment_name)
+    experiment = client.get_experiment_by_name(settings.gate.experiment_name)
     if experiment is None:
         return []
     runs: list[Any] = client.search_runs(
@@ -485,7 +485,7 @@ def record_deploy(
     `deploy.json`, marked complete last. The version also carries its latest deploy outcome as
     tags, as it carries its gate outcome.
     """
-    experiment_id = ensure_experiment(client, settings.promotion_experiment_name, settings)
+    experiment_id = ensure_experiment(client, settings.gate.experiment_name, settings)
     existing = client.search_runs(
         [experiment_id],
         filter_string=(

@@ -82,7 +82,7 @@ def create_app(
         The FastAPI app. Nothing is loaded or connected until it starts.
     """
     settings = settings or get_settings()
-    schema = get_dataset(settings.dataset).schema
+    schema = get_dataset(settings.training.dataset).schema
     metrics = Metrics()
 
     def serving(loaded: LoadedModel) -> None:
@@ -93,8 +93,8 @@ def create_app(
         client_factory or (lambda: connect(settings)),
         ModelRef.parse(settings.model_uri),
         schema,
-        poll_seconds=settings.model_poll_seconds,
-        max_backoff_seconds=settings.model_load_max_backoff_seconds,
+        poll_seconds=settings.serving.model_poll_seconds,
+        max_backoff_seconds=settings.serving.model_load_max_backoff_seconds,
         on_loaded=serving,
         on_failure=metrics.reload_failures.inc,
     )
@@ -104,11 +104,11 @@ def create_app(
         settings=settings,
         schema=schema,
         request_model=schema.request_model(),
-        batch_request_model=_batch_request_model(schema, settings.max_sync_batch),
+        batch_request_model=_batch_request_model(schema, settings.serving.max_sync_batch),
         holder=holder,
         metrics=metrics,
         jobs=jobs,
-        api_keys=tuple(key.encode() for key in settings.api_key_values),
+        api_keys=tuple(key.encode() for key in settings.serving.api_key_values),
     )
 
     @contextlib.asynccontextmanager
@@ -118,13 +118,13 @@ def create_app(
         database = state.database = create_engine_for(settings.decision_db_url)
         state.decisions = DecisionLogProcess(
             settings.decision_db_url,
-            batch_size=settings.decision_log_batch_size,
-            flush_seconds=settings.decision_log_flush_seconds,
-            max_held=settings.decision_log_memory_backlog,
+            batch_size=settings.decision_log.batch_size,
+            flush_seconds=settings.decision_log.flush_seconds,
+            max_held=settings.decision_log.memory_backlog,
             spill_dir=settings.storage_path / "unsaved-decisions",
         )
         await asyncio.to_thread(state.decisions.start)
-        if settings.redis_url:
+        if settings.batch.redis_url:
             from serving.batch.client import create_client
 
             state.celery = create_client(settings)
@@ -164,10 +164,10 @@ def create_app(
         app.include_router(router)
     app.add_middleware(
         BodyLimitMiddleware,
-        max_bytes=settings.max_body_bytes,
+        max_bytes=settings.serving.max_body_bytes,
         exempt=lambda scope: scope["path"].rstrip("/") == "/v1/batch-jobs",
     )
-    app.add_middleware(BodyTimeoutMiddleware, seconds=settings.body_timeout_seconds)
+    app.add_middleware(BodyTimeoutMiddleware, seconds=settings.serving.body_timeout_seconds)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
@@ -373,5 +373,5 @@ def _openapi(app: FastAPI, state: AppState) -> Callable[[], dict[str, Any]]:
 def _example(state: AppState, loaded: LoadedModel | None) -> dict[str, Any]:
     if loaded is not None and loaded.input_example:
         return loaded.input_example[0]
-    row = state.schema.to_frame(load_dataset(state.settings.dataset, rows=1).frame)
+    row = state.schema.to_frame(load_dataset(state.settings.training.dataset, rows=1).frame)
     return jsonable_encoder(row.astype(object).where(row.notna(), None).iloc[0].to_dict())

@@ -19,7 +19,7 @@ from loanops.data.lending_club import SCHEMA as LENDING_CLUB
 from loanops.decisions.record import Decision
 from loanops.promotion import GatePolicy, GateScores
 from loanops.schema import Feature, FeatureSchema, Target
-from loanops.settings import Settings
+from loanops.settings import GateSettings
 
 __all__ = [
     "DECIDED_FROM",
@@ -308,13 +308,13 @@ def calibrated_scores(
 
 def gate_policy(**overrides: float) -> GatePolicy:
     """The promotion policy of a default `Settings`, unless overridden."""
-    fields = Settings.model_fields
+    gate = GateSettings()
     values = {
-        "min_auc": fields["promotion_min_auc"].default,
-        "max_ece": fields["promotion_max_ece"].default,
-        "auc_tolerance": fields["promotion_auc_tolerance"].default,
-        "max_calibration_z": fields["promotion_max_calibration_z"].default,
-        "min_gate_positives": fields["promotion_min_gate_positives"].default,
+        "min_auc": gate.min_auc,
+        "max_ece": gate.max_ece,
+        "auc_tolerance": gate.auc_tolerance,
+        "max_calibration_z": gate.max_calibration_z,
+        "min_gate_positives": gate.min_gate_positives,
         **overrides,
     }
     return GatePolicy(**values)

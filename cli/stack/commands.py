@@ -174,8 +174,8 @@ def start(
 
     home = settings.home.resolve()
     home.mkdir(parents=True, exist_ok=True)
-    redis_port = None if settings.redis_url else free_port()
-    redis_url = settings.redis_url or f"redis://127.0.0.1:{redis_port}/0"
+    redis_port = None if settings.batch.redis_url else free_port()
+    redis_url = settings.batch.redis_url or f"redis://127.0.0.1:{redis_port}/0"
     if redis_port is not None:
         paths.redis_dir.mkdir(parents=True, exist_ok=True)
     mlflow_url = f"http://127.0.0.1:{mlflow_port}"

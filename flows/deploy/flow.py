@@ -134,7 +134,7 @@ def resolve_release(settings: Settings, version: str | None) -> Release:
 @task(cache_policy=NO_CACHE, **KUBE_RETRIES)
 def read_deployment(settings: Settings, name: str) -> V1Deployment:
     """One Deployment as the API has it."""
-    return get_deployment(kube_client(settings), settings.kube_namespace, name)
+    return get_deployment(kube_client(settings), settings.kube.namespace, name)
 
 
 def plan(
@@ -142,12 +142,12 @@ def plan(
 ) -> dict[str, JsonPatch]:
     """Per Deployment, the patch that pins the release; refuses before anything is changed."""
     patches: dict[str, JsonPatch] = {}
-    for name, container in settings.kube_deployments.items():
+    for name, container in settings.kube.deployments.items():
         deployment = deployments[name]
         if deployment.spec is not None and deployment.spec.paused:
             raise DeployError(
                 f"Deployment {name} is paused, so it would never roll out: resume it with "
-                f"`kubectl -n {settings.kube_namespace} rollout resume deployment/{name}`"
+                f"`kubectl -n {settings.kube.namespace} rollout resume deployment/{name}`"
             )
         patches[name] = rollout.pin_patch(
             deployment, container, release.model_name, release.version
@@ -159,11 +159,11 @@ def plan(
 def pin(settings: Settings, name: str, release: Release) -> JsonPatch:
     """Pin one Deployment, from a fresh read: a retry after a lost reply finds it pinned."""
     client = kube_client(settings)
-    deployment = get_deployment(client, settings.kube_namespace, name)
-    container = settings.kube_deployments[name]
+    deployment = get_deployment(client, settings.kube.namespace, name)
+    container = settings.kube.deployments[name]
     patch = rollout.pin_patch(deployment, container, release.model_name, release.version)
     if patch:
-        patch_deployment(client, settings.kube_namespace, name, patch)
+        patch_deployment(client, settings.kube.namespace, name, patch)
         get_run_logger().info("patched Deployment %s: %s", name, release.model_ref)
     return patch
 
@@ -176,7 +176,7 @@ def wait_for_rollouts(settings: Settings, names: list[str], clock: Clock) -> Ver
     """
     logger = get_run_logger()
     client = kube_client(settings)
-    deadline = clock.now() + settings.rollout_timeout_seconds
+    deadline = clock.now() + settings.kube.rollout_timeout_seconds
     statuses: dict[str, RolloutStatus] = {}
 
     def poll() -> Verdict | None:
@@ -185,7 +185,7 @@ def wait_for_rollouts(settings: Settings, names: list[str], clock: Clock) -> Ver
             if name in statuses and statuses[name].done:
                 continue
             try:
-                deployment = get_deployment(client, settings.kube_namespace, name)
+                deployment = get_deployment(client, settings.kube.namespace, name)
             except KubeApiError as error:
                 if not error.transient:
                     raise
@@ -223,7 +223,7 @@ def wait_for_rollouts(settings: Settings, names: list[str], clock: Clock) -> Ver
         "timed_out",
         _messages(statuses),
         f"the rollout of {waiting} did not finish within "
-        f"{settings.rollout_timeout_seconds:g} s (LOANOPS_ROLLOUT_TIMEOUT_SECONDS)",
+        f"{settings.kube.rollout_timeout_seconds:g} s (LOANOPS_ROLLOUT_TIMEOUT_SECONDS)",
     )
 
 
@@ -247,8 +247,8 @@ def roll_back(settings: Settings, name: str, release: Release) -> Rollback:
     where it was, and rolling it back would take it one revision too far.
     """
     client = kube_client(settings)
-    namespace = settings.kube_namespace
-    container = settings.kube_deployments[name]
+    namespace = settings.kube.namespace
+    container = settings.kube.deployments[name]
     deployment = get_deployment(client, namespace, name)
     if rollout.pinned_ref(deployment, container) != release.model_ref:
         return Rollback(False, f"does not pin {release.model_ref}, left as it is")
@@ -329,7 +329,7 @@ def _outcome_record(
         version=release.version,
         previous_version=release.previous_version,
         production_version=production_version,
-        namespace=settings.kube_namespace,
+        namespace=settings.kube.namespace,
         rollouts=rollouts,
         reasons=reasons,
     )
@@ -366,7 +366,7 @@ def undo(
     if failed:
         reasons.append(
             f"{', '.join(failed)} could not be rolled back, so {settings.production_alias} "
-            f"stays v{release.version}: undo by hand with `kubectl -n {settings.kube_namespace} "
+            f"stays v{release.version}: undo by hand with `kubectl -n {settings.kube.namespace} "
             "rollout undo deployment/NAME`"
         )
         production_version: str | None = release.version
@@ -402,7 +402,7 @@ def deploy_flow(
     require_cluster(settings)
     logger = get_run_logger()
     release = resolve_release(settings, version)
-    deployments = {name: read_deployment(settings, name) for name in settings.kube_deployments}
+    deployments = {name: read_deployment(settings, name) for name in settings.kube.deployments}
     patches = plan(settings, release, deployments)
 
     def result(outcome: Outcome, **fields: Any) -> DeployResult:
@@ -410,7 +410,7 @@ def deploy_flow(
             outcome=outcome,
             version=release.version,
             model_ref=release.model_ref,
-            namespace=settings.kube_namespace,
+            namespace=settings.kube.namespace,
             **fields,
         )
 

@@ -59,7 +59,7 @@ KUBE_RETRIES: dict[str, Any] = {
 
 def require_cluster(settings: Settings) -> None:
     """Refuse to touch a cluster unless one is configured explicitly."""
-    if settings.deploy_target != "kubernetes":
+    if settings.kube.deploy_target != "kubernetes":
         raise DeployError(
             "no cluster is configured: set LOANOPS_DEPLOY_TARGET=kubernetes (and, outside the "
             "cluster, LOANOPS_KUBE_CONFIG to a kubeconfig file)"
@@ -71,9 +71,9 @@ def kube_client(settings: Settings) -> ApiClient:
     account inside the cluster, else KUBECONFIG or ~/.kube/config, as kubectl."""
     require_cluster(settings)
     try:
-        if settings.kube_config is not None:
+        if settings.kube.config is not None:
             return kube_config.new_client_from_config(
-                config_file=str(settings.kube_config), persist_config=False
+                config_file=str(settings.kube.config), persist_config=False
             )
         try:
             configuration = Configuration()

@@ -81,12 +81,12 @@ def monitor_thresholds(settings: Settings) -> MonitorThresholds:
         The monitor thresholds those settings describe.
     """
     return MonitorThresholds(
-        distance=settings.monitor_distance_threshold,
-        p_value=settings.monitor_p_value_threshold,
-        min_rows_for_distance=settings.monitor_min_rows_for_distance,
-        drift_share=settings.drift_share_threshold,
-        prediction_psi=settings.prediction_psi_threshold,
-        null_rate_increase=settings.monitor_null_rate_increase,
-        out_of_range_share=settings.monitor_out_of_range_share,
-        unseen_category_share=settings.monitor_unseen_category_share,
+        distance=settings.monitor.distance_threshold,
+        p_value=settings.monitor.p_value_threshold,
+        min_rows_for_distance=settings.monitor.min_rows_for_distance,
+        drift_share=settings.monitor.drift_share_threshold,
+        prediction_psi=settings.monitor.prediction_psi_threshold,
+        null_rate_increase=settings.monitor.null_rate_increase,
+        out_of_range_share=settings.monitor.out_of_range_share,
+        unseen_category_share=settings.monitor.unseen_category_share,
     )

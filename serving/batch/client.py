@@ -44,16 +44,16 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     Raises:
         ValueError: when `redis_url` is not set.
     """
-    if not settings.redis_url:
+    if not settings.batch.redis_url:
         raise ValueError("batch jobs need Redis: set LOANOPS_REDIS_URL")
     transport = {
-        "visibility_timeout": settings.batch_visibility_seconds,
+        "visibility_timeout": settings.batch.visibility_seconds,
         "socket_connect_timeout": 5,
         "socket_timeout": 30,
     }
     return {
-        "broker_url": settings.redis_url,
-        "result_backend": settings.redis_url,
+        "broker_url": settings.batch.redis_url,
+        "result_backend": settings.batch.redis_url,
         "task_default_queue": QUEUE,
         "task_ignore_result": True,
         "task_serializer": "json",

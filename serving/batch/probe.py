@@ -50,12 +50,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     settings = get_settings()
-    if not settings.redis_url:
+    if not settings.batch.redis_url:
         sys.stderr.write("worker probe: LOANOPS_REDIS_URL is not set\n")
         return 1
     host = socket.gethostname()
     try:
-        nodes = answering_nodes(settings.redis_url, args.timeout)
+        nodes = answering_nodes(settings.batch.redis_url, args.timeout)
     except Exception as error:  # any failure to ask is said in one line
         sys.stderr.write(f"worker probe: cannot reach the queue: {error}\n")
         return 0 if args.tolerate_broker_outage else 1

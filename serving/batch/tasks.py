@@ -110,7 +110,7 @@ def configure(settings: Settings) -> WorkerRuntime:
     )
     _runtime = WorkerRuntime(settings)
     worker_process_init.connect(_process_started, weak=False, dispatch_uid="loanops-warm")
-    stale_after_s = settings.batch_visibility_seconds
+    stale_after_s = settings.batch.visibility_seconds
     sweeper = Sweeper(
         _runtime.store, create_client(settings), stale_after_s, sweep_interval(stale_after_s)
     )
@@ -214,7 +214,7 @@ def prepare(self: Task, job_id: str) -> None:
         if job is None or job.finished:
             return
         store.mark_running(job_id)
-        store.split_input(job_id, worker.settings.batch_chunk_rows)
+        store.split_input(job_id, worker.settings.batch.chunk_rows)
         pending = store.pending_chunks(job_id)
         store.mark_sent(job_id, pending)
         for index in pending:
@@ -243,7 +243,7 @@ def score(self: Task, job_id: str, index: int) -> None:
                 model,
                 first_row=plan.chunk_starts[index],
                 job_id=job_id,
-                top_reasons=worker.settings.reasons_top,
+                top_reasons=worker.settings.serving.reasons_top,
             )
             store.write_chunk_output(job_id, index, scored.table, scored.counts, scored.decisions)
             logger.info(

@@ -72,7 +72,7 @@ async def create_job(
             request.stream(),
             filename=filename or "upload",
             content_type=request.headers.get("content-type"),
-            max_bytes=state.settings.max_upload_bytes,
+            max_bytes=state.settings.serving.max_upload_bytes,
             model_name=model.name,
             model_version=model.version,
             schema=state.schema,

@@ -35,7 +35,7 @@ async def readyz(state: StateDep) -> Response:
         error = state.holder.last_error
         body = Health(status="not ready", detail=error.message if error else "loading the model")
         return JSONResponse(body.model_dump(), status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
-    bound = state.settings.decision_log_ready_backlog
+    bound = state.settings.decision_log.ready_backlog
     if state.decisions is not None and (backlog := state.decisions.backlog) > bound:
         detail = (
             f"the decision log is behind: {backlog} decisions are not yet in the database "

@@ -32,7 +32,7 @@ async def predict(request: Request, state: StateDep, model: ModelDep) -> Respons
     _refuse_when_log_is_full(state)
     application = _validate(state.request_model, await request.body())
     row = application.model_dump()
-    (scored,) = model.score([row], top_reasons=state.settings.reasons_top)
+    (scored,) = model.score([row], top_reasons=state.settings.serving.reasons_top)
     prediction = _record(state, model, row, scored)
     return Response(orjson.dumps(prediction), media_type="application/json")
 
@@ -49,7 +49,9 @@ async def predict_batch(request: Request, state: StateDep, model: ModelDep) -> R
     batch = _validate(state.batch_request_model, await request.body())
     rows = [application.model_dump() for application in batch.applications]  # type: ignore[attr-defined]
     # Off the event loop: single requests need not wait the tens of ms a full batch takes.
-    scored = await asyncio.to_thread(model.score, rows, top_reasons=state.settings.reasons_top)
+    scored = await asyncio.to_thread(
+        model.score, rows, top_reasons=state.settings.serving.reasons_top
+    )
     predictions = [_record(state, model, row, s) for row, s in zip(rows, scored, strict=True)]
     body = {"model_version": model.version, "predictions": predictions}
     return Response(orjson.dumps(body), media_type="application/json")

@@ -47,15 +47,15 @@ def split(frame: pd.DataFrame, seed: int) -> Splits:
     return split_frame(
         frame,
         LENDING_CLUB,
-        test_size=DEFAULTS_SETTINGS.test_size,
-        validation_size=DEFAULTS_SETTINGS.validation_size,
+        test_size=DEFAULTS_SETTINGS.training.test_size,
+        validation_size=DEFAULTS_SETTINGS.training.validation_size,
         seed=seed,
     )
 
 
 @pytest.fixture(scope="module")
 def splits(frame: pd.DataFrame) -> Splits:
-    return split(frame, seed=DEFAULTS_SETTINGS.seed)
+    return split(frame, seed=DEFAULTS_SETTINGS.training.seed)
 
 
 def row_hashes(X: pd.DataFrame) -> set[int]:
@@ -94,7 +94,7 @@ def test_schema_validation_passes_without_warnings(frame: pd.DataFrame) -> None:
     report = validate_training_frame(
         frame,
         LENDING_CLUB,
-        min_positives=DEFAULTS_SETTINGS.validation_min_positives,
+        min_positives=DEFAULTS_SETTINGS.training.validation_min_positives,
         unknown_category_tolerance=0.0,
     )
     assert (report.rows, report.positives, report.warnings) == (ROWS, DEFAULTS, [])
@@ -165,7 +165,7 @@ def test_test_split_is_frozen_across_seeds(frame: pd.DataFrame, splits: Splits, 
     other = split(frame, seed=seed)
     pd.testing.assert_frame_equal(other.test.X, splits.test.X)
     np.testing.assert_array_equal(other.test.y, splits.test.y)
-    if seed != DEFAULTS_SETTINGS.seed:
+    if seed != DEFAULTS_SETTINGS.training.seed:
         assert row_hashes(other.validation.X) != row_hashes(splits.validation.X)
 
 

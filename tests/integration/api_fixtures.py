@@ -47,15 +47,25 @@ def unique_model_name(prefix: str = "api-test") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
+def layered(values: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`Settings` keywords: `overrides` on top of `values`, a group's dict field by field."""
+    merged = dict(values)
+    for key, value in overrides.items():
+        below = merged.get(key)
+        merged[key] = (
+            {**below, **value} if isinstance(below, dict) and isinstance(value, dict) else value
+        )
+    return merged
+
+
 def registry_settings(home: Path, **overrides: Any) -> Settings:
     """Settings of a fresh registered model on synthetic loans, stored under `home`."""
     values: dict[str, Any] = {
         "home": home,
         "model_name": unique_model_name(),
-        "dataset": "synthetic",
-        **overrides,
+        "training": {"dataset": "synthetic"},
     }
-    return Settings(**values)
+    return Settings(**layered(values, overrides))
 
 
 def api_settings(registry: Settings, folder: Path, **overrides: Any) -> Settings:
@@ -67,13 +77,12 @@ def api_settings(registry: Settings, folder: Path, **overrides: Any) -> Settings
         "home": folder / "home",
         "tracking_uri": registry.mlflow_uri,
         "model_name": registry.model_name,
-        "dataset": registry.dataset,
-        "api_keys": ",".join(API_KEYS),
-        "database_url": f"sqlite:///{folder / 'decisions.db'}",
-        "storage_dir": folder / "storage",
-        **overrides,
+        "training": {"dataset": registry.training.dataset},
+        "serving": {"api_keys": ",".join(API_KEYS)},
+        "decision_log": {"database_url": f"sqlite:///{folder / 'decisions.db'}"},
+        "batch": {"storage_dir": folder / "storage"},
     }
-    return Settings(**values)
+    return Settings(**layered(values, overrides))
 
 
 def api_environment(settings: Settings) -> dict[str, str]:
@@ -82,22 +91,22 @@ def api_environment(settings: Settings) -> dict[str, str]:
         "LOANOPS_HOME": str(settings.home),
         "LOANOPS_TRACKING_URI": settings.mlflow_uri,
         "LOANOPS_MODEL_NAME": settings.model_name,
-        "LOANOPS_DATASET": settings.dataset,
+        "LOANOPS_DATASET": settings.training.dataset,
         "LOANOPS_DATABASE_URL": settings.decision_db_url,
         "LOANOPS_STORAGE_DIR": str(settings.storage_path),
-        "LOANOPS_MODEL_POLL_SECONDS": str(settings.model_poll_seconds),
-        "LOANOPS_DECISION_LOG_FLUSH_SECONDS": str(settings.decision_log_flush_seconds),
-        "LOANOPS_DECISION_LOG_BATCH_SIZE": str(settings.decision_log_batch_size),
-        "LOANOPS_DECISION_LOG_READY_BACKLOG": str(settings.decision_log_ready_backlog),
-        "LOANOPS_DECISION_LOG_MEMORY_BACKLOG": str(settings.decision_log_memory_backlog),
-        "LOANOPS_BODY_TIMEOUT_SECONDS": str(settings.body_timeout_seconds),
+        "LOANOPS_MODEL_POLL_SECONDS": str(settings.serving.model_poll_seconds),
+        "LOANOPS_DECISION_LOG_FLUSH_SECONDS": str(settings.decision_log.flush_seconds),
+        "LOANOPS_DECISION_LOG_BATCH_SIZE": str(settings.decision_log.batch_size),
+        "LOANOPS_DECISION_LOG_READY_BACKLOG": str(settings.decision_log.ready_backlog),
+        "LOANOPS_DECISION_LOG_MEMORY_BACKLOG": str(settings.decision_log.memory_backlog),
+        "LOANOPS_BODY_TIMEOUT_SECONDS": str(settings.serving.body_timeout_seconds),
     }
-    if settings.api_keys is not None:
-        environment["LOANOPS_API_KEYS"] = settings.api_keys.get_secret_value()
-    if settings.model_ref is not None:
-        environment["LOANOPS_MODEL_REF"] = settings.model_ref
-    if settings.redis_url is not None:
-        environment["LOANOPS_REDIS_URL"] = settings.redis_url
+    if settings.serving.api_keys is not None:
+        environment["LOANOPS_API_KEYS"] = settings.serving.api_keys.get_secret_value()
+    if settings.serving.model_ref is not None:
+        environment["LOANOPS_MODEL_REF"] = settings.serving.model_ref
+    if settings.batch.redis_url is not None:
+        environment["LOANOPS_REDIS_URL"] = settings.batch.redis_url
     return environment
 
 

@@ -87,7 +87,7 @@ class ServingModel:
         values: dict[str, Any] = {
             "home": self.home,
             "model_name": self.model_name,
-            "dataset": "synthetic",
+            "training": {"dataset": "synthetic"},
             **overrides,
         }
         return Settings(**values)
@@ -116,7 +116,7 @@ def register_version(
     schema = syn.SCHEMA
     raw = syn.generate(rows, seed=seed)
     splits = split_frame(raw, schema, test_size=0.2, validation_size=0.25, seed=seed)
-    costs = CostMatrix(settings.cost_false_approve, settings.cost_false_decline)
+    costs = CostMatrix(settings.training.cost_false_approve, settings.training.cost_false_decline)
     trained = fit(schema, "logreg", params or LOGREG, splits.train, splits.validation, costs, seed)
     p_validation = trained.predict_pd(splits.validation.X)
     threshold = float(np.quantile(p_validation, 1 - decline_share))
@@ -135,8 +135,8 @@ def register_version(
         params=dict(params or LOGREG),
         dataset="synthetic",
         dataset_sha256="test-fixture",
-        cost_false_approve=settings.cost_false_approve,
-        cost_false_decline=settings.cost_false_decline,
+        cost_false_approve=settings.training.cost_false_approve,
+        cost_false_decline=settings.training.cost_false_decline,
         feature_schema=schema.model_dump(mode="json"),
         favourable_values=favourable,
     )

@@ -49,7 +49,7 @@ def contract_server(
 ) -> Iterator[Server]:
     """`loanops serve` on the session's model, with API keys and batch jobs on real Redis."""
     folder: Path = tmp_path_factory.mktemp("contract")
-    settings = api_settings(serving_model.settings(), folder, redis_url=batch_redis_url)
+    settings = api_settings(serving_model.settings(), folder, batch={"redis_url": batch_redis_url})
     with loanops_serve(settings, folder) as server:
         yield server
 

@@ -80,9 +80,8 @@ def server(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iter
     settings = api_settings(
         registry.settings,
         folder,
-        model_poll_seconds=POLL_SECONDS,
-        redis_url=f"redis://127.0.0.1:{free_port()}/0",  # nothing listens there
-        body_timeout_seconds=BODY_TIMEOUT_SECONDS,
+        serving={"model_poll_seconds": POLL_SECONDS, "body_timeout_seconds": BODY_TIMEOUT_SECONDS},
+        batch={"redis_url": f"redis://127.0.0.1:{free_port()}/0"},  # nothing listens there
     )
     with loanops_serve(settings, folder) as started:
         yield started
@@ -271,7 +270,7 @@ def test_with_redis_down_batch_jobs_are_503_and_online_scoring_goes_on(server: S
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 def test_an_oversized_body_is_413_over_a_real_connection(server: Server, chunked: bool) -> None:
-    limit = server.settings.max_body_bytes
+    limit = server.settings.serving.max_body_bytes
     body = b'{"loan_amnt": 1000, "padding": "' + b"x" * (3 * limit) + b'"}'
 
     def pieces() -> Iterator[bytes]:
@@ -336,9 +335,8 @@ def test_sigterm_flushes_every_decision_to_the_log_before_exit(
     settings = api_settings(
         registry.settings,
         tmp_path,
-        model_ref=f"models:/{registry.settings.model_name}/{registry.second}",
-        decision_log_flush_seconds=60.0,
-        decision_log_batch_size=10_000,
+        serving={"model_ref": f"models:/{registry.settings.model_name}/{registry.second}"},
+        decision_log={"flush_seconds": 60.0, "batch_size": 10_000},
     )
     answered: list[dict[str, Any]] = []
     with loanops_serve(settings, tmp_path) as server:

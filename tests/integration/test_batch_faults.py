@@ -113,11 +113,15 @@ def settings(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Settings:
     return serving_model.settings(
-        redis_url=own_redis.url,
-        storage_dir=tmp_path_factory.mktemp("fault-storage"),
-        database_url=f"sqlite:///{tmp_path_factory.mktemp('fault-db') / 'decisions.db'}",
-        batch_chunk_rows=CHUNK_ROWS,
-        batch_visibility_seconds=STALE_AFTER_S,
+        batch={
+            "redis_url": own_redis.url,
+            "storage_dir": tmp_path_factory.mktemp("fault-storage"),
+            "chunk_rows": CHUNK_ROWS,
+            "visibility_seconds": STALE_AFTER_S,
+        },
+        decision_log={
+            "database_url": f"sqlite:///{tmp_path_factory.mktemp('fault-db') / 'decisions.db'}"
+        },
     )
 
 
@@ -127,9 +131,9 @@ def worker(
     settings: Settings,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[WorkerProcess]:
-    assert settings.redis_url is not None
+    assert settings.batch.redis_url is not None
     environment = serving_model.environment(
-        LOANOPS_REDIS_URL=settings.redis_url,
+        LOANOPS_REDIS_URL=settings.batch.redis_url,
         LOANOPS_STORAGE_DIR=str(settings.storage_path),
         LOANOPS_DATABASE_URL=settings.decision_db_url,
         LOANOPS_BATCH_CHUNK_ROWS=str(CHUNK_ROWS),

@@ -53,10 +53,12 @@ OUTPUT = ["row", "probability", "decision", "reason_codes", "rejection_reason"]
 def overrides(batch_redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:  # noqa: F811
     """What this module's API and workers share besides the model: queue, storage, chunk size."""
     return {
-        "redis_url": batch_redis_url,
-        "storage_dir": tmp_path_factory.mktemp("storage"),
-        "batch_chunk_rows": CHUNK_ROWS,
-        "batch_visibility_seconds": 120.0,
+        "batch": {
+            "redis_url": batch_redis_url,
+            "storage_dir": tmp_path_factory.mktemp("storage"),
+            "chunk_rows": CHUNK_ROWS,
+            "visibility_seconds": 120.0,
+        }
     }
 
 
@@ -68,11 +70,12 @@ def settings(serving_model: ServingModel, overrides: dict[str, Any]) -> Settings
 @pytest.fixture(scope="module")
 def worker(
     serving_model: ServingModel,  # noqa: F811
-    overrides: dict[str, Any],
+    settings: Settings,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[WorkerProcess]:
+    batch = [v for v in Settings.environment_variables().values() if v.group == "batch"]
     environment = serving_model.environment(
-        **{f"LOANOPS_{key.upper()}": str(value) for key, value in overrides.items()}
+        **{v.name: str(v.value(settings)) for v in batch if v.value(settings) is not None}
     )
     with celery_worker(environment, log_dir=tmp_path_factory.mktemp("worker-log")) as process:
         yield process
@@ -437,7 +440,13 @@ def test_submitting_while_redis_is_down_fails_fast_and_leaves_nothing(
     serving_model: ServingModel,  # noqa: F811
 ) -> None:
     down = create_client(
-        settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
+        settings.model_copy(
+            update={
+                "batch": settings.batch.model_copy(
+                    update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"}
+                )
+            }
+        )
     )
     job = receive(
         store, serving_model.applicants.head(10).to_csv(index=False).encode(), "x.csv", production

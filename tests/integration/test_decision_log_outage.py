@@ -91,9 +91,11 @@ def test_an_unreachable_database_shows_as_backlog_then_every_decision_lands_once
         settings = api_settings(
             serving_model.settings(),
             tmp_path,
-            database_url=proxied.render_as_string(hide_password=False),
-            decision_log_ready_backlog=READY_BACKLOG,
-            decision_log_memory_backlog=MEMORY_BACKLOG,
+            decision_log={
+                "database_url": proxied.render_as_string(hide_password=False),
+                "ready_backlog": READY_BACKLOG,
+                "memory_backlog": MEMORY_BACKLOG,
+            },
         )
         with loanops_serve(settings, tmp_path) as server:
             client = server.client

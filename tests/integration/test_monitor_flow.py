@@ -113,7 +113,7 @@ def test_no_drift_saves_the_report_and_triggers_nothing(settings: Settings, home
 
     assert result.reasons == []
     assert result.trigger is None
-    assert result.summary.drift.share_drifted < settings.drift_share_threshold
+    assert result.summary.drift.share_drifted < settings.monitor.drift_share_threshold
     assert (result.report_dir / "report.html").stat().st_size > 0
     assert (result.report_dir / "report.json").stat().st_size > 0
     run = registry.connect(settings).get_run(result.run_id)
@@ -183,9 +183,9 @@ def test_a_macro_shock_moves_no_feature_but_the_performance_run_catches_it(
     monitored = monitor_flow(days=days_between(start, end), end=end)
     result = performance_flow(days=days_between(start, end), end=end)
 
-    assert monitored.summary.drift.share_drifted < settings.drift_share_threshold
+    assert monitored.summary.drift.share_drifted < settings.monitor.drift_share_threshold
     assert result.summary.overall.calibration_z is not None
-    assert result.summary.overall.calibration_z < -settings.calibration_z_threshold
+    assert result.summary.overall.calibration_z < -settings.monitor.calibration_z_threshold
     assert any("standard errors" in reason for reason in result.reasons)
     assert result.trigger is not None and result.trigger.retrain is not None
     assert len(versions(settings)) == len(before) + 1

@@ -71,7 +71,7 @@ def build_stack(home: Path) -> Stack:
     client.set_registered_model_alias(settings.model_name, settings.production_alias, champion)
     # Another seed draws other synthetic loans: a candidate that differs from the champion,
     # registered and not promoted.
-    candidate = train_flow(seed=settings.seed + 1).version
+    candidate = train_flow(seed=settings.training.seed + 1).version
 
     loans = generate(DECISIONS, seed=11)
     start, end, request_ids = through_api(loans)
@@ -192,7 +192,7 @@ def test_explore_data_shows_the_dataset_its_default_rates_and_distributions(
     )
 
     text = shown_text(executed)
-    loaded = load_dataset("synthetic", rows=3_000, seed=Settings().seed)
+    loaded = load_dataset("synthetic", rows=3_000, seed=Settings().training.seed)
     defaults = int(loaded.schema.labels(loaded.frame).sum())
     assert f"synthetic: 3,000 loans, {defaults:,} defaults" in text
     for segment in ("grade", "term", "home_ownership"):

@@ -145,7 +145,7 @@ def test_retrain_promotes_then_gate_refuses_a_worse_model(
     assert any("floor" in reason for reason in records[1].reasons)
     assert all(r.decision_id for r in records)
     assert records[1].champion_metrics is not None
-    assert records[1].challenger_metrics["roc_auc"] < settings.promotion_min_auc
+    assert records[1].challenger_metrics["roc_auc"] < settings.gate.min_auc
 
     # Every registered version carries its model card, gate decision included.
     for result in (first, second):

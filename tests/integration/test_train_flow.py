@@ -41,13 +41,15 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
 
 @pytest.fixture
 def data(settings: Settings) -> tuple[LoadedDataset, Splits]:
-    loaded = load_dataset(settings.dataset, rows=settings.dataset_rows, seed=settings.seed)
+    loaded = load_dataset(
+        settings.training.dataset, rows=settings.training.dataset_rows, seed=settings.training.seed
+    )
     splits = split_frame(
         loaded.frame,
         loaded.schema,
-        test_size=settings.test_size,
-        validation_size=settings.validation_size,
-        seed=settings.seed,
+        test_size=settings.training.test_size,
+        validation_size=settings.training.validation_size,
+        seed=settings.training.seed,
     )
     return loaded, splits
 
@@ -59,8 +61,8 @@ def test_start_run_leaves_the_parent_run_open_with_its_lineage(
     report = validate_training_frame(
         loaded.frame,
         loaded.schema,
-        min_positives=settings.validation_min_positives,
-        unknown_category_tolerance=settings.validation_unknown_category_tolerance,
+        min_positives=settings.training.validation_min_positives,
+        unknown_category_tolerance=settings.training.validation_unknown_category_tolerance,
     )
 
     run_id = start_run.fn(settings, loaded, report, splits)
@@ -92,19 +94,19 @@ def test_rescore_best_scores_the_winner_on_fresh_folds(
 
     development = splits.development
     expected = cross_validated_aucs(
-        build_model(loaded.schema, "logreg", params, settings.seed),
+        build_model(loaded.schema, "logreg", params, settings.training.seed),
         development.X,
         development.y,
-        folds=settings.cv_folds,
-        seed=settings.seed + 1,
+        folds=settings.training.cv_folds,
+        seed=settings.training.seed + 1,
     )
     assert rescored.fold_aucs == pytest.approx(expected)
-    assert len(rescored.fold_aucs) == settings.cv_folds == 5
+    assert len(rescored.fold_aucs) == settings.training.cv_folds == 5
     assert rescored.cv_roc_auc == pytest.approx(np.mean(expected))
     run = client.get_run(run_id)
     assert run.data.metrics["cv_roc_auc"] == pytest.approx(rescored.cv_roc_auc)
     assert run.data.metrics["cv_roc_auc_std"] == pytest.approx(np.std(expected))
-    assert run.data.params["cv_rescore_fold_seed"] == str(settings.seed + 1)
+    assert run.data.params["cv_rescore_fold_seed"] == str(settings.training.seed + 1)
     assert run.info.status == "RUNNING"
 
 

@@ -30,7 +30,7 @@ import pytest
 
 from cli.stack import commands as stack_commands
 from cli.stack.supervisor import Supervisor
-from loanops.settings import Settings
+from loanops.settings import Settings, TrainingSettings
 from serving.app import offline_docs_assets
 from tests.integration.serving_fixtures import promote, register_version
 from tests.services import free_port
@@ -87,7 +87,9 @@ def run_stack(command: str, env: dict[str, str], *ports: str) -> subprocess.Comp
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     home = tmp_path_factory.mktemp("stack-home")
     model_name = f"ui-test-{uuid.uuid4().hex[:8]}"
-    settings = Settings(home=home, model_name=model_name, dataset="synthetic")
+    settings = Settings(
+        home=home, model_name=model_name, training=TrainingSettings(dataset="synthetic")
+    )
     version = register_version(settings, seed=0, rows=2000)
     promote(settings, version)
 

@@ -120,6 +120,6 @@ def label_selector_matches(selector: dict[str, Any], labels: dict[str, str]) -> 
 
 def placeholder(value: str) -> bool:
     """Whether a secret value is one the settings treat as a placeholder."""
-    from loanops.settings import _PLACEHOLDER
+    from loanops.settings.root import _PLACEHOLDER
 
     return bool(_PLACEHOLDER.search(value))

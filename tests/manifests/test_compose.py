@@ -86,7 +86,7 @@ def interpolate(value: str, variables: dict[str, str]) -> str:
 
 
 def settings_fields() -> set[str]:
-    return {f"LOANOPS_{name.upper()}" for name in Settings.model_fields}
+    return set(Settings.environment_variables())
 
 
 def test_every_cluster_workload_has_a_service(renders: dict[str, Render]) -> None:

@@ -1,11 +1,12 @@
-"""The ConfigMap and Secret keys are the Settings fields, and each overlay's values are valid.
+"""The ConfigMap and Secret keys are the settings' variables, and each overlay's values are valid.
 
 `loanops-config` and `loanops-secrets` hold the settings of the loanops pods (the API, the
 batch workers and the flow runs, which all read them through envFrom). Their keys are exactly
-`LOANOPS_<FIELD>` for the pod fields of loanops.settings.Settings: every field but those in
-`NOT_POD_FIELDS`. Secrets (SecretStr fields) go in the Secret, everything else in the ConfigMap.
-The other ConfigMaps and Secrets belong to MLflow, Prefect, PostgreSQL and nginx, and hold
-their own variables, never a LOANOPS_ one.
+the `LOANOPS_*` variables of loanops.settings.Settings, each group's included (the settings are
+nested, `settings.gate.min_auc`, but their variables stay flat, `LOANOPS_PROMOTION_MIN_AUC`):
+every variable but those in `NOT_POD_VARIABLES`. Secrets (SecretStr fields) go in the Secret,
+everything else in the ConfigMap. The other ConfigMaps and Secrets belong to MLflow, Prefect,
+PostgreSQL and nginx, and hold their own variables, never a LOANOPS_ one.
 """
 
 from __future__ import annotations
@@ -19,37 +20,34 @@ from loanops.settings import Settings
 from tests.manifests.kube import Render, containers, placeholder, workloads
 
 CONFIG, SECRETS = "loanops-config", "loanops-secrets"
-NOT_POD_FIELDS = {
+VARIABLES = Settings.environment_variables()
+NOT_POD_VARIABLES = {
     # The deploy flow pins it on each Deployment's pod template, one version per ReplicaSet.
-    "model_ref": "set per Deployment by the deploy flow",
+    "LOANOPS_MODEL_REF": "set per Deployment by the deploy flow",
     # Unset means "every row" and "no time budget"; an environment variable cannot say unset.
-    "dataset_rows": "unset by default",
-    "tune_timeout_seconds": "unset by default",
+    "LOANOPS_DATASET_ROWS": "unset by default",
+    "LOANOPS_TUNE_TIMEOUT_SECONDS": "unset by default",
     # Unset in the cluster: the flow runs reach the API with their own service account.
-    "kube_config": "unset in the cluster",
+    "LOANOPS_KUBE_CONFIG": "unset in the cluster",
 }
 # Where this deployment puts things, and that it deploys to its own cluster: these differ from the
 # code's embedded defaults on purpose.
-DEPLOYMENT_FIELDS = {
-    "env",
-    "home",
-    "tracking_uri",
-    "redis_url",
-    "storage_dir",
-    "database_url",
-    "deploy_target",
+DEPLOYMENT_VARIABLES = {
+    "LOANOPS_ENV",
+    "LOANOPS_HOME",
+    "LOANOPS_TRACKING_URI",
+    "LOANOPS_REDIS_URL",
+    "LOANOPS_STORAGE_DIR",
+    "LOANOPS_DATABASE_URL",
+    "LOANOPS_DEPLOY_TARGET",
 }
 
 
-def env_name(field: str) -> str:
-    return f"LOANOPS_{field.upper()}"
-
-
-def secret_fields() -> set[str]:
+def secret_variables() -> set[str]:
     return {
         name
-        for name, info in Settings.model_fields.items()
-        if SecretStr in getattr(info.annotation, "__args__", (info.annotation,))
+        for name, variable in VARIABLES.items()
+        if SecretStr in getattr(variable.info.annotation, "__args__", (variable.info.annotation,))
     }
 
 
@@ -66,22 +64,36 @@ def pod_environment(rendered: Render) -> dict[str, str]:
     }
 
 
-def test_the_excluded_fields_exist() -> None:
-    assert set(NOT_POD_FIELDS) <= set(Settings.model_fields)
-    assert secret_fields() == {"api_keys", "database_url"}
+def test_the_excluded_variables_exist() -> None:
+    assert set(NOT_POD_VARIABLES) <= set(VARIABLES)
+    assert DEPLOYMENT_VARIABLES <= set(VARIABLES)
+    assert secret_variables() == {"LOANOPS_API_KEYS", "LOANOPS_DATABASE_URL"}
+
+
+def test_the_variables_include_every_group() -> None:
+    groups = {variable.group for variable in VARIABLES.values()}
+    assert groups == {
+        None,
+        "training",
+        "gate",
+        "monitor",
+        "serving",
+        "decision_log",
+        "batch",
+        "kube",
+    }
 
 
 def test_configmap_and_secret_hold_exactly_the_pod_fields(rendered: Render) -> None:
     config = set(data(rendered.get("ConfigMap", CONFIG)))
     secrets = set(data(rendered.get("Secret", SECRETS)))
-    pod_fields = set(Settings.model_fields) - set(NOT_POD_FIELDS)
-    assert config | secrets == {env_name(f) for f in pod_fields}
-    assert secrets == {env_name(f) for f in secret_fields()}
+    assert config | secrets == set(VARIABLES) - set(NOT_POD_VARIABLES)
+    assert secrets == secret_variables()
     assert not config & secrets
 
 
 def test_every_loanops_variable_anywhere_is_a_settings_field(rendered: Render) -> None:
-    known = {env_name(field) for field in Settings.model_fields}
+    known = set(VARIABLES)
     for obj in rendered.of_kind("ConfigMap", "Secret"):
         unknown = {k for k in data(obj) if k.startswith("LOANOPS_")} - known
         assert not unknown, f"{obj['kind']} {obj['metadata']['name']}: {unknown}"
@@ -114,15 +126,15 @@ def test_base_values_mirror_the_code_defaults(
     renders: dict[str, Render], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The production overlay changes only where things are; every other value is the code's.
-    environment = {**pod_environment(renders["production"]), env_name("env"): "dev"}
+    environment = {**pod_environment(renders["production"]), "LOANOPS_ENV": "dev"}
     configured = settings_from(environment, monkeypatch)
     defaults = Settings(_env_file=None)  # type: ignore[call-arg]
     differing = {
-        field
-        for field in Settings.model_fields
-        if getattr(configured, field) != getattr(defaults, field)
+        name
+        for name, variable in VARIABLES.items()
+        if variable.value(configured) != variable.value(defaults)
     }
-    assert differing - DEPLOYMENT_FIELDS == set()
+    assert differing - DEPLOYMENT_VARIABLES == set()
 
 
 def test_local_settings_load_as_rendered(
@@ -139,17 +151,17 @@ def test_production_refuses_the_placeholders_and_takes_real_values(
     renders: dict[str, Render], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     environment = pod_environment(renders["production"])
-    assert environment[env_name("env")] == "production"
+    assert environment["LOANOPS_ENV"] == "production"
     with pytest.raises(ValidationError, match="placeholder"):
         settings_from(environment, monkeypatch)
     real = {
         **environment,
-        env_name("api_keys"): "k3y-one,k3y-two",
-        env_name("database_url"): "postgresql://decisions:s3cret@postgres:5432/decisions",
+        "LOANOPS_API_KEYS": "k3y-one,k3y-two",
+        "LOANOPS_DATABASE_URL": "postgresql://decisions:s3cret@postgres:5432/decisions",
     }
     settings = settings_from(real, monkeypatch)
     assert settings.decision_db_url.startswith("postgresql://")
-    assert settings.api_key_values == ("k3y-one", "k3y-two")
+    assert settings.serving.api_key_values == ("k3y-one", "k3y-two")
 
 
 def test_mlflow_keys_are_mlflow_server_variables(rendered: Render) -> None:

@@ -30,7 +30,7 @@ CONFIGS: dict[ModelFamily, dict[str, Any]] = {
 }
 SEED = 0
 _DEFAULTS = Settings.model_construct()
-COSTS = CostMatrix(_DEFAULTS.cost_false_approve, _DEFAULTS.cost_false_decline)
+COSTS = CostMatrix(_DEFAULTS.training.cost_false_approve, _DEFAULTS.training.cost_false_decline)
 
 
 @dataclass(frozen=True)
@@ -62,8 +62,8 @@ def fit_model(schema: FeatureSchema, raw: pd.DataFrame, family: ModelFamily) -> 
     splits = split_frame(
         raw,
         schema,
-        test_size=_DEFAULTS.test_size,
-        validation_size=_DEFAULTS.validation_size,
+        test_size=_DEFAULTS.training.test_size,
+        validation_size=_DEFAULTS.training.validation_size,
         seed=SEED,
     )
     model = fit(schema, family, CONFIGS[family], splits.train, splits.validation, COSTS, SEED)

@@ -150,8 +150,7 @@ def client(models: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     with serving(
         models,
         tmp_path_factory.mktemp("api"),
-        max_sync_batch=MAX_SYNC_BATCH,
-        max_body_bytes=MAX_BODY_BYTES,
+        serving={"max_sync_batch": MAX_SYNC_BATCH, "max_body_bytes": MAX_BODY_BYTES},
     ) as started:
         yield started
 
@@ -204,7 +203,7 @@ def test_a_prediction_carries_version_request_id_decision_and_sorted_reasons(
         impacts = [reason["impact"] for reason in body["reasons"]]
         assert impacts == sorted(impacts, reverse=True)
         assert all(impact > 0 for impact in impacts)
-        assert len(body["reasons"]) <= state(client).settings.reasons_top
+        assert len(body["reasons"]) <= state(client).settings.serving.reasons_top
         for reason in body["reasons"]:
             feature = SCHEMA.feature(reason["code"].lower())
             assert reason["text"] == feature.reason
@@ -589,7 +588,7 @@ def test_api_keys_never_reach_the_logs(
 def test_without_configured_keys_dev_mode_leaves_scoring_open(
     models: Registry, tmp_path: Path
 ) -> None:
-    with serving(models, tmp_path, api_keys=None) as started:
+    with serving(models, tmp_path, serving={"api_keys": None}) as started:
         assert started.post("/v1/predict", content=json.dumps(typical())).status_code == 200
 
 
@@ -608,7 +607,7 @@ def test_before_a_model_loads_readyz_and_predict_are_503_saying_why(
     models: Registry, tmp_path: Path, ref: str, reason: str
 ) -> None:
     model_ref = f"models:/{models.settings.model_name}{ref}"
-    with serving(models, tmp_path, ready=False, model_ref=model_ref) as started:
+    with serving(models, tmp_path, ready=False, serving={"model_ref": model_ref}) as started:
         wait_for(lambda: state(started).holder.last_error is not None, what="a failed load")
 
         ready = started.get("/readyz")
@@ -665,7 +664,9 @@ def test_a_moved_alias_swaps_the_model_and_a_broken_version_keeps_the_old_one(
     models: Registry, tmp_path: Path
 ) -> None:
     alias = models.new_alias(models.first)
-    with serving(models, tmp_path, model_ref=models.ref(alias), model_poll_seconds=0.1) as started:
+    with serving(
+        models, tmp_path, serving={"model_ref": models.ref(alias), "model_poll_seconds": 0.1}
+    ) as started:
         assert post(started, typical()).json()["model_version"] == models.first.number
 
         models.move(alias, models.damaged)
@@ -716,7 +717,9 @@ def test_a_broken_version_is_retried_with_backoff_not_on_every_poll(
 ) -> None:
     alias = models.new_alias(models.first)
     poll = 0.05
-    with serving(models, tmp_path, model_ref=models.ref(alias), model_poll_seconds=poll) as started:
+    with serving(
+        models, tmp_path, serving={"model_ref": models.ref(alias), "model_poll_seconds": poll}
+    ) as started:
         models.move(alias, models.damaged)
         wait_for(lambda: state(started).holder.reload_failures > 0, what="a failed reload")
         time.sleep(1.5)  # 30 polls
@@ -732,7 +735,9 @@ def test_a_pinned_version_serves_and_does_not_follow_the_alias(
     models: Registry, tmp_path: Path
 ) -> None:
     pinned = f"models:/{models.settings.model_name}/{models.second.number}"
-    with serving(models, tmp_path, model_ref=pinned, model_poll_seconds=0.05) as started:
+    with serving(
+        models, tmp_path, serving={"model_ref": pinned, "model_poll_seconds": 0.05}
+    ) as started:
         # The alias this server would follow unpinned points at another version.
         production = models.client.get_model_version_by_alias(
             models.settings.model_name, "production"
@@ -756,10 +761,7 @@ def test_every_scored_application_is_one_decision_log_record_after_shutdown(
     models: Registry, tmp_path: Path
 ) -> None:
     # Nothing is written while serving: only the flush at shutdown can write these.
-    settings: dict[str, Any] = {
-        "decision_log_flush_seconds": 60.0,
-        "decision_log_batch_size": 10_000,
-    }
+    settings: dict[str, Any] = {"decision_log": {"flush_seconds": 60.0, "batch_size": 10_000}}
     sent: list[dict[str, Any]] = []
     answered: list[dict[str, Any]] = []
     with serving(models, tmp_path, **settings) as started:

@@ -48,8 +48,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
         api_settings(
             registry,
             tmp_path_factory.mktemp("api"),
-            max_sync_batch=MAX_SYNC_BATCH,
-            max_body_bytes=MAX_BODY_BYTES,
+            serving={"max_sync_batch": MAX_SYNC_BATCH, "max_body_bytes": MAX_BODY_BYTES},
         )
     )
     with TestClient(app, raise_server_exceptions=False) as started:

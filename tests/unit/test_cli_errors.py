@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from cli.errors import CLEAR_ERRORS, _NoTracebackForClearErrors, clear_errors, describe
 from loanops.promotion import PromotionError
-from loanops.settings import Settings
+from loanops.settings import Settings, TrainingSettings
 from tests.services import free_port
 
 
@@ -98,7 +98,7 @@ def test_a_validation_error_outside_settings_is_named_for_its_model() -> None:
 
 def test_invalid_settings_keep_their_wording() -> None:
     with pytest.raises(ValidationError) as raised:
-        Settings(seed=-1)
+        Settings(training=TrainingSettings(seed=-1))
 
     assert describe(raised.value).startswith("invalid settings: seed: Input should be greater")
 

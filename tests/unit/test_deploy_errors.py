@@ -23,7 +23,7 @@ from flows.deploy.kube import (
     transient_kube_error,
 )
 from flows.deploy.rollout import RolloutError
-from loanops.settings import Settings
+from loanops.settings import KubeSettings, Settings
 
 NAMESPACE = "loan-default-prediction"
 
@@ -128,7 +128,7 @@ def test_no_cluster_is_touched_unless_one_is_configured() -> None:
 
 
 def test_a_missing_kubeconfig_is_one_clear_line(tmp_path: Path) -> None:
-    settings = Settings(deploy_target="kubernetes", kube_config=tmp_path / "absent")
+    settings = Settings(kube=KubeSettings(deploy_target="kubernetes", config=tmp_path / "absent"))
 
     with pytest.raises(
         DeployError, match="no usable Kubernetes configuration .*LOANOPS_KUBE_CONFIG"

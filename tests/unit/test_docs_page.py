@@ -13,14 +13,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 import serving.app as app_module
-from loanops.settings import Settings
+from loanops.settings import Settings, TrainingSettings
 
 ASSETS = ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js", "favicon.png")
 
 
 def client(tmp_path: Path) -> TestClient:
     # No `with`: the lifespan (model loading, decision log) never starts.
-    settings = Settings(home=tmp_path / "home", dataset="synthetic")
+    settings = Settings(home=tmp_path / "home", training=TrainingSettings(dataset="synthetic"))
     return TestClient(app_module.create_app(settings))
 
 

@@ -324,7 +324,7 @@ def test_the_largest_request_is_accepted(client: TestClient) -> None:
     ids = [f"unknown-{i:032d}" for i in range(MAX_OUTCOMES)]
     body = {"outcomes": [{"request_id": i, "defaulted": False, "observed_at": OBSERVED}
                          for i in ids]}  # fmt: skip
-    assert len(json.dumps(body)) < state(client).settings.max_body_bytes
+    assert len(json.dumps(body)) < state(client).settings.serving.max_body_bytes
 
     response = post(client, body)
 

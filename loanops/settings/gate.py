@@ -1,0 +1,44 @@
+"""Promotion gate settings: the floors a challenger must clear, read from `LOANOPS_PROMOTION_*`."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from loanops.settings.environment import SettingsGroup, variables_prefixed
+
+
+class GateSettings(SettingsGroup):
+    """The promotion gate; each field is read from `LOANOPS_PROMOTION_<FIELD>`."""
+
+    model_config = variables_prefixed("PROMOTION_")
+
+    experiment_name: str = Field(
+        default="loan-default-promotions",
+        description="Experiment holding one run per promotion decision: the append-only gate log.",
+    )
+    min_auc: float = Field(default=0.65, ge=0.5, le=1.0)
+    max_ece: float = Field(
+        default=0.05,
+        gt=0,
+        lt=0.5,
+        description="Ceiling on the challenger's expected calibration error.",
+    )
+    auc_tolerance: float = Field(
+        default=0.01,
+        ge=0,
+        le=0.1,
+        description="How far the challenger's AUC may fall below the champion's.",
+    )
+    max_calibration_z: float = Field(
+        default=3.0,
+        gt=0,
+        description=(
+            "How many standard errors the mean PD may sit from the observed default rate on the "
+            "gate data."
+        ),
+    )
+    min_gate_positives: int = Field(
+        default=30,
+        ge=1,
+        description="Fewest defaults the gate data must hold for a comparison to count.",
+    )
