@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import gc
 import importlib.util
 import math
 from collections.abc import AsyncIterator, Callable
@@ -39,6 +37,7 @@ from serving.batch import database as batch_database
 from serving.batch.store import JobStore
 from serving.decision_log.handle import DecisionLogProcess
 from serving.deps import AppState
+from serving.heap import freeze_heap
 from serving.metrics import Metrics, MetricsMiddleware
 from serving.middleware import (
     BodyLimitMiddleware,
@@ -86,7 +85,7 @@ def create_app(
     metrics = Metrics()
 
     def serving(loaded: LoadedModel) -> None:
-        _freeze_heap()
+        freeze_heap()
         metrics.serving(loaded.name, loaded.version, loaded.run_id, loaded.loaded_at.timestamp())
 
     holder = ModelHolder(
@@ -222,29 +221,6 @@ def _serve_docs_offline(app: FastAPI, assets: Path) -> None:
             redoc_favicon_url=f"{root}{DOCS_ASSETS_PATH}/favicon.png",
             with_google_fonts=False,
         )
-
-
-def _freeze_heap() -> None:
-    """Hide everything alive now from the cyclic garbage collector; called once a model loads.
-
-    The loaded API holds some 370k objects (libraries and the model). A full collection walks
-    them all, stalling every request in flight for about 0.25 s, and the objects each request
-    leaves behind set one off every few thousand requests. Frozen objects are never walked.
-    Unfreezing first lets this collection free the model that a swap replaced.
-    """
-    gc.unfreeze()
-    gc.collect()
-    gc.freeze()
-    _return_free_memory()
-
-
-def _return_free_memory() -> None:
-    """Give the heap pages freed by loading (downloads, verification) back to the system.
-
-    glibc keeps them otherwise; about 10 MiB of the API's RSS after a load. A no-op elsewhere.
-    """
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _batch_request_model(schema: FeatureSchema, max_items: int) -> type[BaseModel]:

@@ -6,7 +6,6 @@ model when it starts (`worker_process_init`) and keeps the last few versions it 
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import threading
@@ -18,6 +17,7 @@ import pyarrow as pa
 from loanops.settings import Settings
 from serving.batch.chunks import decisions_from_table
 from serving.batch.store import JobStore
+from serving.heap import freeze_heap
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -131,17 +131,6 @@ class WorkerRuntime:
         self.store.engine.dispose(close=False)
         self.models.warm()
         freeze_heap()
-
-
-def freeze_heap() -> None:
-    """Keep what the process holds for good (modules, models) out of the garbage collector.
-
-    A worker holds a few hundred thousand long-lived objects, and each chunk makes enough
-    short-lived ones to trigger full collections, which walked all of them: a third of the
-    chunks took twice as long. Frozen objects are still freed by reference counting.
-    """
-    gc.collect()
-    gc.freeze()
 
 
 def preload() -> None:

@@ -44,9 +44,10 @@ from serving.batch.client import (
     celery_config,
     create_client,
 )
-from serving.batch.runtime import WorkerRuntime, freeze_heap, preload
+from serving.batch.runtime import WorkerRuntime, preload
 from serving.batch.sweep import Sweeper, sweep_interval
 from serving.batch.upload import BatchFileError
+from serving.heap import freeze_heap
 
 logger = logging.getLogger(__name__)
 
