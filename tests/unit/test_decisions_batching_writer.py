@@ -114,8 +114,9 @@ def test_record_blocks_when_max_pending_is_reached(engine: Engine) -> None:
 def test_a_decision_that_cannot_be_encoded_is_refused_at_record(
     decision_log: BatchingWriter,
 ) -> None:
-    with pytest.raises(TypeError):
-        decision_log.record(make_decision(1, inputs={"when": object()}))
+    unencodable = make_decision(1, inputs={"when": object()})
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        decision_log.record(unencodable)
     assert decision_log.pending == 0
 
 

@@ -86,11 +86,12 @@ def test_a_writer_process_is_out_of_reach_of_signals_to_the_servers_process_grou
 def test_a_writer_process_refuses_an_unencodable_decision_in_the_caller(
     db_url: str, tmp_path: Path
 ) -> None:
+    unencodable = make_decision(0, inputs={"when": object()})
     log = DecisionLogProcess(db_url, spill_dir=tmp_path)
     log.start()
     try:
-        with pytest.raises(TypeError):
-            log.record(make_decision(0, inputs={"when": object()}))
+        with pytest.raises(TypeError, match="not JSON serializable"):
+            log.record(unencodable)
     finally:
         log.close(timeout=10)
 

@@ -35,6 +35,12 @@ from loanops.performance import (
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
 
+def computed(value: float | None) -> float:
+    """The metric's value, failing the test when it was not computed (None)."""
+    assert value is not None, "the metric was not computed"
+    return value
+
+
 def labelled_frame(
     y: np.ndarray, p: np.ndarray, decided_at: pd.Series | None = None, **columns: object
 ) -> pd.DataFrame:
@@ -104,7 +110,7 @@ def test_the_metrics_match_sklearn_on_a_constructed_sample() -> None:
     assert overall.default_rate == pytest.approx(y.mean())
     assert overall.observed_to_expected == pytest.approx(y.sum() / p.sum())
     # Labels drawn from the PDs: calibrated, so the gap is within noise.
-    assert abs(overall.calibration_z or 0.0) < 3
+    assert abs(computed(overall.calibration_z)) < 3
     assert summary.model_versions == ("3",)
     assert summary.overall.name == OVERALL
 
@@ -227,16 +233,16 @@ def test_a_macro_shock_shows_as_a_calibration_gap_far_beyond_three_standard_erro
         labelled_frame(shocked["default"].to_numpy(), p, decided, issue_d=shocked["issue_d"])
     )
 
-    assert abs(calm.overall.calibration_z or 0.0) < 3
-    assert (shock.overall.calibration_z or 0.0) < -10
-    assert (shock.overall.observed_to_expected or 0.0) > 1.7
-    assert (shock.overall.calibration_gap or 0.0) < -0.05
+    assert abs(computed(calm.overall.calibration_z)) < 3
+    assert computed(shock.overall.calibration_z) < -10
+    assert computed(shock.overall.observed_to_expected) > 1.7
+    assert computed(shock.overall.calibration_gap) < -0.05
     # Ranking barely suffers: every logit moved by the same amount.
-    assert abs((shock.overall.auc or 0) - (calm.overall.auc or 0)) < 0.03
+    assert abs(computed(shock.overall.auc) - computed(calm.overall.auc)) < 0.03
     # Vintages come from the loan book's issue months, and every one of them shows the shock.
     assert shock.vintage_basis == "issue_d"
     assert len(shock.vintages) == 36
-    assert all((v.calibration_z or 0.0) < 0 for v in shock.vintages)
+    assert all(computed(v.calibration_z) < 0 for v in shock.vintages)
     assert shock.as_metrics()["perf_calibration_z"] == shock.overall.calibration_z
 
 

@@ -28,7 +28,6 @@ from loanops.outcomes import OutcomeRecord, read_labelled
 from loanops.settings import Settings
 from serving.app import create_app
 from serving.deps import AppState
-from serving.routers import outcomes as outcomes_router
 from serving.routers.outcomes import MAX_OUTCOMES
 from tests.integration.api_fixtures import (
     API_KEYS,
@@ -55,33 +54,24 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return settings
 
 
-def _wired(app: FastAPI) -> FastAPI:
-    """The app with the outcomes router, as `serving.app` includes it once wired."""
-    if not any(getattr(route, "path", None) == PATH for route in app.routes):
-        app.include_router(outcomes_router.router)
-    return app
-
-
 @contextlib.contextmanager
 def serving(registry: Settings, folder: Path) -> Iterator[TestClient]:
     """A started, ready app whose decision log lives in `folder`."""
-    settings = api_settings(registry, folder)
-    with TestClient(_wired(create_app(settings))) as client:
+    with TestClient(create_app(api_settings(registry, folder))) as client:
         wait_until_ready(client)
-        app_state = state(client)
-        opened = None
-        if app_state.database is None:  # until `serving.app` opens it at start-up
-            opened = app_state.database = create_engine_for(settings.decision_db_url)
-        try:
-            yield client
-        finally:
-            if opened is not None:
-                app_state.database = None
-                opened.dispose()
+        # The app itself mounts the route and opens the decision database at start-up.
+        assert PATH in fastapi_app(client).openapi()["paths"]
+        assert state(client).database is not None
+        yield client
+
+
+def fastapi_app(client: TestClient) -> FastAPI:
+    assert isinstance(client.app, FastAPI)
+    return client.app
 
 
 def state(client: TestClient) -> AppState:
-    app_state: AppState = client.app.state.loanops  # type: ignore[attr-defined]
+    app_state: AppState = fastapi_app(client).state.loanops
     return app_state
 
 

@@ -79,5 +79,5 @@ def test_a_malformed_row_is_named_by_number(home: Path) -> None:
     result = CliRunner().invoke(app, ["outcomes", "load", str(path)])
 
     assert result.exit_code == 1
-    assert "maybe" in result.output or "row" in result.output
+    assert "row 2, defaulted: 'maybe' is not one of 0, 1, true, false" in result.output
     assert "Traceback" not in result.output
