@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import httpx
 import pytest
 
 from tests.services import free_port, fresh_database, mlflow_server, postgres_server_url
+from tests.waiting import exited, wait_for
 
 BIN = Path(sys.executable).parent
 
@@ -74,18 +74,15 @@ def prefect_server(
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"prefect server exited: {(home / 'server.log').read_text()}")
-            try:
-                if httpx.get(f"{api_url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("prefect server did not become healthy within 90 s")
-            time.sleep(0.5)
+        wait_for(
+            lambda: httpx.get(f"{api_url}/health", timeout=2).status_code == 200,
+            timeout=90,
+            what="the prefect server's /health",
+            interval=0.5,
+            ignoring=(httpx.HTTPError,),
+            given_up=lambda: exited(server, "prefect server"),
+            details=lambda: (home / "server.log").read_text(),
+        )
         yield api_url, client_env
     finally:
         server.terminate()

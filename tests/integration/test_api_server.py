@@ -38,10 +38,10 @@ from tests.integration.api_fixtures import (
     point_alias,
     register_model_without_card,
     registry_settings,
-    wait_for,
 )
 from tests.integration.serving_fixtures import register_version
 from tests.services import free_port
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -157,7 +157,7 @@ def test_moving_the_alias_under_load_swaps_versions_without_failing_a_request(
     for thread in threads:
         thread.start()
     try:
-        wait_for(lambda: all(len(load.answers) >= 20 for load in loads), what="traffic")
+        wait_for(lambda: all(len(load.answers) >= 20 for load in loads), what="traffic", timeout=30)
 
         point_alias(registry.settings, new)
         wait_for(
@@ -210,6 +210,7 @@ def test_a_broken_version_is_refused_and_the_old_one_keeps_serving(
     wait_for(
         lambda: model_info(server)["last_reload_error"] is None,
         what="the error to clear once the alias is back on the version serving",
+        timeout=30,
     )
 
     assert info["version"] == serving["version"]

@@ -21,13 +21,14 @@ from sqlalchemy.engine import make_url
 
 from loanops.decisions.database import create_engine_for, migrate
 from loanops.decisions.table import DECISIONS_TABLE
-from tests.integration.api_fixtures import api_settings, applicants, wait_for
+from tests.integration.api_fixtures import api_settings, applicants
 from tests.integration.serving_fixtures import (
     ServingModel,
     serving_model,  # noqa: F401  (a fixture)
 )
 from tests.integration.tcp_proxy import tcp_proxy
 from tests.integration.test_api_server import KEY, loanops_serve
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

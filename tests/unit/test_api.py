@@ -40,10 +40,10 @@ from tests.integration.api_fixtures import (
     damage_model_file,
     point_alias,
     registry_settings,
-    wait_for,
     wait_until_ready,
 )
 from tests.integration.serving_fixtures import register_version
+from tests.waiting import wait_for
 
 KEY = {"X-API-Key": API_KEYS[1]}
 MAX_SYNC_BATCH = 3
@@ -609,7 +609,9 @@ def test_before_a_model_loads_readyz_and_predict_are_503_saying_why(
 ) -> None:
     model_ref = f"models:/{models.settings.model_name}{ref}"
     with serving(models, tmp_path, ready=False, serving={"model_ref": model_ref}) as started:
-        wait_for(lambda: state(started).holder.last_error is not None, what="a failed load")
+        wait_for(
+            lambda: state(started).holder.last_error is not None, what="a failed load", timeout=30
+        )
 
         ready = started.get("/readyz")
         predicted = post(started, typical())
@@ -671,7 +673,9 @@ def test_a_moved_alias_swaps_the_model_and_a_broken_version_keeps_the_old_one(
         assert post(started, typical()).json()["model_version"] == models.first.number
 
         models.move(alias, models.damaged)
-        wait_for(lambda: state(started).holder.reload_failures > 0, what="a failed reload")
+        wait_for(
+            lambda: state(started).holder.reload_failures > 0, what="a failed reload", timeout=30
+        )
         still = post(started, typical())
         info = started.get("/v1/model", headers=KEY).json()
         failures = sample(metric_samples(started), "loanops_model_reload_failures_total")
@@ -680,11 +684,16 @@ def test_a_moved_alias_swaps_the_model_and_a_broken_version_keeps_the_old_one(
         wait_for(
             lambda: started.get("/v1/model", headers=KEY).json()["last_reload_error"] is None,
             what="the stale error to clear",
+            timeout=30,
         )
         rolled_back = started.get("/v1/model", headers=KEY).json()
 
         models.move(alias, models.second)
-        wait_for(lambda: current(started).version == models.second.number, what="the swap to v2")
+        wait_for(
+            lambda: current(started).version == models.second.number,
+            what="the swap to v2",
+            timeout=30,
+        )
         swapped = post(started, typical())
         after = started.get("/v1/model", headers=KEY).json()
         samples = metric_samples(started)
@@ -722,11 +731,17 @@ def test_a_broken_version_is_retried_with_backoff_not_on_every_poll(
         models, tmp_path, serving={"model_ref": models.ref(alias), "model_poll_seconds": poll}
     ) as started:
         models.move(alias, models.damaged)
-        wait_for(lambda: state(started).holder.reload_failures > 0, what="a failed reload")
+        wait_for(
+            lambda: state(started).holder.reload_failures > 0, what="a failed reload", timeout=30
+        )
         time.sleep(1.5)  # 30 polls
         failures = state(started).holder.reload_failures
         models.move(alias, models.second)  # a different version is tried at once
-        wait_for(lambda: current(started).version == models.second.number, what="the swap to v2")
+        wait_for(
+            lambda: current(started).version == models.second.number,
+            what="the swap to v2",
+            timeout=30,
+        )
 
     # Retries after 0.1, 0.2, 0.4 and 0.8 s: at most 5 attempts in the window, not 30.
     assert 1 <= failures <= 5

@@ -35,11 +35,11 @@ from tests.integration.api_fixtures import (
     applicants,
     point_alias,
     registry_settings,
-    wait_for,
     wait_until_ready,
 )
 from tests.integration.serving_fixtures import register_version
 from tests.services import free_port
+from tests.waiting import wait_for
 
 KEY = {"X-API-Key": API_KEYS[0]}
 PATH = "/v1/outcomes"
@@ -96,7 +96,7 @@ def decide(client: TestClient, count: int) -> list[str]:
         response = client.post("/v1/predict", json=application, headers=KEY)
         assert response.status_code == 200, response.text
         ids.append(response.json()["request_id"])
-    wait_for(lambda: count_decisions(engine) == before + count, what="the decision log")
+    wait_for(lambda: count_decisions(engine) == before + count, what="the decision log", timeout=30)
     return ids
 
 
