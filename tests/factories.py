@@ -117,6 +117,31 @@ def make_decision(
     return Decision(**(fields | overrides))
 
 
+OUTCOMES_DECIDED_FROM = datetime(2025, 6, 2, 9, 0, tzinfo=UTC)
+"""When the decisions of the outcome tests start: well before their outcomes are observed."""
+OBSERVED = datetime(2026, 6, 1, tzinfo=UTC)
+"""When the outcome tests' loans are seen to default or not."""
+
+
+def outcome_decision(i: int, **overrides: Any) -> Decision:
+    """Decision number `i` of the outcome tests, one hour after number `i - 1`.
+
+    Its inputs are small and hold a null (`emp_length`), as a real request's may.
+    """
+    fields: dict[str, Any] = {
+        "inputs": {"loan_amnt": 1_000 + i, "term": "36", "emp_length": None},
+        "reasons": [],
+    }
+    return make_decision(
+        i, start=OUTCOMES_DECIDED_FROM, step=timedelta(hours=1), **(fields | overrides)
+    )
+
+
+def request_id_of(i: int) -> str:
+    """The request id of `make_decision(i)` and `outcome_decision(i)`."""
+    return f"req-{i:06d}"
+
+
 def make_decisions(n: int, start: int = 0, **overrides: Any) -> list[Decision]:
     """Decisions number `start` to `start + n - 1`."""
     return [make_decision(i, **overrides) for i in range(start, start + n)]

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import httpx
 import pytest
 
+from loanops.settings import Settings
 from tests.services import free_port, fresh_database, mlflow_server, postgres_server_url
 from tests.waiting import exited, wait_for
 
@@ -22,6 +23,22 @@ def postgres_server() -> Iterator[str]:
     """A reachable PostgreSQL server: the configured one, or a throwaway one."""
     with postgres_server_url() as url:
         yield url
+
+
+LoanopsEnvironment = Callable[[Mapping[str, str]], Settings]
+"""Sets `LOANOPS_*` (and other) variables for one test and returns the Settings they give."""
+
+
+@pytest.fixture
+def loanops_env(monkeypatch: pytest.MonkeyPatch) -> LoanopsEnvironment:
+    """Set a test's environment variables, undone after it, and read the settings they give."""
+
+    def apply(values: Mapping[str, str]) -> Settings:
+        for name, value in values.items():
+            monkeypatch.setenv(name, value)
+        return Settings()
+
+    return apply
 
 
 @pytest.fixture

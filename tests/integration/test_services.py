@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -88,13 +87,6 @@ def _database_exists(server_url: str, name: str) -> bool:
     with psycopg.connect(server_url) as conn:
         row = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
     return row is not None
-
-
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[str]:
-    """A reachable PostgreSQL server (the configured one, else a throwaway)."""
-    with postgres_server_url() as url:
-        yield url
 
 
 @needs_postgres_binaries

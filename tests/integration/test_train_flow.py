@@ -18,6 +18,7 @@ from loanops.features import Splits, build_model, split_frame
 from loanops.settings import Settings
 from loanops.tune import TuneResult, cross_validated_aucs
 from loanops.validation import validate_training_frame
+from tests.integration.conftest import LoanopsEnvironment
 
 pytestmark = pytest.mark.integration
 
@@ -25,7 +26,7 @@ ROWS = 3_000
 
 
 @pytest.fixture
-def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+def settings(tmp_path: Path, loanops_env: LoanopsEnvironment) -> Settings:
     env = {
         "LOANOPS_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
         "LOANOPS_HOME": str(tmp_path / "home"),
@@ -34,9 +35,7 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
         "LOANOPS_TUNE_TRIALS": "2",
         "LOANOPS_BOOTSTRAP_SAMPLES": "200",
     }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    return Settings()
+    return loanops_env(env)
 
 
 @pytest.fixture

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import typer
@@ -16,17 +13,10 @@ from pydantic import BaseModel, ValidationError
 
 from cli.errors import CLEAR_ERRORS, _NoTracebackForClearErrors, clear_errors, describe
 from loanops.promotion import PromotionError
-from loanops.settings import Settings, TrainingSettings
+from loanops.settings import Settings
 from tests.services import free_port
 
-
-@pytest.fixture(autouse=True)
-def no_loanops_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    for name in list(os.environ):
-        if name.upper().startswith("LOANOPS_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    yield
+pytestmark = pytest.mark.usefixtures("no_loanops_environment")
 
 
 def refused_by_a_tracking_server(monkeypatch: pytest.MonkeyPatch) -> tuple[str, MlflowException]:
@@ -96,9 +86,11 @@ def test_a_validation_error_outside_settings_is_named_for_its_model() -> None:
     assert describe(raised.value).startswith("invalid Card: threshold: Input should be a valid")
 
 
-def test_invalid_settings_keep_their_wording() -> None:
+def test_invalid_settings_keep_their_wording(monkeypatch: pytest.MonkeyPatch) -> None:
+    # As a user meets it: a bad variable, read by the root settings.
+    monkeypatch.setenv("LOANOPS_SEED", "-1")
     with pytest.raises(ValidationError) as raised:
-        Settings(training=TrainingSettings(seed=-1))
+        Settings()
 
     assert describe(raised.value).startswith("invalid settings: seed: Input should be greater")
 

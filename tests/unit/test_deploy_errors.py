@@ -28,11 +28,12 @@ NAMESPACE = "loan-default-prediction"
 
 
 @pytest.fixture(autouse=True)
-def no_loanops_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ("LOANOPS_DEPLOY_TARGET", "LOANOPS_KUBE_CONFIG", "KUBECONFIG"):
-        monkeypatch.delenv(name, raising=False)
+def no_cluster_configured(
+    no_loanops_environment: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Nor a kubeconfig of the caller's, and the settings' home in the test's folder."""
+    monkeypatch.delenv("KUBECONFIG", raising=False)
     monkeypatch.setenv("LOANOPS_HOME", str(tmp_path))
-    monkeypatch.chdir(tmp_path)
 
 
 def refused(status: int, reason: str, message: str) -> ApiException:

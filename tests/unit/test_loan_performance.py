@@ -20,7 +20,6 @@ from sklearn.metrics import precision_score, recall_score, roc_auc_score, roc_cu
 from loanops.data import synthetic as syn
 from loanops.data.synthetic_drift import Drift
 from loanops.decisions.database import create_engine_for, migrate
-from loanops.decisions.record import Decision
 from loanops.decisions.write import write_decisions
 from loanops.outcomes import Outcome, read_labelled, record_outcomes
 from loanops.performance import (
@@ -31,6 +30,7 @@ from loanops.performance import (
     performance_summary,
     vintages,
 )
+from tests.factories import make_decision
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
@@ -287,16 +287,13 @@ def test_from_the_decision_log_to_the_summary(tmp_path: Path) -> None:
         write_decisions(
             engine,
             [
-                Decision(
+                make_decision(
+                    i,
+                    start=T0,
+                    step=timedelta(hours=1),
                     request_id=f"r-{i}",
-                    decided_at=T0 + timedelta(hours=i),
-                    model_name="loan-default",
-                    model_version="3",
-                    threshold=0.2,
-                    inputs={"loan_amnt": 1000 + i},
                     probability=float(p[i]),
                     decision="decline" if p[i] >= 0.2 else "approve",
-                    reasons=[],
                 )
                 for i in range(400)
             ],

@@ -22,13 +22,13 @@ from fastapi.testclient import TestClient
 
 from loanops.decisions.database import create_engine_for
 from loanops.decisions.read import count_decisions
-from loanops.decisions.record import Decision
 from loanops.decisions.write import write_decisions
 from loanops.outcomes import OutcomeRecord, read_labelled
 from loanops.settings import Settings
 from serving.app import create_app
 from serving.deps import AppState
 from serving.routers.outcomes import MAX_OUTCOMES
+from tests.factories import make_decision
 from tests.integration.api_fixtures import (
     API_KEYS,
     api_settings,
@@ -196,16 +196,10 @@ def test_a_batch_decision_is_named_by_job_id_and_row(client: TestClient) -> None
     write_decisions(
         database(client),
         [
-            Decision(
+            make_decision(
+                row,
+                start=datetime.now(UTC),
                 request_id=f"{job_id}-{row}",
-                decided_at=datetime.now(UTC),
-                model_name="loan-default",
-                model_version="1",
-                threshold=0.2,
-                inputs={},
-                probability=0.1,
-                decision="approve",
-                reasons=[],
                 source="batch",
                 job_id=job_id,
             )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,19 +17,7 @@ from loanops.settings import (
     get_settings,
 )
 
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """No LOANOPS_ variable from the caller's shell, no `.env` file, and a fresh cache."""
-    for name in list(os.environ):
-        if name.upper().startswith("LOANOPS_"):
-            monkeypatch.delenv(name)
-    workdir = tmp_path / "cwd"
-    workdir.mkdir()
-    monkeypatch.chdir(workdir)
-    get_settings.cache_clear()
-    yield
-    get_settings.cache_clear()
+pytestmark = pytest.mark.usefixtures("no_loanops_environment")
 
 
 def test_defaults_need_no_services() -> None:
