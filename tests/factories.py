@@ -331,7 +331,7 @@ def calibrated_scores(
     return y, p
 
 
-def gate_policy(**overrides: float) -> GatePolicy:
+def gate_policy(**overrides: Any) -> GatePolicy:
     """The promotion policy of a default `Settings`, unless overridden."""
     gate = GateSettings()
     values = {

@@ -264,8 +264,8 @@ def celery_worker(
     `log_dir`, or to a temporary folder removed on exit.
     """
     if log_dir is None:
-        with tempfile.TemporaryDirectory(prefix="loanops-worker-") as folder:
-            with celery_worker(environment, concurrency=concurrency, log_dir=Path(folder)) as w:
+        with tempfile.TemporaryDirectory(prefix="loanops-worker-") as temporary:
+            with celery_worker(environment, concurrency=concurrency, log_dir=Path(temporary)) as w:
                 yield w
         return
     folder = log_dir

@@ -9,6 +9,7 @@ find the lost work in the job state in SQL and send it again.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import shutil
 import signal
@@ -82,6 +83,12 @@ class OwnRedis:
             os.kill(self._process.pid, signal.SIGKILL)
             self._process.wait(timeout=10)
         self._process = None
+
+
+def recorded_job(store: JobStore, job_id: str) -> BatchJob | None:
+    """The job once none of its decisions is left to record, else None."""
+    job = store.get(job_id)
+    return job if job is not None and job.decisions_pending == 0 else None
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +212,7 @@ def test_every_job_finishes_whole_when_redis_restarts_empty_mid_job(
 
     for job_id, frame in ((first.id, small), (second.id, big)):
         recorded = wait_for(
-            lambda j=job_id: (job := store.get(j)) and job.decisions_pending == 0 and job,
+            functools.partial(recorded_job, store, job_id),
             timeout=TIMEOUT_S,
             what=f"job {job_id}'s decisions",
             interval=0.1,

@@ -6,6 +6,7 @@ The API's part is played by `JobStore.receive` and `submit`, exactly as the rout
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 import time
@@ -357,10 +358,14 @@ def kill_pool_process_mid_task(
         (pid,) = pool_pids(worker)
         wait_until_busy(pid)
         os.kill(pid, signal.SIGKILL)
-        if poll_until(lambda n=lost_before: worker.log().count("WorkerLostError") > n, timeout=5):
+        if poll_until(functools.partial(tasks_lost_since, worker, lost_before), timeout=5):
             return attempt
         wait_for_new_pool_process(worker, pid)
     raise AssertionError(f"no task was lost in {attempts} kills:\n{worker.tail()}")
+
+
+def tasks_lost_since(worker: WorkerProcess, lost_before: int) -> bool:
+    return worker.log().count("WorkerLostError") > lost_before
 
 
 def wait_until_busy(pid: int, timeout_s: float = 10.0) -> None:

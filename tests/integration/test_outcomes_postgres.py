@@ -33,7 +33,7 @@ pytestmark = pytest.mark.integration
 def stored(engine: Engine) -> dict[str, bool]:
     table = OutcomeRecord.__table__
     with engine.connect() as connection:
-        return dict(connection.execute(sa.select(table.c.request_id, table.c.defaulted)).all())  # type: ignore[arg-type]
+        return dict(connection.execute(sa.select(table.c.request_id, table.c.defaulted)).all())
 
 
 @pytest.fixture
@@ -55,7 +55,7 @@ def test_the_migration_creates_the_declared_outcomes_table(database_url: str) ->
             context = MigrationContext.configure(connection)
             assert context.get_current_revision() == "0002"
             assert compare_metadata(context, Base.metadata) == []
-            types = dict(
+            types: dict[str, str] = dict(
                 connection.execute(
                     sa.text(
                         "SELECT column_name, data_type FROM information_schema.columns "
@@ -84,10 +84,9 @@ def test_the_migration_creates_the_declared_outcomes_table(database_url: str) ->
 
 
 def test_the_foreign_key_backs_up_the_unknown_id_check(engine: Engine) -> None:
-    table = OutcomeRecord.__table__
     row = {"defaulted": True, "recorded_at": datetime.now(UTC), "source": "api"}
     with pytest.raises(IntegrityError), engine.begin() as connection:
-        connection.execute(sa.insert(table), [{"request_id": "no-such-decision", **row}])
+        connection.execute(sa.insert(OutcomeRecord), [{"request_id": "no-such-decision", **row}])
 
     record_outcomes(engine, [Outcome(request_id=request_id_of(1), defaulted=True)])
     with engine.begin() as connection:

@@ -92,7 +92,7 @@ def _database_exists(server_url: str, name: str) -> bool:
 @needs_postgres_binaries
 def test_throwaway_postgres_replaces_an_unreachable_server(
     monkeypatch: pytest.MonkeyPatch,
-):
+) -> None:
     unreachable = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
     monkeypatch.setenv(DATABASE_URL_ENV, unreachable)
     assert not postgres_is_reachable(unreachable)
@@ -126,7 +126,7 @@ def test_throwaway_postgres_replaces_an_unreachable_server(
 
 def test_throwaway_redis_replaces_an_unreachable_server(
     monkeypatch: pytest.MonkeyPatch,
-):
+) -> None:
     unreachable = f"redis://127.0.0.1:{free_port()}"
     monkeypatch.setenv(REDIS_URL_ENV, unreachable)
     assert not redis_is_reachable(unreachable)
@@ -139,7 +139,9 @@ def test_throwaway_redis_replaces_an_unreachable_server(
         try:
             assert client.set("loanops:key", "value")
             assert client.get("loanops:key") == b"value"
-            work_dir = Path(client.config_get("dir")["dir"])
+            configured_dir = client.config_get("dir")["dir"]
+            assert configured_dir is not None
+            work_dir = Path(configured_dir)
             assert client.config_get("bind")["bind"] == "127.0.0.1"
         finally:
             client.close()
@@ -149,7 +151,9 @@ def test_throwaway_redis_replaces_an_unreachable_server(
     assert not work_dir.exists()
 
 
-def test_a_reachable_server_is_used_as_is(monkeypatch: pytest.MonkeyPatch, postgres_server: str):
+def test_a_reachable_server_is_used_as_is(
+    monkeypatch: pytest.MonkeyPatch, postgres_server: str
+) -> None:
     with throwaway_redis() as rd:
         monkeypatch.setenv(DATABASE_URL_ENV, postgres_server)
         monkeypatch.setenv(REDIS_URL_ENV, rd.url)
@@ -163,7 +167,7 @@ def test_a_reachable_server_is_used_as_is(monkeypatch: pytest.MonkeyPatch, postg
 
 def test_without_binaries_only_the_throwaway_tests_skip_and_the_fixture_path_fails_loudly(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-):
+) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # no initdb on PATH
     monkeypatch.setattr("tests.services.POSTGRES_BIN_GLOBS", (str(tmp_path / "pg-*" / "bin"),))
     unreachable = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
@@ -177,7 +181,7 @@ def test_without_binaries_only_the_throwaway_tests_skip_and_the_fixture_path_fai
 
 
 @pytest.mark.timeout(120)
-def test_mlflow_server_tracks_and_registers_against_postgres(postgres_server: str):
+def test_mlflow_server_tracks_and_registers_against_postgres(postgres_server: str) -> None:
     with (
         tempfile.TemporaryDirectory(prefix="loanops-test-") as tmp,
         fresh_database(postgres_server) as db_url,

@@ -69,6 +69,7 @@ def test_start_run_leaves_the_parent_run_open_with_its_lineage(
     run = registry.connect(settings).get_run(run_id)
     assert run.info.status == "RUNNING" and run.info.end_time is None
     assert mlflow.active_run() is None
+    assert run.inputs is not None
     (dataset_input,) = run.inputs.dataset_inputs
     assert {tag.key: tag.value for tag in dataset_input.tags} == {"mlflow.data.context": "training"}
     assert dataset_input.dataset.name == "synthetic"

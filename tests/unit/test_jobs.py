@@ -521,7 +521,7 @@ def test_the_sweep_sends_again_what_waited_too_long_once_each(
         run_chunk(store, model, job.id, index)
     _age(store, job.id)
     client = _Client()
-    lost = sweep(store, client, 60)  # type: ignore[arg-type]
+    lost = sweep(store, client, 60)
     assert sorted(lost, key=str) == sorted(
         [LostTask("prepare", job.id), *(LostTask("record", job.id, i) for i in range(3))], key=str
     )

@@ -377,7 +377,7 @@ def test_reports_and_summary_are_written(
 ) -> None:
     summary, snapshot = monitored(None)
 
-    html, report = write_reports(snapshot, tmp_path / "run", summary=summary)  # type: ignore[arg-type]
+    html, report = write_reports(snapshot, tmp_path / "run", summary=summary)
 
     assert (html.name, report.name) == ("report.html", "report.json")
     page = html.read_text(encoding="utf-8")

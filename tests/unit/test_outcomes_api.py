@@ -91,7 +91,7 @@ def decide(client: TestClient, count: int) -> list[str]:
     """Make `count` decisions through `/v1/predict` and wait until the log holds them."""
     engine = database(client)
     before = count_decisions(engine)
-    ids = []
+    ids: list[str] = []
     for application in applicants(count, seed=len(ids) + before):
         response = client.post("/v1/predict", json=application, headers=KEY)
         assert response.status_code == 200, response.text
