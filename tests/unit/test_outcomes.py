@@ -7,7 +7,6 @@ written the way the serving tier writes them.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -55,17 +54,10 @@ def stored(engine: Engine) -> dict[str, tuple[Any, ...]]:
 
 
 @pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'decisions.db'}"
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    migrate(db_url)
-    engine = create_engine_for(db_url)
+def engine(engine: Engine) -> Engine:
+    """The unit tier's migrated decision log (tests/unit/conftest.py), holding 20 decisions."""
     write_decisions(engine, [outcome_decision(i) for i in range(20)])
-    yield engine
-    engine.dispose()
+    return engine
 
 
 # --- the migration ---------------------------------------------------------------------------
