@@ -19,6 +19,7 @@ import pytest
 import redis
 from sqlalchemy.engine import make_url
 
+from tests.processes import alive
 from tests.services import (
     DATABASE_URL_ENV,
     POSTGRES_BIN_GLOBS,
@@ -71,15 +72,8 @@ def _server_processes(url: str) -> list[psutil.Process]:
     return [root, *root.children(recursive=True)]
 
 
-def _alive(proc: psutil.Process) -> bool:
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
 def _assert_gone(processes: list[psutil.Process]) -> None:
-    left = [(p.pid, p.name()) for p in processes if _alive(p)]
+    left = [(p.pid, p.name()) for p in processes if alive(p)]
     assert not left, f"processes left behind: {left}"
 
 

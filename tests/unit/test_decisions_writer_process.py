@@ -14,6 +14,7 @@ from loanops.decisions.database import create_engine_for, migrate
 from loanops.decisions.read import count_decisions, read_decisions
 from serving.decision_log.handle import DecisionLogProcess
 from tests.factories import make_decision, make_decisions
+from tests.processes import alive
 from tests.waiting import wait_for
 
 
@@ -48,7 +49,7 @@ def test_a_killed_writer_process_is_restarted_and_later_decisions_are_stored(
     pid = log.pid
     assert pid is not None
     os.kill(pid, signal.SIGKILL)  # what the OOM killer would do
-    wait_for(lambda: not _alive(pid), timeout=10, what="not _alive(pid)")
+    wait_for(lambda: not alive(pid), timeout=10, what="not alive(pid)")
 
     later = make_decisions(30, start=20)
     for decision in later:
@@ -57,14 +58,6 @@ def test_a_killed_writer_process_is_restarted_and_later_decisions_are_stored(
 
     assert log.restarts == 1
     assert count_decisions(engine) == 50
-
-
-def _alive(pid: int) -> bool:
-    try:
-        waited, _ = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        return False
-    return waited == 0
 
 
 def test_a_writer_process_is_out_of_reach_of_signals_to_the_servers_process_group(

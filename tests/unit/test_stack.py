@@ -24,6 +24,7 @@ from cli.stack import commands as stack
 from cli.stack.probes import StackError, free_port, port_free
 from cli.stack.supervisor import Program, Supervisor
 from loanops.settings import Settings
+from tests.processes import alive
 from tests.waiting import wait_for
 
 # Ignores SIGTERM, and starts one child in its group and one in a session of its own (as the
@@ -63,13 +64,6 @@ def supervised(paths: stack.StackPaths, *programs: Program) -> Iterator[Supervis
 
 def wait_for_log(path: Path, text: str) -> None:
     wait_for(lambda: text in path.read_text(), timeout=10, what=f"{text!r} in {path}")
-
-
-def alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def test_down_without_a_stack_is_a_no_op(paths: stack.StackPaths) -> None:
