@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import jsonschema
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -134,7 +135,8 @@ def serving(
 
 
 def state(client: TestClient) -> AppState:
-    app_state: AppState = client.app.state.loanops  # type: ignore[attr-defined]
+    assert isinstance(client.app, FastAPI)
+    app_state: AppState = client.app.state.loanops
     return app_state
 
 

@@ -439,7 +439,8 @@ def test_a_job_split_scored_twice_and_assembled_keeps_each_row_once(
     plan = store.split_input(job.id, chunk_rows=90)
     assert plan.chunk_starts == list(range(0, 1000, 90))
     assert store.split_input(job.id, chunk_rows=300) == plan  # a finished split stays
-    assert store.get(job.id).chunks == 12  # type: ignore[union-attr]
+    split = store.get(job.id)
+    assert split is not None and split.chunks == 12
 
     for index in store.pending_chunks(job.id):
         run_chunk(store, model, job.id, index)
