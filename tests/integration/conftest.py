@@ -10,7 +10,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import Engine
 
+from loanops.decisions.database import create_engine_for, migrate
 from loanops.settings import Settings
 from tests.services import free_port, fresh_database, mlflow_server, postgres_server_url
 from tests.waiting import exited, wait_for
@@ -46,6 +48,15 @@ def database_url(postgres_server: str) -> Iterator[str]:
     """A fresh PostgreSQL database of one test's own, dropped after it."""
     with fresh_database(postgres_server) as url:
         yield url
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    """An engine on a fresh, migrated decision-log database of one test's own."""
+    migrate(database_url)
+    engine = create_engine_for(database_url)
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture(scope="session")

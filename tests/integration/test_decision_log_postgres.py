@@ -8,7 +8,6 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Iterator
 from datetime import timedelta, timezone
 
 import pandas as pd
@@ -32,14 +31,6 @@ from tests.migrations import finish, start_migrations
 from tests.services import libpq_url
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    migrate(database_url)
-    engine = create_engine_for(database_url)
-    yield engine
-    engine.dispose()
 
 
 def test_migration_creates_exactly_the_declared_table_and_is_idempotent(

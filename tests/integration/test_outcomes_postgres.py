@@ -6,7 +6,6 @@ Each test gets its own fresh database on the session's server, dropped afterward
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -37,12 +36,10 @@ def stored(engine: Engine) -> dict[str, bool]:
 
 
 @pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    migrate(database_url)
-    engine = create_engine_for(database_url)
+def engine(engine: Engine) -> Engine:
+    """The integration tier's migrated decision log (conftest.py), holding 300 decisions."""
     write_decisions(engine, [outcome_decision(i) for i in range(300)])
-    yield engine
-    engine.dispose()
+    return engine
 
 
 def test_the_migration_creates_the_declared_outcomes_table(database_url: str) -> None:
