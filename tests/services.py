@@ -42,7 +42,7 @@ import redis
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
-from tests.waiting import exited, poll_until, wait_for
+from tests.waiting import WaitTimeout, exited, poll_until, wait_for
 
 logger = logging.getLogger(__name__)
 
@@ -607,7 +607,7 @@ def _wait_until(
             given_up=lambda: exited(proc, what),
             details=lambda: f"Log tail ({log_path}):\n{_tail(log_path)}",
         )
-    except AssertionError as error:
+    except WaitTimeout as error:
         raise ServiceStartError(str(error)) from None
 
 

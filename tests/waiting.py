@@ -14,6 +14,10 @@ from typing import Any, Literal, TypeVar
 T = TypeVar("T")
 
 
+class WaitTimeout(AssertionError):
+    """What `wait_for` raises when the condition did not hold: a test failure, as an assert is."""
+
+
 def wait_for(
     condition: Callable[[], T | None | Literal[False]],
     *,
@@ -40,7 +44,7 @@ def wait_for(
         The first truthy value `condition()` returned.
 
     Raises:
-        AssertionError: The condition did not hold within `timeout`, or `given_up` said so.
+        WaitTimeout: The condition did not hold within `timeout`, or `given_up` said so.
     """
     deadline = time.monotonic() + timeout
     last: object = None
@@ -60,7 +64,7 @@ def wait_for(
             message = f"{reason} waiting for {what}; last seen: {last!r}"
             if details is not None:
                 message += f"\n{details()}"
-            raise AssertionError(message)
+            raise WaitTimeout(message)
         time.sleep(interval)
 
 
@@ -68,7 +72,7 @@ def poll_until(condition: Callable[[], object], *, timeout: float, interval: flo
     """Poll `condition()` until it is truthy or `timeout` passes; whether it became truthy."""
     try:
         wait_for(condition, timeout=timeout, what="a condition", interval=interval)
-    except AssertionError:
+    except WaitTimeout:
         return False
     return True
 

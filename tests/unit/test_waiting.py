@@ -51,3 +51,11 @@ def test_an_exited_process_ends_the_wait_at_once() -> None:
 def test_poll_until_says_whether_the_condition_held() -> None:
     assert poll_until(lambda: True, timeout=1)
     assert not poll_until(lambda: False, timeout=0.05, interval=0.01)
+
+
+def test_poll_until_lets_a_failed_assert_in_the_condition_through() -> None:
+    def condition() -> bool:
+        raise AssertionError("the job finished too early")
+
+    with pytest.raises(AssertionError, match="the job finished too early"):
+        poll_until(condition, timeout=1)
