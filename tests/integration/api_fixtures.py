@@ -1,4 +1,4 @@
-"""Helpers for the API tests: settings, applicants, broken model versions and waiting.
+"""Helpers for the API tests: settings, broken model versions and running `loanops serve`.
 
 Good model versions come from `tests.integration.serving_fixtures.register_version` (a small
 logistic regression on synthetic loans, logged as the training flow logs it). This module adds
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import signal
 import sys
@@ -108,26 +107,6 @@ def api_environment(settings: Settings) -> dict[str, str]:
     if settings.batch.redis_url is not None:
         environment["LOANOPS_REDIS_URL"] = settings.batch.redis_url
     return environment
-
-
-# --- applicants ---------------------------------------------------------------------------------
-
-
-def applicants(rows: int, seed: int = 7) -> list[dict[str, Any]]:
-    """Synthetic applications as a client sends them (features only, null where missing),
-    from the safest to the riskiest by the generator's true probability of default."""
-    frame = syn.generate(rows, seed=seed).sort_values("pd_true")
-    features = SCHEMA.to_frame(frame)
-    return [
-        {name: _json_value(value) for name, value in record.items()}
-        for record in features.to_dict(orient="records")
-    ]
-
-
-def _json_value(value: Any) -> Any:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    return value.item() if hasattr(value, "item") else value
 
 
 # --- model versions -----------------------------------------------------------------------------

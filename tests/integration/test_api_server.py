@@ -28,12 +28,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from loanops.decisions.database import create_engine_for
 from loanops.decisions.read import count_decisions, read_decisions
 from loanops.settings import Settings
+from tests.factories import synthetic_applications
 from tests.integration.api_fixtures import (
     API_KEYS,
     SCHEMA,
     Server,
     api_settings,
-    applicants,
     loanops_serve,
     point_alias,
     register_model_without_card,
@@ -48,7 +48,7 @@ pytestmark = pytest.mark.integration
 KEY = {"X-API-Key": API_KEYS[0]}
 POLL_SECONDS = 0.5
 BODY_TIMEOUT_SECONDS = 1.0
-APPLICANTS = applicants(40)
+APPLICANTS = synthetic_applications(40)
 
 
 @dataclass(frozen=True)

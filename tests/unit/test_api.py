@@ -33,11 +33,11 @@ from loanops.settings import Settings
 from serving.app import create_app
 from serving.deps import AppState
 from serving.model import REPORTED_METRICS, LoadedModel
+from tests.factories import synthetic_applications
 from tests.integration.api_fixtures import (
     API_KEYS,
     SCHEMA,
     api_settings,
-    applicants,
     damage_model_file,
     point_alias,
     registry_settings,
@@ -61,7 +61,7 @@ RESPONSE_KEYS = {
 
 @cache
 def _applicants() -> tuple[dict[str, Any], ...]:
-    return tuple(applicants(60))
+    return tuple(synthetic_applications(60))
 
 
 def typical(**overrides: Any) -> dict[str, Any]:

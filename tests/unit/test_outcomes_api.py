@@ -28,11 +28,10 @@ from loanops.settings import Settings
 from serving.app import create_app
 from serving.deps import AppState
 from serving.routers.outcomes import MAX_OUTCOMES
-from tests.factories import make_decision
+from tests.factories import make_decision, synthetic_applications
 from tests.integration.api_fixtures import (
     API_KEYS,
     api_settings,
-    applicants,
     point_alias,
     registry_settings,
     wait_until_ready,
@@ -92,7 +91,7 @@ def decide(client: TestClient, count: int) -> list[str]:
     engine = database(client)
     before = count_decisions(engine)
     ids: list[str] = []
-    for application in applicants(count, seed=len(ids) + before):
+    for application in synthetic_applications(count, seed=len(ids) + before):
         response = client.post("/v1/predict", json=application, headers=KEY)
         assert response.status_code == 200, response.text
         ids.append(response.json()["request_id"])
