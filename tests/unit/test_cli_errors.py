@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from cli.errors import CLEAR_ERRORS, _NoTracebackForClearErrors, clear_errors, describe
 from loanops.promotion import PromotionError
-from loanops.settings import Settings, TrainingSettings
+from loanops.settings import Settings
 from tests.services import free_port
 
 
@@ -96,9 +96,10 @@ def test_a_validation_error_outside_settings_is_named_for_its_model() -> None:
     assert describe(raised.value).startswith("invalid Card: threshold: Input should be a valid")
 
 
-def test_invalid_settings_keep_their_wording() -> None:
+def test_invalid_settings_keep_their_wording(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOANOPS_SEED", "-1")
     with pytest.raises(ValidationError) as raised:
-        Settings(training=TrainingSettings(seed=-1))
+        Settings(_env_file=None)  # type: ignore[call-arg]
 
     assert describe(raised.value).startswith("invalid settings: seed: Input should be greater")
 
