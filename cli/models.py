@@ -11,7 +11,7 @@ from rich.table import Table
 
 from cli.console import console
 from cli.errors import clear_errors, run_with_status, settings
-from loanops import registry
+from loanops import promotion_log, registry
 
 models_app = typer.Typer(
     help="Read the model registry and the promotion log.", no_args_is_help=True
@@ -54,8 +54,8 @@ def history() -> None:
     config = settings()
     with clear_errors():
         client = registry.connect(config)
-        records = registry.history(client, config)
-        deploys = registry.deploy_history(client, config)
+        records = promotion_log.history(client, config)
+        deploys = promotion_log.deploy_history(client, config)
     table = Table(title=f"{config.model_name}: promotion history")
     for column in ("when", "outcome", "challenger", "champion", "AUC (chal / champ)", "reasons"):
         table.add_column(column)

@@ -24,7 +24,7 @@ from prefect.runtime import flow_run
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
 from flows.common import TRACKING_RETRIES, settings_for
-from loanops import card, registry
+from loanops import card, promotion_log, registry
 from loanops.data import frame_sha256
 from loanops.evaluate import expected_calibration_error
 from loanops.promotion import (
@@ -157,18 +157,20 @@ def precheck(settings: Settings, challenger: ModelVersion, champion: ModelVersio
 
 
 @task(cache_policy=NO_CACHE, **TRACKING_RETRIES)
-def record(settings: Settings, decision: GateDecision, gate_sha256: str) -> registry.DecisionRecord:
+def record(
+    settings: Settings, decision: GateDecision, gate_sha256: str
+) -> promotion_log.DecisionRecord:
     """Append the decision to the promotion log; a retry finds it instead of adding another."""
     client = registry.connect(settings)
     run_id = flow_run.get_id()
-    user = registry.operator()
-    return registry.record_decision(
+    user = promotion_log.operator()
+    return promotion_log.record_decision(
         client,
         settings,
         decision,
         decided_by=f"{user} via prefect flow run {run_id}" if run_id else user,
         gate_data_sha256=gate_sha256,
-        decision_key=registry.decision_id(
+        decision_key=promotion_log.decision_id(
             settings.model_name, decision.challenger.version, str(run_id) if run_id else None
         ),
     )
@@ -178,7 +180,7 @@ def record(settings: Settings, decision: GateDecision, gate_sha256: str) -> regi
 def apply(
     settings: Settings,
     decision: GateDecision,
-    entry: registry.DecisionRecord,
+    entry: promotion_log.DecisionRecord,
     challenger: ModelVersion,
     champion: ModelVersion | None,
 ) -> None:
@@ -188,7 +190,7 @@ def apply(
         registry.move_aliases(client, settings, challenger, champion)
     # The record was written first; this marks that what it says has been carried out.
     client.set_tag(entry.run_id, "loanops.applied", "true")
-    registry.tag_version_with_decision(client, settings, entry)
+    promotion_log.tag_version_with_decision(client, settings, entry)
 
 
 @task(cache_policy=NO_CACHE, **TRACKING_RETRIES)

@@ -38,7 +38,7 @@ from flows.deploy.kube import (
     require_cluster,
 )
 from flows.deploy.rollout import JsonPatch, RolloutStatus
-from loanops import registry
+from loanops import promotion_log, registry
 from loanops.settings import Settings
 
 POLL_SECONDS = 5.0
@@ -298,14 +298,14 @@ def restore_production(settings: Settings, release: Release) -> tuple[str | None
 
 
 @task(cache_policy=NO_CACHE, **TRACKING_RETRIES)
-def record(settings: Settings, entry: registry.DeployRecord) -> registry.DeployRecord:
+def record(settings: Settings, entry: promotion_log.DeployRecord) -> promotion_log.DeployRecord:
     """Append the outcome to the promotion log; a retry finds it instead of adding another."""
     run_id = flow_run.get_id()
-    return registry.record_deploy(
+    return promotion_log.record_deploy(
         registry.connect(settings),
         settings,
         entry,
-        deploy_key=registry.deploy_id(
+        deploy_key=promotion_log.deploy_id(
             settings.model_name, entry.version, str(run_id) if run_id else None
         ),
     )
@@ -318,10 +318,10 @@ def _outcome_record(
     rollouts: dict[str, str],
     production_version: str | None,
     reasons: list[str],
-) -> registry.DeployRecord:
+) -> promotion_log.DeployRecord:
     run_id = flow_run.get_id()
-    user = registry.operator()
-    return registry.DeployRecord(
+    user = promotion_log.operator()
+    return promotion_log.DeployRecord(
         deployed_at=datetime.now(UTC).isoformat(timespec="seconds"),
         deployed_by=f"{user} via prefect flow run {run_id}" if run_id else user,
         model_name=release.model_name,
@@ -337,7 +337,7 @@ def _outcome_record(
 
 def undo(
     settings: Settings, release: Release, names: list[str], why: str, rollouts: dict[str, str]
-) -> tuple[registry.DeployRecord | None, list[str]]:
+) -> tuple[promotion_log.DeployRecord | None, list[str]]:
     """Roll the patched Deployments back, then the alias, and record it all.
 
     The alias moves back only once every Deployment is back: while one still runs the new

@@ -4,7 +4,8 @@ A latent creditworthiness z ~ N(0, 1), which no model sees, drives the correlati
 features. The probability of default is an explicit logistic function of the observed features
 plus independent noise, so `pd_true` is known and every drift scenario has a testable meaning.
 Grades come from fixed score cut-offs computed once on a no-drift reference draw, so a riskier
-applicant pool gets a riskier grade mix. The default model and the underwriting score are in
+applicant pool gets a riskier grade mix. The vocabularies and the frame's schema are in
+`loanops.data.synthetic_schema`, the default model and the underwriting score in
 `loanops.data.synthetic_truth`, the drift scenarios in `loanops.data.synthetic_drift`; the
 calibration to the real LendingClub 2016Q1 extract (modeldata/lending_club) is checked by
 `tests/data/test_synthetic_contract.py`.
@@ -24,7 +25,6 @@ from collections.abc import Iterator, Mapping
 from dataclasses import asdict
 from functools import cache
 from pathlib import Path
-from types import MappingProxyType
 
 import numpy as np
 import numpy.typing as npt
@@ -32,6 +32,22 @@ import pandas as pd
 
 from loanops.data import Dataset
 from loanops.data.synthetic_drift import EMP_NULL_RATE, Drift
+from loanops.data.synthetic_schema import (
+    ADDR_STATES,
+    EMP_LENGTHS,
+    EMP_WEIGHTS,
+    GRADES,
+    HOME_OWNERSHIPS,
+    PURPOSE_WEIGHTS,
+    PURPOSES,
+    REFERENCE_GRADE_MIX,
+    SCHEMA,
+    STATE_WEIGHTS,
+    SUB_GRADES,
+    TERMS,
+    VERIFICATION_STATUSES,
+    VERIFICATION_WEIGHTS,
+)
 from loanops.data.synthetic_truth import (
     DTI_COEF,
     INTERCEPT,
@@ -42,7 +58,6 @@ from loanops.data.synthetic_truth import (
     risk_score,
     sigmoid,
 )
-from loanops.schema import Feature, FeatureSchema, Target
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -57,69 +72,6 @@ LABEL_DELAY_MONTHS = 12
 """`default` is observed this many months after `issue_d` (the performance window)."""
 
 BASE_DEFAULT_RATE = 0.082
-
-TERMS = ("36", "60")
-GRADES = tuple("ABCDEFG")
-SUB_GRADES = tuple(f"{grade}{step}" for grade in GRADES for step in range(1, 6))
-REFERENCE_GRADE_MIX: Mapping[str, float] = MappingProxyType(
-    {"A": 0.20, "B": 0.30, "C": 0.27, "D": 0.13, "E": 0.065, "F": 0.027, "G": 0.008}
-)
-"""Grade shares on the no-drift reference draw, which fix the underwriting cut-offs."""
-
-# Shares of the stated lengths in the real 2016Q1 extract (emp_unk excluded; nulls drawn apart).
-_EMP_WEIGHTS: Mapping[str, float] = MappingProxyType(
-    {
-        "< 1 year": 0.0744,
-        "1 year": 0.0589,
-        "2 years": 0.0906,
-        "3 years": 0.0780,
-        "4 years": 0.0584,
-        "5 years": 0.0601,
-        "6 years": 0.0396,
-        "7 years": 0.0339,
-        "8 years": 0.0477,
-        "9 years": 0.0428,
-        "10+ years": 0.3502,
-    }
-)
-EMP_LENGTHS = tuple(_EMP_WEIGHTS)
-
-HOME_OWNERSHIPS = ("MORTGAGE", "RENT", "OWN")
-VERIFICATION_STATUSES = ("Not Verified", "Source Verified", "Verified")
-_VERIFICATION_WEIGHTS = (0.348, 0.380, 0.272)
-
-_PURPOSE_WEIGHTS: Mapping[str, float] = MappingProxyType(
-    {
-        "debt_consolidation": 0.51,
-        "credit_card": 0.23,
-        "other": 0.09,
-        "home_improvement": 0.07,
-        "major_purchase": 0.028,
-        "small_business": 0.015,
-        "car": 0.015,
-        "medical": 0.014,
-        "moving": 0.009,
-        "vacation": 0.010,
-        "house": 0.009,
-    }
-)
-PURPOSES = tuple(_PURPOSE_WEIGHTS)
-# Shares in the real 2016Q1 extract. LendingClub did not lend in Iowa; IA gets the smallest
-# observed share so that the vocabulary covers all 50 states and DC.
-_STATE_WEIGHTS: Mapping[str, float] = MappingProxyType(
-    {
-        "CA": 0.1343, "TX": 0.0913, "NY": 0.0778, "FL": 0.0742, "IL": 0.0427, "NJ": 0.0354,
-        "OH": 0.0333, "GA": 0.0325, "PA": 0.0303, "NC": 0.0296, "VA": 0.0295, "MI": 0.0265,
-        "AZ": 0.0226, "MA": 0.0222, "MD": 0.0213, "WA": 0.0203, "CO": 0.0178, "IN": 0.0177,
-        "TN": 0.0171, "MN": 0.0170, "MO": 0.0158, "WI": 0.0147, "CT": 0.0145, "NV": 0.0133,
-        "OR": 0.0125, "LA": 0.0121, "AL": 0.0117, "SC": 0.0111, "KY": 0.0108, "OK": 0.0089,
-        "KS": 0.0085, "AR": 0.0082, "NM": 0.0079, "MS": 0.0064, "UT": 0.0056, "NH": 0.0053,
-        "HI": 0.0052, "RI": 0.0045, "ME": 0.0037, "NE": 0.0037, "WV": 0.0031, "DE": 0.0027,
-        "AK": 0.0026, "ND": 0.0025, "ID": 0.0021, "MT": 0.0021, "DC": 0.0019, "WY": 0.0018,
-        "SD": 0.0017, "VT": 0.0016, "IA": 0.0016,
-    }
-)  # fmt: skip
-ADDR_STATES = tuple(sorted(_STATE_WEIGHTS))
 
 # Multinomial logit for home ownership against RENT, in (ln income - 11.1) and z; intercepts
 # solved so that the no-drift mix is MORTGAGE .456, RENT .403, OWN .141.
@@ -159,149 +111,6 @@ _STREAMS = (
     "default_noise",
     "default",
 )
-
-
-def _count(name: str, description: str, maximum: float) -> Feature:
-    return Feature(name=name, kind="int", description=description, minimum=0, maximum=maximum)
-
-
-def _category(name: str, categories: tuple[str, ...], description: str) -> Feature:
-    return Feature(name=name, kind="category", categories=categories, description=description)
-
-
-SCHEMA = (
-    FeatureSchema(
-        name="synthetic",
-        target=Target(name="default", positive=1, negative=0),
-        features=(
-            Feature(
-                name="loan_amnt",
-                kind="int",
-                minimum=1_000,
-                maximum=40_000,
-                description="Amount applied for, in USD, a multiple of 25.",
-            ),
-            _category("term", TERMS, "Loan term in months."),
-            Feature(
-                name="int_rate",
-                kind="float",
-                minimum=5,
-                maximum=31,
-                description="Interest rate, in percent, set by the lender from the sub-grade.",
-            ),
-            Feature(
-                name="installment",
-                kind="float",
-                minimum=0,
-                maximum=2_500,
-                description="Monthly payment, in USD, of the fully amortising loan.",
-            ),
-            _category("grade", GRADES, "Lender-assigned risk grade, A (safest) to G."),
-            _category(
-                "sub_grade", SUB_GRADES, "Lender-assigned risk sub-grade, A1 (safest) to G5."
-            ),
-            Feature(
-                name="emp_length",
-                kind="category",
-                categories=EMP_LENGTHS,
-                nullable=True,
-                description="Years in current employment; null when not stated.",
-            ),
-            _category(
-                "home_ownership", HOME_OWNERSHIPS, "Home ownership status given by the borrower."
-            ),
-            Feature(
-                name="annual_inc",
-                kind="float",
-                minimum=0,
-                maximum=10_000_000,
-                description="Self-reported annual income, in USD.",
-            ),
-            _category(
-                "verification_status",
-                VERIFICATION_STATUSES,
-                "Whether the lender verified the income, or its source.",
-            ),
-            _category("purpose", PURPOSES, "Purpose of the loan given by the borrower."),
-            _category(
-                "addr_state", ADDR_STATES, "Borrower's state, two-letter code (50 states and DC)."
-            ),
-            Feature(
-                name="dti",
-                kind="float",
-                minimum=0,
-                maximum=100,
-                description="Monthly debt payments, excluding mortgage and this loan, over monthly "
-                "income, in percent.",
-            ),
-            Feature(
-                name="fico_range_low",
-                kind="int",
-                minimum=660,
-                maximum=845,
-                description="Lower bound of the borrower's FICO range at origination, "
-                "a multiple of 5; 660 is the lender's floor.",
-            ),
-            Feature(
-                name="revol_util",
-                kind="float",
-                minimum=0,
-                maximum=150,
-                description="Revolving line utilisation, in percent of available credit.",
-            ),
-            _count("delinq_2yrs", "30+ days past-due incidents in the past 2 years.", 50),
-            _count(
-                "inq_last_6mths",
-                "Credit inquiries in the past 6 months, excluding auto and mortgage.",
-                50,
-            ),
-            _count("pub_rec", "Derogatory public records.", 50),
-            _count("open_acc", "Open credit lines in the borrower's credit file.", 100),
-            _count("total_acc", "Credit lines ever opened in the borrower's credit file.", 200),
-        ),
-    )
-    .with_risk(
-        {
-            "loan_amnt": "increasing",
-            "int_rate": "increasing",
-            "installment": "increasing",
-            "annual_inc": "decreasing",
-            "dti": "increasing",
-            "fico_range_low": "decreasing",
-            "revol_util": "increasing",
-            "delinq_2yrs": "increasing",
-            "inq_last_6mths": "increasing",
-            "pub_rec": "increasing",
-        }
-    )
-    .with_reasons(
-        {
-            "loan_amnt": "Loan amount is large",
-            "term": "Loan term is long",
-            "int_rate": "Interest rate for the loan is high",
-            "installment": "Monthly payment is high",
-            "grade": "Credit grade is low",
-            "sub_grade": "Credit grade is low",
-            "emp_length": "Length of employment is short or unknown",
-            "home_ownership": "Home ownership status",
-            "annual_inc": "Income is low",
-            "verification_status": "Income verification status",
-            "purpose": "Purpose of the loan",
-            "addr_state": "State of residence",
-            "dti": "Debt-to-income ratio is high",
-            "fico_range_low": "Credit score is low",
-            "revol_util": "Revolving credit utilisation is high",
-            "delinq_2yrs": "Delinquencies in the last 2 years",
-            "inq_last_6mths": "Too many credit inquiries in the last 6 months",
-            "pub_rec": "Derogatory public records",
-            "open_acc": "Number of open credit lines",
-            "total_acc": "Number of credit lines ever opened",
-        }
-    )
-)
-"""The model inputs. The frame also carries `id`, `issue_d`, `label_available_d` and `pd_true`."""
-
-COLUMNS = ("id", "issue_d", "label_available_d", *SCHEMA.feature_names, "default", "pd_true")
 
 
 def _cumulative(weights: Mapping[str, float] | tuple[float, ...]) -> FloatArray:
@@ -358,25 +167,23 @@ def _applicants(
         u < mortgage_odds / total_odds, 0, np.where(u < (mortgage_odds + 1.0) / total_odds, 1, 2)
     )
 
-    verification = _categorical(rng["verification"], _cumulative(_VERIFICATION_WEIGHTS), n)
+    verification = _categorical(rng["verification"], _cumulative(VERIFICATION_WEIGHTS), n)
 
     # small_business first with its (possibly drifted) probability, otherwise another purpose.
     small_biz = PURPOSES.index("small_business")
-    base_share = _PURPOSE_WEIGHTS["small_business"]
+    base_share = PURPOSE_WEIGHTS["small_business"]
     odds = base_share / (1.0 - base_share) * (1.0 + lam * (drift.small_biz_mult - 1.0))
-    others = {p: w for p, w in _PURPOSE_WEIGHTS.items() if p != "small_business"}
+    others = {p: w for p, w in PURPOSE_WEIGHTS.items() if p != "small_business"}
     other_codes = np.array([PURPOSES.index(p) for p in others])
     is_small_biz = rng["purpose"].random(n) < odds / (1.0 + odds)
     other = other_codes[_categorical(rng["purpose_other"], _cumulative(others), n)]
     purpose = np.where(is_small_biz, small_biz, other)
 
-    state = _categorical(
-        rng["state"], _cumulative(tuple(_STATE_WEIGHTS[s] for s in ADDR_STATES)), n
-    )
+    state = _categorical(rng["state"], _cumulative(tuple(STATE_WEIGHTS[s] for s in ADDR_STATES)), n)
 
     null_rate = EMP_NULL_RATE + lam * (drift.emp_null_drift - EMP_NULL_RATE)
     emp_null = rng["emp"].random(n) < null_rate
-    emp = np.where(emp_null, -1, _categorical(rng["emp_code"], _cumulative(_EMP_WEIGHTS), n))
+    emp = np.where(emp_null, -1, _categorical(rng["emp_code"], _cumulative(EMP_WEIGHTS), n))
 
     return {
         "loan": loan,
@@ -609,11 +416,12 @@ def generate(
         chunk_rows: rows drawn per chunk (each chunk has its own spawned seed).
 
     Returns:
-        A frame with the columns `COLUMNS`: `id`, `issue_d` and `label_available_d` ("YYYY-MM"),
-        the `SCHEMA` features, the label `default` (int8) and `pd_true`: the ground-truth
-        probability of default given the applicant's true features, with the logit noise
-        integrated out. That is P(default | observed features) unless a drift makes the reported
-        FICO or income differ from the true ones (`fico_shift`, `income_mult`).
+        A frame with the columns `synthetic_schema.COLUMNS`: `id`, `issue_d` and
+        `label_available_d` ("YYYY-MM"), the `SCHEMA` features, the label `default` (int8) and
+        `pd_true`: the ground-truth probability of default given the applicant's true features,
+        with the logit noise integrated out. That is P(default | observed features) unless a
+        drift makes the reported FICO or income differ from the true ones (`fico_shift`,
+        `income_mult`).
 
     Raises:
         ValueError: for a negative row count, a non-positive chunk size or month count, or a

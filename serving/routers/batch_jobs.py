@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, status
@@ -96,7 +97,7 @@ async def create_job(
 @router.get("/{job_id}", response_model=BatchJob, responses={**ERROR_RESPONSES, **_NOT_FOUND})
 async def job_status(state: StateDep, job_id: JobId) -> BatchJob:
     """Status and progress of a job: rows done of the total, valid and rejected rows."""
-    job = state.jobs.get(job_id)
+    job = await asyncio.to_thread(state.jobs.get, job_id)  # SQL: off the event loop
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no batch job {job_id!r}")
     return job
@@ -118,10 +119,10 @@ async def job_status(state: StateDep, job_id: JobId) -> BatchJob:
 )
 async def job_result(state: StateDep, job_id: JobId) -> FileResponse:
     """Download the scored file of a finished job."""
-    job = state.jobs.get(job_id)
+    job = await asyncio.to_thread(state.jobs.get, job_id)  # SQL: off the event loop
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no batch job {job_id!r}")
-    path = state.jobs.result_path(job_id)
+    path = await asyncio.to_thread(state.jobs.result_path, job_id)
     if job.status != "succeeded" or path is None:
         detail = (
             f"job {job_id} failed: {job.error}"

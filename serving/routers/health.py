@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Response, status
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -55,4 +57,6 @@ async def metrics(state: StateDep) -> Response:
         backlog = state.metrics.decisions_backlog
         backlog.labels("memory").set(max(state.decisions.backlog - on_disk, 0))
         backlog.labels("disk").set(on_disk)
-    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    # Off the event loop: a collector may wait a moment on the job store's database.
+    body = await asyncio.to_thread(generate_latest, state.metrics.registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

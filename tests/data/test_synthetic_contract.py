@@ -13,6 +13,7 @@ from sklearn.metrics import roc_auc_score
 
 from loanops.data import load_dataset
 from loanops.data import synthetic as syn
+from loanops.data.synthetic_schema import COLUMNS
 
 ROWS = 200_000
 
@@ -27,7 +28,7 @@ def month_number(months: pd.Series) -> pd.Series:
 
 
 def test_columns_and_dtypes(frame: pd.DataFrame) -> None:
-    assert tuple(frame.columns) == syn.COLUMNS
+    assert tuple(frame.columns) == COLUMNS
     assert frame["id"].dtype == np.int64 and frame["id"].is_unique
     assert frame["default"].dtype == np.int8
     assert set(frame["default"].unique()) == {0, 1}

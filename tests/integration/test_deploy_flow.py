@@ -35,7 +35,7 @@ from flows.deploy.rollout import (
     rollout_status,
 )
 from flows.retrain import retrain_flow
-from loanops import registry
+from loanops import promotion_log, registry
 from loanops.settings import Settings
 from tests.integration.conftest import LoanopsEnvironment
 from tests.integration.kube_cluster import (
@@ -144,11 +144,11 @@ def test_a_healthy_rollout_pins_both_deployments_and_is_recorded(
         assert rollout_status(deployment).done
         assert "successfully rolled out" in result.rollouts[name]
     assert aliases(settings) == {"production": "2", "previous": "1"}
-    (record,) = registry.deploy_history(registry.connect(settings), settings)
+    (record,) = promotion_log.deploy_history(registry.connect(settings), settings)
     assert (record.outcome, record.version, record.production_version) == ("deployed", "2", "2")
     assert record.run_id == result.record_run_id
     # The gate's log still reads as gate decisions only.
-    assert registry.history(registry.connect(settings), settings) == []
+    assert promotion_log.history(registry.connect(settings), settings) == []
 
 
 def without_revision(annotations: dict[str, str]) -> dict[str, str]:
@@ -179,7 +179,7 @@ def assert_rolled_back_to_v1(
         )
     assert aliases(settings) == {"production": "1", "previous": "1"}
     client = registry.connect(settings)
-    (record,) = registry.deploy_history(client, settings)
+    (record,) = promotion_log.deploy_history(client, settings)
     assert (record.outcome, record.version, record.previous_version) == ("rolled_back", "2", "1")
     assert record.production_version == "1"
     assert "production moved back from v2 to v1" in record.reasons
@@ -266,7 +266,7 @@ def test_a_role_without_patch_is_refused_in_one_clear_line_and_nothing_changes(
     after = {name: to_dict(d) for name, d in deployments(cluster).items()}
     assert after == before
     assert aliases(settings) == {"production": "2", "previous": "1"}
-    assert registry.deploy_history(registry.connect(settings), settings) == []
+    assert promotion_log.deploy_history(registry.connect(settings), settings) == []
 
 
 def test_a_dry_run_returns_the_patches_and_sends_none(

@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 
 from flows.retrain import retrain_flow
 from flows.train import train_flow
-from loanops import registry
+from loanops import promotion_log, registry
 from loanops.data import load_dataset
 from loanops.settings import Settings
 from loanops.validation import DataValidationError
@@ -136,7 +136,7 @@ def test_retrain_promotes_then_gate_refuses_a_worse_model(
     rejected = client.get_model_version(settings.model_name, second.training.version)
     assert rejected.tags["gate.outcome"] == "rejected"
 
-    records = registry.history(client, settings)
+    records = promotion_log.history(client, settings)
     assert [(r.outcome, r.challenger_version, r.champion_version) for r in records] == [
         ("promoted", first.training.version, None),
         ("rejected", second.training.version, first.training.version),

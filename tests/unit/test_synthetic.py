@@ -17,6 +17,7 @@ import pytest
 from loanops.data import get_dataset, load_dataset
 from loanops.data import synthetic as syn
 from loanops.data.synthetic_drift import EMP_NULL_RATE, PRESETS, Drift
+from loanops.data.synthetic_schema import COLUMNS
 from loanops.data.synthetic_truth import INTERCEPT
 from tests import corruptors
 from tests.factories import drop_column
@@ -82,7 +83,7 @@ def test_label_becomes_available_twelve_months_after_issue() -> None:
 def test_zero_rows_give_an_empty_frame_with_every_column() -> None:
     frame = syn.generate(0)
     assert frame.empty
-    assert tuple(frame.columns) == syn.COLUMNS
+    assert tuple(frame.columns) == COLUMNS
 
 
 @pytest.mark.parametrize(
@@ -223,7 +224,7 @@ def test_missingness_spike_only_blanks_emp_length(base: pd.DataFrame) -> None:
     before, after = frame.iloc[:HALF], frame.iloc[HALF:]
     assert before["emp_length"].isna().mean() == pytest.approx(EMP_NULL_RATE, abs=0.005)
     assert after["emp_length"].isna().mean() == pytest.approx(0.40, abs=0.01)
-    others = [c for c in syn.COLUMNS if c != "emp_length"]
+    others = [c for c in COLUMNS if c != "emp_length"]
     pd.testing.assert_frame_equal(after[others], base.iloc[HALF:][others])
     stated = after["emp_length"].dropna().value_counts(normalize=True)
     assert stated["10+ years"] == pytest.approx(0.3502 / 0.9346, abs=0.01)
@@ -275,7 +276,7 @@ def test_write_parquet_round_trips_partitioned_by_issue_month(tmp_path: Path) ->
     read = pd.read_parquet(root).sort_values("id").reset_index(drop=True)
     read["issue_d"] = read["issue_d"].astype(str)
     expected = syn.generate(30_000, seed=2, drift=drift, chunk_rows=8_000)
-    pd.testing.assert_frame_equal(read[list(syn.COLUMNS)], expected)
+    pd.testing.assert_frame_equal(read[list(COLUMNS)], expected)
 
 
 def test_write_parquet_checks_arguments_before_writing(tmp_path: Path) -> None:
