@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Iterator
 
 import pytest
+from threadpoolctl import threadpool_limits
 
 _PREFECT_HOME = tempfile.mkdtemp(prefix="loanops-test-prefect-")
 os.environ["PREFECT_HOME"] = _PREFECT_HOME
@@ -24,6 +25,13 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 for _name in [name for name in os.environ if name.startswith("LOANOPS_") and "TEST" not in name]:
     # Tests build their own settings; a developer's shell must not leak into them.
     del os.environ[_name]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread() -> Iterator[None]:
+    """BLAS and OpenMP threads only contend with each other on a 2-core runner."""
+    with threadpool_limits(limits=1):
+        yield
 
 
 @pytest.fixture(scope="session", autouse=True)

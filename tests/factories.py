@@ -7,6 +7,7 @@ mutate freely.
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
@@ -15,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from loanops.data import load_dataset
+from loanops.data import synthetic as syn
 from loanops.data.lending_club import SCHEMA as LENDING_CLUB
 from loanops.decisions.record import Decision
 from loanops.promotion import GatePolicy, GateScores
@@ -117,9 +119,51 @@ def make_decision(
     return Decision(**(fields | overrides))
 
 
+OUTCOMES_DECIDED_FROM = datetime(2025, 6, 2, 9, 0, tzinfo=UTC)
+"""When the decisions of the outcome tests start: well before their outcomes are observed."""
+OBSERVED = datetime(2026, 6, 1, tzinfo=UTC)
+"""When the outcome tests' loans are seen to default or not."""
+
+
+def outcome_decision(i: int, **overrides: Any) -> Decision:
+    """Decision number `i` of the outcome tests, one hour after number `i - 1`.
+
+    Its inputs are small and hold a null (`emp_length`), as a real request's may.
+    """
+    fields: dict[str, Any] = {
+        "inputs": {"loan_amnt": 1_000 + i, "term": "36", "emp_length": None},
+        "reasons": [],
+    }
+    return make_decision(
+        i, start=OUTCOMES_DECIDED_FROM, step=timedelta(hours=1), **(fields | overrides)
+    )
+
+
+def request_id_of(i: int) -> str:
+    """The request id of `make_decision(i)` and `outcome_decision(i)`."""
+    return f"req-{i:06d}"
+
+
 def make_decisions(n: int, start: int = 0, **overrides: Any) -> list[Decision]:
     """Decisions number `start` to `start + n - 1`."""
     return [make_decision(i, **overrides) for i in range(start, start + n)]
+
+
+def synthetic_applications(rows: int, seed: int = 7) -> list[dict[str, Any]]:
+    """Synthetic applications as a client sends them (features only, null where missing),
+    from the safest to the riskiest by the generator's true probability of default."""
+    frame = syn.generate(rows, seed=seed).sort_values("pd_true")
+    features = syn.SCHEMA.to_frame(frame)
+    return [
+        {name: _json_value(value) for name, value in record.items()}
+        for record in features.to_dict(orient="records")
+    ]
+
+
+def _json_value(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value.item() if hasattr(value, "item") else value
 
 
 def safe_applicant(**overrides: Any) -> dict[str, Any]:
@@ -306,7 +350,7 @@ def calibrated_scores(
     return y, p
 
 
-def gate_policy(**overrides: float) -> GatePolicy:
+def gate_policy(**overrides: Any) -> GatePolicy:
     """The promotion policy of a default `Settings`, unless overridden."""
     gate = GateSettings()
     values = {

@@ -42,6 +42,8 @@ import redis
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
+from tests.waiting import WaitTimeout, exited, poll_until, wait_for
+
 logger = logging.getLogger(__name__)
 
 REDIS_URL_ENV = "LOANOPS_TEST_REDIS_URL"
@@ -536,23 +538,20 @@ def _stop_process_group(
                 os.killpg(pgid, stop_signal)
             else:
                 proc.send_signal(stop_signal)
-    deadline = time.monotonic() + grace
-    while running() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if running():
+    if not poll_until(lambda: not running(), timeout=grace):
         logger.warning(
             "Process group %d ignored %s for %.0f s; killing it",
             pgid,
             stop_signal,
             grace,
         )
-        deadline = time.monotonic() + 10.0
-        while running():
+
+        def killed() -> bool:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pgid, signal.SIGKILL)
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"Process group {pgid} survived SIGKILL")
-            time.sleep(0.05)
+            return not running()
+
+        wait_for(killed, timeout=10.0, what=f"process group {pgid} to die of SIGKILL")
     proc.wait()
 
 
@@ -599,22 +598,17 @@ def _wait_until(
     interval: float = 0.2,
 ) -> None:
     """Poll ``ready`` until it is true; fail early, with the log tail, if ``proc`` exits."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if ready():
-            return
-        code = proc.poll()
-        if code is not None:
-            raise ServiceStartError(
-                f"{what} exited with code {code} during startup. Log tail ({log_path}):\n"
-                f"{_tail(log_path)}"
-            )
-        if time.monotonic() > deadline:
-            raise ServiceStartError(
-                f"{what} was not ready after {timeout:.0f} s. Log tail ({log_path}):\n"
-                f"{_tail(log_path)}"
-            )
-        time.sleep(interval)
+    try:
+        wait_for(
+            ready,
+            timeout=timeout,
+            what=f"{what} to be ready",
+            interval=interval,
+            given_up=lambda: exited(proc, what),
+            details=lambda: f"Log tail ({log_path}):\n{_tail(log_path)}",
+        )
+    except WaitTimeout as error:
+        raise ServiceStartError(str(error)) from None
 
 
 def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:

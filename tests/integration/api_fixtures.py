@@ -1,4 +1,4 @@
-"""Helpers for the API tests: settings, applicants, broken model versions and waiting.
+"""Helpers for the API tests: settings, broken model versions and running `loanops serve`.
 
 Good model versions come from `tests.integration.serving_fixtures.register_version` (a small
 logistic regression on synthetic loans, logged as the training flow logs it). This module adds
@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import signal
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +34,7 @@ from loanops.data import synthetic as syn
 from loanops.settings import Settings
 from serving.app import create_app
 from tests.services import _process_group, _tail, free_port
+from tests.waiting import wait_for
 
 API_KEYS = ("k1-3f9a7c2e", "k2-b81d04aa")
 """Keys the test APIs accept; distinctive, so that a leak into a log is easy to spot."""
@@ -110,26 +109,6 @@ def api_environment(settings: Settings) -> dict[str, str]:
     return environment
 
 
-# --- applicants ---------------------------------------------------------------------------------
-
-
-def applicants(rows: int, seed: int = 7) -> list[dict[str, Any]]:
-    """Synthetic applications as a client sends them (features only, null where missing),
-    from the safest to the riskiest by the generator's true probability of default."""
-    frame = syn.generate(rows, seed=seed).sort_values("pd_true")
-    features = SCHEMA.to_frame(frame)
-    return [
-        {name: _json_value(value) for name, value in record.items()}
-        for record in features.to_dict(orient="records")
-    ]
-
-
-def _json_value(value: Any) -> Any:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    return value.item() if hasattr(value, "item") else value
-
-
 # --- model versions -----------------------------------------------------------------------------
 
 
@@ -178,41 +157,33 @@ def point_alias(settings: Settings, version: str, alias: str | None = None) -> N
     )
 
 
-# --- waiting ------------------------------------------------------------------------------------
-
-
 def wait_until_ready(client: httpx.Client, timeout: float = 60.0) -> dict[str, Any]:
     """Poll `/readyz` until it answers 200; its body.
 
     Raises:
         AssertionError: when it does not within `timeout` seconds, with the last answer.
     """
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def ready() -> dict[str, Any] | None:
+        response = client.get("/readyz")
+        if response.status_code != 200:
+            return None
+        body: dict[str, Any] = response.json()
+        return body
+
+    def last_answer() -> str:
         try:
-            response = client.get("/readyz")
-        except httpx.TransportError:
-            response = None
-        if response is not None and response.status_code == 200:
-            body: dict[str, Any] = response.json()
-            return body
-        if time.monotonic() > deadline:
-            last = response.text if response is not None else "no answer"
-            raise AssertionError(f"not ready after {timeout} s: {last}")
-        time.sleep(0.05)
+            return f"/readyz: {client.get('/readyz').text}"
+        except httpx.TransportError as error:
+            return f"/readyz: {error!r}"
 
-
-def wait_for(condition: Callable[[], bool], timeout: float = 30.0, what: str = "it") -> None:
-    """Poll `condition()` until it is true.
-
-    Raises:
-        AssertionError: when it is still false after `timeout` seconds.
-    """
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"waited {timeout} s for {what}")
-        time.sleep(0.05)
+    return wait_for(
+        ready,
+        timeout=timeout,
+        what="/readyz to answer 200",
+        ignoring=(httpx.TransportError,),
+        details=last_answer,
+    )
 
 
 LOANOPS = Path(sys.executable).parent / "loanops"
@@ -262,7 +233,11 @@ def loanops_serve(settings: Settings, folder: Path) -> Iterator[Server]:
     ):
         server = Server(url, process.pid, log_path, settings, process, client)
         try:
-            wait_for(lambda: _answers(client) or process.poll() is not None, timeout=90)
+            wait_for(
+                lambda: _answers(client) or process.poll() is not None,
+                timeout=90,
+                what="loanops serve to answer or exit",
+            )
             assert process.poll() is None, f"loanops serve exited:\n{_tail(log_path)}"
             wait_until_ready(client, timeout=90)
         except AssertionError as error:
@@ -292,10 +267,7 @@ def through_api(
     start = datetime.now(UTC)
     request_ids: list[str] = []
     with TestClient(create_app(Settings())) as client:
-        deadline = time.monotonic() + ready_timeout
-        while client.get("/readyz").status_code != 200:
-            assert time.monotonic() < deadline, client.get("/readyz").json()
-            time.sleep(0.2)
+        wait_until_ready(client, timeout=ready_timeout)
         for first in range(0, len(rows), 1000):
             body = {"applications": rows[first : first + 1000]}
             response = client.post("/v1/predict/batch", content=json.dumps(body))

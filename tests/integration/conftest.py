@@ -5,14 +5,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import Engine
 
+from loanops.decisions.database import create_engine_for, migrate
+from loanops.settings import Settings
 from tests.services import free_port, fresh_database, mlflow_server, postgres_server_url
+from tests.waiting import exited, wait_for
 
 BIN = Path(sys.executable).parent
 
@@ -24,11 +27,36 @@ def postgres_server() -> Iterator[str]:
         yield url
 
 
+LoanopsEnvironment = Callable[[Mapping[str, str]], Settings]
+"""Sets `LOANOPS_*` (and other) variables for one test and returns the Settings they give."""
+
+
+@pytest.fixture
+def loanops_env(monkeypatch: pytest.MonkeyPatch) -> LoanopsEnvironment:
+    """Set a test's environment variables, undone after it, and read the settings they give."""
+
+    def apply(values: Mapping[str, str]) -> Settings:
+        for name, value in values.items():
+            monkeypatch.setenv(name, value)
+        return Settings()
+
+    return apply
+
+
 @pytest.fixture
 def database_url(postgres_server: str) -> Iterator[str]:
     """A fresh PostgreSQL database of one test's own, dropped after it."""
     with fresh_database(postgres_server) as url:
         yield url
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    """An engine on a fresh, migrated decision-log database of one test's own."""
+    migrate(database_url)
+    engine = create_engine_for(database_url)
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture(scope="session")
@@ -74,18 +102,15 @@ def prefect_server(
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"prefect server exited: {(home / 'server.log').read_text()}")
-            try:
-                if httpx.get(f"{api_url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("prefect server did not become healthy within 90 s")
-            time.sleep(0.5)
+        wait_for(
+            lambda: httpx.get(f"{api_url}/health", timeout=2).status_code == 200,
+            timeout=90,
+            what="the prefect server's /health",
+            interval=0.5,
+            ignoring=(httpx.HTTPError,),
+            given_up=lambda: exited(server, "prefect server"),
+            details=lambda: (home / "server.log").read_text(),
+        )
         yield api_url, client_env
     finally:
         server.terminate()

@@ -64,6 +64,7 @@ from tests.kube_objects import (
     to_dict,
 )
 from tests.manifests.kube import BASE, NAMESPACE
+from tests.waiting import wait_for
 
 T = TypeVar("T")
 
@@ -661,13 +662,15 @@ class RealCluster:
 
     def settle(self, timeout: float = 300) -> None:
         apps = AppsV1Api(self.admin)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            deployments = apps.list_namespaced_deployment(self.namespace).items
-            if all(rollout_status(d).state != "waiting" for d in deployments):
-                return
-            time.sleep(2)
-        raise AssertionError(f"the rollouts in {self.namespace} did not settle in {timeout} s")
+        wait_for(
+            lambda: all(
+                rollout_status(d).state != "waiting"
+                for d in apps.list_namespaced_deployment(self.namespace).items
+            ),
+            timeout=timeout,
+            what=f"the rollouts in {self.namespace} to settle",
+            interval=2,
+        )
 
     def teardown(self) -> None:
         CoreV1Api(self.admin).delete_namespace(self.namespace)

@@ -47,6 +47,7 @@ from loanops.features import split_frame
 from loanops.settings import Settings
 from loanops.train import fit
 from tests.services import _process_group, _tail, redis_url
+from tests.waiting import exited, wait_for
 
 TRAINING_ROWS = 4000
 LOGREG = {"C": 0.015, "log_amounts": True}
@@ -263,8 +264,8 @@ def celery_worker(
     `log_dir`, or to a temporary folder removed on exit.
     """
     if log_dir is None:
-        with tempfile.TemporaryDirectory(prefix="loanops-worker-") as folder:
-            with celery_worker(environment, concurrency=concurrency, log_dir=Path(folder)) as w:
+        with tempfile.TemporaryDirectory(prefix="loanops-worker-") as temporary:
+            with celery_worker(environment, concurrency=concurrency, log_dir=Path(temporary)) as w:
                 yield w
         return
     folder = log_dir
@@ -290,11 +291,12 @@ def celery_worker(
         grace=20.0,
     ) as proc:
         worker = WorkerProcess(pid=proc.pid, log_path=log_path)
-        deadline = time.monotonic() + WORKER_READY_TIMEOUT_S
-        while " ready." not in worker.log() or len(pool_pids(worker)) < concurrency:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the worker exited with {proc.returncode}:\n{worker.tail()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the worker was not ready in time:\n{worker.tail()}")
-            time.sleep(0.2)
+        wait_for(
+            lambda: " ready." in worker.log() and len(pool_pids(worker)) >= concurrency,
+            timeout=WORKER_READY_TIMEOUT_S,
+            what=f"the worker's ready line and {concurrency} pool processes",
+            interval=0.2,
+            given_up=lambda: exited(proc, "the worker"),
+            details=worker.tail,
+        )
         yield worker

@@ -28,27 +28,27 @@ from prometheus_client.parser import text_string_to_metric_families
 from loanops.decisions.database import create_engine_for
 from loanops.decisions.read import count_decisions, read_decisions
 from loanops.settings import Settings
+from tests.factories import synthetic_applications
 from tests.integration.api_fixtures import (
     API_KEYS,
     SCHEMA,
     Server,
     api_settings,
-    applicants,
     loanops_serve,
     point_alias,
     register_model_without_card,
     registry_settings,
-    wait_for,
 )
 from tests.integration.serving_fixtures import register_version
 from tests.services import free_port
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
 KEY = {"X-API-Key": API_KEYS[0]}
 POLL_SECONDS = 0.5
 BODY_TIMEOUT_SECONDS = 1.0
-APPLICANTS = applicants(40)
+APPLICANTS = synthetic_applications(40)
 
 
 @dataclass(frozen=True)
@@ -157,7 +157,7 @@ def test_moving_the_alias_under_load_swaps_versions_without_failing_a_request(
     for thread in threads:
         thread.start()
     try:
-        wait_for(lambda: all(len(load.answers) >= 20 for load in loads), what="traffic")
+        wait_for(lambda: all(len(load.answers) >= 20 for load in loads), what="traffic", timeout=30)
 
         point_alias(registry.settings, new)
         wait_for(
@@ -210,6 +210,7 @@ def test_a_broken_version_is_refused_and_the_old_one_keeps_serving(
     wait_for(
         lambda: model_info(server)["last_reload_error"] is None,
         what="the error to clear once the alias is back on the version serving",
+        timeout=30,
     )
 
     assert info["version"] == serving["version"]

@@ -9,14 +9,14 @@ find the lost work in the job state in SQL and send it again.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import shutil
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import pandas as pd
 import pytest
@@ -37,6 +37,7 @@ from tests.integration.serving_fixtures import (
     serving_model,  # noqa: F401  (a fixture)
 )
 from tests.services import free_port
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -45,8 +46,6 @@ STALE_AFTER_S = 3.0
 """The visibility timeout: a task not done this long after it was sent counts as lost."""
 OUTAGE_S = 5.0
 TIMEOUT_S = 60.0
-
-T = TypeVar("T")
 
 
 class OwnRedis:
@@ -68,7 +67,7 @@ class OwnRedis:
             self._process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
-        wait_for(self._answers, 10.0, "redis-server to answer")
+        wait_for(self._answers, timeout=10.0, what="redis-server to answer", interval=0.1)
 
     def _answers(self) -> bool:
         client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
@@ -86,14 +85,10 @@ class OwnRedis:
         self._process = None
 
 
-def wait_for(check: Callable[[], T | None], timeout_s: float, what: str) -> T:
-    """`check()` once it is truthy, polled every 0.1 s for at most `timeout_s` seconds."""
-    deadline = time.monotonic() + timeout_s
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
-        time.sleep(0.1)
-    return value
+def recorded_job(store: JobStore, job_id: str) -> BatchJob | None:
+    """The job once none of its decisions is left to record, else None."""
+    job = store.get(job_id)
+    return job if job is not None and job.decisions_pending == 0 else None
 
 
 @pytest.fixture(scope="module")
@@ -191,8 +186,10 @@ def test_every_job_finishes_whole_when_redis_restarts_empty_mid_job(
     # and the second has chunks still to score.
     wait_for(
         lambda: (job := store.get(second.id)) is not None and job.chunks_done >= 20,
-        TIMEOUT_S,
-        f"20 chunks of the second job\n{worker.tail()}",
+        timeout=TIMEOUT_S,
+        what="20 chunks of the second job",
+        interval=0.1,
+        details=worker.tail,
     )
     own_redis.kill()
     at_kill = {job_id: store.get(job_id) for job_id in (first.id, second.id)}
@@ -200,9 +197,11 @@ def test_every_job_finishes_whole_when_redis_restarts_empty_mid_job(
     own_redis.start()
 
     finished = wait_for(
-        lambda: all((job := store.get(j)) is not None and job.finished for j in at_kill) or None,
-        TIMEOUT_S,
-        f"both jobs to finish\n{worker.tail()}",
+        lambda: all((job := store.get(j)) is not None and job.finished for j in at_kill),
+        timeout=TIMEOUT_S,
+        what="both jobs to finish",
+        interval=0.1,
+        details=worker.tail,
     )
     assert finished
     before = at_kill[first.id]
@@ -213,9 +212,11 @@ def test_every_job_finishes_whole_when_redis_restarts_empty_mid_job(
 
     for job_id, frame in ((first.id, small), (second.id, big)):
         recorded = wait_for(
-            lambda j=job_id: (job := store.get(j)) and job.decisions_pending == 0 and job,
-            TIMEOUT_S,
-            f"job {job_id}'s decisions\n{worker.tail()}",
+            functools.partial(recorded_job, store, job_id),
+            timeout=TIMEOUT_S,
+            what=f"job {job_id}'s decisions",
+            interval=0.1,
+            details=worker.tail,
         )
         assert recorded.status == "succeeded", recorded.error
         assert (recorded.rows_done, recorded.rows_valid) == (len(frame), len(frame))

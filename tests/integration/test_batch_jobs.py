@@ -6,6 +6,7 @@ The API's part is played by `JobStore.receive` and `submit`, exactly as the rout
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 import time
@@ -38,6 +39,7 @@ from tests.integration.serving_fixtures import (
     serving_model,  # noqa: F401  (a fixture)
 )
 from tests.services import free_port
+from tests.waiting import poll_until, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -128,34 +130,48 @@ def receive(store: JobStore, data: bytes, filename: str, model: LoadedModel) -> 
     )
 
 
+def stored_job(store: JobStore, job_id: str) -> BatchJob:
+    job = store.get(job_id)
+    assert job is not None, f"no job {job_id}"
+    return job
+
+
 def wait_until_finished(store: JobStore, job_id: str, worker: WorkerProcess) -> BatchJob:
-    deadline = time.monotonic() + JOB_TIMEOUT_S
-    while True:
-        job = store.get(job_id)
-        assert job is not None
-        if job.finished:
-            return job
-        if time.monotonic() > deadline:
-            raise AssertionError(f"job not finished: {job}\nworker log:\n{worker.tail()}")
-        time.sleep(0.1)
+    return wait_for(
+        lambda: (job := stored_job(store, job_id)).finished and job,
+        timeout=JOB_TIMEOUT_S,
+        what=f"job {job_id} to finish",
+        interval=0.1,
+        details=lambda: f"job: {store.get(job_id)}\nworker log:\n{worker.tail()}",
+    )
 
 
 def wait_until_recorded(store: JobStore, job_id: str, worker: WorkerProcess) -> BatchJob:
     """The job once every scored row's decision is in the decision log."""
-    deadline = time.monotonic() + JOB_TIMEOUT_S
-    while (job := store.get(job_id)) is not None and job.decisions_recorded < job.rows_valid:
-        assert time.monotonic() < deadline, f"decisions not recorded: {job}\n{worker.tail()}"
-        time.sleep(0.1)
-    assert job is not None
-    return job
+    return wait_for(
+        lambda: (job := stored_job(store, job_id)).decisions_recorded >= job.rows_valid and job,
+        timeout=JOB_TIMEOUT_S,
+        what=f"job {job_id}'s decisions to be recorded",
+        interval=0.1,
+        details=lambda: f"job: {store.get(job_id)}\nworker log:\n{worker.tail()}",
+    )
 
 
 def wait_for_chunks(store: JobStore, job_id: str, chunks: int) -> None:
-    deadline = time.monotonic() + JOB_TIMEOUT_S
-    while (job := store.get(job_id)) is not None and job.chunks_done < chunks:
-        assert not job.finished, f"the job finished too early to test anything: {job}"
-        assert time.monotonic() < deadline, f"no progress: {job}"
-        time.sleep(0.02)
+    def done() -> bool:
+        job = stored_job(store, job_id)
+        assert job.chunks_done >= chunks or not job.finished, (
+            f"the job finished too early to test anything: {job}"
+        )
+        return job.chunks_done >= chunks
+
+    wait_for(
+        done,
+        timeout=JOB_TIMEOUT_S,
+        what=f"{chunks} chunks of job {job_id}",
+        interval=0.02,
+        details=lambda: f"job: {store.get(job_id)}",
+    )
 
 
 def read_result(store: JobStore, job: BatchJob) -> pd.DataFrame:
@@ -342,28 +358,34 @@ def kill_pool_process_mid_task(
         (pid,) = pool_pids(worker)
         wait_until_busy(pid)
         os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            if worker.log().count("WorkerLostError") > lost_before:
-                return attempt
-            time.sleep(0.05)
+        if poll_until(functools.partial(tasks_lost_since, worker, lost_before), timeout=5):
+            return attempt
         wait_for_new_pool_process(worker, pid)
     raise AssertionError(f"no task was lost in {attempts} kills:\n{worker.tail()}")
+
+
+def tasks_lost_since(worker: WorkerProcess, lost_before: int) -> bool:
+    return worker.log().count("WorkerLostError") > lost_before
 
 
 def wait_until_busy(pid: int, timeout_s: float = 10.0) -> None:
     """Return once the process runs on a CPU: an idle pool process sleeps, holding no task."""
     process = psutil.Process(pid)
-    deadline = time.monotonic() + timeout_s
-    while process.status() != psutil.STATUS_RUNNING and time.monotonic() < deadline:
-        time.sleep(0.001)
+    wait_for(
+        lambda: process.status() == psutil.STATUS_RUNNING,
+        timeout=timeout_s,
+        what=f"pool process {pid} to run a task",
+        interval=0.001,
+    )
 
 
 def wait_for_new_pool_process(worker: WorkerProcess, old_pid: int) -> None:
-    deadline = time.monotonic() + 30
-    while pool_pids(worker) in ([], [old_pid]):
-        assert time.monotonic() < deadline, worker.tail()
-        time.sleep(0.05)
+    wait_for(
+        lambda: pool_pids(worker) not in ([], [old_pid]),
+        timeout=30,
+        what=f"a pool process to replace {old_pid}",
+        details=worker.tail,
+    )
 
 
 def test_a_job_keeps_its_version_when_production_moves_mid_job(

@@ -21,13 +21,15 @@ from sqlalchemy.engine import make_url
 
 from loanops.decisions.database import create_engine_for, migrate
 from loanops.decisions.table import DECISIONS_TABLE
-from tests.integration.api_fixtures import api_settings, applicants, wait_for
+from tests.factories import synthetic_applications
+from tests.integration.api_fixtures import api_settings
 from tests.integration.serving_fixtures import (
     ServingModel,
     serving_model,  # noqa: F401  (a fixture)
 )
 from tests.integration.tcp_proxy import tcp_proxy
 from tests.integration.test_api_server import KEY, loanops_serve
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +59,7 @@ class Load:
         self._thread.join(60)
 
     def _run(self) -> None:
-        rows = applicants(200)
+        rows = synthetic_applications(200)
         with httpx.Client(base_url=self._url, headers=KEY, timeout=30) as client:
             for i in range(MAX_REQUESTS):
                 if self._stop.is_set():

@@ -5,13 +5,10 @@ Each test that migrates gets its own fresh database on the session's server, dro
 
 from __future__ import annotations
 
-import multiprocessing
 import random
 import threading
 import time
-from collections.abc import Iterator
 from datetime import timedelta, timezone
-from multiprocessing.process import BaseProcess
 
 import pandas as pd
 import psycopg
@@ -30,40 +27,10 @@ from loanops.decisions.write import write_decisions
 from serving.decision_log.batching import BatchingWriter
 from tests.factories import DECIDED_FROM as T0
 from tests.factories import make_decision, make_decisions
+from tests.migrations import finish, start_migrations
 from tests.services import libpq_url
 
 pytestmark = pytest.mark.integration
-
-
-def start_migrations(url: str, count: int) -> list[BaseProcess]:
-    """Start `migrate(url)` in `count` new processes, forked from a forkserver that has
-    already imported the decision log."""
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["loanops.decisions.database", "alembic.command"])
-    processes: list[BaseProcess] = [
-        context.Process(target=migrate, args=(url,)) for _ in range(count)
-    ]
-    for process in processes:
-        process.start()
-    return processes
-
-
-def finish(processes: list[BaseProcess], timeout: float = 60) -> list[int | None]:
-    """Wait for the processes; kill any still running after `timeout`. Their exit codes."""
-    for process in processes:
-        process.join(timeout)
-        if process.is_alive():
-            process.kill()
-            process.join()
-    return [process.exitcode for process in processes]
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    migrate(database_url)
-    engine = create_engine_for(database_url)
-    yield engine
-    engine.dispose()
 
 
 def test_migration_creates_exactly_the_declared_table_and_is_idempotent(

@@ -37,6 +37,7 @@ from flows.deploy.rollout import (
 from flows.retrain import retrain_flow
 from loanops import promotion_log, registry
 from loanops.settings import Settings
+from tests.integration.conftest import LoanopsEnvironment
 from tests.integration.kube_cluster import (
     CONTAINERS,
     FLOWS_ACCOUNT,
@@ -71,7 +72,7 @@ def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture
 def settings(
-    cluster: Cluster, tracking_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cluster: Cluster, tracking_uri: str, tmp_path: Path, loanops_env: LoanopsEnvironment
 ) -> Settings:
     """The flow's environment: this cluster as the deployer, a model of the test's own."""
     env = {
@@ -82,9 +83,7 @@ def settings(
         "LOANOPS_KUBE_CONFIG": str(cluster.kubeconfig(FLOWS_ACCOUNT)),
         "LOANOPS_KUBE_NAMESPACE": cluster.namespace,
     }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    return Settings()
+    return loanops_env(env)
 
 
 @pytest.fixture

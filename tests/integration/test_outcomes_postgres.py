@@ -6,9 +6,7 @@ Each test gets its own fresh database on the session's server, dropped afterward
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
@@ -19,41 +17,29 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
 from loanops.decisions.database import alembic_config, create_engine_for, migrate
-from loanops.decisions.record import Decision
 from loanops.decisions.table import Base
 from loanops.decisions.write import write_decisions
 from loanops.outcomes import Outcome, OutcomeRecord, OutcomeReport, read_labelled, record_outcomes
-from tests import factories
+from tests.factories import (
+    OBSERVED,
+    outcome_decision,
+    request_id_of,
+)
 
 pytestmark = pytest.mark.integration
-
-T0 = datetime(2025, 6, 2, 9, 0, tzinfo=UTC)
-OBSERVED = datetime(2026, 6, 1, tzinfo=UTC)
-
-
-def make_decision(i: int, **overrides: Any) -> Decision:
-    """Decision number `i` (request id ``req-<i>``), one hour after number `i - 1`."""
-    fields: dict[str, Any] = {"inputs": {"loan_amnt": 1_000 + i, "term": "36"}, "reasons": []}
-    return factories.make_decision(i, start=T0, step=timedelta(hours=1), **(fields | overrides))
-
-
-def rid(i: int) -> str:
-    return f"req-{i:06d}"
 
 
 def stored(engine: Engine) -> dict[str, bool]:
     table = OutcomeRecord.__table__
     with engine.connect() as connection:
-        return dict(connection.execute(sa.select(table.c.request_id, table.c.defaulted)).all())  # type: ignore[arg-type]
+        return dict(connection.execute(sa.select(table.c.request_id, table.c.defaulted)).all())
 
 
 @pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    migrate(database_url)
-    engine = create_engine_for(database_url)
-    write_decisions(engine, [make_decision(i) for i in range(300)])
-    yield engine
-    engine.dispose()
+def engine(engine: Engine) -> Engine:
+    """The integration tier's migrated decision log (conftest.py), holding 300 decisions."""
+    write_decisions(engine, [outcome_decision(i) for i in range(300)])
+    return engine
 
 
 def test_the_migration_creates_the_declared_outcomes_table(database_url: str) -> None:
@@ -66,7 +52,7 @@ def test_the_migration_creates_the_declared_outcomes_table(database_url: str) ->
             context = MigrationContext.configure(connection)
             assert context.get_current_revision() == "0002"
             assert compare_metadata(context, Base.metadata) == []
-            types = dict(
+            types: dict[str, str] = dict(
                 connection.execute(
                     sa.text(
                         "SELECT column_name, data_type FROM information_schema.columns "
@@ -95,34 +81,42 @@ def test_the_migration_creates_the_declared_outcomes_table(database_url: str) ->
 
 
 def test_the_foreign_key_backs_up_the_unknown_id_check(engine: Engine) -> None:
-    table = OutcomeRecord.__table__
     row = {"defaulted": True, "recorded_at": datetime.now(UTC), "source": "api"}
     with pytest.raises(IntegrityError), engine.begin() as connection:
-        connection.execute(sa.insert(table), [{"request_id": "no-such-decision", **row}])
+        connection.execute(sa.insert(OutcomeRecord), [{"request_id": "no-such-decision", **row}])
 
-    record_outcomes(engine, [Outcome(request_id=rid(1), defaulted=True)])
+    record_outcomes(engine, [Outcome(request_id=request_id_of(1), defaulted=True)])
     with engine.begin() as connection:
-        connection.execute(sa.text("DELETE FROM decisions WHERE request_id = :id"), {"id": rid(1)})
+        connection.execute(
+            sa.text("DELETE FROM decisions WHERE request_id = :id"), {"id": request_id_of(1)}
+        )
     assert stored(engine) == {}, "an outcome goes with its decision"
 
 
 def test_unknown_duplicate_and_conflicting_ids_on_postgres(engine: Engine) -> None:
     first = record_outcomes(
-        engine, [Outcome(request_id=rid(i), defaulted=i % 3 == 0, observed_at=OBSERVED)
+        engine, [Outcome(request_id=request_id_of(i), defaulted=i % 3 == 0, observed_at=OBSERVED)
                  for i in range(10)]
     )  # fmt: skip
     assert first == OutcomeReport(received=10, recorded=10)
 
     unknown = record_outcomes(engine, [Outcome(request_id="nope", defaulted=True)])
-    duplicate = record_outcomes(engine, [Outcome(request_id=rid(3), defaulted=True)])
+    duplicate = record_outcomes(engine, [Outcome(request_id=request_id_of(3), defaulted=True)])
     conflict = record_outcomes(
         engine,
-        [Outcome(request_id=rid(3), defaulted=False), Outcome(request_id=rid(20), defaulted=True)],
+        [
+            Outcome(request_id=request_id_of(3), defaulted=False),
+            Outcome(request_id=request_id_of(20), defaulted=True),
+        ],
     )
 
     assert (unknown.refused, unknown.unknown) == (True, ("nope",))
-    assert (duplicate.refused, duplicate.recorded, duplicate.duplicates) == (False, 0, (rid(3),))
-    assert (conflict.refused, conflict.conflicts) == (True, (rid(3),))
+    assert (duplicate.refused, duplicate.recorded, duplicate.duplicates) == (
+        False,
+        0,
+        (request_id_of(3),),
+    )
+    assert (conflict.refused, conflict.conflicts) == (True, (request_id_of(3),))
     assert len(stored(engine)) == 10
     labelled = read_labelled(engine)
     assert len(labelled) == 10
@@ -136,7 +130,10 @@ def test_concurrent_writers_of_overlapping_sets_record_each_id_once(
     engines = [create_engine_for(database_url) for _ in range(4)]
     # Each writer's set overlaps the next one's by half.
     sets = [
-        [Outcome(request_id=rid(i), defaulted=i % 4 == 0) for i in range(50 * k, 50 * k + 100)]
+        [
+            Outcome(request_id=request_id_of(i), defaulted=i % 4 == 0)
+            for i in range(50 * k, 50 * k + 100)
+        ]
         for k in range(4)
     ]
     reports: list[OutcomeReport] = []

@@ -19,6 +19,7 @@ from loanops import promotion_log, registry
 from loanops.data import load_dataset
 from loanops.settings import Settings
 from loanops.validation import DataValidationError
+from tests.integration.conftest import LoanopsEnvironment
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +45,7 @@ def tracking_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def settings(tracking_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+def settings(tracking_uri: str, tmp_path: Path, loanops_env: LoanopsEnvironment) -> Settings:
     """Environment for the flows: this store, a model name of the test's own, a small budget."""
     env = {
         "LOANOPS_TRACKING_URI": tracking_uri,
@@ -53,9 +54,7 @@ def settings(tracking_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         "LOANOPS_TUNE_TRIALS": "3",
         "LOANOPS_BOOTSTRAP_SAMPLES": "200",
     }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    return Settings()
+    return loanops_env(env)
 
 
 @pytest.fixture(scope="module")

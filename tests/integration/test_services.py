@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -20,6 +19,7 @@ import pytest
 import redis
 from sqlalchemy.engine import make_url
 
+from tests.processes import alive
 from tests.services import (
     DATABASE_URL_ENV,
     POSTGRES_BIN_GLOBS,
@@ -72,15 +72,8 @@ def _server_processes(url: str) -> list[psutil.Process]:
     return [root, *root.children(recursive=True)]
 
 
-def _alive(proc: psutil.Process) -> bool:
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
 def _assert_gone(processes: list[psutil.Process]) -> None:
-    left = [(p.pid, p.name()) for p in processes if _alive(p)]
+    left = [(p.pid, p.name()) for p in processes if alive(p)]
     assert not left, f"processes left behind: {left}"
 
 
@@ -90,17 +83,10 @@ def _database_exists(server_url: str, name: str) -> bool:
     return row is not None
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[str]:
-    """A reachable PostgreSQL server (the configured one, else a throwaway)."""
-    with postgres_server_url() as url:
-        yield url
-
-
 @needs_postgres_binaries
 def test_throwaway_postgres_replaces_an_unreachable_server(
     monkeypatch: pytest.MonkeyPatch,
-):
+) -> None:
     unreachable = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
     monkeypatch.setenv(DATABASE_URL_ENV, unreachable)
     assert not postgres_is_reachable(unreachable)
@@ -134,7 +120,7 @@ def test_throwaway_postgres_replaces_an_unreachable_server(
 
 def test_throwaway_redis_replaces_an_unreachable_server(
     monkeypatch: pytest.MonkeyPatch,
-):
+) -> None:
     unreachable = f"redis://127.0.0.1:{free_port()}"
     monkeypatch.setenv(REDIS_URL_ENV, unreachable)
     assert not redis_is_reachable(unreachable)
@@ -147,7 +133,9 @@ def test_throwaway_redis_replaces_an_unreachable_server(
         try:
             assert client.set("loanops:key", "value")
             assert client.get("loanops:key") == b"value"
-            work_dir = Path(client.config_get("dir")["dir"])
+            configured_dir = client.config_get("dir")["dir"]
+            assert configured_dir is not None
+            work_dir = Path(configured_dir)
             assert client.config_get("bind")["bind"] == "127.0.0.1"
         finally:
             client.close()
@@ -157,7 +145,9 @@ def test_throwaway_redis_replaces_an_unreachable_server(
     assert not work_dir.exists()
 
 
-def test_a_reachable_server_is_used_as_is(monkeypatch: pytest.MonkeyPatch, postgres_server: str):
+def test_a_reachable_server_is_used_as_is(
+    monkeypatch: pytest.MonkeyPatch, postgres_server: str
+) -> None:
     with throwaway_redis() as rd:
         monkeypatch.setenv(DATABASE_URL_ENV, postgres_server)
         monkeypatch.setenv(REDIS_URL_ENV, rd.url)
@@ -171,7 +161,7 @@ def test_a_reachable_server_is_used_as_is(monkeypatch: pytest.MonkeyPatch, postg
 
 def test_without_binaries_only_the_throwaway_tests_skip_and_the_fixture_path_fails_loudly(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-):
+) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # no initdb on PATH
     monkeypatch.setattr("tests.services.POSTGRES_BIN_GLOBS", (str(tmp_path / "pg-*" / "bin"),))
     unreachable = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
@@ -185,7 +175,7 @@ def test_without_binaries_only_the_throwaway_tests_skip_and_the_fixture_path_fai
 
 
 @pytest.mark.timeout(120)
-def test_mlflow_server_tracks_and_registers_against_postgres(postgres_server: str):
+def test_mlflow_server_tracks_and_registers_against_postgres(postgres_server: str) -> None:
     with (
         tempfile.TemporaryDirectory(prefix="loanops-test-") as tmp,
         fresh_database(postgres_server) as db_url,

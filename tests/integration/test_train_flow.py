@@ -18,6 +18,7 @@ from loanops.features import Splits, build_model, split_frame
 from loanops.settings import Settings
 from loanops.tune import TuneResult, cross_validated_aucs
 from loanops.validation import validate_training_frame
+from tests.integration.conftest import LoanopsEnvironment
 
 pytestmark = pytest.mark.integration
 
@@ -25,7 +26,7 @@ ROWS = 3_000
 
 
 @pytest.fixture
-def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+def settings(tmp_path: Path, loanops_env: LoanopsEnvironment) -> Settings:
     env = {
         "LOANOPS_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
         "LOANOPS_HOME": str(tmp_path / "home"),
@@ -34,9 +35,7 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
         "LOANOPS_TUNE_TRIALS": "2",
         "LOANOPS_BOOTSTRAP_SAMPLES": "200",
     }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    return Settings()
+    return loanops_env(env)
 
 
 @pytest.fixture
@@ -70,6 +69,7 @@ def test_start_run_leaves_the_parent_run_open_with_its_lineage(
     run = registry.connect(settings).get_run(run_id)
     assert run.info.status == "RUNNING" and run.info.end_time is None
     assert mlflow.active_run() is None
+    assert run.inputs is not None
     (dataset_input,) = run.inputs.dataset_inputs
     assert {tag.key: tag.value for tag in dataset_input.tags} == {"mlflow.data.context": "training"}
     assert dataset_input.dataset.name == "synthetic"
@@ -101,7 +101,7 @@ def test_rescore_best_scores_the_winner_on_fresh_folds(
         seed=settings.training.seed + 1,
     )
     assert rescored.fold_aucs == pytest.approx(expected)
-    assert len(rescored.fold_aucs) == settings.training.cv_folds == 5
+    assert len(rescored.fold_aucs) == settings.training.cv_folds
     assert rescored.cv_roc_auc == pytest.approx(np.mean(expected))
     run = client.get_run(run_id)
     assert run.data.metrics["cv_roc_auc"] == pytest.approx(rescored.cv_roc_auc)

@@ -33,6 +33,7 @@ from cli.stack.supervisor import Supervisor
 from loanops.settings import Settings, TrainingSettings
 from serving.app import offline_docs_assets
 from tests.integration.serving_fixtures import promote, register_version
+from tests.processes import alive
 from tests.services import free_port
 
 pytestmark = pytest.mark.integration
@@ -249,7 +250,7 @@ def test_stack_down_leaves_no_process(stack: Stack) -> None:
     assert down.returncode == 0, down.stderr
     assert "none is left" in down.stdout
     for pid in [*pids, *children]:
-        assert not _alive(pid), f"process {pid} outlived `stack down`"
+        assert not alive(pid), f"process {pid} outlived `stack down`"
     assert not (stack.home / "stack" / "services.json").exists()
     assert not stack.supervisor().config.exists()
     for url in (f"{stack.mlflow}/health", f"{stack.api}/healthz", f"{stack.prefect}/api/health"):
@@ -257,11 +258,3 @@ def test_stack_down_leaves_no_process(stack: Stack) -> None:
             httpx.get(url, timeout=2)
     again = run_stack("down", stack.env)
     assert again.returncode == 0 and "not running" in again.stdout
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")

@@ -87,8 +87,8 @@ def stages(path: Path = DOCKERFILE) -> list[Stage]:
         elif instruction.keyword == "FROM":
             words = instruction.arguments.split()
             base = re.sub(r"\$\{(\w+)\}", lambda m: args.get(m[1], m[0]), words[0])
-            name = words[2] if len(words) == 3 and words[1].upper() == "AS" else None
-            result.append(Stage(base, name))
+            stage = words[2] if len(words) == 3 and words[1].upper() == "AS" else None
+            result.append(Stage(base, stage))
         elif result:
             result[-1].instructions.append(instruction)
     return result

@@ -22,7 +22,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from tests.manifests.dockerfile import DOCKERIGNORE, Stage, stages
 from tests.manifests.flowrun import FLOW_RUN_COMMAND
 from tests.manifests.kube import ROOT, Render, containers, workloads
 from tests.services import free_port
+from tests.waiting import exited, wait_for
 
 BUILD_TOOLS = re.compile(r"\b(gcc|g\+\+|clang|make|build-essential|cmake|git|uv|pip)\b")
 # What the replay leaves out, because it changes how fast or how files land, not what is there.
@@ -231,15 +231,16 @@ def test_default_command_serves_the_api(image: Image) -> None:
         argv, cwd=image.app, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert process.poll() is None, process.communicate()[0][-3000:]
-            try:
-                health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "the API did not answer within 90 s"
-                time.sleep(0.5)
+        health = wait_for(
+            lambda: httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2),
+            timeout=90,
+            what="the API's /healthz to answer",
+            interval=0.5,
+            ignoring=(httpx.TransportError,),
+            given_up=lambda: exited(process, "the API"),
+            # Its output can be read without blocking only once it has exited.
+            details=lambda: process.communicate()[0][-3000:] if process.poll() is not None else "",
+        )
         assert health.status_code == 200
         # No model is registered here, so the API is alive but not ready.
         assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 503

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import re
 
-import pytest
+from prefect.utilities.templating import apply_values
+from prefect_kubernetes.worker import KubernetesWorkerJobConfiguration
 
 from tests.manifests.flowrun import base_job_template, variable_defaults
 from tests.manifests.kube import NAMESPACE, Render
@@ -49,13 +50,10 @@ def test_the_worker_syncs_this_template_into_its_pool(renders: dict[str, Render]
 
 
 def test_prefect_kubernetes_accepts_the_template() -> None:
-    # The worker's own validation, once prefect-kubernetes is installed (the image needs it).
-    worker = pytest.importorskip("prefect_kubernetes.worker")
-    from prefect.utilities.templating import apply_values
-
+    # The worker's own validation: prefect-kubernetes is a declared dependency (the image needs it).
     template = base_job_template()
     values = variable_defaults(template)
-    configuration = worker.KubernetesWorkerJobConfiguration(
+    configuration = KubernetesWorkerJobConfiguration(
         **apply_values(template["job_configuration"], values)
     )
     assert configuration.pod_watch_timeout_seconds == values["pod_watch_timeout_seconds"]

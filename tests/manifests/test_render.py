@@ -7,13 +7,9 @@ import re
 
 import yaml
 
-from tests.manifests.kube import BASE, OVERLAYS, RENDERED, Render, containers, workloads
+from tests.manifests.kube import BASE, RENDERED, Render, containers, workloads
 
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
-
-
-def test_there_are_the_two_overlays() -> None:
-    assert OVERLAYS == ["local", "production"]
 
 
 def test_render_matches_the_committed_golden_file(rendered: Render) -> None:

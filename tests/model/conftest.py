@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from threadpoolctl import threadpool_limits
 
 from loanops.data import synthetic as syn
 from tests.factories import LENDING_CLUB, lending_club_frame
 from tests.model.fitting import CONFIGS, SEED, Fitted, fit_model
 
 SYNTHETIC_ROWS = 30_000
-
-
-@pytest.fixture(scope="session", autouse=True)
-def one_thread() -> Iterator[None]:
-    """BLAS and OpenMP threads only contend with each other on a 2-core runner."""
-    with threadpool_limits(limits=1):
-        yield
 
 
 @pytest.fixture(scope="session", params=list(CONFIGS))

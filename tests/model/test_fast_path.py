@@ -107,20 +107,23 @@ def test_every_category_none_and_unknown_on_the_synthetic_model(synthetic_model:
 def extreme_frame(schema: FeatureSchema, base: pd.DataFrame) -> pd.DataFrame:
     """`base`'s first row with all numbers at their minimum, then all at their maximum, then
     each number alone at either end; then `base` with every number at a random end."""
-    numeric = [
-        schema.feature(n)
-        for n in schema.numeric_features
-        if schema.feature(n).minimum is not None and schema.feature(n).maximum is not None
-    ]
+    bounds: dict[str, tuple[float, float]] = {}
+    for name in schema.numeric_features:
+        feature = schema.feature(name)
+        if feature.minimum is not None and feature.maximum is not None:
+            bounds[name] = (feature.minimum, feature.maximum)
     row = base.iloc[[0]]
     frames = [
-        row.assign(**{f.name: f.minimum for f in numeric}),
-        row.assign(**{f.name: f.maximum for f in numeric}),
+        row.assign(**{name: low for name, (low, _) in bounds.items()}),
+        row.assign(**{name: high for name, (_, high) in bounds.items()}),
     ]
-    for f in numeric:
-        frames += [row.assign(**{f.name: f.minimum}), row.assign(**{f.name: f.maximum})]
+    for name, (low, high) in bounds.items():
+        frames += [row.assign(**{name: low}), row.assign(**{name: high})]
     rng = np.random.default_rng(0)
-    ends = {f.name: np.where(rng.random(len(base)) < 0.5, f.minimum, f.maximum) for f in numeric}
+    ends = {
+        name: np.where(rng.random(len(base)) < 0.5, low, high)
+        for name, (low, high) in bounds.items()
+    }
     frames.append(base.assign(**ends))
     return pd.concat(frames, ignore_index=True)
 

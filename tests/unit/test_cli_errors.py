@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import typer
@@ -19,14 +16,7 @@ from loanops.promotion import PromotionError
 from loanops.settings import Settings
 from tests.services import free_port
 
-
-@pytest.fixture(autouse=True)
-def no_loanops_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    for name in list(os.environ):
-        if name.upper().startswith("LOANOPS_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    yield
+pytestmark = pytest.mark.usefixtures("no_loanops_environment")
 
 
 def refused_by_a_tracking_server(monkeypatch: pytest.MonkeyPatch) -> tuple[str, MlflowException]:

@@ -22,8 +22,8 @@ from loanops.decisions.spill import load_spill
 from loanops.decisions.write import write_decisions
 from serving.decision_log.batching import BatchingWriter
 from tests.factories import make_decision, make_decisions
-from tests.integration.api_fixtures import wait_for
 from tests.services import free_port
+from tests.waiting import wait_for
 
 # A value that must never reach a log line: inputs may be personal data.
 PERSONAL = "Jane Q. Applicant, 1 Privacy Lane"
@@ -61,7 +61,9 @@ def test_a_partial_batch_is_written_after_flush_seconds(engine: Engine, tmp_path
     log.start()
     try:
         log.record(make_decision(1))
-        wait_for(lambda: count_decisions(engine) == 1, timeout=5)
+        wait_for(
+            lambda: count_decisions(engine) == 1, timeout=5, what="count_decisions(engine) == 1"
+        )
         assert log.pending == 0
     finally:
         log.close()
@@ -114,8 +116,9 @@ def test_record_blocks_when_max_pending_is_reached(engine: Engine) -> None:
 def test_a_decision_that_cannot_be_encoded_is_refused_at_record(
     decision_log: BatchingWriter,
 ) -> None:
-    with pytest.raises(TypeError):
-        decision_log.record(make_decision(1, inputs={"when": object()}))
+    unencodable = make_decision(1, inputs={"when": object()})
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        decision_log.record(unencodable)
     assert decision_log.pending == 0
 
 
@@ -129,7 +132,7 @@ def test_the_writer_retries_until_the_database_works(
         with caplog.at_level(logging.WARNING, logger="serving.decision_log.batching"):
             for decision in make_decisions(25, inputs={"address": PERSONAL}):
                 log.record(decision)
-            wait_for(lambda: log.failures >= 2)
+            wait_for(lambda: log.failures >= 2, timeout=30, what="log.failures >= 2")
             assert "no such table" in (log.last_error or "")
             assert log.pending == 25
 

@@ -5,10 +5,8 @@ Every test runs against a real SQLite file in `tmp_path`.
 
 from __future__ import annotations
 
-import multiprocessing
 import sqlite3
 import time
-from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -21,32 +19,7 @@ from loanops.decisions.database import create_engine_for, migrate
 from loanops.decisions.table import Base
 from loanops.decisions.write import write_decisions
 from tests.factories import make_decisions
-
-
-def start_migrations(url: str, count: int) -> list[BaseProcess]:
-    """Start `migrate(url)` in `count` new processes.
-
-    They fork from a forkserver that has already imported the decision log, so they reach the
-    database within milliseconds of each other, and without paying for the imports each.
-    """
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["loanops.decisions.database", "alembic.command"])
-    processes: list[BaseProcess] = [
-        context.Process(target=migrate, args=(url,)) for _ in range(count)
-    ]
-    for process in processes:
-        process.start()
-    return processes
-
-
-def finish(processes: list[BaseProcess], timeout: float = 60) -> list[int | None]:
-    """Wait for the processes; kill any still running after `timeout`. Their exit codes."""
-    for process in processes:
-        process.join(timeout)
-        if process.is_alive():
-            process.kill()
-            process.join()
-    return [process.exitcode for process in processes]
+from tests.migrations import finish, start_migrations
 
 
 def test_sqlite_engine_creates_the_folder_and_runs_in_wal_mode(tmp_path: Path) -> None:

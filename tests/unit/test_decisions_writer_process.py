@@ -14,7 +14,8 @@ from loanops.decisions.database import create_engine_for, migrate
 from loanops.decisions.read import count_decisions, read_decisions
 from serving.decision_log.handle import DecisionLogProcess
 from tests.factories import make_decision, make_decisions
-from tests.integration.api_fixtures import wait_for
+from tests.processes import alive
+from tests.waiting import wait_for
 
 
 def test_a_writer_process_stores_every_decision_recorded_before_close(
@@ -42,11 +43,13 @@ def test_a_killed_writer_process_is_restarted_and_later_decisions_are_stored(
     first = make_decisions(20)
     for decision in first:
         log.record(decision)
-    wait_for(lambda: count_decisions(engine) == 20, timeout=30)
+    wait_for(
+        lambda: count_decisions(engine) == 20, timeout=30, what="count_decisions(engine) == 20"
+    )
     pid = log.pid
     assert pid is not None
     os.kill(pid, signal.SIGKILL)  # what the OOM killer would do
-    wait_for(lambda: not _alive(pid), timeout=10)
+    wait_for(lambda: not alive(pid), timeout=10, what="not alive(pid)")
 
     later = make_decisions(30, start=20)
     for decision in later:
@@ -55,14 +58,6 @@ def test_a_killed_writer_process_is_restarted_and_later_decisions_are_stored(
 
     assert log.restarts == 1
     assert count_decisions(engine) == 50
-
-
-def _alive(pid: int) -> bool:
-    try:
-        waited, _ = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        return False
-    return waited == 0
 
 
 def test_a_writer_process_is_out_of_reach_of_signals_to_the_servers_process_group(
@@ -86,11 +81,12 @@ def test_a_writer_process_is_out_of_reach_of_signals_to_the_servers_process_grou
 def test_a_writer_process_refuses_an_unencodable_decision_in_the_caller(
     db_url: str, tmp_path: Path
 ) -> None:
+    unencodable = make_decision(0, inputs={"when": object()})
     log = DecisionLogProcess(db_url, spill_dir=tmp_path)
     log.start()
     try:
-        with pytest.raises(TypeError):
-            log.record(make_decision(0, inputs={"when": object()}))
+        with pytest.raises(TypeError, match="not JSON serializable"):
+            log.record(unencodable)
     finally:
         log.close(timeout=10)
 
@@ -104,14 +100,22 @@ def test_a_killed_writer_process_loses_nothing_it_had_not_written(
     try:
         for decision in make_decisions(50):
             log.record(decision)
-        wait_for(lambda: log.pending == 0 and log.backlog == 50)
+        wait_for(
+            lambda: log.pending == 0 and log.backlog == 50,
+            timeout=30,
+            what="log.pending == 0 and log.backlog == 50",
+        )
         pid = log.pid
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
-        wait_for(lambda: log.restarts == 1 and log.pid not in (None, pid), timeout=30)
+        wait_for(
+            lambda: log.restarts == 1 and log.pid not in (None, pid),
+            timeout=30,
+            what="log.restarts == 1 and log.pid not in (None, pid)",
+        )
 
         migrate(engine)
-        wait_for(lambda: log.backlog == 0, timeout=30)
+        wait_for(lambda: log.backlog == 0, timeout=30, what="log.backlog == 0")
         log.close(timeout=30)
         assert count_decisions(engine) == 50
     finally:
@@ -131,12 +135,16 @@ def test_past_its_memory_bound_the_log_overflows_to_disk_and_catches_up(
     try:
         for decision in make_decisions(1_000):
             log.record(decision)
-        wait_for(lambda: log.pending == 0 and log.backlog == 1_000)
+        wait_for(
+            lambda: log.pending == 0 and log.backlog == 1_000,
+            timeout=30,
+            what="log.pending == 0 and log.backlog == 1_000",
+        )
         assert log.backlog_on_disk >= 900  # at most max_held (100) in memory
         assert list(spill_dir.glob("decisions-spill-*.jsonl"))
 
         migrate(engine)
-        wait_for(lambda: log.backlog == 0, timeout=60)
+        wait_for(lambda: log.backlog == 0, timeout=60, what="log.backlog == 0")
         assert count_decisions(engine) == 1_000
         assert log.backlog_on_disk == 0
         assert not list(spill_dir.glob("decisions-spill-*.jsonl"))  # replayed, then removed

@@ -15,7 +15,6 @@ from typer.testing import CliRunner
 from cli.app import app
 from cli.errors import CLEAR_ERRORS
 from flows.deploy.kube import (
-    KUBE_RETRIES,
     DeployError,
     KubeApiError,
     kube_call,
@@ -29,11 +28,12 @@ NAMESPACE = "loan-default-prediction"
 
 
 @pytest.fixture(autouse=True)
-def no_loanops_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ("LOANOPS_DEPLOY_TARGET", "LOANOPS_KUBE_CONFIG", "KUBECONFIG"):
-        monkeypatch.delenv(name, raising=False)
+def no_cluster_configured(
+    no_loanops_environment: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Nor a kubeconfig of the caller's, and the settings' home in the test's folder."""
+    monkeypatch.delenv("KUBECONFIG", raising=False)
     monkeypatch.setenv("LOANOPS_HOME", str(tmp_path))
-    monkeypatch.chdir(tmp_path)
 
 
 def refused(status: int, reason: str, message: str) -> ApiException:
@@ -110,11 +110,6 @@ def test_only_transient_api_errors_are_retried(status: int | None, retried: bool
 @pytest.mark.parametrize("error", [DeployError("x"), RolloutError("x"), ValueError("a bug")])
 def test_refusals_and_bugs_are_not_retried(error: Exception) -> None:
     assert transient_kube_error(None, None, Failed(data=error)) is False
-
-
-def test_retry_policy_is_data() -> None:
-    assert KUBE_RETRIES["retries"] == len(KUBE_RETRIES["retry_delay_seconds"])
-    assert KUBE_RETRIES["retry_condition_fn"] is transient_kube_error
 
 
 def test_the_cli_explains_deploy_errors_in_one_line() -> None:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
-from threadpoolctl import threadpool_limits
 
 from loanops.data import synthetic as syn
 from loanops.features import Splits, build_model, holdout_mask, split_frame
@@ -35,13 +33,6 @@ PARAMS: dict[ModelFamily, dict[str, Any]] = {
         "max_iter": 50,
     },
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """BLAS and OpenMP threads only contend with each other on a 2-core runner."""
-    with threadpool_limits(limits=1):
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -439,7 +439,8 @@ def test_a_job_split_scored_twice_and_assembled_keeps_each_row_once(
     plan = store.split_input(job.id, chunk_rows=90)
     assert plan.chunk_starts == list(range(0, 1000, 90))
     assert store.split_input(job.id, chunk_rows=300) == plan  # a finished split stays
-    assert store.get(job.id).chunks == 12  # type: ignore[union-attr]
+    split = store.get(job.id)
+    assert split is not None and split.chunks == 12
 
     for index in store.pending_chunks(job.id):
         run_chunk(store, model, job.id, index)
@@ -521,7 +522,7 @@ def test_the_sweep_sends_again_what_waited_too_long_once_each(
         run_chunk(store, model, job.id, index)
     _age(store, job.id)
     client = _Client()
-    lost = sweep(store, client, 60)  # type: ignore[arg-type]
+    lost = sweep(store, client, 60)
     assert sorted(lost, key=str) == sorted(
         [LostTask("prepare", job.id), *(LostTask("record", job.id, i) for i in range(3))], key=str
     )

@@ -20,7 +20,6 @@ from sklearn.metrics import precision_score, recall_score, roc_auc_score, roc_cu
 from loanops.data import synthetic as syn
 from loanops.data.synthetic_drift import Drift
 from loanops.decisions.database import create_engine_for, migrate
-from loanops.decisions.record import Decision
 from loanops.decisions.write import write_decisions
 from loanops.outcomes import Outcome, read_labelled, record_outcomes
 from loanops.performance import (
@@ -31,8 +30,15 @@ from loanops.performance import (
     performance_summary,
     vintages,
 )
+from tests.factories import make_decision
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def computed(value: float | None) -> float:
+    """The metric's value, failing the test when it was not computed (None)."""
+    assert value is not None, "the metric was not computed"
+    return value
 
 
 def labelled_frame(
@@ -104,7 +110,7 @@ def test_the_metrics_match_sklearn_on_a_constructed_sample() -> None:
     assert overall.default_rate == pytest.approx(y.mean())
     assert overall.observed_to_expected == pytest.approx(y.sum() / p.sum())
     # Labels drawn from the PDs: calibrated, so the gap is within noise.
-    assert abs(overall.calibration_z or 0.0) < 3
+    assert abs(computed(overall.calibration_z)) < 3
     assert summary.model_versions == ("3",)
     assert summary.overall.name == OVERALL
 
@@ -227,16 +233,16 @@ def test_a_macro_shock_shows_as_a_calibration_gap_far_beyond_three_standard_erro
         labelled_frame(shocked["default"].to_numpy(), p, decided, issue_d=shocked["issue_d"])
     )
 
-    assert abs(calm.overall.calibration_z or 0.0) < 3
-    assert (shock.overall.calibration_z or 0.0) < -10
-    assert (shock.overall.observed_to_expected or 0.0) > 1.7
-    assert (shock.overall.calibration_gap or 0.0) < -0.05
+    assert abs(computed(calm.overall.calibration_z)) < 3
+    assert computed(shock.overall.calibration_z) < -10
+    assert computed(shock.overall.observed_to_expected) > 1.7
+    assert computed(shock.overall.calibration_gap) < -0.05
     # Ranking barely suffers: every logit moved by the same amount.
-    assert abs((shock.overall.auc or 0) - (calm.overall.auc or 0)) < 0.03
+    assert abs(computed(shock.overall.auc) - computed(calm.overall.auc)) < 0.03
     # Vintages come from the loan book's issue months, and every one of them shows the shock.
     assert shock.vintage_basis == "issue_d"
     assert len(shock.vintages) == 36
-    assert all((v.calibration_z or 0.0) < 0 for v in shock.vintages)
+    assert all(computed(v.calibration_z) < 0 for v in shock.vintages)
     assert shock.as_metrics()["perf_calibration_z"] == shock.overall.calibration_z
 
 
@@ -281,16 +287,13 @@ def test_from_the_decision_log_to_the_summary(tmp_path: Path) -> None:
         write_decisions(
             engine,
             [
-                Decision(
+                make_decision(
+                    i,
+                    start=T0,
+                    step=timedelta(hours=1),
                     request_id=f"r-{i}",
-                    decided_at=T0 + timedelta(hours=i),
-                    model_name="loan-default",
-                    model_version="3",
-                    threshold=0.2,
-                    inputs={"loan_amnt": 1000 + i},
                     probability=float(p[i]),
                     decision="decline" if p[i] >= 0.2 else "approve",
-                    reasons=[],
                 )
                 for i in range(400)
             ],

@@ -7,7 +7,6 @@ written the way the serving tier writes them.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,6 @@ from pydantic import ValidationError
 from sqlalchemy import Engine
 
 from loanops.decisions.database import alembic_config, create_engine_for, migrate
-from loanops.decisions.record import Decision
 from loanops.decisions.table import Base
 from loanops.decisions.write import write_decisions
 from loanops.outcome_files import OutcomeFileError, load_outcomes_file
@@ -34,27 +32,16 @@ from loanops.outcomes import (
     read_labelled,
     record_outcomes,
 )
-from tests import factories
-
-T0 = datetime(2025, 6, 2, 9, 0, tzinfo=UTC)
-OBSERVED = datetime(2026, 6, 1, tzinfo=UTC)
-
-
-def make_decision(i: int, **overrides: Any) -> Decision:
-    """Decision number `i` (request id ``req-<i>``), one hour after number `i - 1`."""
-    fields: dict[str, Any] = {
-        "inputs": {"loan_amnt": 1_000 + i, "term": "36", "emp_length": None},
-        "reasons": [],
-    }
-    return factories.make_decision(i, start=T0, step=timedelta(hours=1), **(fields | overrides))
-
-
-def rid(i: int) -> str:
-    return f"req-{i:06d}"
+from tests.factories import (
+    OBSERVED,
+    OUTCOMES_DECIDED_FROM,
+    outcome_decision,
+    request_id_of,
+)
 
 
 def outcome(i: int, defaulted: bool = False, **fields: Any) -> Outcome:
-    return Outcome(request_id=rid(i), defaulted=defaulted, **fields)
+    return Outcome(request_id=request_id_of(i), defaulted=defaulted, **fields)
 
 
 def stored(engine: Engine) -> dict[str, tuple[Any, ...]]:
@@ -67,17 +54,10 @@ def stored(engine: Engine) -> dict[str, tuple[Any, ...]]:
 
 
 @pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'decisions.db'}"
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    migrate(db_url)
-    engine = create_engine_for(db_url)
-    write_decisions(engine, [make_decision(i) for i in range(20)])
-    yield engine
-    engine.dispose()
+def engine(engine: Engine) -> Engine:
+    """The unit tier's migrated decision log (tests/unit/conftest.py), holding 20 decisions."""
+    write_decisions(engine, [outcome_decision(i) for i in range(20)])
+    return engine
 
 
 # --- the migration ---------------------------------------------------------------------------
@@ -169,13 +149,13 @@ def test_outcomes_of_known_decisions_are_recorded(engine: Engine) -> None:
     assert report == OutcomeReport(received=2, recorded=2)
     assert report.summary == "recorded 2 of 2 outcomes"
     rows = stored(engine)
-    assert set(rows) == {rid(1), rid(2)}
-    defaulted, observed_at, recorded_at, source = rows[rid(1)]
+    assert set(rows) == {request_id_of(1), request_id_of(2)}
+    defaulted, observed_at, recorded_at, source = rows[request_id_of(1)]
     assert defaulted is True
     assert observed_at == OBSERVED  # read back as aware UTC
     assert before <= recorded_at <= datetime.now(UTC)
     assert source == "file"
-    assert rows[rid(2)][:2] == (False, None)
+    assert rows[request_id_of(2)][:2] == (False, None)
 
 
 def test_unknown_ids_refuse_the_whole_set_and_are_named(engine: Engine) -> None:
@@ -197,7 +177,7 @@ def test_unknown_ids_can_be_skipped_and_are_still_reported(engine: Engine) -> No
     assert not report.refused
     assert report.recorded == 1
     assert report.unknown == ("nope",)
-    assert set(stored(engine)) == {rid(1)}
+    assert set(stored(engine)) == {request_id_of(1)}
 
 
 def test_a_repeated_outcome_is_a_duplicate_reported_not_rewritten(engine: Engine) -> None:
@@ -211,7 +191,7 @@ def test_a_repeated_outcome_is_a_duplicate_reported_not_rewritten(engine: Engine
 
     assert not report.refused
     assert report.recorded == 1
-    assert report.duplicates == (rid(1), rid(2))
+    assert report.duplicates == (request_id_of(1), request_id_of(2))
     rows = stored(engine)
     assert {key: rows[key] for key in first} == first, "stored outcomes are left as they were"
     assert len(rows) == 3
@@ -220,7 +200,7 @@ def test_a_repeated_outcome_is_a_duplicate_reported_not_rewritten(engine: Engine
 def test_an_id_repeated_within_a_set_with_one_value_is_written_once(engine: Engine) -> None:
     report = record_outcomes(engine, [outcome(1, True), outcome(1, True), outcome(2)])
 
-    assert report == OutcomeReport(received=3, recorded=2, duplicates=(rid(1),))
+    assert report == OutcomeReport(received=3, recorded=2, duplicates=(request_id_of(1),))
     assert len(stored(engine)) == 2
 
 
@@ -230,17 +210,17 @@ def test_a_conflicting_value_refuses_the_whole_set(engine: Engine) -> None:
     report = record_outcomes(engine, [outcome(1, False), outcome(2), outcome(3)])
 
     assert report.refused
-    assert report.conflicts == (rid(1),)
+    assert report.conflicts == (request_id_of(1),)
     assert report.recorded == 0
-    assert set(stored(engine)) == {rid(1)}
-    assert stored(engine)[rid(1)][0] is True, "the recorded outcome is not overwritten"
+    assert set(stored(engine)) == {request_id_of(1)}
+    assert stored(engine)[request_id_of(1)][0] is True, "the recorded outcome is not overwritten"
 
 
 def test_both_values_for_one_id_within_a_set_are_a_conflict(engine: Engine) -> None:
     report = record_outcomes(engine, [outcome(1, True), outcome(2), outcome(1, False)])
 
     assert report.refused
-    assert report.conflicts == (rid(1),)
+    assert report.conflicts == (request_id_of(1),)
     assert report.duplicates == ()
     assert stored(engine) == {}
 
@@ -254,8 +234,8 @@ def test_conflicts_refuse_even_when_unknown_ids_are_skipped(engine: Engine) -> N
     )  # fmt: skip
 
     assert report.refused
-    assert (report.conflicts, report.unknown) == ((rid(1),), ("nope",))
-    assert set(stored(engine)) == {rid(1)}
+    assert (report.conflicts, report.unknown) == ((request_id_of(1),), ("nope",))
+    assert set(stored(engine)) == {request_id_of(1)}
 
 
 def test_an_empty_set_records_nothing(engine: Engine) -> None:
@@ -271,7 +251,7 @@ def test_sets_larger_than_one_lookup_are_checked_in_full(db_url: str) -> None:
     migrate(db_url)
     engine = create_engine_for(db_url)
     try:
-        write_decisions(engine, [make_decision(i) for i in range(12_000)])
+        write_decisions(engine, [outcome_decision(i) for i in range(12_000)])
         items = [outcome(i, i % 7 == 0) for i in range(12_000)]
         items.append(Outcome(request_id="nope", defaulted=True))
 
@@ -291,7 +271,7 @@ def test_concurrent_writers_of_the_same_ids_record_each_once(db_url: str) -> Non
     migrate(db_url)
     engines = [create_engine_for(db_url) for _ in range(4)]
     try:
-        write_decisions(engines[0], [make_decision(i) for i in range(500)])
+        write_decisions(engines[0], [outcome_decision(i) for i in range(500)])
         items = [outcome(i, i % 5 == 0) for i in range(500)]
         reports: list[OutcomeReport] = []
         errors: list[BaseException] = []
@@ -321,14 +301,18 @@ def test_concurrent_writers_of_the_same_ids_record_each_once(db_url: str) -> Non
 
 
 def test_read_labelled_joins_outcomes_to_their_decisions_in_a_window(engine: Engine) -> None:
-    write_decisions(engine, [make_decision(i, model_version="4") for i in range(20, 25)])
+    write_decisions(engine, [outcome_decision(i, model_version="4") for i in range(20, 25)])
     record_outcomes(
         engine, [outcome(i, i % 2 == 0, observed_at=OBSERVED) for i in (3, 5, 6, 21, 22)]
     )
 
-    frame = read_labelled(engine, T0 + timedelta(hours=4), T0 + timedelta(hours=22))
+    frame = read_labelled(
+        engine,
+        OUTCOMES_DECIDED_FROM + timedelta(hours=4),
+        OUTCOMES_DECIDED_FROM + timedelta(hours=22),
+    )
 
-    assert list(frame["request_id"]) == [rid(5), rid(6), rid(21)]
+    assert list(frame["request_id"]) == [request_id_of(5), request_id_of(6), request_id_of(21)]
     assert list(frame["defaulted"]) == [False, True, False]
     assert frame["defaulted"].dtype == bool
     assert str(frame["decided_at"].dtype) == "datetime64[ns, UTC]"
@@ -341,7 +325,7 @@ def test_read_labelled_joins_outcomes_to_their_decisions_in_a_window(engine: Eng
     assert columns.index("outcome_source") < columns.index("loan_amnt")
 
     version_4 = read_labelled(engine, model_version="4")
-    assert list(version_4["request_id"]) == [rid(21), rid(22)]
+    assert list(version_4["request_id"]) == [request_id_of(21), request_id_of(22)]
     assert list(read_labelled(engine, model_name="other").columns)[:2] == [
         "request_id",
         "decided_at",
@@ -350,10 +334,10 @@ def test_read_labelled_joins_outcomes_to_their_decisions_in_a_window(engine: Eng
 
 
 def test_an_input_named_like_an_outcome_column_is_read_under_a_prefix(engine: Engine) -> None:
-    write_decisions(engine, [make_decision(100, inputs={"defaulted": "no", "loan_amnt": 5})])
+    write_decisions(engine, [outcome_decision(100, inputs={"defaulted": "no", "loan_amnt": 5})])
     record_outcomes(engine, [outcome(100, True)])
 
-    frame = read_labelled(engine, T0 + timedelta(hours=100))
+    frame = read_labelled(engine, OUTCOMES_DECIDED_FROM + timedelta(hours=100))
 
     assert frame.loc[0, "defaulted"]
     assert frame.loc[0, "input_defaulted"] == "no"
@@ -385,10 +369,10 @@ def test_a_csv_file_accepts_the_usual_spellings_of_a_flag(tmp_path: Path) -> Non
     outcomes = load_outcomes_file(path)
 
     assert [(o.request_id, o.defaulted) for o in outcomes] == [
-        (rid(1), True),
-        (rid(2), False),
-        (rid(3), True),
-        (rid(4), False),
+        (request_id_of(1), True),
+        (request_id_of(2), False),
+        (request_id_of(3), True),
+        (request_id_of(4), False),
     ]
     assert [o.observed_at for o in outcomes] == [OBSERVED, OBSERVED, None, OBSERVED]
 
@@ -399,7 +383,7 @@ def test_a_byte_order_mark_before_the_header_is_not_part_of_a_column_name(
     path = tmp_path / "excel.csv"
     path.write_bytes(b"\xef\xbb\xbfrequest_id,defaulted\r\nreq-000001,1\r\n")
 
-    assert load_outcomes_file(path) == [Outcome(request_id=rid(1), defaulted=True)]
+    assert load_outcomes_file(path) == [Outcome(request_id=request_id_of(1), defaulted=True)]
 
 
 def test_a_bad_csv_lists_every_bad_row_by_number(tmp_path: Path) -> None:
@@ -469,7 +453,7 @@ def test_a_parquet_file_with_typed_columns(tmp_path: Path) -> None:
     path = tmp_path / "outcomes.parquet"
     pd.DataFrame(
         {
-            "request_id": [rid(1), rid(2), rid(3)],
+            "request_id": [request_id_of(1), request_id_of(2), request_id_of(3)],
             "defaulted": [True, False, True],
             "observed_at": pd.to_datetime(["2026-06-01", "2026-06-01", None], utc=True),
         }
@@ -487,15 +471,15 @@ def test_a_parquet_file_with_typed_columns(tmp_path: Path) -> None:
 def test_parquet_integers_dates_and_naive_timestamps(tmp_path: Path) -> None:
     good = tmp_path / "good.parquet"
     pd.DataFrame(
-        {"request_id": [rid(1)], "defaulted": [1], "observed_at": [date(2026, 6, 1)]}
+        {"request_id": [request_id_of(1)], "defaulted": [1], "observed_at": [date(2026, 6, 1)]}
     ).to_parquet(good)
-    assert load_outcomes_file(good) == [Outcome(request_id=rid(1), defaulted=True,
+    assert load_outcomes_file(good) == [Outcome(request_id=request_id_of(1), defaulted=True,
                                                 observed_at=OBSERVED)]  # fmt: skip
 
     bad = tmp_path / "bad.parquet"
     pd.DataFrame(
         {
-            "request_id": [rid(1), rid(2)],
+            "request_id": [request_id_of(1), request_id_of(2)],
             "defaulted": [0.5, 1.0],
             "observed_at": pd.to_datetime(["2026-06-01", None]),
         }
@@ -539,12 +523,12 @@ def test_a_file_with_unknown_ids_or_duplicates_is_reported_and_half_of_it_never_
     report = record_outcomes(engine, outcomes, source="file")
 
     assert report.refused
-    assert (report.unknown, report.duplicates) == (("req-999999",), (rid(1),))
+    assert (report.unknown, report.duplicates) == (("req-999999",), (request_id_of(1),))
     assert stored(engine) == {}
 
     report = record_outcomes(engine, outcomes, source="file", skip_unknown=True)
     assert (report.recorded, report.refused) == (2, False)
     assert {key: value[3] for key, value in stored(engine).items()} == {
-        rid(1): "file",
-        rid(2): "file",
+        request_id_of(1): "file",
+        request_id_of(2): "file",
     }

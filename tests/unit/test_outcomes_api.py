@@ -22,25 +22,23 @@ from fastapi.testclient import TestClient
 
 from loanops.decisions.database import create_engine_for
 from loanops.decisions.read import count_decisions
-from loanops.decisions.record import Decision
 from loanops.decisions.write import write_decisions
 from loanops.outcomes import OutcomeRecord, read_labelled
 from loanops.settings import Settings
 from serving.app import create_app
 from serving.deps import AppState
-from serving.routers import outcomes as outcomes_router
 from serving.routers.outcomes import MAX_OUTCOMES
+from tests.factories import make_decision, synthetic_applications
 from tests.integration.api_fixtures import (
     API_KEYS,
     api_settings,
-    applicants,
     point_alias,
     registry_settings,
-    wait_for,
     wait_until_ready,
 )
 from tests.integration.serving_fixtures import register_version
 from tests.services import free_port
+from tests.waiting import wait_for
 
 KEY = {"X-API-Key": API_KEYS[0]}
 PATH = "/v1/outcomes"
@@ -55,33 +53,24 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return settings
 
 
-def _wired(app: FastAPI) -> FastAPI:
-    """The app with the outcomes router, as `serving.app` includes it once wired."""
-    if not any(getattr(route, "path", None) == PATH for route in app.routes):
-        app.include_router(outcomes_router.router)
-    return app
-
-
 @contextlib.contextmanager
 def serving(registry: Settings, folder: Path) -> Iterator[TestClient]:
     """A started, ready app whose decision log lives in `folder`."""
-    settings = api_settings(registry, folder)
-    with TestClient(_wired(create_app(settings))) as client:
+    with TestClient(create_app(api_settings(registry, folder))) as client:
         wait_until_ready(client)
-        app_state = state(client)
-        opened = None
-        if app_state.database is None:  # until `serving.app` opens it at start-up
-            opened = app_state.database = create_engine_for(settings.decision_db_url)
-        try:
-            yield client
-        finally:
-            if opened is not None:
-                app_state.database = None
-                opened.dispose()
+        # The app itself mounts the route and opens the decision database at start-up.
+        assert PATH in fastapi_app(client).openapi()["paths"]
+        assert state(client).database is not None
+        yield client
+
+
+def fastapi_app(client: TestClient) -> FastAPI:
+    assert isinstance(client.app, FastAPI)
+    return client.app
 
 
 def state(client: TestClient) -> AppState:
-    app_state: AppState = client.app.state.loanops  # type: ignore[attr-defined]
+    app_state: AppState = fastapi_app(client).state.loanops
     return app_state
 
 
@@ -101,12 +90,12 @@ def decide(client: TestClient, count: int) -> list[str]:
     """Make `count` decisions through `/v1/predict` and wait until the log holds them."""
     engine = database(client)
     before = count_decisions(engine)
-    ids = []
-    for application in applicants(count, seed=len(ids) + before):
+    ids: list[str] = []
+    for application in synthetic_applications(count, seed=len(ids) + before):
         response = client.post("/v1/predict", json=application, headers=KEY)
         assert response.status_code == 200, response.text
         ids.append(response.json()["request_id"])
-    wait_for(lambda: count_decisions(engine) == before + count, what="the decision log")
+    wait_for(lambda: count_decisions(engine) == before + count, what="the decision log", timeout=30)
     return ids
 
 
@@ -206,16 +195,10 @@ def test_a_batch_decision_is_named_by_job_id_and_row(client: TestClient) -> None
     write_decisions(
         database(client),
         [
-            Decision(
+            make_decision(
+                row,
+                start=datetime.now(UTC),
                 request_id=f"{job_id}-{row}",
-                decided_at=datetime.now(UTC),
-                model_name="loan-default",
-                model_version="1",
-                threshold=0.2,
-                inputs={},
-                probability=0.1,
-                decision="approve",
-                reasons=[],
                 source="batch",
                 job_id=job_id,
             )

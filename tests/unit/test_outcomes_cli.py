@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from cli.app import app
 from loanops.decisions.database import create_engine_for, migrate
-from loanops.decisions.record import Decision
 from loanops.decisions.write import write_decisions
+from tests.factories import make_decision
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -26,17 +26,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     write_decisions(
         engine,
         [
-            Decision(
-                request_id=f"req-{i}",
-                decided_at=T0 + timedelta(hours=i),
-                model_name="loan-default",
-                model_version="1",
-                threshold=0.2,
-                inputs={"funded_amnt": 1000 + i},
-                probability=0.1,
-                decision="approve",
-                reasons=[],
-            )
+            make_decision(i, start=T0, step=timedelta(hours=1), request_id=f"req-{i}")
             for i in range(3)
         ],
     )
@@ -79,5 +69,5 @@ def test_a_malformed_row_is_named_by_number(home: Path) -> None:
     result = CliRunner().invoke(app, ["outcomes", "load", str(path)])
 
     assert result.exit_code == 1
-    assert "maybe" in result.output or "row" in result.output
+    assert "row 2, defaulted: 'maybe' is not one of 0, 1, true, false" in result.output
     assert "Traceback" not in result.output

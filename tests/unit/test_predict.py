@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -14,7 +13,6 @@ from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import SGDClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MinMaxScaler, OneHotEncoder
-from threadpoolctl import threadpool_limits
 
 from loanops.evaluate import CostMatrix
 from loanops.features import Split, build_model
@@ -36,12 +34,6 @@ PARAMS: dict[ModelFamily, dict[str, Any]] = {
     },
 }
 EXACT = 1e-12
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    with threadpool_limits(limits=1):
-        yield
 
 
 def split(frame: pd.DataFrame) -> Split:

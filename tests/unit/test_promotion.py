@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from loanops.promotion import Comparison, GateDecision, GateScores, decide, refuse
+from loanops.promotion import Comparison, GateScores, decide, refuse
 from tests.factories import gate_policy, gate_scores
 
 POLICY = gate_policy()  # AUC floor 0.65, ECE ceiling 0.05, AUC tolerance 0.01, z 3, 30 defaults
@@ -66,14 +66,13 @@ def test_gate_decision_table(
 def test_decision_carries_its_inputs() -> None:
     challenger, incumbent = gate_scores(0.7), champion(0.69)
     decision = decide(challenger, incumbent, POLICY)
-    assert decision == GateDecision(
-        promote=True,
-        reasons=decision.reasons,
-        challenger=challenger,
-        champion=incumbent,
-        policy=POLICY,
-        champion_version="1",
+    assert decision.promote
+    assert (decision.challenger, decision.champion, decision.policy) == (
+        challenger,
+        incumbent,
+        POLICY,
     )
+    assert decision.champion_version == "1"
 
 
 def test_exact_floor_and_ceiling_pass() -> None:

@@ -1,6 +1,8 @@
-"""Tracking tasks retry what a second attempt can fix, and nothing else."""
+"""Tracking and Kubernetes tasks retry what a second attempt can fix, and nothing else."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import pytest
 import requests
@@ -10,9 +12,11 @@ from mlflow.protos.databricks_pb2 import (
     RESOURCE_DOES_NOT_EXIST,
     TEMPORARILY_UNAVAILABLE,
 )
-from prefect.states import Failed
+from prefect import flow, task
+from prefect.states import Failed, State
 
 from flows.common import TRACKING_RETRIES, transient_tracking_error
+from flows.deploy.kube import KUBE_RETRIES, DeployError, KubeApiError
 from loanops.promotion import PromotionError
 from loanops.validation import DataValidationError, Problem
 
@@ -35,6 +39,31 @@ def test_only_transient_errors_are_retried(error: Exception, retried: bool) -> N
     assert transient_tracking_error(None, None, Failed(data=error)) is retried
 
 
-def test_retry_policy_is_data() -> None:
-    assert TRACKING_RETRIES["retries"] == len(TRACKING_RETRIES["retry_delay_seconds"])
-    assert TRACKING_RETRIES["retry_condition_fn"] is transient_tracking_error
+@pytest.mark.parametrize(
+    ("policy", "error", "attempts"),
+    [
+        (TRACKING_RETRIES, ConnectionRefusedError("tracking server down"), 4),
+        (TRACKING_RETRIES, PromotionError("no versions to promote"), 1),
+        (KUBE_RETRIES, KubeApiError("overloaded", 503), 4),
+        (KUBE_RETRIES, DeployError("no cluster is configured"), 1),
+    ],
+)
+def test_prefect_retries_a_transient_error_and_stops_on_a_refusal(
+    policy: dict[str, Any], error: Exception, attempts: int
+) -> None:
+    """The policy as Prefect applies it to a task: the condition's signature included."""
+    calls: list[int] = []
+
+    @task(**{**policy, "retry_delay_seconds": 0})
+    def call_that_fails() -> None:
+        calls.append(1)
+        raise error
+
+    @flow
+    def pipeline() -> State:
+        return call_that_fails(return_state=True)
+
+    final = pipeline(return_state=True)
+
+    assert final.is_failed()
+    assert len(calls) == attempts

@@ -21,9 +21,11 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.stack import commands as stack
-from cli.stack.probes import StackError, free_port, port_free, wait_until
+from cli.stack.probes import StackError, free_port, port_free
 from cli.stack.supervisor import Program, Supervisor
 from loanops.settings import Settings
+from tests.processes import alive
+from tests.waiting import wait_for
 
 # Ignores SIGTERM, and starts one child in its group and one in a session of its own (as the
 # API starts its decision-log writer).
@@ -61,14 +63,7 @@ def supervised(paths: stack.StackPaths, *programs: Program) -> Iterator[Supervis
 
 
 def wait_for_log(path: Path, text: str) -> None:
-    wait_until(f"{text!r} in {path}", lambda: text in path.read_text(), 10, interval=0.05)
-
-
-def alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
+    wait_for(lambda: text in path.read_text(), timeout=10, what=f"{text!r} in {path}")
 
 
 def test_down_without_a_stack_is_a_no_op(paths: stack.StackPaths) -> None:

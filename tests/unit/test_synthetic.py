@@ -145,22 +145,12 @@ def test_drift_rejects_bad_knobs(kwargs: dict[str, object], message: str) -> Non
         Drift(**kwargs)  # type: ignore[arg-type]
 
 
-def test_presets_carry_the_documented_knobs() -> None:
-    assert PRESETS == (
-        "covariate_shift",
-        "score_inflation",
-        "macro_shock",
-        "coefficient_change",
-        "missingness_spike",
-    )
-    assert Drift.preset("covariate_shift") == Drift(z_shift=-0.5)
-    assert Drift.preset("score_inflation") == Drift(fico_shift=30)
-    assert Drift.preset("macro_shock") == Drift(macro_logit=0.8)
-    assert Drift.preset("coefficient_change") == Drift(dti_coef_mult=4)
-    assert Drift.preset("missingness_spike", ramp="linear", start=0.2) == Drift(
-        emp_null_drift=0.4, ramp="linear", start=0.2
-    )
+def test_every_preset_drifts_and_passes_its_ramp_through() -> None:
+    # What each preset moves is tested by its effect on generated data, below.
     assert all(Drift.preset(name).is_active for name in PRESETS)
+    for name in PRESETS:
+        ramped = Drift.preset(name, ramp="linear", start=0.2)
+        assert (ramped.ramp, ramped.start) == ("linear", 0.2)
     with pytest.raises(ValueError, match="unknown drift preset"):
         Drift.preset("recession")
 
@@ -369,8 +359,7 @@ def test_drop_column(small: pd.DataFrame) -> None:
 def test_registered_as_a_generated_dataset() -> None:
     dataset = get_dataset("synthetic")
     assert dataset is syn.DATASET
-    assert dataset.generated and dataset.default_rows == 100_000
-    assert dataset.provenance["licence"] == "generated"
+    assert dataset.generated
     assert dataset.provenance["generator_version"] == syn.GENERATOR_VERSION
     loaded = load_dataset("synthetic", rows=1_000, seed=4)
     pd.testing.assert_frame_equal(loaded.frame, syn.generate(1_000, seed=4))

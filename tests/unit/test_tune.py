@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,7 +9,6 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
-from threadpoolctl import threadpool_limits
 
 from loanops import tune as tune_module
 from loanops.features import build_model
@@ -33,13 +31,6 @@ def logreg_search(X: pd.DataFrame, y: np.ndarray, **overrides: Any) -> TuneResul
         **overrides,
     }
     return tune(X, y, LENDING_CLUB, **options)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """BLAS and OpenMP threads only contend with each other on a 2-core runner."""
-    with threadpool_limits(limits=1):
-        yield
 
 
 @dataclass(frozen=True)
