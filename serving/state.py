@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from tenacity import AsyncRetrying, retry_if_result, wait_exponential
 
 from loanops.model_ref import ModelRef
 from loanops.schema import FeatureSchema
@@ -72,12 +73,11 @@ class ModelHolder:
 
     async def run(self) -> None:
         """Load the first model, retrying with backoff, then follow the alias until cancelled."""
-        backoff = _FIRST_BACKOFF_SECONDS
-        while self.current is None:
-            if await self.refresh():
-                break
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, self.max_backoff_seconds)
+        first_load = AsyncRetrying(
+            retry=retry_if_result(lambda loaded: not loaded),
+            wait=wait_exponential(multiplier=_FIRST_BACKOFF_SECONDS, max=self.max_backoff_seconds),
+        )
+        await first_load(self.refresh)
         if not self.ref.follows_alias:
             return
         while True:
