@@ -30,6 +30,10 @@ class _BatchRows(Collector):
         self._reader: threading.Thread | None = None
         self._value = 0
 
+    def describe(self) -> Iterable[Metric]:
+        # Registering asks for this instead of `collect`, so building the app reads no database.
+        yield self._family()
+
     def collect(self) -> Iterable[Metric]:
         with self._lock:
             if self._reader is None or not self._reader.is_alive():
@@ -37,12 +41,16 @@ class _BatchRows(Collector):
                 self._reader.start()
             reader = self._reader
         reader.join(self._wait_seconds)
-        family = CounterMetricFamily(
-            "loanops_batch_rows_processed", "Rows of batch jobs scored or rejected by workers."
-        )
+        family = self._family()
         with self._lock:
             family.add_metric([], float(self._value))
         yield family
+
+    @staticmethod
+    def _family() -> CounterMetricFamily:
+        return CounterMetricFamily(
+            "loanops_batch_rows_processed", "Rows of batch jobs scored or rejected by workers."
+        )
 
     def _read(self) -> None:
         value = self._rows_processed()
