@@ -37,6 +37,9 @@ if [[ ! -f "$stamp" ]]; then
     fi
     touch "$stamp"
 fi
+# Release the install lock before exec: checkov would otherwise inherit it and hold it for its
+# whole run, while the other runs wait for it and this one blocks on a full stdout pipe.
+exec 9>&-
 
 export BC_SKIP_MAPPING=TRUE
 export CHECKOV_RUN_SCA_PACKAGE_SCAN_V2=false
