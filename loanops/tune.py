@@ -17,6 +17,7 @@ from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
+from loanops import progress
 from loanops.features import build_model
 from loanops.schema import FeatureSchema
 from loanops.settings import ModelFamily
@@ -93,6 +94,12 @@ def cross_validated_aucs(
     return aucs
 
 
+def _search_progress(records: Sequence[TrialRecord], n_trials: int) -> progress.Progress:
+    complete = [r.cv_roc_auc for r in records if r.state == "COMPLETE" and r.cv_roc_auc is not None]
+    figures = {"best CV AUC": f"{max(complete):.4f}"} if complete else {}
+    return progress.Progress("tuning", done=len(records), total=n_trials, figures=figures)
+
+
 def tune(
     X: pd.DataFrame,
     y: np.ndarray,
@@ -157,6 +164,7 @@ def tune(
             records.append(record)
             if on_trial is not None:
                 on_trial(record)
+            progress.report(_search_progress(records, n_trials))
         return float(np.mean(fold_aucs))
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

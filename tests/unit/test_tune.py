@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,6 +11,7 @@ import optuna
 import pandas as pd
 import pytest
 
+from loanops import progress
 from loanops import tune as tune_module
 from loanops.features import build_model
 from loanops.tune import TrialRecord, TuneResult, cross_validated_aucs, suggest, tune
@@ -209,3 +211,19 @@ def test_folds_without_a_default_do_not_produce_a_nan_winner() -> None:
     X, y = LENDING_CLUB.to_frame(frame), LENDING_CLUB.labels(frame)
     with pytest.raises(ValueError, match="needs at least 3 rows of each class"):
         logreg_search(X, y, n_trials=2)
+
+
+def test_each_trial_reports_the_search_progress(
+    data: tuple[pd.DataFrame, np.ndarray], caplog: pytest.LogCaptureFixture
+) -> None:
+    X, y = data
+    with caplog.at_level(logging.INFO, logger=progress.LOGGER_NAME):
+        result = logreg_search(X, y, n_trials=4)
+
+    reported = [p for r in caplog.records if (p := progress.progress_of(r)) is not None]
+    assert [(p.step, p.done, p.total) for p in reported] == [("tuning", n, 4) for n in (1, 2, 3, 4)]
+    best_so_far = [
+        max(t.cv_roc_auc for t in result.trials[:n] if t.state == "COMPLETE" and t.cv_roc_auc)
+        for n in (1, 2, 3, 4)
+    ]
+    assert [p.figures["best CV AUC"] for p in reported] == [f"{b:.4f}" for b in best_so_far]
