@@ -1,31 +1,46 @@
-"""The `loanops` Typer app: every command group, gathered in one place."""
+"""The `loanops` Typer app: every command group, gathered in one place.
+
+Each command module imports its heavy dependencies (MLflow, Prefect, pandas) inside its
+commands, so that `--help` and the registry reads start quickly.
+"""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from cli import demo, models, monitoring, serving, training
+from cli.environment import prepare
 from cli.stack import commands as stack
 
 app = typer.Typer(
     name="loanops",
-    help="Loan-default models: train, gate, promote and inspect them.",
+    help="Loan-default models: train, gate, promote, serve and monitor them.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
 
 
+# Long-running services log to the terminal (a pod's log), never to a file of the CLI's.
+SERVICE_COMMANDS = frozenset({"serve", "worker", "stack"})
+
+
 @app.callback()
-def main() -> None:
+def main(
+    context: typer.Context,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Show the libraries' log lines (Prefect, MLflow) on the terminal; by "
+            "default they go only to <home>/logs/loanops.log.",
+        ),
+    ] = False,
+) -> None:
     """Prepare the process for the flows: runs before every command."""
-    # Prefect creates its home folder but not that folder's parents; an embedded default such
-    # as ./.loanops/prefect would otherwise fail with a timeout that hides the cause.
-    prefect_home = os.environ.get("PREFECT_HOME")
-    if prefect_home:
-        Path(prefect_home).expanduser().mkdir(parents=True, exist_ok=True)
+    prepare(quiet=not verbose and context.invoked_subcommand not in SERVICE_COMMANDS)
 
 
 app.add_typer(models.models_app, name="models")

@@ -1,38 +1,50 @@
-"""Errors reach the user as one line and exit code 1, not as a traceback."""
+"""Errors reach the user as one line and exit code 1, not as a traceback.
+
+MLflow, pydantic's errors and the domain's exceptions are imported when an error is explained,
+not when the CLI starts.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from functools import cache
+from typing import TYPE_CHECKING
 
-import requests
 import typer
-from mlflow.exceptions import MlflowException
-from pydantic import ValidationError
 
-from cli.console import console, err_console
-from loanops.data import UnknownDatasetError, get_dataset
-from loanops.promotion import PromotionError
-from loanops.settings import Settings
-from loanops.validation import DataValidationError
+from cli.console import err_console
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from loanops.settings import Settings
 
-# The errors `clear_errors` turns into one line; Prefect's logged tracebacks for them are dropped.
-# Besides what a user causes, this covers a broken environment (settings, an unreachable tracking
-# server, a full disk): a traceback explains none of those better than its message does.
-CLEAR_ERRORS: tuple[type[Exception], ...] = (
-    DataValidationError,
-    UnknownDatasetError,
-    PromotionError,
-    ValidationError,
-    MlflowException,
-    ValueError,
-    RuntimeError,
-    OSError,  # includes FileNotFoundError and ConnectionError
-)
+
+@cache
+def clear_error_types() -> tuple[type[Exception], ...]:
+    """The errors `clear_errors` turns into one line; Prefect's logged tracebacks for them are
+    dropped.
+
+    Besides what a user causes, this covers a broken environment (settings, an unreachable
+    tracking server, a full disk): a traceback explains none of those better than its message.
+    """
+    from mlflow.exceptions import MlflowException
+    from pydantic import ValidationError
+
+    from loanops.data import UnknownDatasetError
+    from loanops.promotion import PromotionError
+    from loanops.validation import DataValidationError
+
+    return (
+        DataValidationError,
+        UnknownDatasetError,
+        PromotionError,
+        ValidationError,
+        MlflowException,
+        ValueError,
+        RuntimeError,
+        OSError,  # includes FileNotFoundError and ConnectionError
+    )
 
 
 def fail(message: str) -> typer.Exit:
@@ -43,15 +55,25 @@ def fail(message: str) -> typer.Exit:
 
 @contextmanager
 def clear_errors() -> Iterator[None]:
-    """Turn the errors in `CLEAR_ERRORS` into one line and exit code 1."""
+    """Turn the errors in `clear_error_types()` into one line and exit code 1."""
     try:
         yield
-    except CLEAR_ERRORS as error:
-        raise fail(describe(error)) from None
+    except Exception as error:
+        # typer's Exit is a RuntimeError: a command's own exit passes through as it is.
+        if isinstance(error, clear_error_types()) and not isinstance(error, typer.Exit):
+            raise fail(describe(error)) from None
+        raise
 
 
 def describe(error: Exception) -> str:
     """One line saying what went wrong, without a traceback."""
+    import requests
+    from mlflow.exceptions import MlflowException
+    from pydantic import ValidationError
+
+    from loanops.settings import Settings
+    from loanops.validation import DataValidationError
+
     if isinstance(error, DataValidationError):
         problems = "; ".join(str(p) for p in error.problems)
         return f"dataset {error.dataset!r} failed validation: {problems}"
@@ -97,6 +119,10 @@ def causes(error: BaseException) -> list[BaseException]:
 
 def _configured_tracking_uri() -> str | None:
     """The tracking URI the flows were given, when one was configured."""
+    from pydantic import ValidationError
+
+    from loanops.settings import Settings
+
     try:
         return Settings().tracking_uri or None
     except ValidationError:
@@ -105,39 +131,36 @@ def _configured_tracking_uri() -> str | None:
 
 def settings() -> Settings:
     """The settings from the environment; invalid ones end the command in one line."""
+    from loanops.settings import Settings
+
     with clear_errors():
         return Settings()
 
 
-def check_dataset(name: str | None) -> None:
-    """Refuse an unknown dataset name in one line, before any flow starts."""
-    if name is not None:
-        with clear_errors():
-            get_dataset(name)
+def check_dataset(name: str) -> None:
+    """Refuse an unknown dataset name in one line, before any flow or server starts."""
+    from loanops.data import get_dataset
+
+    with clear_errors():
+        get_dataset(name)
 
 
-class _NoTracebackForClearErrors(logging.Filter):
+class NoTracebackForClearErrors(logging.Filter):
     """Drop the traceback Prefect logs for the errors `clear_errors` explains in one line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], CLEAR_ERRORS):
+        if record.exc_info and isinstance(record.exc_info[1], clear_error_types()):
             record.exc_info = None
             record.exc_text = None
         return True
 
 
-def _quiet_prefect_tracebacks() -> None:
-    quiet = _NoTracebackForClearErrors()
+def quiet_prefect_tracebacks() -> None:
+    """Add `NoTracebackForClearErrors` to every handler of the Prefect loggers set up so far."""
+    quiet = NoTracebackForClearErrors()
     loggers = [logging.getLogger(name) for name in logging.root.manager.loggerDict]
     for logger in [logging.getLogger("prefect"), *loggers]:
         if logger.name.startswith("prefect"):
             for handler in logger.handlers:
-                if not any(isinstance(f, _NoTracebackForClearErrors) for f in handler.filters):
+                if not any(isinstance(f, NoTracebackForClearErrors) for f in handler.filters):
                     handler.addFilter(quiet)
-
-
-def run_with_status(message: str, run: Callable[[], T]) -> T:
-    """Run a flow (or other long work) under a spinner, its clear errors as one line."""
-    _quiet_prefect_tracebacks()
-    with clear_errors(), console.status(message, spinner="dots"):
-        return run()

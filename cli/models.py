@@ -10,8 +10,8 @@ import typer
 from rich.table import Table
 
 from cli.console import console
-from cli.errors import clear_errors, run_with_status, settings
-from loanops import promotion_log, registry
+from cli.errors import clear_errors, settings
+from cli.progress import run_with_status
 
 models_app = typer.Typer(
     help="Read the model registry and the promotion log.", no_args_is_help=True
@@ -20,8 +20,13 @@ models_app = typer.Typer(
 
 @models_app.command("list")
 def list_models() -> None:
-    """Every registered version, its aliases and headline metrics."""
+    """Every registered version, its aliases and headline metrics.
+
+    Example: loanops models list
+    """
     config = settings()
+    from loanops import registry
+
     with clear_errors():
         client = registry.connect(config)
         versions = client.search_model_versions(f"name = '{config.model_name}'")
@@ -50,8 +55,13 @@ def list_models() -> None:
 
 @models_app.command()
 def history() -> None:
-    """The promotion log, oldest first: every gate decision, then every deploy outcome."""
+    """The promotion log, oldest first: every gate decision, then every deploy outcome.
+
+    Example: loanops models history
+    """
     config = settings()
+    from loanops import promotion_log, registry
+
     with clear_errors():
         client = registry.connect(config)
         records = promotion_log.history(client, config)
@@ -91,8 +101,13 @@ def history() -> None:
 
 @models_app.command()
 def show(version: Annotated[str, typer.Argument(help="Version number.")]) -> None:
-    """One version: lineage tags, card, and metrics."""
+    """One version: lineage tags, card, and metrics.
+
+    Example: loanops models show 1
+    """
     config = settings()
+    from loanops import registry
+
     with clear_errors():
         client = registry.connect(config)
         model_version = client.get_model_version(config.model_name, version)
@@ -121,12 +136,16 @@ def show(version: Annotated[str, typer.Argument(help="Version number.")]) -> Non
 def model_card(
     version: Annotated[str, typer.Argument(help="Version number.")],
     out: Annotated[
-        Path | None, typer.Option(help="Folder to write into (default: ./model-card-v<VERSION>).")
+        Path | None,
+        typer.Option(help="Folder to write into.", show_default="./model-card-v<VERSION>"),
     ] = None,
 ) -> None:
-    """Write a version's model card (Markdown, HTML and PNG plots) to a local folder."""
+    """Write a version's model card (Markdown, HTML and PNG plots) to a local folder.
+
+    Example: loanops models card 1 --out card-v1
+    """
     config = settings()
-    from loanops import card
+    from loanops import card, registry
 
     folder = out or Path(f"model-card-v{version}")
     with clear_errors():

@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-import pandas as pd
 import typer
 from rich.table import Table
 
-from cli.console import console
-from cli.errors import clear_errors, fail, run_with_status, settings
-from cli.options import DataOption
+from cli.console import console, summary_table
+from cli.errors import clear_errors, fail, settings
+from cli.options import setting_default
+from cli.progress import run_with_status
+from loanops.settings import MonitorSettings
 
 if TYPE_CHECKING:
     from flows.monitor import MonitorResult
@@ -21,11 +22,34 @@ outcomes_app = typer.Typer(
 )
 
 
+MonitorDataOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--data",
+        exists=True,
+        dir_okay=False,
+        help="Compare this CSV or Parquet file of applications with the reference, instead of "
+        "the decision log's window; it must follow the dataset's schema.",
+        show_default="the decision log's window",
+    ),
+]
+
+
 def monitor(
-    days: Annotated[float | None, typer.Option(min=0.01, help="Window length in days.")] = None,
-    data: DataOption = None,
+    days: Annotated[
+        float | None,
+        typer.Option(
+            min=0.01,
+            help="Window length in days, ending now.",
+            show_default=setting_default("window_days", group=MonitorSettings),
+        ),
+    ] = None,
+    data: MonitorDataOption = None,
 ) -> None:
-    """Drift of the production model's recent decisions (or a file) against its reference."""
+    """Drift of the production model's recent decisions (or a file) against its reference.
+
+    Example: loanops monitor --days 1
+    """
     settings()
     from flows.monitor import monitor_flow
 
@@ -37,12 +61,10 @@ def monitor(
     print_monitor(result)
 
 
-def print_monitor(result: MonitorResult) -> None:
-    """The headline table of a monitor run and where its report is."""
+def print_monitor(result: MonitorResult, *, with_report: bool = True) -> None:
+    """The headline table of a monitor run and, unless told not to, where its report is."""
     summary = result.summary
-    table = Table(title=f"monitor: {summary.model_name} v{summary.model_version}")
-    table.add_column("what")
-    table.add_column("value")
+    table = summary_table(f"monitor: {summary.model_name} v{summary.model_version}")
     table.add_row("rows (sampled for tests)", f"{summary.rows:,} ({summary.sample_rows:,})")
     table.add_row(
         "drifted features",
@@ -56,14 +78,27 @@ def print_monitor(result: MonitorResult) -> None:
     )
     table.add_row("triggered", "; ".join(result.reasons) or "nothing")
     console.print(table)
-    console.print(f"Report: {result.report_dir / 'report.html'} (MLflow run {result.run_id})")
+    if with_report:
+        console.print(
+            f"Report: {result.report_dir / 'report.html'} (MLflow run {result.run_id})",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def performance(
-    days: Annotated[float | None, typer.Option(min=1, help="How far back, in days.")] = None,
+    days: Annotated[
+        float | None,
+        typer.Option(min=1, help="How far back decisions are taken, in days.", show_default="365"),
+    ] = None,
 ) -> None:
-    """AUC, KS, calibration and default rate of the production model on recorded outcomes."""
+    """AUC, KS, calibration and default rate of the production model on recorded outcomes.
+
+    Example: loanops performance --days 90
+    """
     settings()
+    import pandas as pd
+
     from flows.performance import performance_flow
 
     result = run_with_status("joining outcomes to decisions…", lambda: performance_flow(days=days))
@@ -95,7 +130,10 @@ def load_outcomes(
         bool, typer.Option(help="Record the known ids and list the unknown ones, not refuse all.")
     ] = False,
 ) -> None:
-    """Record which decided loans defaulted; the whole file or nothing, unless told otherwise."""
+    """Record which decided loans defaulted; the whole file or nothing, unless told otherwise.
+
+    Example: loanops outcomes load outcomes.csv
+    """
     config = settings()
     from loanops.decisions.database import create_engine_for, migrate
     from loanops.outcome_files import load_outcomes_file

@@ -17,7 +17,10 @@ def serve(
     workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes.")] = 1,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
-    """Serve the scoring API under uvicorn, with the model from LOANOPS_MODEL_REF."""
+    """Serve the scoring API under uvicorn, with the model from LOANOPS_MODEL_REF.
+
+    Example: loanops serve --host 0.0.0.0 --port 8000
+    """
     settings()  # refuse bad settings in one line before uvicorn starts
     import uvicorn
 
@@ -42,7 +45,10 @@ def worker(
     concurrency: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
     log_level: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
 ) -> None:
-    """Run a Celery worker that scores batch-job chunks from the Redis at LOANOPS_REDIS_URL."""
+    """Run a Celery worker that scores batch-job chunks from the Redis at LOANOPS_REDIS_URL.
+
+    Example: LOANOPS_REDIS_URL=redis://127.0.0.1:6379/0 loanops worker --concurrency 2
+    """
     config = settings()
     if not config.batch.redis_url:
         raise fail("LOANOPS_REDIS_URL is not set; the worker needs the job queue's Redis")

@@ -9,30 +9,36 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from cli.console import console, err_console
-from cli.errors import check_dataset, fail, run_with_status, settings
+from cli.console import console, err_console, summary_table
+from cli.errors import check_dataset, fail, settings
 from cli.options import (
-    DataOption,
     DatasetOption,
     RowsOption,
     SeedOption,
     TimeoutOption,
+    TrainingDataOption,
     TrialsOption,
 )
+from cli.progress import run_with_status
+
+
+def describe_params(params: dict[str, Any]) -> str:
+    """Hyperparameters as `name=value`, floats to four significant digits."""
+    return ", ".join(
+        f"{name}={value:.4g}" if isinstance(value, float) else f"{name}={value}"
+        for name, value in params.items()
+    )
 
 
 def training_table(result: Any) -> Table:
     """A trained version: its data, model, cross-validated and test metrics, threshold."""
-    table = Table(title=f"{result.model_name} v{result.version}", show_header=False)
-    table.add_column(style="bold")
-    table.add_column()
+    table = summary_table(f"trained: {result.model_name} v{result.version}")
     evaluation = result.evaluation
     rows = {
         "dataset": f"{result.dataset} ({result.rows:,} rows, sha256 {result.dataset_sha256[:12]})",
-        "model": f"{result.family} {result.params}",
-        "cv_roc_auc": f"{result.cv_roc_auc:.4f}",
-        "test_roc_auc": (
-            f"{evaluation.roc_auc:.4f} "
+        "model": f"{result.family} ({describe_params(result.params)})",
+        "cv / test ROC AUC": (
+            f"{result.cv_roc_auc:.4f} / {evaluation.roc_auc:.4f} "
             f"(95 % CI {evaluation.roc_auc_lo:.4f} to {evaluation.roc_auc_hi:.4f})"
         ),
         "test KS / Brier / ECE": (
@@ -51,22 +57,20 @@ def training_table(result: Any) -> Table:
 
 def promotion_table(result: Any) -> Table:
     """The gate's decision: challenger, champion, where production is now, and why."""
-    table = Table(title=f"promotion: {result.outcome}", show_header=False)
-    table.add_column(style="bold")
-    table.add_column()
-    table.add_row("challenger", f"v{result.challenger_version}")
-    table.add_row("champion", f"v{result.champion_version}" if result.champion_version else "-")
-    production = result.production_version
-    table.add_row("production now", f"v{production}" if production else "-")
-    table.add_row("reasons", "\n".join(result.reasons))
+    champion = f"v{result.champion_version}" if result.champion_version else "none"
+    production = f"v{result.production_version}" if result.production_version else "none"
+    table = summary_table(
+        f"promotion: {result.outcome} (challenger v{result.challenger_version}, champion "
+        f"{champion}; production is {production})"
+    )
+    for number, reason in enumerate(result.reasons, start=1):
+        table.add_row("reasons" if number == 1 else "", reason)
     return table
 
 
 def deploy_table(result: Any) -> Table:
     """A deploy's outcome: the model, each rollout's last word, where production is now."""
-    table = Table(title=f"deploy: {result.outcome.replace('_', ' ')}", show_header=False)
-    table.add_column(style="bold")
-    table.add_column()
+    table = summary_table(f"deploy: {result.outcome.replace('_', ' ')}")
     table.add_row("model", result.model_ref)
     table.add_row("namespace", result.namespace)
     for name, message in result.rollouts.items():
@@ -85,8 +89,13 @@ def training_parameters(
     timeout: float | None,
     data: Path | None,
 ) -> dict[str, Any]:
-    """The train and retrain flows' parameters from the shared command-line options."""
-    check_dataset(dataset)
+    """The train and retrain flows' parameters from the shared command-line options.
+
+    The settings and the dataset are checked here, before a flow starts a Prefect server, so a
+    mistake in either ends the command in one line within about a second.
+    """
+    config = settings()
+    check_dataset(dataset or config.training.dataset)
     return {
         "dataset": dataset,
         "rows": rows,
@@ -103,9 +112,12 @@ def train(
     seed: SeedOption = None,
     trials: TrialsOption = None,
     timeout: TimeoutOption = None,
-    data: DataOption = None,
+    data: TrainingDataOption = None,
 ) -> None:
-    """Tune, train, evaluate and register a candidate model version."""
+    """Tune, train, evaluate and register a candidate model version.
+
+    Example: loanops train --dataset synthetic --rows 20000 --trials 10
+    """
     parameters = training_parameters(dataset, rows, seed, trials, timeout, data)
     from flows.train import train_flow
 
@@ -118,7 +130,11 @@ def promote(
         str | None, typer.Option(help="Challenger version (default: the newest).")
     ] = None,
 ) -> None:
-    """Gate a version against the production champion and move the aliases if it passes."""
+    """Gate a version against the production champion and move the aliases if it passes.
+
+    Example: loanops promote --version 3
+    """
+    settings()
     from flows.promote import promote_flow
 
     result = run_with_status("gating…", lambda: promote_flow(version=version))
@@ -131,9 +147,12 @@ def retrain(
     seed: SeedOption = None,
     trials: TrialsOption = None,
     timeout: TimeoutOption = None,
-    data: DataOption = None,
+    data: TrainingDataOption = None,
 ) -> None:
-    """Train a candidate, gate it against the champion, and deploy it when a cluster is set."""
+    """Train a candidate, gate it against the champion, and deploy it when a cluster is set.
+
+    Example: loanops retrain --trials 20
+    """
     parameters = training_parameters(dataset, rows, seed, trials, timeout, data)
     from flows.retrain import retrain_flow
 
@@ -159,7 +178,10 @@ def deploy(
         typer.Option("--dry-run", help="Print the JSON patches it would send, and send none."),
     ] = False,
 ) -> None:
-    """Pin the production version on the serving Deployments; roll back if the rollout fails."""
+    """Pin the production version on the serving Deployments; roll back if the rollout fails.
+
+    Example: loanops deploy --dry-run
+    """
     config = settings()
     if version is not None and not version.isdigit():
         raise fail(f"--version takes a version number such as 3, not {version!r}")

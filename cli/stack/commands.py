@@ -115,7 +115,10 @@ def up(
     prefect_port: Annotated[int, typer.Option(min=1, max=65535, help="Prefect UI port.")] = 4200,
     api_port: Annotated[int, typer.Option(min=1, max=65535, help="API port.")] = 8000,
 ) -> None:
-    """Start the stack in the background, wait until each part answers, print the URLs."""
+    """Start the stack in the background, wait until each part answers, print the URLs.
+
+    Example: loanops stack up --api-port 8001
+    """
     settings = _settings()
     paths = stack_paths(settings)
     # Ctrl-C, or a SIGTERM, while starting stops whatever has started (see `start`), also when
@@ -312,7 +315,10 @@ def _summary(settings: Settings, paths: StackPaths, urls: StackUrls) -> str:
 
 @app.command()
 def down() -> None:
-    """Stop every process of the stack, then its supervisord, and check that none is left."""
+    """Stop every process of the stack, then its supervisord, and check that none is left.
+
+    Example: loanops stack down
+    """
     settings = _settings()
     paths = stack_paths(settings)
     try:
@@ -340,7 +346,10 @@ def stop_stack(supervisor: Supervisor) -> int:
 
 @app.command()
 def status() -> None:
-    """Each part of the stack: its PID, whether it runs and answers, its URL."""
+    """Each part of the stack: its PID, whether it runs and answers, its URL.
+
+    Example: loanops stack status
+    """
     settings = _settings()
     paths = stack_paths(settings)
     supervisor = supervisor_for(paths)

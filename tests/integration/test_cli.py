@@ -42,11 +42,31 @@ def loanops(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
     )
 
 
+def outside_make(env: dict[str, str], user_home: Path) -> dict[str, str]:
+    """`env` as a shell outside make has it: no Prefect, MLflow or telemetry settings."""
+    library = ("PREFECT_", "MLFLOW_", "DO_NOT_TRACK")
+    kept = {key: value for key, value in env.items() if not key.startswith(library)}
+    return {**kept, "HOME": str(user_home)}
+
+
 def test_train_promote_and_read_the_registry(cli_env: dict[str, str], tmp_path: Path) -> None:
-    trained = loanops(cli_env, "train", "--rows", "4000", "--seed", "7", "--trials", "2")
+    # The first command runs as `.venv/bin/loanops` does from a plain shell: its own defaults
+    # must keep Prefect's state under the loanops home, quiet, with no telemetry.
+    user_home = tmp_path / "user"
+    direct = outside_make(cli_env, user_home)
+    trained = loanops(direct, "train", "--rows", "4000", "--seed", "7", "--trials", "2")
     assert trained.returncode == 0, trained.stderr
-    assert "cv_roc_auc" in trained.stdout
-    assert "loan-default v1" in trained.stdout
+    home = Path(cli_env["LOANOPS_HOME"])
+    assert (home / "prefect" / "prefect.db").is_file()
+    assert not (user_home / ".prefect").exists()
+    assert trained.stderr == ""
+    lines = trained.stdout.splitlines()
+    assert lines[0].startswith("trained: loan-default v1")
+    assert any(line.strip().startswith("cv / test ROC AUC") for line in lines)
+    for noise in ("Task run", "Flow run", "prefect", "Downloading artifacts", "Warning", "INFO"):
+        assert noise not in trained.stdout
+    logged = (home / "logs" / "loanops.log").read_text()
+    assert "Finished in state Completed" in logged and "tuning: 2 of 2" in logged
 
     promoted = loanops(cli_env, "promote")
     assert promoted.returncode == 0, promoted.stderr
@@ -77,6 +97,27 @@ def test_train_promote_and_read_the_registry(cli_env: dict[str, str], tmp_path: 
     assert "# Model card: loan-default v1" in text
     assert "| outcome | promoted |" in text
     assert (tmp_path / "card" / "calibration.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "error"),
+    [
+        ("LOANOPS_DATASET", "nope", "error: unknown dataset 'nope'; choose one of: "),
+        ("LOANOPS_SEED", "-1", "error: invalid settings: seed: "),
+    ],
+)
+def test_a_bad_setting_fails_in_one_line_before_any_server_starts(
+    cli_env: dict[str, str], tmp_path: Path, variable: str, value: str, error: str
+) -> None:
+    env = {**outside_make(cli_env, tmp_path / "user"), "LOANOPS_HOME": str(tmp_path / "home")}
+
+    result = loanops({**env, variable: value}, "train")
+
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith(error)
+    # No temporary Prefect server was started: it would have created its database.
+    assert not list(tmp_path.rglob("prefect.db"))
 
 
 def test_unknown_dataset_is_one_line_and_exit_1(cli_env: dict[str, str]) -> None:

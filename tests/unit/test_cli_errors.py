@@ -11,7 +11,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, ValidationError
 
-from cli.errors import CLEAR_ERRORS, _NoTracebackForClearErrors, clear_errors, describe
+from cli.errors import NoTracebackForClearErrors, clear_error_types, clear_errors, describe
 from loanops.promotion import PromotionError
 from loanops.settings import Settings
 from tests.services import free_port
@@ -115,15 +115,15 @@ def test_clear_errors_exits_1_and_the_log_filter_drops_the_traceback(error: Exce
         raise error
     except Exception:
         record = logging.LogRecord("prefect", logging.ERROR, __file__, 1, "x", (), sys.exc_info())
-    assert _NoTracebackForClearErrors().filter(record)
+    assert NoTracebackForClearErrors().filter(record)
     assert record.exc_info is None and record.exc_text is None
 
 
 def test_a_bug_outside_the_set_keeps_its_traceback() -> None:
-    assert not issubclass(KeyError, CLEAR_ERRORS)
+    assert not issubclass(KeyError, clear_error_types())
     try:
         raise KeyError("a bug")
     except KeyError:
         record = logging.LogRecord("prefect", logging.ERROR, __file__, 1, "x", (), sys.exc_info())
-    assert _NoTracebackForClearErrors().filter(record)
+    assert NoTracebackForClearErrors().filter(record)
     assert record.exc_info is not None

@@ -13,7 +13,7 @@ from prefect.states import Failed
 from typer.testing import CliRunner
 
 from cli.app import app
-from cli.errors import CLEAR_ERRORS
+from cli.errors import clear_error_types
 from flows.deploy.kube import (
     DeployError,
     KubeApiError,
@@ -113,8 +113,8 @@ def test_refusals_and_bugs_are_not_retried(error: Exception) -> None:
 
 
 def test_the_cli_explains_deploy_errors_in_one_line() -> None:
-    assert issubclass(DeployError, CLEAR_ERRORS)
-    assert issubclass(RolloutError, CLEAR_ERRORS)
+    assert issubclass(DeployError, clear_error_types())
+    assert issubclass(RolloutError, clear_error_types())
 
 
 def test_no_cluster_is_touched_unless_one_is_configured() -> None:
