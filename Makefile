@@ -8,12 +8,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-# Embedded defaults: Prefect state stays in the project, and nothing phones home.
-export PREFECT_HOME ?= $(CURDIR)/.loanops/prefect
-export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
-export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
-export MLFLOW_DISABLE_TELEMETRY ?= true
-export DO_NOT_TRACK ?= true
+# The CLI sets its own embedded defaults (Prefect's home under .loanops, telemetry off), so a
+# command behaves the same run through make or straight from .venv/bin (cli/environment.py).
 # Use the interpreter we were given; never download one.
 export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
@@ -25,9 +21,10 @@ help: ## List the targets
 	@grep -E '^[a-z-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml uv.lock
+	@echo "installing the locked dependencies into $(VENV) (about 1.8 GB with the test tools)…"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
-	$(BIN)/uv sync --frozen
+	@test -x $(BIN)/uv || $(BIN)/python -m pip install -qq --disable-pip-version-check "uv==$(UV_VERSION)"
+	@$(BIN)/uv sync --frozen --quiet
 	@touch $@
 
 install: $(STAMP) ## Install the locked dependencies into .venv
@@ -57,7 +54,7 @@ test-fast: install ## Only the tiers that need no services
 	$(BIN)/pytest -m "not integration"
 
 demo: install ## Tune, train, register and promote a model on embedded defaults
-	$(BIN)/loanops demo
+	@$(BIN)/loanops demo
 
 stack: install ## MLflow UI, Prefect UI, the API and a worker in the background; prints the URLs
 	$(BIN)/loanops stack up $(STACK_ARGS)

@@ -3,21 +3,30 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shlex
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from cli.console import console
-from cli.errors import clear_errors, run_with_status, settings
+from cli.environment import LOG_FILE_NAME
+from cli.errors import check_dataset, clear_errors, settings
 from cli.monitoring import print_monitor
 from cli.options import TrialsOption
+from cli.progress import run_with_status
 from cli.training import promotion_table, training_table
-from loanops.data import get_dataset
-from loanops.settings import Settings
+
+if TYPE_CHECKING:
+    from cli.stack.tour import ServingTour
+    from loanops.settings import Settings
+
+MLFLOW_UI = "http://127.0.0.1:5000"
+PREFECT_UI = "http://127.0.0.1:4200"
+STACK_API = "http://127.0.0.1:8000"
+EXAMPLE_APPLICATION = Path("examples/application.json")
 
 
 def demo(
@@ -26,18 +35,35 @@ def demo(
         bool, typer.Option(help="Also start the API and a worker, and score over REST and batch.")
     ] = True,
 ) -> None:
-    """Run the whole main job on embedded defaults and say where to look."""
+    """Run the whole main job on embedded defaults and say where to look.
+
+    Retrains (tune, train, register, gate, promote), then starts the API and a batch worker,
+    scores one application over REST and a file as a batch job, and runs the monitor over the
+    decisions just logged.
+
+    Example: loanops demo --trials 10
+    """
     config = settings()
+    check_dataset(config.training.dataset)
+    budget = trials or config.training.tune_trials
+    console.print(
+        f"loanops demo: {config.training.dataset}, {budget} trials; the libraries' logs go to "
+        f"{shown(log_file(config))}",
+        highlight=False,
+        soft_wrap=True,
+    )
     from flows.retrain import retrain_flow
 
     result = run_with_status(
         f"retraining on {config.training.dataset}…", lambda: retrain_flow(trials=trials)
     )
-    console.print(training_table(result.training))
-    console.print(promotion_table(result.promotion))
+    for table in (training_table(result.training), promotion_table(result.promotion)):
+        console.print()
+        console.print(table)
+    report: Path | None = None
     if serving:
         with clear_errors():
-            tour_serving(config)
+            print_tour(tour_serving(config))
             from flows.monitor import monitor_flow
 
             # The tour's decisions are in the log: the last hour holds them.
@@ -45,18 +71,19 @@ def demo(
                 "monitoring the decisions just logged against the reference…",
                 lambda: monitor_flow(days=1 / 24),
             )
-    console.print(where_to_look(config), soft_wrap=True)
-    if serving:
-        print_monitor(monitored)
+        console.print()
+        print_monitor(monitored, with_report=False)
+        report = monitored.report_dir / "report.html"
+    console.print(where_to_look(config, result.training.version, report), soft_wrap=True)
 
 
-def tour_serving(config: Settings) -> None:
+def tour_serving(config: Settings) -> ServingTour:
     """Start the API and a worker, score one application and one batch file, stop them."""
     import secrets
     import tempfile
 
     from cli.stack.tour import serving_stack, tour
-    from loanops.data import load_dataset
+    from loanops.data import get_dataset, load_dataset
 
     schema = get_dataset(config.training.dataset).schema
     applications = load_dataset(config.training.dataset, rows=200, seed=config.training.seed).frame
@@ -64,19 +91,21 @@ def tour_serving(config: Settings) -> None:
     assert amount.minimum is not None
     refused_amount = amount.minimum - 1
     api_key = secrets.token_urlsafe(24)
-    logs = config.home.resolve() / "logs"
     env = {
         **os.environ,
         "LOANOPS_API_KEYS": api_key,
         "LOANOPS_HOME": str(config.home.resolve()),
     }
+    logs = config.home.resolve() / "logs"
     with (
         tempfile.TemporaryDirectory(prefix="loanops-demo-") as tmp,
         contextlib.ExitStack() as services,
     ):
-        with console.status("starting the API and a batch worker…"):
-            url = services.enter_context(serving_stack(env, logs, config.batch.redis_url))
-        seen = run_with_status(
+        url = run_with_status(
+            "starting the API and a batch worker…",
+            lambda: services.enter_context(serving_stack(env, logs, config.batch.redis_url)),
+        )
+        return run_with_status(
             f"scoring over REST and as a batch job at {url}…",
             lambda: tour(
                 url,
@@ -86,31 +115,80 @@ def tour_serving(config: Settings) -> None:
                 (amount.name, refused_amount),
             ),
         )
-        console.print("stopping the API and the worker…")
-    console.print(f"[bold]POST /v1/predict[/] → {json.dumps(seen.prediction, indent=2)}")
+
+
+def print_tour(seen: ServingTour) -> None:
+    """What the API answered, in a few lines: the decision, its reasons, the batch job."""
+    prediction: dict[str, Any] = seen.prediction
+    codes = ", ".join(reason["code"] for reason in prediction.get("reasons", [])) or "-"
     job = seen.job
+    console.print("\n[bold]served[/] by the API and a batch worker (started for the tour, stopped)")
     console.print(
-        f"[bold]Batch job {job['id']}[/]: {job['status']}, {job['rows_valid']} rows scored, "
-        f"{job['rows_rejected']} rejected, {seen.result_rows} rows in the result\n"
-        f"{seen.result_preview}"
+        f"  POST /v1/predict → {prediction['decision']}, PD "
+        f"{prediction['probability_of_default']:.4f} (threshold {prediction['threshold']:.4f}); "
+        f"reasons: {codes}",
+        highlight=False,
+        soft_wrap=True,
     )
-    console.print(f"Service logs: {logs}")
+    console.print(
+        f"  batch job {job['id']}: {job['status']}, {job['rows_valid']} rows scored, "
+        f"{job['rows_rejected']} rejected; the last rows of its result:",
+        highlight=False,
+        soft_wrap=True,
+    )
+    console.print(seen.result_preview, highlight=False)
 
 
-def where_to_look(config: Settings) -> str:
-    """Commands that open the MLflow and Prefect UIs and read the registry."""
+def log_file(config: Settings) -> Path:
+    return config.home.resolve() / "logs" / LOG_FILE_NAME
+
+
+def shown(path: Path) -> str:
+    """`path` relative to the working folder when it is inside it: shorter to read and copy."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def where_to_look(config: Settings, version: str, report: Path | None) -> str:
+    """Where the demo's results are: the UIs with links that land, the card, the API, the logs."""
+    from loanops import registry
+    from loanops.mlflow_links import model_url, promotion_log_url, runs_url
+
+    client = registry.connect(config)
+    training = client.get_experiment_by_name(config.experiment_name)
+    promotions = client.get_experiment_by_name(config.gate.experiment_name)
+    uri = config.tracking_uri or ""
+    remote = uri if uri.startswith(("http://", "https://")) else None
+    ui = remote or MLFLOW_UI
+    venv = shown(Path(sys.executable).parent)
     lines = ["", "[bold]Where to look[/]"]
-    if config.tracking_uri:
-        lines.append(f"  MLflow: {config.mlflow_uri}")
-    else:
+    if remote is None:
         store = shlex.quote(config.mlflow_uri)
         artifacts = shlex.quote(config.artifact_location)
         lines.append(
-            f"  MLflow UI:  .venv/bin/mlflow ui --backend-store-uri {store} "
-            f"--default-artifact-root {artifacts}   → http://127.0.0.1:5000"
+            f"  MLflow UI      {venv}/mlflow ui --backend-store-uri {store} "
+            f"--default-artifact-root {artifacts}"
         )
-    prefect_home = os.environ.get("PREFECT_HOME")
-    prefix = f"PREFECT_HOME={shlex.quote(prefect_home)} " if prefect_home else ""
-    lines.append(f"  Prefect UI: {prefix}.venv/bin/prefect server start   → http://127.0.0.1:4200")
-    lines.append("  Registry:   .venv/bin/loanops models list; .venv/bin/loanops models history")
+    if training is not None:
+        lines.append(f"    runs         {runs_url(ui, training.experiment_id)}")
+    lines.append(f"    model        {model_url(ui, config.model_name)}")
+    if promotions is not None:
+        lines.append(f"    gate log     {promotion_log_url(ui, promotions.experiment_id)}")
+    prefect_home = shlex.quote(os.environ["PREFECT_HOME"])
+    lines += [
+        f"  Prefect UI     PREFECT_HOME={prefect_home} {venv}/prefect server start → {PREFECT_UI}",
+        f"  All of them    make stack (MLflow {MLFLOW_UI}, Prefect {PREFECT_UI}, API "
+        f"{STACK_API}/docs); make stack-down",
+        f"  Registry       {venv}/loanops models list | history | card {version} (the model "
+        f"card, into model-card-v{version}/model_card.html)",
+    ]
+    if report is not None:
+        lines.append(f"  Drift report   {shown(report)}")
+    lines += [
+        f"  Score one      curl -s -H 'X-API-Key: dev' -H 'Content-Type: application/json' "
+        f"-d @{EXAMPLE_APPLICATION} {STACK_API}/v1/predict   (after make stack)",
+        f"  Logs           {shown(log_file(config))}",
+    ]
     return "\n".join(lines)

@@ -164,7 +164,9 @@ def tour(
     scored.write_bytes(result.content)
     frame = pd.read_csv(scored)
     columns = ["row", "probability", "decision", "reason_codes", "rejection_reason"]
-    preview = frame[[c for c in columns if c in frame.columns]].tail(3).to_string(index=False)
+    # A scored row has no rejection reason and an approved one no reason codes: show "-".
+    shown = frame[[c for c in columns if c in frame.columns]].tail(2).astype(object)
+    preview = shown.where(shown.notna(), "-").to_string(index=False)
     return ServingTour(prediction, job, len(frame), preview)
 
 
