@@ -113,6 +113,20 @@ def _legends(figure: Figure) -> Iterator[tuple[str, Legend]]:
         yield "figure", legend
 
 
+def crowded_tick_labels(figure: Figure) -> list[str]:
+    """Every pair of neighbouring tick labels on one axis that overlap each other."""
+    renderer = draw(figure)
+    problems: list[str] = []
+    for index, ax in enumerate(figure.axes):
+        for name, axis in (("x", ax.xaxis), ("y", ax.yaxis)):
+            labels = [label for label in _ticks_shown(axis) if _shown(label)]
+            boxes = [(label.get_text(), label.get_window_extent(renderer)) for label in labels]
+            for (first, one), (second, other) in zip(boxes, boxes[1:], strict=False):
+                if one.overlaps(other):
+                    problems.append(f"axes {index} {name} tick labels {first!r} and {second!r}")
+    return problems
+
+
 def legends_over_bars(figure: Figure) -> list[str]:
     """Every bar (a non-empty rectangle of a bar container) that a legend box overlaps."""
     renderer = draw(figure)
@@ -163,7 +177,12 @@ def illegible_cell_texts(figure: Figure) -> list[str]:
 
 def problems(figure: Figure) -> list[str]:
     """All of the checks above."""
-    return [*clipped_texts(figure), *legends_over_bars(figure), *illegible_cell_texts(figure)]
+    return [
+        *clipped_texts(figure),
+        *crowded_tick_labels(figure),
+        *legends_over_bars(figure),
+        *illegible_cell_texts(figure),
+    ]
 
 
 def relative_luminance(rgba: tuple[float, ...]) -> float:

@@ -24,6 +24,7 @@ from tests.factories import calibrated_scores
 from tests.figures import (
     clipped_texts,
     contrast_ratio,
+    crowded_tick_labels,
     illegible_cell_texts,
     legends_over_bars,
     problems,
@@ -80,13 +81,16 @@ def test_segment_legend_covers_no_bar() -> None:
     assert clipped_texts(figure) == []
 
 
-def test_the_checks_see_a_clipped_label_a_covered_bar_and_dark_on_dark() -> None:
+def test_the_checks_see_clipped_and_crowded_labels_a_covered_bar_and_dark_on_dark() -> None:
     # The checks themselves must be able to fail, or the tests above prove nothing.
     clipped = Figure(figsize=(3, 3))
     clipped.subplots().set_ylabel("a label much too long for the margin of a small figure " * 2)
     assert [line.split(" at ")[0] for line in clipped_texts(clipped)] == [
         f"axes 0 y label {clipped.axes[0].get_ylabel()!r}"
     ]
+    crowded = Figure(figsize=(3, 3))
+    crowded.subplots().set_xticks(range(8), [f"long label {i}" for i in range(8)])
+    assert len(crowded_tick_labels(crowded)) == 7
     covered = Figure(figsize=(3, 3))
     bars = covered.subplots()
     bars.bar([0, 1], [1.0, 1.0], label="tall")
