@@ -22,9 +22,13 @@ _HTML_TEMPLATE: Final = "model_card.html.j2"
 
 
 def plot_segments(rows: Sequence[SegmentRow]) -> Figure:
-    """Default rate against mean PD per segment value, one panel per segment."""
+    """Default rate against mean PD per segment value, one panel per segment.
+
+    The panels share one legend above them: inside a panel it would cover the tallest bars,
+    which sit on the left for income bands and on the right for grades.
+    """
     names = list(dict.fromkeys(row.segment for row in rows))
-    fig = Figure(figsize=(4.2 * len(names), 4))
+    fig = Figure(figsize=(4.2 * len(names), 4.3), layout="constrained")
     axes = fig.subplots(1, len(names), squeeze=False)[0]
     for ax, name in zip(axes, names, strict=True):
         part = [row for row in rows if row.segment == name]
@@ -33,8 +37,8 @@ def plot_segments(rows: Sequence[SegmentRow]) -> Figure:
         ax.bar(x + 0.2, [row.mean_pd for row in part], 0.4, label="mean PD")
         ax.set_xticks(x, [row.value for row in part], rotation=45, ha="right")
         ax.set(title=f"By {name} (test)", ylabel="rate")
-        ax.legend(loc="upper left", fontsize="small")
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside upper center", ncols=len(labels), frameon=False)
     return fig
 
 

@@ -175,7 +175,7 @@ def feature_importance(
 
 def plot_roc(y: np.ndarray, p: np.ndarray) -> Figure:
     fpr, tpr, _ = roc_curve(y, p)
-    fig = Figure(figsize=(5, 5))
+    fig = Figure(figsize=(5, 5), layout="constrained")
     ax = fig.subplots()
     ax.plot(fpr, tpr, label=f"AUC {roc_auc_score(y, p):.3f}")
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey")
@@ -186,7 +186,7 @@ def plot_roc(y: np.ndarray, p: np.ndarray) -> Figure:
 
 def plot_precision_recall(y: np.ndarray, p: np.ndarray) -> Figure:
     precision, recall, _ = precision_recall_curve(y, p)
-    fig = Figure(figsize=(5, 5))
+    fig = Figure(figsize=(5, 5), layout="constrained")
     ax = fig.subplots()
     ax.plot(recall, precision, label=f"AP {average_precision_score(y, p):.3f}")
     ax.axhline(float(np.mean(y)), linestyle="--", color="grey", label="base rate")
@@ -196,11 +196,12 @@ def plot_precision_recall(y: np.ndarray, p: np.ndarray) -> Figure:
 
 
 def plot_calibration(y: np.ndarray, p: np.ndarray, bins: int = 10) -> Figure:
+    """Observed default rate against mean predicted PD in equal-count bins."""
     order = np.argsort(p, kind="stable")
     chunks = [c for c in np.array_split(order, bins) if len(c)]
     predicted = [p[c].mean() for c in chunks]
     observed = [y[c].mean() for c in chunks]
-    fig = Figure(figsize=(5, 5))
+    fig = Figure(figsize=(5, 5), layout="constrained")
     ax = fig.subplots()
     top = max(max(predicted), max(observed)) * 1.05
     ax.plot([0, top], [0, top], linestyle="--", color="grey", label="perfect")
@@ -215,12 +216,14 @@ def plot_calibration(y: np.ndarray, p: np.ndarray, bins: int = 10) -> Figure:
 
 
 def plot_confusion(y: np.ndarray, p: np.ndarray, threshold: float) -> Figure:
+    """Outcome against decision at `threshold`; each count in black or white to suit its cell."""
     matrix = confusion_matrix(y, (p >= threshold).astype(int), labels=[0, 1])
-    fig = Figure(figsize=(5, 4.5))
+    fig = Figure(figsize=(5, 4.5), layout="constrained")
     ax = fig.subplots()
-    ax.imshow(matrix, cmap="Blues")
+    image = ax.imshow(matrix, cmap="Blues")
     for (row, col), count in np.ndenumerate(matrix):
-        ax.text(col, row, str(count), ha="center", va="center")
+        cell = tuple(np.asarray(image.cmap(image.norm(count)), dtype=float).ravel())
+        ax.text(col, row, f"{count:,}", ha="center", va="center", color=_text_colour_on(cell))
     ax.set_xticks([0, 1], ["approve", "decline"])
     ax.set_yticks([0, 1], ["repaid", "defaulted"])
     ax.set(xlabel="Decision", ylabel="Outcome", title=f"Confusion at threshold {threshold:.3f}")
@@ -229,9 +232,16 @@ def plot_confusion(y: np.ndarray, p: np.ndarray, threshold: float) -> Figure:
 
 def plot_importance(importance: pd.Series, top: int = 15) -> Figure:
     shown = importance.head(top)[::-1]
-    fig = Figure(figsize=(6, 0.35 * len(shown) + 1.2))
+    fig = Figure(figsize=(6, 0.35 * len(shown) + 1.2), layout="constrained")
     ax = fig.subplots()
     ax.barh(shown.index, shown.to_numpy())
     ax.set(xlabel="Drop in ROC AUC when permuted", title="Permutation importance (test)")
-    fig.tight_layout()
     return fig
+
+
+def _text_colour_on(background: tuple[float, ...]) -> str:
+    """Black or white, whichever contrasts more with `background` (WCAG 2 luminance)."""
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in background[:3]]
+    luminance = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+    # Contrast with black is (L + 0.05) / 0.05, with white 1.05 / (L + 0.05); they meet here.
+    return "black" if luminance > 0.179 else "white"

@@ -3,11 +3,14 @@
 The stack is started exactly as `make stack` starts it (`loanops stack up`, on free ports, in a
 temporary LOANOPS_HOME): a real `mlflow server` on SQLite, a real `prefect server`, the API under
 uvicorn and a Celery worker, each a program of the stack's supervisord. A small model is
-registered and made production first, the way `make demo` leaves the store. Then Chromium opens
-the MLflow UI (the registered model with its `production` alias), the API's /docs (Swagger UI,
-served by the API itself, no CDN) and the Prefect UI, and saves a screenshot of each, into
-$LOANOPS_TEST_ARTIFACTS/ui when that is set, else a temporary folder; the paths are printed.
-Last, `loanops stack down` must leave no process behind, supervisord included.
+registered and made production first, the way `make demo` leaves the store, and a deploy is
+recorded in the promotion log. Then Chromium opens the MLflow UI through the links the CLI prints
+(`loanops.mlflow_links`: the runs table, a run, the registered model with its `production`
+alias, the promotion log), the API's /docs (Swagger UI, served by the API itself, no CDN), the
+Prefect UI, the version's model card as the promote flow logs it, and a monitor report, and
+saves a screenshot of each into $LOANOPS_TEST_ARTIFACTS/ui, or `test-artifacts/ui` in the
+repository when that is unset; the paths are printed. Last, `loanops stack down` must leave no
+process behind, supervisord included.
 
 Only a missing Chromium skips these tests; Playwright's own browser downloads are never used.
 """
@@ -30,9 +33,12 @@ import pytest
 
 from cli.stack import commands as stack_commands
 from cli.stack.supervisor import Supervisor
+from loanops import promotion_log, registry
+from loanops.mlflow_links import model_url, promotion_log_url, run_url, runs_url
 from loanops.settings import Settings, TrainingSettings
 from serving.app import offline_docs_assets
 from tests.integration.serving_fixtures import promote, register_version
+from tests.integration.ui_pages import model_card_folder, monitor_report_folder
 from tests.processes import alive
 from tests.services import free_port
 
@@ -64,6 +70,19 @@ class Stack:
     prefect: str
     api: str
     up_output: str
+    experiment_id: str
+    promotions_experiment_id: str
+    run_id: str
+    deploy_run_name: str
+
+    def settings(self) -> Settings:
+        """Settings that reach the stack's store through its MLflow server."""
+        return Settings(
+            home=self.home,
+            model_name=self.model_name,
+            tracking_uri=self.mlflow,
+            training=TrainingSettings(dataset="synthetic"),
+        )
 
     def supervisor(self) -> Supervisor:
         return stack_commands.supervisor_for(stack_commands.StackPaths(self.home / "stack"))
@@ -93,6 +112,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     )
     version = register_version(settings, seed=0, rows=2000)
     promote(settings, version)
+    deploy = record_a_deploy(settings, version)
+    client = registry.connect(settings)
+    experiment = client.get_experiment_by_name(settings.experiment_name)
+    run_id = client.get_model_version(model_name, version).run_id
+    assert experiment is not None and run_id is not None
 
     env = {
         **os.environ,
@@ -119,9 +143,31 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             prefect=f"http://127.0.0.1:{ports['prefect']}",
             api=f"http://127.0.0.1:{ports['api']}",
             up_output=up.stdout,
+            experiment_id=experiment.experiment_id,
+            promotions_experiment_id=client.get_run(deploy.run_id).info.experiment_id,
+            run_id=run_id,
+            deploy_run_name=f"v{version} deployed",
         )
     finally:
         run_stack("down", env)  # a no-op when the last test has stopped it already
+
+
+def record_a_deploy(settings: Settings, version: str) -> promotion_log.DeployRecord:
+    """A deploy of `version` in the promotion log, as the deploy flow records one."""
+    record = promotion_log.DeployRecord(
+        deployed_at="2026-12-01T09:00:00+00:00",
+        deployed_by="ui-test",
+        model_name=settings.model_name,
+        outcome="deployed",
+        version=version,
+        previous_version=None,
+        production_version=version,
+        namespace="loanops",
+        rollouts={"loanops-api": "successfully rolled out"},
+        reasons=[],
+    )
+    key = promotion_log.deploy_id(settings.model_name, version, None)
+    return promotion_log.record_deploy(registry.connect(settings), settings, record, deploy_key=key)
 
 
 @pytest.fixture(scope="module")
@@ -139,9 +185,10 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture(scope="module")
-def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def screenshots() -> Path:
+    """Where the screenshots (and the pages they show) stay after the run, for the reader."""
     configured = os.environ.get("LOANOPS_TEST_ARTIFACTS")
-    folder = Path(configured) / "ui" if configured else tmp_path_factory.mktemp("ui-screenshots")
+    folder = (Path(configured) if configured else ROOT / "test-artifacts") / "ui"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
@@ -164,6 +211,15 @@ def save(page: Page, folder: Path, name: str, capsys: pytest.CaptureFixture[str]
     return path
 
 
+def save_viewport(page: Page, folder: Path, name: str, capsys: pytest.CaptureFixture[str]) -> Path:
+    """The top of a long page (the monitor report is many screens tall)."""
+    path = folder / name
+    page.screenshot(path=str(path))
+    with capsys.disabled():
+        print(f"\n  screenshot: {path}")
+    return path
+
+
 def test_stack_up_prints_the_urls(stack: Stack) -> None:
     for url in (stack.mlflow, stack.prefect, f"{stack.api}/docs"):
         assert url in stack.up_output
@@ -178,10 +234,30 @@ def test_second_up_is_refused(stack: Stack) -> None:
     assert "already running" in again.stderr
 
 
+def test_mlflow_links_land_on_the_runs_not_the_genai_overview(
+    stack: Stack, page: Page, screenshots: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    page.goto(runs_url(stack.mlflow, stack.experiment_id))
+    page.get_by_text("fixture-0", exact=True).first.wait_for()
+    page.get_by_text(re.compile(r"^1 matching run$")).wait_for()
+    assert "/runs" in page.url and "workflowType=machine_learning" in page.url
+    assert page.get_by_text("No data available for the selected time range").count() == 0
+    save(page, screenshots, "mlflow-runs.png", capsys)
+
+    page.goto(run_url(stack.mlflow, stack.experiment_id, stack.run_id))
+    page.get_by_text(stack.run_id, exact=True).first.wait_for()
+    page.get_by_text("test_roc_auc", exact=True).first.wait_for()
+
+    page.goto(promotion_log_url(stack.mlflow, stack.promotions_experiment_id))
+    page.get_by_text(stack.deploy_run_name, exact=True).first.wait_for()
+    assert "/runs" in page.url
+    save(page, screenshots, "mlflow-promotion-log.png", capsys)
+
+
 def test_mlflow_ui_shows_the_model_with_its_production_alias(
     stack: Stack, page: Page, screenshots: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    page.goto(f"{stack.mlflow}/#/models/{stack.model_name}")
+    page.goto(model_url(stack.mlflow, stack.model_name))
     page.get_by_role("heading", name=stack.model_name).wait_for()
     # The alias tag reads "@ production", beside the version it points at.
     alias = page.get_by_text(re.compile(r"^@\s*production$"))
@@ -189,6 +265,51 @@ def test_mlflow_ui_shows_the_model_with_its_production_alias(
     row = page.locator("tr, [role=row]").filter(has=alias.first)
     assert f"Version {stack.version}" in row.first.inner_text()
     assert save(page, screenshots, "mlflow-registered-model.png", capsys).stat().st_size > 0
+
+
+def test_model_card_shows_its_plots(
+    stack: Stack, page: Page, screenshots: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    card = model_card_folder(stack.settings(), stack.version, screenshots / "model-card")
+    page.goto(card.page.as_uri())
+    page.get_by_role("heading", name=f"Model card: {stack.model_name} v{stack.version}").wait_for()
+    images = loaded_images(page)
+    assert sorted(images) == sorted(card.figures), images
+    assert all(width > 0 for width in images.values()), f"images that did not load: {images}"
+    save(page, screenshots, "model-card.png", capsys)
+
+
+def test_monitor_report_shows_its_title_and_shares(
+    stack: Stack, page: Page, screenshots: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = monitor_report_folder(stack.model_name, stack.version, screenshots / "monitor")
+    page.goto(report.page.as_uri())
+    page.get_by_text(report.title, exact=True).wait_for()
+    page.locator(".js-plotly-plot").first.wait_for()
+    save_viewport(page, screenshots, "monitor-report.png", capsys)
+    # The first distribution that Evidently draws with its abs/perc buttons opens on perc.
+    plot = page.locator(".js-plotly-plot").filter(has_text="perc").first
+    plot.scroll_into_view_if_needed()
+    assert "Percent" in plot.inner_text()
+    box = plot.bounding_box()
+    assert box is not None
+    # The plot's whole row: the feature's name and statistics sit to its left.
+    top = max(0.0, box["y"] - 80)
+    path = screenshots / "monitor-report-distribution.png"
+    page.screenshot(
+        path=str(path), clip={"x": 0, "y": top, "width": 1400, "height": box["height"] + 120}
+    )
+    with capsys.disabled():
+        print(f"\n  screenshot: {path}")
+
+
+def loaded_images(page: Page) -> dict[str, int]:
+    """Each <img> of the page by its src, with its natural width (0: it did not load)."""
+    page.wait_for_function("[...document.images].every(image => image.complete)")
+    widths: dict[str, int] = page.evaluate(
+        "Object.fromEntries([...document.images].map(i => [i.getAttribute('src'), i.naturalWidth]))"
+    )
+    return widths
 
 
 def test_api_docs_render_without_a_cdn(
