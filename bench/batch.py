@@ -279,14 +279,14 @@ def run_batch(
     received = time.perf_counter()
     receive_cpu = time.process_time() - receive_cpu
     submit(app, store, job)
-    while not (current := wait_a_little(store, job.id)).finished:
+    while not (current := wait_a_little(store, job.job_id)).finished:
         pass
     result = time.perf_counter()
     worker_cpu = cpu_seconds(worker_pid) - worker_cpu
     if current.status != "succeeded":
         raise SystemExit(f"the job failed: {current.error}\n{worker_log.read_text()[-3000:]}")
     while current.decisions_recorded < current.rows_valid:
-        current = wait_a_little(store, job.id)
+        current = wait_a_little(store, job.job_id)
     recorded = time.perf_counter()
     time.sleep(0.5)  # let the last task's log line land
     return Batch(

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from cli import demo, models, monitoring, serving, training
+from cli import batch, demo, models, monitoring, serving, training
 from cli.environment import prepare
 from cli.stack import commands as stack
 
@@ -44,6 +44,7 @@ def main(
 
 
 app.add_typer(models.models_app, name="models")
+app.add_typer(batch.batch_app, name="batch")
 app.add_typer(monitoring.outcomes_app, name="outcomes")
 app.add_typer(stack.app, name="stack")
 app.command()(training.train)

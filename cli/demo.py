@@ -131,7 +131,7 @@ def print_tour(seen: ServingTour) -> None:
         soft_wrap=True,
     )
     console.print(
-        f"  batch job {job['id']}: {job['status']}, {job['rows_valid']} rows scored, "
+        f"  batch job {job['job_id']}: {job['status']}, {job['rows_valid']} rows scored, "
         f"{job['rows_rejected']} rejected; the last rows of its result:",
         highlight=False,
         soft_wrap=True,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import logging
 import math
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -48,6 +49,13 @@ from serving.middleware import (
 from serving.model import LoadedModel
 from serving.routers import batch_jobs, health, model, outcomes, predict
 from serving.state import ModelHolder
+
+logger = logging.getLogger(__name__)
+
+OPEN_API_WARNING = (
+    "LOANOPS_API_KEYS is not set: this API accepts any X-API-Key (dev mode only). Set "
+    "LOANOPS_API_KEYS=key-one,key-two to require one of them."
+)
 
 API_TITLE = "loanops scoring API"
 API_DESCRIPTION = """
@@ -112,6 +120,9 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not state.api_keys:
+            # Only dev mode gets here without keys (the settings refuse it elsewhere).
+            logger.warning(OPEN_API_WARNING)
         await asyncio.to_thread(migrate, settings.decision_db_url)
         await asyncio.to_thread(batch_database.migrate, jobs.engine)
         database = state.database = create_engine_for(settings.decision_db_url)

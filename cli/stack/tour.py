@@ -21,6 +21,7 @@ import pandas as pd
 from cli.stack.probes import StackError, free_port, http_ok, listening, wait_until
 from cli.stack.programs import loanops_command, redis_server_command
 from cli.stack.supervisor import Program, Supervisor
+from loanops.progress import Progress, report
 
 STOP_ORDER = (("api", "worker"), ("redis",))
 READY_TIMEOUT = 60.0
@@ -147,19 +148,22 @@ def tour(
     if response.status_code != 202:
         raise StackError(f"POST /v1/batch-jobs answered {response.status_code}: {response.text}")
     job = response.json()
-    job_url = f"{url}/v1/batch-jobs/{job['id']}"
+    job_url = f"{url}/v1/batch-jobs/{job['job_id']}"
 
     def finished() -> bool:
         job.update(requests.get(job_url, headers=headers, timeout=10).json())
+        report(Progress("rows scored", job["rows_done"], job.get("total_rows")))
         return job["status"] in ("succeeded", "failed")
 
     try:
-        wait_until(f"batch job {job['id']}", finished, JOB_TIMEOUT, interval=0.5)
+        wait_until(f"batch job {job['job_id']}", finished, JOB_TIMEOUT, interval=0.5)
     except StackError:
-        raise StackError(f"batch job {job['id']} did not finish: {job}") from None
+        raise StackError(f"batch job {job['job_id']} did not finish: {job}") from None
     if job["status"] != "succeeded":
-        raise StackError(f"batch job {job['id']} failed: {job.get('error')}")
-    result = requests.get(f"{url}/v1/batch-jobs/{job['id']}/result", headers=headers, timeout=60)
+        raise StackError(f"batch job {job['job_id']} failed: {job.get('error')}")
+    result = requests.get(
+        f"{url}/v1/batch-jobs/{job['job_id']}/result", headers=headers, timeout=60
+    )
     scored = workdir / "scored.csv"
     scored.write_bytes(result.content)
     frame = pd.read_csv(scored)

@@ -2,9 +2,10 @@
 
 `Settings` holds where things are (`home`, `tracking_uri`) and what the model is called at the
 top, and one group per concern: `training`, `gate`, `monitor`, `serving`, `decision_log`,
-`batch`, `kube`. The environment variables stay flat, `LOANOPS_<NAME>`, because the Kubernetes
-ConfigMap and Secret and the compose file use exactly these names: `LOANOPS_PROMOTION_MIN_AUC`
-sets `settings.gate.min_auc`. `Settings.environment_variables()` lists them all.
+`batch`, `kube`, and `client` (the API the CLI calls). The environment variables stay flat,
+`LOANOPS_<NAME>`, because the Kubernetes ConfigMap and Secret and the compose file use exactly
+these names: `LOANOPS_PROMOTION_MIN_AUC` sets `settings.gate.min_auc`.
+`Settings.environment_variables()` lists them all.
 
 A new setting goes in the group of its concern, named without the group's prefix:
 `max_backlog` in `DecisionLogSettings` is read from `LOANOPS_DECISION_LOG_MAX_BACKLOG`. A variable
@@ -13,6 +14,7 @@ override a group field by field, over the environment: `Settings(gate=GateSettin
 """
 
 from loanops.settings.batch import BatchSettings
+from loanops.settings.client import ClientSettings
 from loanops.settings.decision_log import DecisionLogSettings
 from loanops.settings.environment import ENV_PREFIX, SettingsGroup, Variable
 from loanops.settings.gate import GateSettings
@@ -25,6 +27,7 @@ from loanops.settings.training import ModelFamily, TrainingSettings
 __all__ = [
     "ENV_PREFIX",
     "BatchSettings",
+    "ClientSettings",
     "DecisionLogSettings",
     "GateSettings",
     "KubeSettings",

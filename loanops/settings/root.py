@@ -20,6 +20,7 @@ from pydantic_settings import (
 
 from loanops.model_ref import ModelRef
 from loanops.settings.batch import BatchSettings
+from loanops.settings.client import ClientSettings
 from loanops.settings.decision_log import DecisionLogSettings
 from loanops.settings.environment import (
     ENV_PREFIX,
@@ -94,6 +95,9 @@ class Settings(BaseSettings):
     )
     kube: KubeSettings = Field(
         default_factory=KubeSettings, description="The cluster the deploy flow pins."
+    )
+    client: ClientSettings = Field(
+        default_factory=ClientSettings, description="The API the CLI's batch commands call."
     )
 
     @classmethod

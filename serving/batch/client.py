@@ -103,11 +103,13 @@ def submit(client: Celery, store: JobStore, job: BatchJob) -> None:
             ping.ping()
         finally:
             ping.close()
-        client.send_task(PREPARE_TASK, args=[job.id], queue=QUEUE, retry=False, ignore_result=True)
+        client.send_task(
+            PREPARE_TASK, args=[job.job_id], queue=QUEUE, retry=False, ignore_result=True
+        )
     except (redis.RedisError, KombuError, OSError) as error:
-        store.delete(job.id)
+        store.delete(job.job_id)
         raise QueueUnavailable(
             f"the batch-job queue is unavailable (Redis: {short_message(error)}); the job was not "
             "queued, try again later"
         ) from error
-    logger.info("batch job %s queued", job.id)
+    logger.info("batch job %s queued", job.job_id)

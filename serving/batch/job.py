@@ -24,7 +24,7 @@ class BatchJob(BaseModel):
         json_schema_extra={
             "examples": [
                 {
-                    "id": "5f0c6d9e2b8a4c1f9e3d7a6b5c4d3e2f",
+                    "job_id": "5f0c6d9e2b8a4c1f9e3d7a6b5c4d3e2f",
                     "status": "running",
                     "model_name": "loan-default",
                     "model_version": "3",
@@ -46,7 +46,7 @@ class BatchJob(BaseModel):
         }
     )
 
-    id: str = Field(description="Job id: 32 hexadecimal characters.")
+    job_id: str = Field(description="Job id: 32 hexadecimal characters.")
     status: JobStatus = Field(
         description="`queued` until a worker picks the job up, then `running`; `succeeded` once "
         "the result file is ready, `failed` when the job cannot finish (see `error`)."

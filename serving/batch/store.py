@@ -183,7 +183,7 @@ class JobStore:
             ).one()
         chunks, chunks_done, rows_done, valid, rejected, recorded = (int(v) for v in progress)
         return BatchJob(
-            id=job.id,
+            job_id=job.id,
             status=job.status,
             model_name=job.model_name,
             model_version=job.model_version,

@@ -185,14 +185,14 @@ def test_every_job_finishes_whole_when_redis_restarts_empty_mid_job(
     # priority), so when Redis dies the first has its result and not all of its decisions,
     # and the second has chunks still to score.
     wait_for(
-        lambda: (job := store.get(second.id)) is not None and job.chunks_done >= 20,
+        lambda: (job := store.get(second.job_id)) is not None and job.chunks_done >= 20,
         timeout=TIMEOUT_S,
         what="20 chunks of the second job",
         interval=0.1,
         details=worker.tail,
     )
     own_redis.kill()
-    at_kill = {job_id: store.get(job_id) for job_id in (first.id, second.id)}
+    at_kill = {job_id: store.get(job_id) for job_id in (first.job_id, second.job_id)}
     time.sleep(OUTAGE_S)
     own_redis.start()
 
@@ -204,13 +204,13 @@ def test_every_job_finishes_whole_when_redis_restarts_empty_mid_job(
         details=worker.tail,
     )
     assert finished
-    before = at_kill[first.id]
+    before = at_kill[first.job_id]
     assert before is not None and before.status == "succeeded"
     assert before.decisions_pending > 0, "the outage came too late to lose any decision"
-    during = at_kill[second.id]
+    during = at_kill[second.job_id]
     assert during is not None and not during.finished, "the outage came too late"
 
-    for job_id, frame in ((first.id, small), (second.id, big)):
+    for job_id, frame in ((first.job_id, small), (second.job_id, big)):
         recorded = wait_for(
             functools.partial(recorded_job, store, job_id),
             timeout=TIMEOUT_S,

@@ -175,7 +175,7 @@ def wait_for_chunks(store: JobStore, job_id: str, chunks: int) -> None:
 
 
 def read_result(store: JobStore, job: BatchJob) -> pd.DataFrame:
-    path = store.result_path(job.id)
+    path = store.result_path(job.job_id)
     assert path is not None
     if job.input_format == "csv":
         return pd.read_csv(path, dtype={"reason_codes": str, "rejection_reason": str})
@@ -260,21 +260,21 @@ def test_csv_job_scores_each_row_once_and_rejects_bad_rows_with_reasons(
     assert (job.status, job.input_format, job.total_rows) == ("queued", "csv", 2200)
 
     submit(celery_app, store, job)
-    job = wait_until_finished(store, job.id, worker)
+    job = wait_until_finished(store, job.job_id, worker)
 
     assert job.status == "succeeded", job.error
     assert (job.rows_done, job.rows_valid, job.rows_rejected) == (2200, 2195, 5)
     assert (job.chunks, job.chunks_done) == (5, 5)
     result = read_result(store, job)
     check_result(result, submitted, production, rejected)
-    assert wait_until_recorded(store, job.id, worker).decisions_recorded == 2195
-    log = logged(decision_log, job.id).set_index("request_id")
+    assert wait_until_recorded(store, job.job_id, worker).decisions_recorded == 2195
+    log = logged(decision_log, job.job_id).set_index("request_id")
     scored = result[result["rejection_reason"].isna()]
-    assert sorted(log.index) == sorted(f"{job.id}-{row}" for row in scored["row"])
+    assert sorted(log.index) == sorted(f"{job.job_id}-{row}" for row in scored["row"])
     assert set(log["model_version"]) == {production.version}
     assert set(log["source"]) == {"batch"}
     first_declined = scored[scored["decision"] == "decline"].iloc[0]
-    reasons = log.loc[f"{job.id}-{first_declined['row']}", "reasons"]
+    reasons = log.loc[f"{job.job_id}-{first_declined['row']}", "reasons"]
     assert ";".join(r["code"] for r in reasons) == first_declined["reason_codes"]
     assert all(r["impact"] > 0 and r["text"] for r in reasons)
 
@@ -293,7 +293,7 @@ def test_parquet_job_keeps_its_format_and_columns(
     job = receive(store, path.read_bytes(), "upload", production)
 
     submit(celery_app, store, job)
-    job = wait_until_finished(store, job.id, worker)
+    job = wait_until_finished(store, job.job_id, worker)
 
     assert job.status == "succeeded", job.error
     assert (job.input_format, job.total_rows, job.rows_valid, job.chunks) == (
@@ -319,10 +319,10 @@ def test_a_job_survives_its_worker_being_killed_mid_chunk(
     submitted = pd.concat([serving_model.applicants] * 20, ignore_index=True)
     job = receive(store, submitted.to_csv(index=False).encode(), "big.csv", production)
     submit(celery_app, store, job)
-    wait_for_chunks(store, job.id, 3)
+    wait_for_chunks(store, job.job_id, 3)
 
-    kills = kill_pool_process_mid_task(worker, store, job.id)
-    job = wait_until_finished(store, job.id, worker)
+    kills = kill_pool_process_mid_task(worker, store, job.job_id)
+    job = wait_until_finished(store, job.job_id, worker)
 
     assert kills >= 1
     assert job.status == "succeeded", job.error
@@ -333,8 +333,8 @@ def test_a_job_survives_its_worker_being_killed_mid_chunk(
     np.testing.assert_allclose(
         result["probability"], expected_scores(production, submitted), rtol=0, atol=1e-12
     )
-    wait_until_recorded(store, job.id, worker)
-    log = logged(decision_log, job.id)
+    wait_until_recorded(store, job.job_id, worker)
+    log = logged(decision_log, job.job_id)
     assert len(log) == log["request_id"].nunique() == len(submitted)
 
 
@@ -403,15 +403,15 @@ def test_a_job_keeps_its_version_when_production_moves_mid_job(
     submitted = pd.concat([serving_model.applicants] * 4, ignore_index=True)
     job = receive(store, submitted.to_csv(index=False).encode(), "moving.csv", production)
     submit(celery_app, store, job)
-    wait_for_chunks(store, job.id, 2)
+    wait_for_chunks(store, job.job_id, 2)
     try:
         promote(settings, challenger)
         # The pool process that replaces this one loads production, which is now the challenger.
         (pid,) = pool_pids(worker)
         os.kill(pid, signal.SIGKILL)
-        running = store.get(job.id)
+        running = store.get(job.job_id)
         assert running is not None and not running.finished, "production moved after the job"
-        job = wait_until_finished(store, job.id, worker)
+        job = wait_until_finished(store, job.job_id, worker)
     finally:
         promote(settings, production.version)
 
@@ -423,8 +423,8 @@ def test_a_job_keeps_its_version_when_production_moves_mid_job(
     )
     new = load_version(connect(settings), settings.model_name, challenger)
     assert not np.allclose(result["probability"], expected_scores(new, submitted), atol=1e-6)
-    wait_until_recorded(store, job.id, worker)
-    assert set(logged(decision_log, job.id)["model_version"]) == {production.version}
+    wait_until_recorded(store, job.job_id, worker)
+    assert set(logged(decision_log, job.job_id)["model_version"]) == {production.version}
     assert f"loaded {settings.model_name} v{challenger}" in worker.log()
 
 
@@ -439,20 +439,20 @@ def test_job_state_is_durable_across_store_instances(
     data = serving_model.applicants.head(300).to_csv(index=False).encode()
     finished = receive(store, data, "a.csv", production)
     submit(celery_app, store, finished)
-    wait_until_finished(store, finished.id, worker)
+    wait_until_finished(store, finished.job_id, worker)
     # Recording runs behind the result: compare once it has caught up, or the two reads race it.
-    finished = wait_until_recorded(store, finished.id, worker)
+    finished = wait_until_recorded(store, finished.job_id, worker)
     waiting = receive(store, data, "b.csv", production)  # received, never queued
 
     restarted = JobStore.from_settings(settings)
 
-    assert restarted.get(finished.id) == finished
-    assert restarted.get(waiting.id) == waiting
-    assert restarted.result_path(finished.id) == store.result_path(finished.id)
-    assert {finished.id, waiting.id} <= set(restarted.job_ids())
+    assert restarted.get(finished.job_id) == finished
+    assert restarted.get(waiting.job_id) == waiting
+    assert restarted.result_path(finished.job_id) == store.result_path(finished.job_id)
+    assert {finished.job_id, waiting.job_id} <= set(restarted.job_ids())
     assert restarted.rows_processed_total() >= 300
-    assert restarted.delete(waiting.id)
-    assert store.get(waiting.id) is None
+    assert restarted.delete(waiting.job_id)
+    assert store.get(waiting.job_id) is None
 
 
 def test_submitting_while_redis_is_down_fails_fast_and_leaves_nothing(
@@ -479,5 +479,5 @@ def test_submitting_while_redis_is_down_fails_fast_and_leaves_nothing(
         submit(down, store, job)
 
     assert time.monotonic() - started < 3
-    assert store.get(job.id) is None
-    assert not (store.jobs_root / job.id).exists()
+    assert store.get(job.job_id) is None
+    assert not (store.jobs_root / job.job_id).exists()

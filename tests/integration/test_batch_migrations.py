@@ -88,23 +88,26 @@ def test_the_job_store_and_the_sweep_work_on_both_databases(url: str, tmp_path: 
                 schema=syn.SCHEMA,
             )
         )
-        store.mark_running(job.id)
-        plan = store.split_input(job.id, chunk_rows=100)
+        store.mark_running(job.job_id)
+        plan = store.split_input(job.job_id, chunk_rows=100)
         assert plan.chunk_starts == [0, 100, 200]
-        table = store.read_chunk(job.id, 1)
+        table = store.read_chunk(job.job_id, 1)
         store.write_chunk_output(
-            job.id, 1, table, ChunkCounts(rows=100, valid=99, rejected=1), table
+            job.job_id, 1, table, ChunkCounts(rows=100, valid=99, rejected=1), table
         )
-        store.mark_recorded(job.id, 1, 99)
+        store.mark_recorded(job.job_id, 1, 99)
 
         an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
         with engine.begin() as connection:
             connection.execute(sa.update(ChunkRow).values(sent_at=an_hour_ago))
         lost = claim_lost_work(engine, 60)
-        assert sorted(lost, key=str) == [LostTask("chunk", job.id, 0), LostTask("chunk", job.id, 2)]
+        assert sorted(lost, key=str) == [
+            LostTask("chunk", job.job_id, 0),
+            LostTask("chunk", job.job_id, 2),
+        ]
         assert claim_lost_work(engine, 60) == []
 
-        running = store.get(job.id)
+        running = store.get(job.job_id)
         assert running is not None
         assert (running.chunks, running.chunks_done, running.rows_done) == (3, 1, 100)
         assert (running.rows_valid, running.decisions_recorded, running.decisions_pending) == (
@@ -112,13 +115,13 @@ def test_the_job_store_and_the_sweep_work_on_both_databases(url: str, tmp_path: 
             99,
             0,
         )
-        assert store.pending_chunks(job.id) == [0, 2]
+        assert store.pending_chunks(job.job_id) == [0, 2]
         assert store.rows_processed_total() == 100
-        store.mark_failed(job.id, "boom")
-        store.mark_running(job.id)  # a finished job stays as it is
-        failed = store.get(job.id)
+        store.mark_failed(job.job_id, "boom")
+        store.mark_running(job.job_id)  # a finished job stays as it is
+        failed = store.get(job.job_id)
         assert failed is not None and (failed.status, failed.error) == ("failed", "boom")
-        assert store.delete(job.id) and store.job_ids() == []
+        assert store.delete(job.job_id) and store.job_ids() == []
     finally:
         engine.dispose()
 

@@ -29,6 +29,9 @@ NOT_POD_VARIABLES = {
     "LOANOPS_TUNE_TIMEOUT_SECONDS": "unset by default",
     # Unset in the cluster: the flow runs reach the API with their own service account.
     "LOANOPS_KUBE_CONFIG": "unset in the cluster",
+    # The CLI's way to the API (`loanops batch`), not a setting of any pod.
+    "LOANOPS_API_URL": "the CLI's, not a pod's",
+    "LOANOPS_API_KEY": "the CLI's, not a pod's",
 }
 # Where this deployment puts things, and that it deploys to its own cluster: these differ from the
 # code's embedded defaults on purpose.
@@ -44,10 +47,12 @@ DEPLOYMENT_VARIABLES = {
 
 
 def secret_variables() -> set[str]:
+    """The pods' secret settings: SecretStr fields, those of `NOT_POD_VARIABLES` left out."""
     return {
         name
         for name, variable in VARIABLES.items()
         if SecretStr in getattr(variable.info.annotation, "__args__", (variable.info.annotation,))
+        and name not in NOT_POD_VARIABLES
     }
 
 
@@ -79,6 +84,7 @@ def test_the_variables_include_every_group() -> None:
         "monitor",
         "serving",
         "decision_log",
+        "client",
         "batch",
         "kube",
     }

@@ -30,7 +30,7 @@ from loanops import registry
 from loanops.decisions.database import create_engine_for
 from loanops.decisions.read import count_decisions, read_decisions
 from loanops.settings import Settings
-from serving.app import create_app
+from serving.app import OPEN_API_WARNING, create_app
 from serving.deps import AppState
 from serving.model import REPORTED_METRICS, LoadedModel
 from tests.factories import synthetic_applications
@@ -588,11 +588,28 @@ def test_api_keys_never_reach_the_logs(
         assert key not in logged
 
 
-def test_without_configured_keys_dev_mode_leaves_scoring_open(
-    models: Registry, tmp_path: Path
+def test_without_configured_keys_dev_mode_leaves_scoring_open_and_warns_once(
+    models: Registry, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with serving(models, tmp_path, serving={"api_keys": None}) as started:
+    with (
+        caplog.at_level(logging.WARNING, logger="serving.app"),
+        serving(models, tmp_path, serving={"api_keys": None}) as started,
+    ):
         assert started.post("/v1/predict", content=json.dumps(typical())).status_code == 200
+        assert started.post("/v1/predict", content=json.dumps(typical())).status_code == 200
+
+    warnings = [r.getMessage() for r in caplog.records if r.name == "serving.app"]
+    assert warnings == [OPEN_API_WARNING]
+    assert "accepts any X-API-Key" in OPEN_API_WARNING and "LOANOPS_API_KEYS=" in OPEN_API_WARNING
+
+
+def test_an_api_with_keys_gives_no_open_api_warning(
+    models: Registry, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="serving.app"), serving(models, tmp_path):
+        pass
+
+    assert OPEN_API_WARNING not in caplog.text
 
 
 # --- readiness ----------------------------------------------------------------------------------

@@ -199,13 +199,13 @@ def test_a_csv_upload_is_stored_counted_and_queued(
         0,
         0,
     )
-    assert is_job_id(job.id)
-    folder = store.jobs_root / job.id
+    assert is_job_id(job.job_id)
+    folder = store.jobs_root / job.job_id
     assert (folder / "input.csv").read_bytes() == data
     with store.engine.connect() as connection:  # the state is in SQL, not on the volume
-        assert connection.scalar(select(JobRow.status).where(JobRow.id == job.id)) == "queued"
+        assert connection.scalar(select(JobRow.status).where(JobRow.id == job.job_id)) == "queued"
     assert (
-        JobStore(tmp_path, store.engine).get(job.id) == job
+        JobStore(tmp_path, store.engine).get(job.job_id) == job
     )  # another instance, as after a restart
 
 
@@ -436,25 +436,25 @@ def test_a_job_split_scored_twice_and_assembled_keeps_each_row_once(
     data = frame.to_csv(index=False).encode() if fmt == "csv" else parquet_bytes(frame)
     job = receive(store, data, filename=f"book.{fmt}")
 
-    plan = store.split_input(job.id, chunk_rows=90)
+    plan = store.split_input(job.job_id, chunk_rows=90)
     assert plan.chunk_starts == list(range(0, 1000, 90))
-    assert store.split_input(job.id, chunk_rows=300) == plan  # a finished split stays
-    split = store.get(job.id)
+    assert store.split_input(job.job_id, chunk_rows=300) == plan  # a finished split stays
+    split = store.get(job.job_id)
     assert split is not None and split.chunks == 12
 
-    for index in store.pending_chunks(job.id):
-        run_chunk(store, model, job.id, index)
+    for index in store.pending_chunks(job.job_id):
+        run_chunk(store, model, job.job_id, index)
         if index == 3:
-            run_chunk(store, model, job.id, 3)  # a redelivered chunk replaces its output
-            running = store.get(job.id)
+            run_chunk(store, model, job.job_id, 3)  # a redelivered chunk replaces its output
+            running = store.get(job.job_id)
             assert running is not None and running.rows_done == 360
-    assert store.pending_chunks(job.id) == []
+    assert store.pending_chunks(job.job_id) == []
 
-    done = store.assemble(job.id)
+    done = store.assemble(job.job_id)
     assert done is not None and done.status == "succeeded"
     assert (done.rows_done, done.rows_valid, done.rows_rejected) == (1000, 997, 3)
-    assert store.assemble(job.id) == done  # idempotent
-    path = store.result_path(job.id)
+    assert store.assemble(job.job_id) == done  # idempotent
+    path = store.result_path(job.job_id)
     assert path is not None and path.suffix == f".{fmt}"
     result = pd.read_csv(path) if fmt == "csv" else pd.read_parquet(path)
     assert result["row"].tolist() == list(range(1000))
@@ -463,15 +463,15 @@ def test_a_job_split_scored_twice_and_assembled_keeps_each_row_once(
         result.loc[[5, 500, 999], "rejection_reason"].tolist() == ["loan_amnt: must be >= 1000"] * 3
     )
     assert result["probability"].notna().sum() == 997
-    assert not (store.jobs_root / job.id / "chunks").exists()
+    assert not (store.jobs_root / job.job_id / "chunks").exists()
 
     assert done.decisions_recorded == 0
     for index in range(12):
-        decisions = store.read_decisions(job.id, index)
+        decisions = store.read_decisions(job.job_id, index)
         assert decisions is not None
-        store.mark_recorded(job.id, index, decisions.num_rows)
-        assert store.read_decisions(job.id, index) is None
-    recorded = store.get(job.id)
+        store.mark_recorded(job.job_id, index, decisions.num_rows)
+        assert store.read_decisions(job.job_id, index) is None
+    recorded = store.get(job.job_id)
     assert recorded is not None and recorded.decisions_recorded == 997
     assert JobStore(tmp_path, store.engine).rows_processed_total() == 1000
 
@@ -503,34 +503,35 @@ def test_the_sweep_sends_again_what_waited_too_long_once_each(
     job = receive(store, frame.to_csv(index=False).encode())
     assert claim_lost_work(store.engine, 60) == []  # just sent
 
-    _age(store, job.id)
-    assert claim_lost_work(store.engine, 60) == [LostTask("prepare", job.id)]
+    _age(store, job.job_id)
+    assert claim_lost_work(store.engine, 60) == [LostTask("prepare", job.job_id)]
     assert claim_lost_work(store.engine, 60) == []  # taken: another sweeper finds nothing
 
-    store.mark_running(job.id)
-    store.split_input(job.id, chunk_rows=100)
-    run_chunk(store, model, job.id, 0)
-    _age(store, job.id)
+    store.mark_running(job.job_id)
+    store.split_input(job.job_id, chunk_rows=100)
+    run_chunk(store, model, job.job_id, 0)
+    _age(store, job.job_id)
     # The chunks still to score, and the scored one's decisions.
     assert sorted(claim_lost_work(store.engine, 60), key=str) == [
-        LostTask("chunk", job.id, 1),
-        LostTask("chunk", job.id, 2),
-        LostTask("record", job.id, 0),
+        LostTask("chunk", job.job_id, 1),
+        LostTask("chunk", job.job_id, 2),
+        LostTask("record", job.job_id, 0),
     ]
 
     for index in (1, 2):
-        run_chunk(store, model, job.id, index)
-    _age(store, job.id)
+        run_chunk(store, model, job.job_id, index)
+    _age(store, job.job_id)
     client = _Client()
     lost = sweep(store, client, 60)
     assert sorted(lost, key=str) == sorted(
-        [LostTask("prepare", job.id), *(LostTask("record", job.id, i) for i in range(3))], key=str
+        [LostTask("prepare", job.job_id), *(LostTask("record", job.job_id, i) for i in range(3))],
+        key=str,
     )
-    assert (PREPARE_TASK, [job.id], 0) in client.sent
-    assert (RECORD_TASK, [job.id, 2], RECORD_PRIORITY) in client.sent
+    assert (PREPARE_TASK, [job.job_id], 0) in client.sent
+    assert (RECORD_TASK, [job.job_id, 2], RECORD_PRIORITY) in client.sent
 
-    store.mark_failed(job.id, "boom")
-    _age(store, job.id)
+    store.mark_failed(job.job_id, "boom")
+    _age(store, job.job_id)
     assert claim_lost_work(store.engine, 60) == []  # a failed job needs nothing more
 
 
@@ -539,17 +540,17 @@ def test_a_failed_job_keeps_its_reason_and_is_never_changed_again(
 ) -> None:
     job = receive(store, applicants.head(10).to_csv(index=False).encode())
 
-    failed = store.mark_failed(job.id, "chunk 0 failed: boom")
-    store.mark_running(job.id)
+    failed = store.mark_failed(job.job_id, "chunk 0 failed: boom")
+    store.mark_running(job.job_id)
 
     assert failed is not None
-    again = store.get(job.id)
+    again = store.get(job.job_id)
     assert again is not None
     assert (again.status, again.error) == ("failed", "chunk 0 failed: boom")
     assert again.finished_at is not None
-    assert store.result_path(job.id) is None
-    assert store.delete(job.id)
-    assert store.get(job.id) is None
+    assert store.result_path(job.job_id) is None
+    assert store.delete(job.job_id)
+    assert store.get(job.job_id) is None
 
 
 # --- which errors are worth a retry ------------------------------------------------------------

@@ -422,6 +422,8 @@ WHERE_EACH_VARIABLE_LIVES: dict[str, tuple[str, str, Any]] = {
     "LOANOPS_KUBE_NAMESPACE": ("kube.namespace", "ns", "ns"),
     "LOANOPS_KUBE_DEPLOYMENTS": ("kube.deployments", '{"api": "web"}', {"api": "web"}),
     "LOANOPS_ROLLOUT_TIMEOUT_SECONDS": ("kube.rollout_timeout_seconds", "600", 600.0),
+    "LOANOPS_API_URL": ("client.url", "https://api.example", "https://api.example"),
+    "LOANOPS_API_KEY": ("client.key", "k-client", "k-client"),
 }
 ROOT_VARIABLES = {
     "LOANOPS_ENV": "env",
