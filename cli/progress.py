@@ -55,6 +55,7 @@ def live_display() -> Progress:
         TextColumn,
         TimeElapsedColumn,
     )
+    from rich.console import RenderableType
     from rich.text import Text
 
     class OnlyWithTotal(ProgressColumn):
@@ -64,11 +65,8 @@ def live_display() -> Progress:
             super().__init__()
             self.column = column
 
-        def render(self, task: Task) -> Text:
-            if task.total is None:
-                return Text("")
-            rendered = self.column.render(task)
-            return rendered if isinstance(rendered, Text) else Text(str(rendered))
+        def render(self, task: Task) -> RenderableType:
+            return Text("") if task.total is None else self.column.render(task)
 
     return Progress(
         SpinnerColumn(),

@@ -62,4 +62,5 @@ def test_a_terminal_sees_the_bar_and_then_only_the_results(
 
     drawn = screen.getvalue()
     assert "training…" in drawn and "3/30" in drawn and "best CV AUC 0.7493" in drawn
+    assert "━" in drawn and "<Bar" not in drawn  # a drawn bar, not a renderable's repr
     assert "the result" in drawn
