@@ -7,9 +7,9 @@ not when the CLI starts.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import cache
 from typing import TYPE_CHECKING
 
 import typer
@@ -20,7 +20,25 @@ if TYPE_CHECKING:
     from loanops.settings import Settings
 
 
-@cache
+# The domain's and the libraries' errors that `clear_errors` explains, by module and name. Each
+# is looked up only once its module is loaded: an error of a class never imported cannot have
+# been raised, and importing MLflow (seconds) to explain a bad setting would cost more than the
+# command itself.
+EXPLAINED_ERRORS = (
+    ("loanops.validation", "DataValidationError"),
+    ("loanops.data", "UnknownDatasetError"),
+    ("loanops.promotion", "PromotionError"),
+    ("pydantic", "ValidationError"),
+    ("mlflow.exceptions", "MlflowException"),
+)
+
+
+def loaded_error(module: str, name: str) -> type[Exception] | None:
+    """The exception class `module.name` when that module is loaded, else None."""
+    found = getattr(sys.modules.get(module), name, None)
+    return found if isinstance(found, type) and issubclass(found, Exception) else None
+
+
 def clear_error_types() -> tuple[type[Exception], ...]:
     """The errors `clear_errors` turns into one line; Prefect's logged tracebacks for them are
     dropped.
@@ -28,23 +46,9 @@ def clear_error_types() -> tuple[type[Exception], ...]:
     Besides what a user causes, this covers a broken environment (settings, an unreachable
     tracking server, a full disk): a traceback explains none of those better than its message.
     """
-    from mlflow.exceptions import MlflowException
-    from pydantic import ValidationError
-
-    from loanops.data import UnknownDatasetError
-    from loanops.promotion import PromotionError
-    from loanops.validation import DataValidationError
-
-    return (
-        DataValidationError,
-        UnknownDatasetError,
-        PromotionError,
-        ValidationError,
-        MlflowException,
-        ValueError,
-        RuntimeError,
-        OSError,  # includes FileNotFoundError and ConnectionError
-    )
+    loaded = (loaded_error(module, name) for module, name in EXPLAINED_ERRORS)
+    # OSError includes FileNotFoundError and ConnectionError (requests' too).
+    return (*(error for error in loaded if error is not None), ValueError, RuntimeError, OSError)
 
 
 def fail(message: str) -> typer.Exit:
@@ -67,14 +71,20 @@ def clear_errors() -> Iterator[None]:
 
 def describe(error: Exception) -> str:
     """One line saying what went wrong, without a traceback."""
-    import requests
-    from mlflow.exceptions import MlflowException
     from pydantic import ValidationError
 
     from loanops.settings import Settings
-    from loanops.validation import DataValidationError
 
-    if isinstance(error, DataValidationError):
+    data_error = loaded_error("loanops.validation", "DataValidationError")
+    mlflow_error = loaded_error("mlflow.exceptions", "MlflowException")
+    request_error = loaded_error("requests", "RequestException")
+    connection_errors = tuple(
+        e for e in (ConnectionError, loaded_error("requests", "ConnectionError")) if e is not None
+    )
+    if data_error is not None and isinstance(error, data_error):
+        from loanops.validation import DataValidationError  # loaded already: costs nothing
+
+        assert isinstance(error, DataValidationError)
         problems = "; ".join(str(p) for p in error.problems)
         return f"dataset {error.dataset!r} failed validation: {problems}"
     if isinstance(error, ValidationError):
@@ -90,16 +100,17 @@ def describe(error: Exception) -> str:
         details = "; ".join(f"{where(e['loc'])}: {e['msg']}" for e in error.errors())
         return f"invalid {what}: {details}"
     chain = causes(error)
-    if any(isinstance(e, ConnectionError | requests.ConnectionError) for e in chain):
+    if any(isinstance(e, connection_errors) for e in chain):
         root = chain[-1]
         reason = root.strerror if isinstance(root, OSError) and root.strerror else str(root)
         reason = reason or type(root).__name__
         uri = _configured_tracking_uri()
-        if uri and any(isinstance(e, MlflowException | requests.RequestException) for e in chain):
+        remote = tuple(e for e in (mlflow_error, request_error) if e is not None)
+        if uri and any(isinstance(e, remote) for e in chain):
             return f"cannot reach the MLflow tracking server at {uri}: {reason}"
         return f"connection failed: {reason}"
-    if isinstance(error, MlflowException):
-        return f"MLflow: {error.message}"
+    if mlflow_error is not None and isinstance(error, mlflow_error):
+        return f"MLflow: {getattr(error, 'message', error)}"
     return str(error) or type(error).__name__
 
 

@@ -45,6 +45,7 @@ class ProgressBars(logging.Handler):
 
 def live_display() -> Progress:
     """A spinner and description per task, and for a task with a total, its bar and count."""
+    from rich.console import RenderableType
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -55,7 +56,6 @@ def live_display() -> Progress:
         TextColumn,
         TimeElapsedColumn,
     )
-    from rich.console import RenderableType
     from rich.text import Text
 
     class OnlyWithTotal(ProgressColumn):
