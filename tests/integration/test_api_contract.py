@@ -1,15 +1,13 @@
 """The API keeps its own contract: a running `loanops serve`, fuzzed against its OpenAPI schema.
 
 Schemathesis reads `/openapi.json` from a real server (uvicorn, batch jobs on a Redis database of
-this session's own) and sends schema-valid and schema-violating requests to every operation. Each
-response must be documented: no 5xx, a documented status code and content type, a body that
-matches the documented schema for its status, and a refusal of every request the schema forbids.
+its own and a worker scoring them: `keyed_api`, shared with the batch CLI's tests) and sends
+schema-valid and schema-violating requests to every operation. Each response must be
+documented: no 5xx, a documented status code and content type, a body that matches the
+documented schema for its status, and a refusal of every request the schema forbids.
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import schemathesis
@@ -20,12 +18,9 @@ from schemathesis.core.result import Ok
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 from schemathesis.specs.openapi.schemas import OpenApiSchema
 
-from tests.integration.api_fixtures import API_KEYS, Server, api_settings, loanops_serve
-from tests.integration.serving_fixtures import (  # noqa: F401
-    ServingModel,
-    batch_redis_url,
-    serving_model,
-)
+from tests.integration.api_fixtures import API_KEYS, Server
+from tests.integration.served_api import keyed_api  # noqa: F401
+from tests.integration.serving_fixtures import serving_model  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
@@ -43,22 +38,9 @@ RULES_THE_SCHEMA_CANNOT_STATE = {
 
 
 @pytest.fixture(scope="module")
-def contract_server(
-    serving_model: ServingModel,  # noqa: F811
-    batch_redis_url: str,  # noqa: F811
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Server]:
-    """`loanops serve` on the session's model, with API keys and batch jobs on real Redis."""
-    folder: Path = tmp_path_factory.mktemp("contract")
-    settings = api_settings(serving_model.settings(), folder, batch={"redis_url": batch_redis_url})
-    with loanops_serve(settings, folder) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def api_schema(contract_server: Server) -> OpenApiSchema:
+def api_schema(keyed_api: Server) -> OpenApiSchema:  # noqa: F811
     """The document the running server publishes; requests go to that server."""
-    return schemathesis.openapi.from_url(f"{contract_server.url}/openapi.json", timeout=30)
+    return schemathesis.openapi.from_url(f"{keyed_api.url}/openapi.json", timeout=30)
 
 
 OPERATIONS = [

@@ -1,8 +1,8 @@
 """`loanops batch submit | status | result` end to end: the CLI, a real API, a real worker.
 
 The API is `loanops serve` (uvicorn) on the session's production model, with API keys and its
-job queue on a Redis database of this module's own; a `loanops worker` scores the chunks. The
-CLI runs as its installed entry point, as a user types it, and speaks only HTTP to the API.
+job queue on a Redis database of its own; a `loanops worker` scores the chunks (`keyed_api`).
+The CLI runs as its installed entry point, as a user types it, and speaks only HTTP to the API.
 """
 
 from __future__ import annotations
@@ -10,27 +10,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from loanops.data import synthetic as syn
-from tests.integration.api_fixtures import (
-    API_KEYS,
-    Server,
-    api_environment,
-    api_settings,
-    loanops_serve,
-)
-from tests.integration.serving_fixtures import (  # noqa: F401
-    ServingModel,
-    celery_worker,
-    claimed_redis_db,
-    serving_model,
-)
-from tests.services import redis_url
+from serving.app import OPEN_API_WARNING
+from tests.integration.api_fixtures import API_KEYS, Server
+from tests.integration.served_api import keyed_api  # noqa: F401
+from tests.integration.serving_fixtures import ServingModel, serving_model  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
@@ -39,19 +28,8 @@ ROWS = 300
 
 
 @pytest.fixture(scope="module")
-def api(
-    serving_model: ServingModel,  # noqa: F811
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Server]:
-    """`loanops serve` and one `loanops worker`, sharing the job queue, database and storage."""
-    folder = tmp_path_factory.mktemp("cli-batch")
-    with redis_url() as server, claimed_redis_db(server) as queue:
-        settings = api_settings(serving_model.settings(), folder, batch={"redis_url": queue})
-        with (
-            loanops_serve(settings, folder) as api_server,
-            celery_worker(api_environment(settings), log_dir=folder),
-        ):
-            yield api_server
+def api(keyed_api: Server) -> Server:  # noqa: F811
+    return keyed_api
 
 
 def loanops(
@@ -155,6 +133,11 @@ def test_a_file_the_api_refuses_is_one_line_with_its_detail(api: Server, tmp_pat
     assert result.returncode == 1
     assert result.stderr.startswith("error: POST /v1/batch-jobs answered 422: body: ")
     assert len(result.stderr.splitlines()) == 1
+
+
+def test_an_api_with_keys_gives_no_open_api_warning(api: Server) -> None:
+    assert "Application startup complete" in api.log()
+    assert OPEN_API_WARNING not in api.log()
 
 
 def test_an_unreachable_api_is_one_line_naming_it(tmp_path: Path) -> None:

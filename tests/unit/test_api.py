@@ -603,15 +603,6 @@ def test_without_configured_keys_dev_mode_leaves_scoring_open_and_warns_once(
     assert "accepts any X-API-Key" in OPEN_API_WARNING and "LOANOPS_API_KEYS=" in OPEN_API_WARNING
 
 
-def test_an_api_with_keys_gives_no_open_api_warning(
-    models: Registry, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    with caplog.at_level(logging.WARNING, logger="serving.app"), serving(models, tmp_path):
-        pass
-
-    assert OPEN_API_WARNING not in caplog.text
-
-
 # --- readiness ----------------------------------------------------------------------------------
 
 
