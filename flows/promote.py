@@ -26,6 +26,7 @@ from sklearn.metrics import brier_score_loss, roc_auc_score
 from flows.common import TRACKING_RETRIES, settings_for
 from loanops import card, promotion_log, registry
 from loanops.data import frame_sha256
+from loanops.directions import direction_effects
 from loanops.evaluate import expected_calibration_error
 from loanops.promotion import (
     Comparison,
@@ -86,10 +87,15 @@ def load_gate_data(settings: Settings, version: ModelVersion) -> pd.DataFrame:
 def gate_scores(
     version: ModelVersion, model: Any, schema: FeatureSchema, frame: pd.DataFrame
 ) -> GateScores:
-    """A version's gate metrics on one frozen test set."""
+    """A version's gate metrics and direction effects on one frozen test set."""
     X = schema.to_frame(frame)
     y = schema.labels(frame)
-    p = np.asarray(model.predict_proba(X)[:, 1])
+
+    def pd_of(features: pd.DataFrame) -> np.ndarray:
+        return np.asarray(model.predict_proba(features)[:, 1])
+
+    p = pd_of(X)
+    directions = direction_effects(pd_of, X, schema)
     return GateScores(
         version=str(version.version),
         roc_auc=float(roc_auc_score(y, p)),
@@ -99,7 +105,11 @@ def gate_scores(
         default_rate=float(y.mean()),
         rows=len(y),
         positives=int(y.sum()),
-        metrics={"brier": float(brier_score_loss(y, p))},
+        metrics={
+            "brier": float(brier_score_loss(y, p)),
+            **{f"direction_{e.feature}": e.mean_change for e in directions},
+        },
+        directions=directions,
     )
 
 

@@ -10,11 +10,11 @@ import pandas as pd
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, OrdinalEncoder, StandardScaler
 
+from loanops.constrained import SignConstrainedLogisticRegression
 from loanops.schema import FeatureSchema
 from loanops.settings import ModelFamily
 
@@ -121,6 +121,17 @@ def _categorical_imputer() -> SimpleImputer:
     return SimpleImputer(strategy="constant", fill_value=MISSING_CATEGORY, missing_values=None)
 
 
+def _linear_numbers(schema: FeatureSchema, *, log_amounts: bool) -> tuple[list[str], list[str]]:
+    """The linear model's plain and log-compressed numbers, in the order its columns start with.
+
+    Amounts and counts are right-skewed; log1p tames them for a linear model. Negative values
+    cannot reach it: validation and the request model both enforce the minimum.
+    """
+    numeric = schema.numeric_features
+    loggable = [n for n in numeric if log_amounts and _non_negative(schema, n)]
+    return [n for n in numeric if n not in loggable], loggable
+
+
 def build_preprocessor(schema: FeatureSchema, family: ModelFamily, *, log_amounts: bool) -> Any:
     """The column transformer for a model family.
 
@@ -131,10 +142,7 @@ def build_preprocessor(schema: FeatureSchema, family: ModelFamily, *, log_amount
     """
     numeric, categorical = schema.numeric_features, schema.categorical_features
     if family == "logreg":
-        # Amounts and counts are right-skewed; log1p tames them for a linear model. Negative
-        # values cannot reach it: validation and the request model both enforce the minimum.
-        loggable = [n for n in numeric if log_amounts and _non_negative(schema, n)]
-        plain = [n for n in numeric if n not in loggable]
+        plain, loggable = _linear_numbers(schema, log_amounts=log_amounts)
         numbers: list[tuple[str, Any, list[str]]] = [
             ("num", _numeric_steps(log=False), plain),
             ("num_log", _numeric_steps(log=True), loggable),
@@ -171,7 +179,13 @@ def build_model(
     log_amounts = bool(params.pop("log_amounts", False))
     classifier: Any
     if family == "logreg":
-        classifier = LogisticRegression(C=params["C"], max_iter=2000)
+        # Every number reaches the model through monotone increasing steps (median imputation,
+        # log1p, standardising) and one column each, ahead of the one-hot categories, so
+        # bounding its coefficient's sign binds the model to the declared direction of risk.
+        # Imputation adds no missing-value indicator: a missing value scores as the median.
+        plain, loggable = _linear_numbers(schema, log_amounts=log_amounts)
+        signs = [_MONOTONIC[schema.feature(n).risk] for n in (*plain, *loggable)]
+        classifier = SignConstrainedLogisticRegression(signs, C=params["C"], max_iter=2000)
     elif family == "hist_gbt":
         numeric = [schema.feature(name) for name in schema.numeric_features]
         n_categorical = len(schema.categorical_features)

@@ -12,6 +12,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from loanops.directions import DirectionEffect
+
 # A drop of exactly the tolerance passes, even where float subtraction overshoots it.
 _FLOAT_SLACK = 1e-12
 
@@ -31,6 +33,8 @@ class GatePolicy:
     """How many standard errors the mean PD may sit from the observed default rate."""
     min_gate_positives: int = 30
     """Fewest defaults the gate data must hold for the comparison to mean anything."""
+    direction_tolerance: float = 1e-4
+    """How far the mean PD may fall when a feature moves toward its declared risk."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,8 @@ class GateScores:
     pd_variance: float
     """Mean of p·(1 − p) over the rows: the Bernoulli variance the model itself predicts."""
     metrics: dict[str, float] = field(default_factory=dict)
+    directions: tuple[DirectionEffect, ...] = ()
+    """The mean-PD change of moving each feature with a declared risk toward it, on these rows."""
 
     @property
     def calibration_z(self) -> float:
@@ -99,9 +105,10 @@ def decide(
     """Apply the gate.
 
     The challenger is promoted only if its gate data holds enough defaults, it clears the AUC
-    floor, the calibration-error ceiling and the calibration-in-the-large bound, and, when there
-    is a champion, its AUC is no more than `auc_tolerance` below the champion's on every test
-    set they were both scored on.
+    floor, the calibration-error ceiling and the calibration-in-the-large bound, its mean PD
+    falls by no more than `direction_tolerance` when any feature moves toward its declared risk,
+    and, when there is a champion, its AUC is no more than `auc_tolerance` below the champion's
+    on every test set they were both scored on.
 
     Args:
         challenger: the challenger on its own frozen test split.
@@ -143,6 +150,10 @@ def decide(
         f"{z:+.1f} standard errors, {'within' if in_line else 'beyond'} "
         f"±{policy.max_calibration_z:g}",
     )
+    contradicted = _direction_failures(challenger.directions, policy)
+    failed.extend(contradicted)
+    if challenger.directions and not contradicted:
+        passed.append(_directions_hold(challenger.directions, policy))
     comparisons: list[Comparison] = []
     if champion is None:
         passed.append("no champion: the floors alone decide")
@@ -168,6 +179,32 @@ def decide(
         champion_version=champion.version if champion else None,
         comparisons=tuple(also),
     )
+
+
+def _direction_failures(effects: Sequence[DirectionEffect], policy: GatePolicy) -> list[str]:
+    return [
+        f"direction: PD falls as {e.feature} {e.moved} by {_amount(e.step)} "
+        f"(mean {e.mean_change:+.4f} over {e.rows:,} gate loans); risk is declared {e.risk}"
+        for e in effects
+        if e.mean_change < -policy.direction_tolerance
+    ]
+
+
+def _directions_hold(effects: Sequence[DirectionEffect], policy: GatePolicy) -> str:
+    weakest = min(effects, key=lambda e: e.mean_change)
+    if len(effects) == 1:
+        which, change = f"{weakest.feature}, the one declared feature,", "change"
+    else:
+        which, change = f"each of the {len(effects)} declared features", "smallest change"
+    return (
+        f"directions: mean PD holds within tolerance -{policy.direction_tolerance:.4f} as "
+        f"{which} moves toward risk on {weakest.rows:,} gate loans "
+        f"({change} {weakest.mean_change:+.4f}, {weakest.feature})"
+    )
+
+
+def _amount(step: float) -> str:
+    return f"{step:,.0f}" if abs(step) >= 100 else f"{step:.3g}"
 
 
 def refuse(

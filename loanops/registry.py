@@ -35,6 +35,7 @@ LOANOPS_METADATA_KEY = "loanops"
 # that needs anything else fails instead of unpickling it, which is the point of using skops.
 SKOPS_TRUSTED_TYPES = [
     "functools.partial",
+    "loanops.constrained.SignConstrainedLogisticRegression",
     "numpy.dtype",
     "sklearn.calibration._CalibratedClassifier",
     "sklearn.calibration._SigmoidCalibration",

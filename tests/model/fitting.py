@@ -12,8 +12,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.base import clone
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.frozen import FrozenEstimator
+from sklearn.linear_model import LogisticRegression
 
-from loanops.evaluate import CostMatrix
+from loanops.evaluate import CostMatrix, choose_threshold
 from loanops.features import Splits, split_frame
 from loanops.schema import FeatureSchema
 from loanops.settings import ModelFamily, Settings
@@ -68,3 +72,18 @@ def fit_model(schema: FeatureSchema, raw: pd.DataFrame, family: ModelFamily) -> 
     )
     model = fit(schema, family, CONFIGS[family], splits.train, splits.validation, COSTS, SEED)
     return Fitted(model=model, schema=schema, splits=splits, raw=raw)
+
+
+def unconstrained_logreg(fitted: Fitted) -> Fitted:
+    """`fitted`, a logistic regression, refitted with a plain `LogisticRegression` (no sign
+    constraints) and calibrated and thresholded the same way, on the same splits."""
+    constrained = fitted.model.model.calibrated_classifiers_[0].estimator.estimator
+    free = LogisticRegression(C=CONFIGS["logreg"]["C"], max_iter=2000)
+    pipeline = clone(constrained).set_params(classifier=free)
+    train, validation = fitted.splits.train, fitted.splits.validation
+    pipeline.fit(train.X, train.y)
+    calibrated = CalibratedClassifierCV(FrozenEstimator(pipeline), method="sigmoid")
+    calibrated.fit(validation.X, validation.y)
+    threshold = choose_threshold(validation.y, calibrated.predict_proba(validation.X)[:, 1], COSTS)
+    model = TrainedModel(calibrated, "logreg", dict(CONFIGS["logreg"]), threshold)
+    return Fitted(model=model, schema=fitted.schema, splits=fitted.splits, raw=fitted.raw)

@@ -289,3 +289,45 @@ def test_logreg_log_compresses_features_whose_minimum_is_zero() -> None:
     columns = preprocessor_columns(LENDING_CLUB, log_amounts=True)
     assert columns["num_log"] == LENDING_CLUB.numeric_features
     assert "num" not in columns
+
+
+def directions_schema() -> FeatureSchema:
+    return FeatureSchema(
+        name="directions",
+        target=Target(name="y", positive=1, negative=0),
+        features=(
+            Feature(name="amount", kind="float", minimum=0, description="log", risk="increasing"),
+            Feature(
+                name="margin", kind="float", minimum=-5, description="plain", risk="decreasing"
+            ),
+            Feature(name="score", kind="float", description="no direction"),
+            Feature(name="grade", kind="category", categories=("A", "B"), description="free"),
+        ),
+    )
+
+
+@pytest.mark.parametrize("log_amounts", [True, False])
+def test_logreg_bounds_each_declared_number_by_its_name(log_amounts: bool) -> None:
+    # The data contradicts both declared directions, so both coefficients sit at zero.
+    rng = np.random.default_rng(0)
+    rows = 4000
+    X = pd.DataFrame(
+        {
+            "amount": rng.lognormal(8, 1, rows),
+            "margin": rng.uniform(-5, 5, rows),
+            "score": rng.standard_normal(rows),
+            "grade": rng.choice(np.array(["A", "B"], dtype=object), rows),
+        }
+    )
+    logit = -2 - 0.8 * np.log(X["amount"] / 3000) + 0.3 * X["margin"] + 0.5 * X["score"]
+    y = (rng.random(rows) < 1 / (1 + np.exp(-logit))).to_numpy().astype(int)
+    params = {"C": 1.0, "log_amounts": log_amounts}
+    model = build_model(directions_schema(), "logreg", params, seed=0).fit(X, y)
+    names = model.named_steps["preprocess"].get_feature_names_out()
+    classifier = model.named_steps["classifier"]
+    signs = dict(zip(names, classifier.monotonic_cst, strict=False))
+    assert signs == {"amount": 1, "margin": -1, "score": 0}
+    coef = dict(zip(names, classifier.coef_[0], strict=True))
+    assert coef["amount"] == 0.0 and coef["margin"] == 0.0
+    assert coef["score"] > 0.3
+    assert {n for n in names if n.startswith("grade")} <= set(names[len(signs) :])

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
+from loanops.directions import DirectionEffect
 from loanops.promotion import Comparison, GateScores, decide, refuse
+from loanops.schema import RiskDirection
 from tests.factories import gate_policy, gate_scores
 
 POLICY = gate_policy()  # AUC floor 0.65, ECE ceiling 0.05, AUC tolerance 0.01, z 3, 30 defaults
@@ -156,3 +160,65 @@ def test_a_refusal_keeps_the_champion_it_was_measured_against() -> None:
 def test_calibration_z_measures_the_gap_against_the_spread_the_model_predicts() -> None:
     scores = gate_scores(mean_pd=0.06, default_rate=0.05, rows=1900, pd_variance=0.04)
     assert scores.calibration_z == pytest.approx(0.01 / (0.04 / 1900) ** 0.5)
+
+
+Change = tuple[str, RiskDirection, float, float]
+
+
+def with_directions(scores: GateScores, *changes: Change) -> GateScores:
+    """`scores` carrying direction effects (feature, risk, step, mean PD change)."""
+    effects = tuple(
+        DirectionEffect(feature, risk, step, change, scores.rows)
+        for feature, risk, step, change in changes
+    )
+    return replace(scores, directions=effects)
+
+
+OBEYED: tuple[Change, ...] = (
+    ("revol_util", "increasing", 24.1, 0.0),
+    ("annual_inc", "decreasing", 60213.0, 0.0041),
+)
+
+
+def test_a_model_that_obeys_every_declared_direction_is_told_so() -> None:
+    decision = decide(with_directions(gate_scores(0.70), *OBEYED), None, POLICY)
+    assert decision.promote
+    assert decision.reasons == (
+        *CHECKS_OK,
+        "directions: mean PD holds within tolerance -0.0001 as each of the 2 declared features "
+        "moves toward risk on 2,000 gate loans (smallest change +0.0000, revol_util)",
+        "no champion: the floors alone decide",
+    )
+
+
+def test_a_pd_that_falls_as_a_risk_rises_is_refused_with_the_feature_named() -> None:
+    violating = with_directions(
+        gate_scores(0.80),
+        ("revol_util", "increasing", 24.1, -0.0012),
+        ("delinq_2yrs", "increasing", 1.0, 0.0003),
+        ("annual_inc", "decreasing", 60213.0, -0.0009),
+    )
+    decision = decide(violating, champion(0.70), POLICY)
+    assert not decision.promote
+    assert decision.reasons == (
+        "direction: PD falls as revol_util rises by 24.1 (mean -0.0012 over 2,000 gate loans); "
+        "risk is declared increasing",
+        "direction: PD falls as annual_inc falls by 60,213 (mean -0.0009 over 2,000 gate loans); "
+        "risk is declared decreasing",
+    )
+
+
+@pytest.mark.parametrize(("change", "promote"), [(-0.0001, True), (-0.00011, False)])
+def test_the_mean_pd_may_fall_by_the_direction_tolerance_and_no_more(
+    change: float, promote: bool
+) -> None:
+    scores = with_directions(gate_scores(0.70), ("revol_util", "increasing", 24.1, change))
+    decision = decide(scores, None, POLICY)
+    assert decision.promote is promote, decision.summary
+    if promote:
+        assert "revol_util, the one declared feature, moves toward risk" in decision.summary
+
+
+def test_a_schema_without_directions_adds_no_direction_line() -> None:
+    decision = decide(gate_scores(0.70), None, POLICY)
+    assert not any("direction" in reason for reason in decision.reasons)
