@@ -251,8 +251,10 @@ def card_from_scores(
         limitations.insert(0, "Trained on synthetic data: a demonstration, not a lending model.")
     if model_card.family == "logreg":
         limitations.append(
-            "Logistic regression has no monotonic constraints: with grade and rate held fixed "
-            "it can price some burden features slightly the wrong way."
+            "The logistic regression's coefficients are bounded by the declared risk "
+            "directions; where a bound binds, the coefficient is zero, so that feature moves no "
+            "PD and gives no adverse-action reason (the gate's direction check is in the "
+            "promotion decision)."
         )
     thin = [f"{row.segment} {row.value!r}" for row in rows if row.defaults < MIN_SEGMENT_DEFAULTS]
     if thin:
