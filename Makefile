@@ -38,8 +38,10 @@ format: install ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# Two processes, each taking whole modules (their module fixtures start servers once): 11 min
+# against 17 serially on 2 cores, measured on a clean clone.
 test: install system-deps lint ## Install, lint, and run the whole test suite against real services
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
 
 # Debian packages the tests drive: chromium for the UI check, docker-compose to validate the
 # compose file (no Docker engine is needed for that). Browsers are never downloaded.
