@@ -406,7 +406,13 @@ def log_and_register(
         client, run_id, trained.model, schema, splits.train.X.head(5), card
     )
     labels = np.where(splits.test.y == 1, schema.target.positive, schema.target.negative)
-    gate_frame = splits.test.X.assign(**{schema.target.name: labels})
+    # The columns the declared segments read beyond the model inputs (a protected attribute)
+    # travel with the gate data, so the gate and the card can judge them; the model never sees
+    # them.
+    review = [c for c in schema.review_columns if c in loaded.frame]
+    gate_frame = splits.test.X.join(loaded.frame.loc[splits.test.X.index, review]).assign(
+        **{schema.target.name: labels}
+    )
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / Path(registry.GATE_DATA_ARTIFACT).name
         gate_frame.to_parquet(path, index=False)

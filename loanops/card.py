@@ -3,7 +3,7 @@
 `build_card` gathers a version's facts from the registry (its training run's lineage tags,
 parameters and metrics, its MLmodel metadata, its gate decision) and scores its frozen test
 split once, for what the run did not log: bootstrap intervals on every headline metric,
-calibration, and metrics by segment (grade, term, income band) with a disparity summary.
+calibration, and metrics by each segment its schema declares, with a disparity summary.
 `write_card` renders it (`loanops.card_render`: Markdown, and HTML from the Jinja2 template
 `loanops/templates/model_card.html.j2`) beside its PNG plots; the promote flow logs that
 folder as the ``model_card`` artifact of the version's run, and `loanops models card VERSION`
@@ -34,11 +34,10 @@ from loanops.evaluate import (
     plot_calibration,
     plot_roc,
 )
-from loanops.schema import FeatureSchema
+from loanops.schema import FeatureSchema, Segment
 
 __all__ = [
     "CARD_ARTIFACT",
-    "INCOME_BANDS",
     "ModelCardReport",
     "MetricInterval",
     "SegmentRow",
@@ -51,9 +50,6 @@ __all__ = [
 
 CARD_ARTIFACT: Final = "model_card"
 """Artifact folder of the card in the version's training run."""
-INCOME_BANDS: Final = (0.0, 40_000.0, 75_000.0, 120_000.0, float("inf"))
-"""Annual-income band edges (USD): the usual retail-lending cut points, fixed so that cards of
-different versions compare band for band."""
 MIN_SEGMENT_DEFAULTS: Final = 30
 """Fewer defaults than this in a segment: its AUC is not reported and a limitation is noted."""
 _BOOTSTRAP_LEVEL: Final = 0.95
@@ -140,39 +136,22 @@ def bootstrap_metrics(
     return results
 
 
-def segments(frame: pd.DataFrame) -> dict[str, pd.Series]:
-    """The segments a card reports on, as labels aligned with `frame`: grade, term, income band.
-
-    Grade is the ``grade`` column, or the letter of ``sub_grade``; a segment whose columns the
-    data lacks is left out.
-    """
-    found: dict[str, pd.Series] = {}
-    if "grade" in frame:
-        found["grade"] = frame["grade"].astype("string")
-    elif "sub_grade" in frame:
-        found["grade"] = frame["sub_grade"].astype("string").str[0]
-    if "term" in frame:
-        found["term"] = frame["term"].astype("string")
-    if "annual_inc" in frame:
-        edges = list(INCOME_BANDS)
-        labels = [_band_label(low, high) for low, high in zip(edges, edges[1:], strict=False)]
-        bands = pd.cut(frame["annual_inc"].astype("float64"), edges, right=False, labels=labels)
-        found["income band"] = bands.astype("string")
-    return found
-
-
-def _band_label(low: float, high: float) -> str:
-    if high == float("inf"):
-        return f"≥ {low / 1000:.0f}k"
-    return f"{low / 1000:.0f}k–{high / 1000:.0f}k"
+def segments(frame: pd.DataFrame, declared: Sequence[Segment]) -> dict[str, pd.Series]:
+    """The declared segments, as labels aligned with `frame`; one whose column is absent is left
+    out (a version trained before its dataset declared it)."""
+    return {s.name: s.labels(frame) for s in declared if s.column in frame}
 
 
 def segment_table(
-    frame: pd.DataFrame, y: np.ndarray, p: np.ndarray, threshold: float
+    frame: pd.DataFrame,
+    declared: Sequence[Segment],
+    y: np.ndarray,
+    p: np.ndarray,
+    threshold: float,
 ) -> list[SegmentRow]:
     """Rows, defaults, default rate, mean PD, approval rate and AUC per segment value."""
     rows: list[SegmentRow] = []
-    for name, labels in segments(frame).items():
+    for name, labels in segments(frame, declared).items():
         values = labels.fillna("missing").to_numpy()
         for value in sorted(set(values)):
             mask = values == value
@@ -239,7 +218,7 @@ def card_from_scores(
 ) -> ModelCardReport:
     """A card from a version's facts and its scores `p` on its test split (labels `y`)."""
     threshold = model_card.threshold
-    rows = segment_table(test_frame, y, p, threshold)
+    rows = segment_table(test_frame, model_card.schema.segments, y, p, threshold)
     limitations = [
         "Trained and tested on one historical extract: performance on later vintages is "
         "measured by the performance flow once outcomes arrive, not by this card.",

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 FeatureKind = Literal["int", "float", "category"]
 RiskDirection = Literal["increasing", "decreasing"]
+SegmentUse = Literal["fair_lending", "reporting"]
 
 _PANDAS_DTYPES: dict[FeatureKind, str] = {"int": "int64", "float": "float64", "category": "object"}
 _MLFLOW_TYPES: dict[str, Literal["long", "double", "string"]] = {
@@ -94,14 +95,112 @@ class Target(BaseModel):
     negative: str | int = Field(description="Value meaning the loan repaid.")
 
 
+def _mapping_as_pairs(value: Any) -> Any:
+    # Declared as a mapping (YAML, JSON); held as pairs so that the frozen schema stays hashable.
+    if isinstance(value, dict):
+        return tuple((label, tuple(members)) for label, members in value.items())
+    return value
+
+
+class Segment(BaseModel):
+    """A way to split applicants for review: which column, how its values group, and what for.
+
+    A fair-lending segment (a protected class, or its stand-in) is judged by the promotion
+    gate's adverse-impact check and reported on the model card; a reporting segment is only
+    reported. The column need not be a model input: a protected attribute usually is not, and
+    the training data carries it beside the features for review alone.
+    """
+
+    # An open-ended band's infinite edge must survive the JSON the schema travels in.
+    model_config = ConfigDict(frozen=True, ser_json_inf_nan="strings")
+
+    name: str = Field(description="How reports name the segment, such as 'income band'.")
+    column: str = Field(description="The data column its values come from.")
+    use: SegmentUse
+    description: str = ""
+    edges: tuple[float, ...] | None = Field(
+        default=None,
+        description="Band edges for a numeric column: each band holds [edge, next edge).",
+    )
+    prefix: int | None = Field(
+        default=None, ge=1, description="Group text values by their first characters."
+    )
+    groups: Annotated[
+        tuple[tuple[str, tuple[str, ...]], ...] | None, BeforeValidator(_mapping_as_pairs)
+    ] = Field(
+        default=None,
+        description="Group text values under a label each (a mapping of label to values); a "
+        "value listed under no label is left out of the segment.",
+    )
+
+    @model_validator(mode="after")
+    def _one_grouping(self) -> Segment:
+        chosen = [k for k in ("edges", "prefix", "groups") if getattr(self, k) is not None]
+        if len(chosen) > 1:
+            raise ValueError(f"segment {self.name!r} sets {' and '.join(chosen)}: choose one")
+        if self.edges is not None:
+            if len(self.edges) < 2 or list(self.edges) != sorted(set(self.edges)):
+                raise ValueError(f"segment {self.name!r}: edges must be two or more, increasing")
+        if self.groups is not None:
+            values = [v for _, members in self.groups for v in members]
+            repeated = sorted({v for v in values if values.count(v) > 1})
+            if repeated:
+                raise ValueError(f"segment {self.name!r} puts {repeated} in two groups")
+        return self
+
+    def labels(self, frame: pd.DataFrame) -> pd.Series:
+        """Each row's segment value, as text aligned with `frame`; missing stays missing.
+
+        Raises:
+            KeyError: when the frame lacks the segment's column.
+        """
+        if self.column not in frame:
+            raise KeyError(f"segment {self.name!r} needs column {self.column!r}")
+        column = frame[self.column]
+        if self.edges is not None:
+            edges = list(self.edges)
+            names = [_band_label(low, high) for low, high in zip(edges, edges[1:], strict=False)]
+            bands = pd.cut(column.astype("float64"), edges, right=False, labels=names)
+            return bands.astype("string")
+        text = column.astype("string")
+        if self.prefix is not None:
+            return text.str[: self.prefix]
+        if self.groups is not None:
+            lookup = {v: label for label, members in self.groups for v in members}
+            return text.map(lookup, na_action="ignore").astype("string")
+        return text
+
+
+def _band_label(low: float, high: float) -> str:
+    if low == float("-inf"):
+        return f"< {_number(high)}"
+    if high == float("inf"):
+        return f"≥ {_number(low)}"
+    return f"{_number(low)}–{_number(high)}"
+
+
+def _number(value: float) -> str:
+    if abs(value) >= 1000 and value % 1000 == 0:
+        return f"{value / 1000:g}k"
+    return f"{value:g}"
+
+
 class FeatureSchema(BaseModel):
-    """The inputs and label of one dataset, in model input order."""
+    """The inputs and label of one dataset, in model input order, and how it is reviewed."""
 
     model_config = ConfigDict(frozen=True)
 
     name: str
     features: tuple[Feature, ...]
     target: Target
+    segments: tuple[Segment, ...] = ()
+    applicant_key: str | None = Field(
+        default=None,
+        description="Column that identifies an applicant across applications, where one exists.",
+    )
+    issue_date: str | None = Field(
+        default=None, description="Column holding each loan's issue date, where one exists."
+    )
 
     @model_validator(mode="after")
     def _names_unique(self) -> FeatureSchema:
@@ -111,7 +210,23 @@ class FeatureSchema(BaseModel):
             raise ValueError(f"duplicate feature names: {duplicated}")
         if self.target.name in names:
             raise ValueError(f"target {self.target.name!r} is also listed as a feature")
+        segment_names = [s.name for s in self.segments]
+        repeated = sorted({n for n in segment_names if segment_names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"duplicate segment names: {repeated}")
+        for segment in self.segments:
+            if segment.column == self.target.name:
+                raise ValueError(f"segment {segment.name!r} cannot split on the target")
         return self
+
+    def segments_for(self, use: SegmentUse) -> tuple[Segment, ...]:
+        return tuple(s for s in self.segments if s.use == use)
+
+    @property
+    def review_columns(self) -> list[str]:
+        """Columns that segments need beyond the model inputs: kept with the gate data."""
+        features = set(self.feature_names)
+        return list(dict.fromkeys(s.column for s in self.segments if s.column not in features))
 
     @property
     def feature_names(self) -> list[str]:
@@ -139,6 +254,10 @@ class FeatureSchema(BaseModel):
             for f in self.features
         )
         return self.model_validate({**self.model_dump(), "features": features})
+
+    def with_segments(self, *segments: Segment) -> FeatureSchema:
+        """This schema with these segments declared for review, replacing any it had."""
+        return self.model_validate({**self.model_dump(), "segments": segments})
 
     def with_reasons(self, reasons: dict[str, str]) -> FeatureSchema:
         """This schema with adverse-action texts set, one per feature.

@@ -20,6 +20,10 @@ import pandas as pd
 
 from loanops.schema import FeatureSchema
 
+INCOME_BAND_EDGES = (0.0, 40_000.0, 75_000.0, 120_000.0, float("inf"))
+"""Annual-income band edges (USD) of the bundled datasets' income segment: the usual
+retail-lending cut points, fixed so that cards of different versions compare band for band."""
+
 Loader = Callable[[int | None, int], pd.DataFrame]
 """Build the raw frame: `loader(rows, seed)`. `rows` is None for the dataset's natural size."""
 

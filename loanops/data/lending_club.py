@@ -12,8 +12,8 @@ import importlib.metadata
 
 import pandas as pd
 
-from loanops.data import Dataset
-from loanops.schema import Feature, FeatureSchema, Target
+from loanops.data import INCOME_BAND_EDGES, Dataset
+from loanops.schema import Feature, FeatureSchema, Segment, Target
 
 US_STATES = (
     "AK AL AR AZ CA CO CT DC DE FL GA HI IA ID IL IN KS KY LA MA MD ME MI MN MO MS MT NC ND NE NH "
@@ -166,6 +166,18 @@ SCHEMA = (
             "num_il_tl": "Number of installment accounts",
             "total_il_high_credit_limit": "Installment credit limits",
         }
+    )
+    .with_segments(
+        Segment(
+            name="income band",
+            column="annual_inc",
+            use="fair_lending",
+            edges=INCOME_BAND_EDGES,
+            description="The extract holds no protected attribute; the income band stands in, "
+            "as in a low-to-moderate-income review.",
+        ),
+        Segment(name="grade", column="sub_grade", use="reporting", prefix=1),
+        Segment(name="term", column="term", use="reporting"),
     )
 )
 

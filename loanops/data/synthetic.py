@@ -38,6 +38,7 @@ from loanops.data.synthetic_schema import (
     EMP_WEIGHTS,
     GRADES,
     HOME_OWNERSHIPS,
+    PROTECTED_GROUPS,
     PURPOSE_WEIGHTS,
     PURPOSES,
     REFERENCE_GRADE_MIX,
@@ -63,7 +64,7 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
-GENERATOR_VERSION = "1.0.0"
+GENERATOR_VERSION = "1.1.0"
 """Bump whenever a change alters the rows drawn for a given (rows, seed, drift, chunk_rows)."""
 
 DEFAULT_ROWS = 100_000
@@ -72,6 +73,8 @@ LABEL_DELAY_MONTHS = 12
 """`default` is observed this many months after `issue_d` (the performance window)."""
 
 BASE_DEFAULT_RATE = 0.082
+MINORITY_SHARE = 0.3
+"""Share of applicants in the `protected_group` "minority", the fair-lending review segment."""
 
 # Multinomial logit for home ownership against RENT, in (ln income - 11.1) and z; intercepts
 # solved so that the no-drift mix is MORTGAGE .456, RENT .403, OWN .141.
@@ -110,6 +113,7 @@ _STREAMS = (
     "rate",
     "default_noise",
     "default",
+    "group",
 )
 
 
@@ -129,10 +133,15 @@ def _round_to(x: FloatArray, step: float) -> FloatArray:
 
 
 def _applicants(
-    n: int, lam: FloatArray, drift: Drift, rng: Mapping[str, np.random.Generator]
+    n: int,
+    lam: FloatArray,
+    drift: Drift,
+    rng: Mapping[str, np.random.Generator],
+    proxy_effect: float = 0.0,
 ) -> dict[str, npt.NDArray[np.generic]]:
     """Draw the applicants' features (everything before underwriting) as numpy columns."""
     z = rng["z"].standard_normal(n) + lam * drift.z_shift
+    minority = rng["group"].random(n) < MINORITY_SHARE
 
     log_inc = 11.1 + 0.1 * z + 0.55 * rng["income"].standard_normal(n)
     income = np.clip(_round_to(np.exp(log_inc), 100.0), 4_000.0, 2_000_000.0)
@@ -145,7 +154,10 @@ def _applicants(
     fico_true = np.clip(
         _round_to(700.0 + 35.0 * z + 12.0 * rng["fico"].standard_normal(n), 5.0), 660.0, 845.0
     )
-    fico = np.clip(_round_to(fico_true + lam * drift.fico_shift, 5.0), 660.0, 845.0)
+    # The proxy effect: the reported score understates the minority's true one, so a model
+    # learns a gap in risk that the outcomes do not have.
+    reported = fico_true + lam * drift.fico_shift - proxy_effect * minority
+    fico = np.clip(_round_to(reported, 5.0), 660.0, 845.0)
     dti = np.clip(
         np.round(rng["dti"].gamma(4.0, 4.7, n) - 2.0 * z + lam * drift.dti_shift, 2), 0.0, 60.0
     )
@@ -204,6 +216,7 @@ def _applicants(
         "purpose": purpose,
         "state": state,
         "emp": emp,
+        "minority": minority,
     }
 
 
@@ -308,6 +321,7 @@ def _draw_chunk(
     drift: Drift,
     months: int,
     month_labels: npt.NDArray[np.object_],
+    proxy_effect: float,
 ) -> pd.DataFrame:
     rng = _streams(seed_sequence)
     index = np.arange(first_row, first_row + n, dtype=np.int64)
@@ -316,7 +330,7 @@ def _draw_chunk(
     month = np.minimum((t * months).astype(np.int64), months - 1)
     lam = drift.weight(t)
 
-    a = _applicants(n, lam, drift, rng)
+    a = _applicants(n, lam, drift, rng, proxy_effect)
     fico, dti, inq = _as_float(a["fico"]), _as_float(a["dti"]), _as_float(a["inq"])
     term60 = np.asarray(a["term60"], dtype=np.bool_)
 
@@ -361,6 +375,7 @@ def _draw_chunk(
         "pub_rec": np.asarray(a["pub_rec"], dtype=np.int64),
         "open_acc": np.asarray(a["open_acc"], dtype=np.int64),
         "total_acc": np.asarray(a["total_acc"], dtype=np.int64),
+        "protected_group": _labels(PROTECTED_GROUPS)[np.asarray(a["minority"], dtype=np.int64)],
         "default": default.astype(np.int8),
         "pd_true": marginal_pd(eta),
     }
@@ -374,6 +389,7 @@ def _chunks(
     months: int,
     start_month: str,
     chunk_rows: int,
+    proxy_effect: float = 0.0,
 ) -> Iterator[pd.DataFrame]:
     """The chunks of a draw, lazily; the arguments are checked before this returns."""
     if isinstance(rows, bool) or not isinstance(rows, numbers.Integral) or rows < 0:
@@ -382,6 +398,8 @@ def _chunks(
         raise ValueError(f"chunk_rows must be positive, got {chunk_rows}")
     if months < 1:
         raise ValueError(f"months must be positive, got {months}")
+    if not 0 <= proxy_effect <= 100:
+        raise ValueError(f"proxy_effect must be 0 to 100 score points, got {proxy_effect}")
     month_labels = _month_labels(start_month, months + LABEL_DELAY_MONTHS)
     count = max(1, -(-rows // chunk_rows))
     seed_sequences = np.random.SeedSequence(seed).spawn(count)
@@ -391,7 +409,9 @@ def _chunks(
         for number, seed_sequence in enumerate(seed_sequences):
             first = number * chunk_rows
             n = min(chunk_rows, rows - first)
-            yield _draw_chunk(seed_sequence, first, n, max(rows, 1), drift, months, month_labels)
+            yield _draw_chunk(
+                seed_sequence, first, n, max(rows, 1), drift, months, month_labels, proxy_effect
+            )
 
     return draw()
 
@@ -404,6 +424,7 @@ def generate(
     months: int = 36,
     start_month: str = "2016-01",
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    proxy_effect: float = 0.0,
 ) -> pd.DataFrame:
     """Draw a synthetic loan book, sorted by issue date.
 
@@ -414,20 +435,25 @@ def generate(
         months: number of issue months covered, each with about rows / months loans.
         start_month: first issue month, "YYYY-MM".
         chunk_rows: rows drawn per chunk (each chunk has its own spawned seed).
+        proxy_effect: score points by which the reported FICO understates the true one for
+            the `protected_group` minority. The outcomes follow the true score, so a model fitted
+            on the reported one declines that group more often than its risk warrants; 0 (the
+            default) leaves the groups alike.
 
     Returns:
         A frame with the columns `synthetic_schema.COLUMNS`: `id`, `issue_d` and
-        `label_available_d` ("YYYY-MM"), the `SCHEMA` features, the label `default` (int8) and
+        `label_available_d` ("YYYY-MM"), the `SCHEMA` features, `protected_group` (the
+        fair-lending review segment, not a model input), the label `default` (int8) and
         `pd_true`: the ground-truth probability of default given the applicant's true features,
         with the logit noise integrated out. That is P(default | observed features) unless a
         drift makes the reported FICO or income differ from the true ones (`fico_shift`,
         `income_mult`).
 
     Raises:
-        ValueError: for a negative row count, a non-positive chunk size or month count, or a
-            malformed start month.
+        ValueError: for a negative row count, a non-positive chunk size or month count, a
+            malformed start month, or a proxy effect outside 0 to 100.
     """
-    frames = list(_chunks(rows, seed, drift, months, start_month, chunk_rows))
+    frames = list(_chunks(rows, seed, drift, months, start_month, chunk_rows, proxy_effect))
     frame = frames[0] if len(frames) == 1 else pd.concat(frames)
     return frame.reset_index(drop=True)
 

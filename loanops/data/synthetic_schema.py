@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from loanops.schema import Feature, FeatureSchema, Target
+from loanops.data import INCOME_BAND_EDGES
+from loanops.schema import Feature, FeatureSchema, Segment, Target
 
 TERMS = ("36", "60")
 GRADES = tuple("ABCDEFG")
@@ -74,6 +75,7 @@ STATE_WEIGHTS: Mapping[str, float] = MappingProxyType(
     }
 )  # fmt: skip
 ADDR_STATES = tuple(sorted(STATE_WEIGHTS))
+PROTECTED_GROUPS = ("majority", "minority")
 
 
 def _count(name: str, description: str, maximum: float) -> Feature:
@@ -88,6 +90,8 @@ SCHEMA = (
     FeatureSchema(
         name="synthetic",
         target=Target(name="default", positive=1, negative=0),
+        applicant_key="id",
+        issue_date="issue_d",
         features=(
             Feature(
                 name="loan_amnt",
@@ -213,7 +217,27 @@ SCHEMA = (
             "total_acc": "Number of credit lines ever opened",
         }
     )
+    .with_segments(
+        Segment(
+            name="protected group",
+            column="protected_group",
+            use="fair_lending",
+            description="A stand-in protected class, never a model input.",
+        ),
+        Segment(name="income band", column="annual_inc", use="reporting", edges=INCOME_BAND_EDGES),
+        Segment(name="grade", column="grade", use="reporting"),
+        Segment(name="term", column="term", use="reporting"),
+    )
 )
-"""The model inputs. The frame also carries `id`, `issue_d`, `label_available_d` and `pd_true`."""
+"""The model inputs and review segments. The frame also carries `id`, `issue_d`,
+`label_available_d`, `protected_group` and `pd_true`."""
 
-COLUMNS = ("id", "issue_d", "label_available_d", *SCHEMA.feature_names, "default", "pd_true")
+COLUMNS = (
+    "id",
+    "issue_d",
+    "label_available_d",
+    *SCHEMA.feature_names,
+    "protected_group",
+    "default",
+    "pd_true",
+)

@@ -17,6 +17,7 @@ from loanops.card import (
     segments,
     write_card,
 )
+from loanops.data.lending_club import SCHEMA as LENDING_CLUB
 
 THRESHOLD = 0.3
 
@@ -46,7 +47,7 @@ def make_card(**overrides: object) -> ModelCardReport:
         dataset_sha256="ab" * 32,
         cost_false_approve=5.0,
         cost_false_decline=1.0,
-        feature_schema={},
+        feature_schema=LENDING_CLUB.model_dump(mode="json"),
     )
     arguments: dict[str, object] = {
         "model_name": "loan-default",
@@ -65,11 +66,11 @@ def make_card(**overrides: object) -> ModelCardReport:
     return card_from_scores(**(arguments | overrides))  # type: ignore[arg-type]
 
 
-def test_segments_are_grade_letter_term_and_fixed_income_bands() -> None:
+def test_segments_are_the_schemas_declarations_grade_letter_term_and_income_bands() -> None:
     frame, _, _ = loans(rows=8)
-    found = segments(frame)
+    found = segments(frame, LENDING_CLUB.segments)
 
-    assert list(found) == ["grade", "term", "income band"]
+    assert list(found) == ["income band", "grade", "term"]
     assert found["grade"].tolist() == frame["sub_grade"].str[0].tolist()
     bands = found["income band"]
     assert bands[frame["annual_inc"] == 40_000.0].eq("40k–75k").all()  # edges belong above

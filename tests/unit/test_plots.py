@@ -75,8 +75,8 @@ def test_segment_legend_covers_no_bar() -> None:
     # Low incomes default most: the income-band panel's tallest bars are on its left.
     frame = syn.generate(3000, seed=0)
     y, p = frame["default"].to_numpy(), frame["pd_true"].to_numpy()
-    figure = plot_segments(segment_table(frame, y, p, threshold=0.12))
-    assert len(figure.axes) == 3
+    figure = plot_segments(segment_table(frame, syn.SCHEMA.segments, y, p, threshold=0.12))
+    assert len(figure.axes) == 4
     assert legends_over_bars(figure) == []
     assert clipped_texts(figure) == []
 
