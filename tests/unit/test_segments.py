@@ -23,11 +23,14 @@ def test_bands_prefixes_and_groups_label_each_row_and_leave_missing_values_missi
     )
     band = Segment(name="band", column="income", use="reporting", edges=(0, 40_000, float("inf")))
     grade = Segment(name="grade", column="sub_grade", use="reporting", prefix=1)
-    sex = Segment(
-        name="sex",
-        column="status",
-        use="fair_lending",
-        groups={"male": ["male : single"], "female": ["female : married"]},
+    # Declared as a mapping, as a YAML declaration writes it.
+    sex = Segment.model_validate(
+        {
+            "name": "sex",
+            "column": "status",
+            "use": "fair_lending",
+            "groups": {"male": ["male : single"], "female": ["female : married"]},
+        }
     )
 
     assert band.labels(frame).tolist() == ["0–40k", "≥ 40k", "≥ 40k", pd.NA]
