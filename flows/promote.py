@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from loanops import card, promotion_log, registry
 from loanops.data import frame_sha256
 from loanops.directions import direction_effects
 from loanops.evaluate import expected_calibration_error
+from loanops.fairness import adverse_impact
 from loanops.promotion import (
     Comparison,
     GateDecision,
@@ -37,7 +39,7 @@ from loanops.promotion import (
     decide,
     refuse,
 )
-from loanops.schema import FeatureSchema
+from loanops.schema import FeatureSchema, Segment
 from loanops.settings import Settings
 
 CHAMPION_DATA = "the champion's test split"
@@ -85,9 +87,20 @@ def load_gate_data(settings: Settings, version: ModelVersion) -> pd.DataFrame:
 
 
 def gate_scores(
-    version: ModelVersion, model: Any, schema: FeatureSchema, frame: pd.DataFrame
+    version: ModelVersion,
+    model: Any,
+    schema: FeatureSchema,
+    frame: pd.DataFrame,
+    *,
+    threshold: float,
+    segments: Sequence[Segment],
+    min_group_rows: int,
 ) -> GateScores:
-    """A version's gate metrics and direction effects on one frozen test set."""
+    """A version's gate metrics, direction effects and adverse impact on one frozen test set.
+
+    Adverse impact is judged at the version's own threshold, on the `segments` given (the
+    challenger's declarations, for both versions, so that they are judged alike).
+    """
     X = schema.to_frame(frame)
     y = schema.labels(frame)
 
@@ -96,6 +109,9 @@ def gate_scores(
 
     p = pd_of(X)
     directions = direction_effects(pd_of, X, schema)
+    impacts, unchecked = adverse_impact(
+        frame, p < threshold, segments, min_group_rows=min_group_rows
+    )
     return GateScores(
         version=str(version.version),
         roc_auc=float(roc_auc_score(y, p)),
@@ -108,20 +124,46 @@ def gate_scores(
         metrics={
             "brier": float(brier_score_loss(y, p)),
             **{f"direction_{e.feature}": e.mean_change for e in directions},
+            **{i.metric_name: i.ratio for i in impacts},
         },
         directions=directions,
+        adverse_impact=impacts,
+        unchecked=unchecked,
     )
 
 
 @task(cache_policy=NO_CACHE, **TRACKING_RETRIES)
+def fair_lending_segments(settings: Settings, version: ModelVersion) -> tuple[Segment, ...]:
+    """The segments a version's schema declares for fair-lending review."""
+    schema = registry.model_card(registry.connect(settings), version).schema
+    return schema.segments_for("fair_lending")
+
+
+@task(cache_policy=NO_CACHE, **TRACKING_RETRIES)
 def score(
-    settings: Settings, version: ModelVersion, frames: dict[str, pd.DataFrame]
+    settings: Settings,
+    version: ModelVersion,
+    frames: dict[str, pd.DataFrame],
+    segments: Sequence[Segment],
 ) -> dict[str, GateScores]:
-    """A version's gate metrics on each named test set, loading the model once."""
+    """A version's gate metrics on each named test set, loading the model once; adverse impact
+    is judged on `segments`."""
     client = registry.connect(settings)
-    schema = registry.model_card(client, version).schema
+    card = registry.model_card(client, version)
+    schema = card.schema
     model = registry.load_model(settings.model_name, str(version.version))
-    return {name: gate_scores(version, model, schema, frame) for name, frame in frames.items()}
+    return {
+        name: gate_scores(
+            version,
+            model,
+            schema,
+            frame,
+            threshold=card.threshold,
+            segments=segments,
+            min_group_rows=settings.gate.min_group_rows,
+        )
+        for name, frame in frames.items()
+    }
 
 
 def input_contract(schema: FeatureSchema) -> tuple[tuple[Any, ...], ...]:
@@ -245,6 +287,8 @@ def promote_flow(version: str | None = None, model_name: str | None = None) -> P
         auc_tolerance=settings.gate.auc_tolerance,
         max_calibration_z=settings.gate.max_calibration_z,
         min_gate_positives=settings.gate.min_gate_positives,
+        min_adverse_impact_ratio=settings.gate.min_adverse_impact_ratio,
+        adverse_impact_tolerance=settings.gate.adverse_impact_tolerance,
     )
     gate_frame = load_gate_data(settings, challenger)
     gate_sha256 = frame_sha256(gate_frame)
@@ -255,13 +299,15 @@ def promote_flow(version: str | None = None, model_name: str | None = None) -> P
         # The champion's own test split keeps a challenger from choosing its own exam.
         if frame_sha256(champion_frame) != gate_sha256:
             frames[CHAMPION_DATA] = champion_frame
-    challenger_scores = score(settings, challenger, frames)
+    # Both versions are judged on the challenger's fair-lending declarations, like for like.
+    segments = fair_lending_segments(settings, challenger)
+    challenger_scores = score(settings, challenger, frames, segments)
     if champion is None:
         decision = decide(challenger_scores["challenger"], None, policy)
     elif refusal is not None:
         decision = refuse(refusal, challenger_scores["challenger"], str(champion.version), policy)
     else:
-        champion_scores = score(settings, champion, frames)
+        champion_scores = score(settings, champion, frames, segments)
         also = [
             Comparison(name, challenger_scores[name], champion_scores[name])
             for name in frames

@@ -60,6 +60,9 @@ class Unchecked:
 
     segment: str
     why: str
+    blocking: bool
+    """True when the data lacks what the declaration promised (its column): the gate refuses.
+    A segment merely too thin to judge is noted and does not refuse."""
 
 
 def adverse_impact(
@@ -93,7 +96,13 @@ def adverse_impact(
     rng = np.random.default_rng(seed)
     for segment in segments:
         if segment.column not in frame:
-            unchecked.append(Unchecked(segment.name, f"the gate data has no {segment.column!r}"))
+            unchecked.append(
+                Unchecked(
+                    segment.name,
+                    f"cannot be judged: the gate data has no column {segment.column!r}",
+                    blocking=True,
+                )
+            )
             continue
         labels = segment.labels(frame)
         present = labels.notna().to_numpy()
@@ -113,7 +122,8 @@ def adverse_impact(
             unchecked.append(
                 Unchecked(
                     segment.name,
-                    f"fewer than two groups hold {min_group_rows} gate loans",
+                    f"not judged: fewer than two groups hold {min_group_rows} gate loans",
+                    blocking=False,
                 )
             )
             continue

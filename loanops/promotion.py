@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from loanops.directions import DirectionEffect
+from loanops.fairness import AdverseImpact, Unchecked
 
 # A drop of exactly the tolerance passes, even where float subtraction overshoots it.
 _FLOAT_SLACK = 1e-12
@@ -35,6 +36,10 @@ class GatePolicy:
     """Fewest defaults the gate data must hold for the comparison to mean anything."""
     direction_tolerance: float = 1e-4
     """How far the mean PD may fall when a feature moves toward its declared risk."""
+    min_adverse_impact_ratio: float = 0.8
+    """Floor on each fair-lending segment's ratio of approval rates, least over most favoured."""
+    adverse_impact_tolerance: float = 0.05
+    """How far a segment's ratio may fall below the champion's on the same loans."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,10 @@ class GateScores:
     metrics: dict[str, float] = field(default_factory=dict)
     directions: tuple[DirectionEffect, ...] = ()
     """The mean-PD change of moving each feature with a declared risk toward it, on these rows."""
+    adverse_impact: tuple[AdverseImpact, ...] = ()
+    """Each fair-lending segment's adverse impact ratio at the version's threshold."""
+    unchecked: tuple[Unchecked, ...] = ()
+    """Fair-lending segments these rows cannot judge, and why."""
 
     @property
     def calibration_z(self) -> float:
@@ -107,7 +116,10 @@ def decide(
     The challenger is promoted only if its gate data holds enough defaults, it clears the AUC
     floor, the calibration-error ceiling and the calibration-in-the-large bound, its mean PD
     falls by no more than `direction_tolerance` when any feature moves toward its declared risk,
-    and, when there is a champion, its AUC is no more than `auc_tolerance` below the champion's
+    each fair-lending segment's adverse impact ratio clears `min_adverse_impact_ratio` (a
+    segment whose column the gate data lacks fails; one with too few loans per group is noted),
+    and, when there is a champion, its AUC is no more than `auc_tolerance` below the champion's,
+    and each adverse impact ratio no more than `adverse_impact_tolerance` below the champion's,
     on every test set they were both scored on.
 
     Args:
@@ -154,6 +166,15 @@ def decide(
     failed.extend(contradicted)
     if challenger.directions and not contradicted:
         passed.append(_directions_hold(challenger.directions, policy))
+    for impact in challenger.adverse_impact:
+        fair = impact.ratio >= policy.min_adverse_impact_ratio - _FLOAT_SLACK
+        check(
+            fair,
+            f"adverse impact: {_impact(impact)} "
+            f"{'>=' if fair else '<'} floor {policy.min_adverse_impact_ratio:.2f}",
+        )
+    for unchecked in challenger.unchecked:
+        check(not unchecked.blocking, f"adverse impact: {unchecked.segment} {unchecked.why}")
     comparisons: list[Comparison] = []
     if champion is None:
         passed.append("no champion: the floors alone decide")
@@ -169,6 +190,18 @@ def decide(
             f"AUC change {change:+.4f} vs champion v{comparison.champion.version}{where} "
             f"{'within' if within else 'beyond'} tolerance -{policy.auc_tolerance:.4f}",
         )
+        champion_impact = {i.segment: i for i in comparison.champion.adverse_impact}
+        for impact in comparison.challenger.adverse_impact:
+            if impact.segment not in champion_impact:
+                continue
+            shift = impact.ratio - champion_impact[impact.segment].ratio
+            kept = shift >= -policy.adverse_impact_tolerance - _FLOAT_SLACK
+            check(
+                kept,
+                f"adverse impact: {impact.segment} ratio change {shift:+.3f} vs champion "
+                f"v{comparison.champion.version}{where} {'within' if kept else 'beyond'} "
+                f"tolerance -{policy.adverse_impact_tolerance:.2f}",
+            )
     reasons = tuple(failed) if failed else tuple(passed)
     return GateDecision(
         promote=not failed,
@@ -201,6 +234,16 @@ def _directions_hold(effects: Sequence[DirectionEffect], policy: GatePolicy) -> 
         f"{which} moves toward risk on {weakest.rows:,} gate loans "
         f"({change} {weakest.mean_change:+.4f}, {weakest.feature})"
     )
+
+
+def _impact(impact: AdverseImpact) -> str:
+    text = (
+        f"{impact.segment} approval ratio {impact.ratio:.2f} ({impact.least_favoured!r} vs "
+        f"{impact.most_favoured!r}; 95 % interval {impact.low:.2f} to {impact.high:.2f})"
+    )
+    if impact.left_out:
+        text += f", leaving out thin groups {', '.join(map(repr, impact.left_out))}"
+    return text
 
 
 def _amount(step: float) -> str:

@@ -359,6 +359,8 @@ def gate_policy(**overrides: Any) -> GatePolicy:
         "auc_tolerance": gate.auc_tolerance,
         "max_calibration_z": gate.max_calibration_z,
         "min_gate_positives": gate.min_gate_positives,
+        "min_adverse_impact_ratio": gate.min_adverse_impact_ratio,
+        "adverse_impact_tolerance": gate.adverse_impact_tolerance,
         **overrides,
     }
     return GatePolicy(**values)

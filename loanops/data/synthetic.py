@@ -140,8 +140,10 @@ def _applicants(
     proxy_effect: float = 0.0,
 ) -> dict[str, npt.NDArray[np.generic]]:
     """Draw the applicants' features (everything before underwriting) as numpy columns."""
-    z = rng["z"].standard_normal(n) + lam * drift.z_shift
     minority = rng["group"].random(n) < MINORITY_SHARE
+    # The proxy effect: the minority's creditworthiness sits lower, so every feature it drives
+    # (score, debt, utilisation, income) carries group membership into the model's inputs.
+    z = rng["z"].standard_normal(n) + lam * drift.z_shift - proxy_effect * minority
 
     log_inc = 11.1 + 0.1 * z + 0.55 * rng["income"].standard_normal(n)
     income = np.clip(_round_to(np.exp(log_inc), 100.0), 4_000.0, 2_000_000.0)
@@ -154,10 +156,7 @@ def _applicants(
     fico_true = np.clip(
         _round_to(700.0 + 35.0 * z + 12.0 * rng["fico"].standard_normal(n), 5.0), 660.0, 845.0
     )
-    # The proxy effect: the reported score understates the minority's true one, so a model
-    # learns a gap in risk that the outcomes do not have.
-    reported = fico_true + lam * drift.fico_shift - proxy_effect * minority
-    fico = np.clip(_round_to(reported, 5.0), 660.0, 845.0)
+    fico = np.clip(_round_to(fico_true + lam * drift.fico_shift, 5.0), 660.0, 845.0)
     dti = np.clip(
         np.round(rng["dti"].gamma(4.0, 4.7, n) - 2.0 * z + lam * drift.dti_shift, 2), 0.0, 60.0
     )
@@ -398,8 +397,8 @@ def _chunks(
         raise ValueError(f"chunk_rows must be positive, got {chunk_rows}")
     if months < 1:
         raise ValueError(f"months must be positive, got {months}")
-    if not 0 <= proxy_effect <= 100:
-        raise ValueError(f"proxy_effect must be 0 to 100 score points, got {proxy_effect}")
+    if not 0 <= proxy_effect <= 3:
+        raise ValueError(f"proxy_effect must be 0 to 3 standard deviations, got {proxy_effect}")
     month_labels = _month_labels(start_month, months + LABEL_DELAY_MONTHS)
     count = max(1, -(-rows // chunk_rows))
     seed_sequences = np.random.SeedSequence(seed).spawn(count)
@@ -435,10 +434,11 @@ def generate(
         months: number of issue months covered, each with about rows / months loans.
         start_month: first issue month, "YYYY-MM".
         chunk_rows: rows drawn per chunk (each chunk has its own spawned seed).
-        proxy_effect: score points by which the reported FICO understates the true one for
-            the `protected_group` minority. The outcomes follow the true score, so a model fitted
-            on the reported one declines that group more often than its risk warrants; 0 (the
-            default) leaves the groups alike.
+        proxy_effect: how far, in standard deviations, the latent creditworthiness of the
+            `protected_group` minority sits below the majority's. The features it drives then
+            stand in for group membership, which the model never sees, and a model reading them
+            approves the minority less: the disparate impact a fair-lending review looks for.
+            0 (the default) leaves the groups alike; the majority's rows never change.
 
     Returns:
         A frame with the columns `synthetic_schema.COLUMNS`: `id`, `issue_d` and
@@ -451,7 +451,7 @@ def generate(
 
     Raises:
         ValueError: for a negative row count, a non-positive chunk size or month count, a
-            malformed start month, or a proxy effect outside 0 to 100.
+            malformed start month, or a proxy effect outside 0 to 3.
     """
     frames = list(_chunks(rows, seed, drift, months, start_month, chunk_rows, proxy_effect))
     frame = frames[0] if len(frames) == 1 else pd.concat(frames)

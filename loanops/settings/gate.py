@@ -42,3 +42,23 @@ class GateSettings(SettingsGroup):
         ge=1,
         description="Fewest defaults the gate data must hold for a comparison to count.",
     )
+    min_adverse_impact_ratio: float = Field(
+        default=0.8,
+        ge=0,
+        le=1,
+        description=(
+            "Floor on each fair-lending segment's adverse impact ratio: the least favoured "
+            "group's approval rate over the most favoured group's."
+        ),
+    )
+    adverse_impact_tolerance: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="How far the challenger's adverse impact ratio may fall below the champion's.",
+    )
+    min_group_rows: int = Field(
+        default=30,
+        ge=1,
+        description="Fewest gate loans a group needs to count in its adverse impact ratio.",
+    )

@@ -20,7 +20,15 @@ test_direction.py): with the grade fixed, its PD falls as these burdens rise."""
 
 def gate(fitted: Fitted) -> GateDecision:
     version = ModelVersion(name="loan-default", version="2", creation_timestamp=0)
-    scores = gate_scores(version, fitted.model.model, fitted.schema, fitted.raw_test)
+    scores = gate_scores(
+        version,
+        fitted.model.model,
+        fitted.schema,
+        fitted.raw_test,
+        threshold=fitted.model.threshold,
+        segments=fitted.schema.segments_for("fair_lending"),
+        min_group_rows=30,
+    )
     # Floors low enough that only the direction check can refuse: lending_club's test split
     # holds some 90 defaults, too few for a steady calibration error.
     return decide(scores, None, gate_policy(min_auc=0.5, max_ece=0.5, max_calibration_z=10))
