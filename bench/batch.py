@@ -46,7 +46,6 @@ from threadpoolctl import threadpool_limits
 from loanops import registry
 from loanops.data import synthetic as syn
 from loanops.evaluate import CostMatrix
-from loanops.explain import favourable_values
 from loanops.features import split_frame
 from loanops.settings import BatchSettings, ModelFamily, Settings, TrainingSettings
 from loanops.train import fit
@@ -122,7 +121,7 @@ def register_model(settings: Settings, family: ModelFamily) -> str:
         cost_false_approve=settings.training.cost_false_approve,
         cost_false_decline=settings.training.cost_false_decline,
         feature_schema=schema.model_dump(mode="json"),
-        favourable_values=favourable_values(trained.predict_pd, splits.train.X, schema, seed=SEED),
+        favourable_values=trained.favourable_values(splits.train.X, schema, seed=SEED),
     )
     client = registry.connect(settings)
     experiment = registry.ensure_experiment(client, settings.experiment_name, settings)

@@ -36,7 +36,6 @@ from loanops.evaluate import (
     plot_precision_recall,
     plot_roc,
 )
-from loanops.explain import favourable_values
 from loanops.features import Splits, build_model, split_frame
 from loanops.settings import Settings
 from loanops.train import TrainedModel, fit
@@ -305,9 +304,7 @@ def find_favourable_values(
     trained: TrainedModel, splits: Splits, loaded: LoadedDataset, settings: Settings
 ) -> dict[str, Any]:
     """The values adverse-action reasons compare applicants with, from the training split."""
-    return favourable_values(
-        trained.predict_pd, splits.train.X, loaded.schema, seed=settings.training.seed
-    )
+    return trained.favourable_values(splits.train.X, loaded.schema, seed=settings.training.seed)
 
 
 @task(cache_policy=NO_CACHE, **TRACKING_RETRIES)

@@ -16,6 +16,7 @@ from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, OrdinalEnc
 
 from loanops.constrained import SignConstrainedLogisticRegression
 from loanops.schema import FeatureSchema
+from loanops.scorecard import build_encoder
 from loanops.settings import ModelFamily
 
 MISSING_CATEGORY = "__missing__"
@@ -204,6 +205,34 @@ def build_model(
             categorical_features=categorical_mask,
             monotonic_cst=monotonic,
             random_state=seed,
+        )
+    elif family == "scorecard":
+        # Each feature becomes its bin's risk weight of evidence, monotone in the declared
+        # direction; non-negative coefficients keep it so.
+        encoder = build_encoder(schema, params["max_n_bins"], params["min_bin_size"])
+        n_features = len(schema.features)
+        return Pipeline(
+            [
+                (
+                    "preprocess",
+                    ColumnTransformer(
+                        [
+                            (
+                                "woe",
+                                encoder,
+                                [*schema.numeric_features, *schema.categorical_features],
+                            )
+                        ],
+                        verbose_feature_names_out=False,
+                    ),
+                ),
+                (
+                    "classifier",
+                    SignConstrainedLogisticRegression(
+                        [1] * n_features, C=params["C"], max_iter=2000
+                    ),
+                ),
+            ]
         )
     else:
         raise ValueError(f"unknown model family {family!r}")

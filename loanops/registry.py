@@ -36,6 +36,8 @@ LOANOPS_METADATA_KEY = "loanops"
 SKOPS_TRUSTED_TYPES = [
     "functools.partial",
     "loanops.constrained.SignConstrainedLogisticRegression",
+    "loanops.scorecard.FeatureBins",
+    "loanops.scorecard.WoEEncoder",
     "numpy.dtype",
     "sklearn.calibration._CalibratedClassifier",
     "sklearn.calibration._SigmoidCalibration",

@@ -10,8 +10,10 @@ from sklearn.calibration import CalibratedClassifierCV
 from sklearn.frozen import FrozenEstimator
 
 from loanops.evaluate import CostMatrix, choose_threshold
+from loanops.explain import favourable_values
 from loanops.features import Split, build_model
 from loanops.schema import FeatureSchema
+from loanops.scorecard import best_values
 from loanops.settings import ModelFamily
 
 
@@ -27,6 +29,17 @@ class TrainedModel:
     def predict_pd(self, X: Any) -> np.ndarray:
         """Calibrated probability of default per row."""
         return np.asarray(self.model.predict_proba(X)[:, 1])
+
+    def favourable_values(self, X: Any, schema: FeatureSchema, *, seed: int) -> dict[str, Any]:
+        """The values adverse-action reasons compare applicants with, from reference rows `X`.
+
+        A scorecard's are values in each feature's least risky bin, so its reasons are the bins
+        that cost the applicant the most points; the other families' come from a search over
+        `X` (`loanops.explain.favourable_values`).
+        """
+        if self.family == "scorecard":
+            return best_values(self.model, schema)
+        return favourable_values(self.predict_pd, X, schema, seed=seed)
 
 
 def fit(

@@ -65,6 +65,12 @@ def suggest(trial: optuna.Trial, families: Sequence[ModelFamily]) -> tuple[Model
             "C": trial.suggest_float("C", 1e-3, 10.0, log=True),
             "log_amounts": trial.suggest_categorical("log_amounts", [True, False]),
         }
+    if family == "scorecard":
+        return family, {
+            "C": trial.suggest_float("scorecard_C", 1e-3, 10.0, log=True),
+            "max_n_bins": trial.suggest_int("max_n_bins", 3, 8),
+            "min_bin_size": trial.suggest_float("min_bin_size", 0.02, 0.1),
+        }
     return family, {
         "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.3, log=True),
         "max_leaf_nodes": trial.suggest_int("max_leaf_nodes", 4, 64, log=True),

@@ -8,7 +8,7 @@ from pydantic import Field, field_validator
 
 from loanops.settings.environment import SettingsGroup, variables_prefixed
 
-ModelFamily = Literal["logreg", "hist_gbt"]
+ModelFamily = Literal["logreg", "hist_gbt", "scorecard"]
 
 
 class TrainingSettings(SettingsGroup):
@@ -40,7 +40,8 @@ class TrainingSettings(SettingsGroup):
         default=None, gt=0, description="Optuna time budget; stops tuning at whichever comes first."
     )
     model_families: tuple[ModelFamily, ...] = Field(
-        default=("logreg", "hist_gbt"), description="Model families the search chooses from."
+        default=("logreg", "hist_gbt", "scorecard"),
+        description="Model families the search chooses from.",
     )
     bootstrap_samples: int = Field(default=1000, ge=100)
 

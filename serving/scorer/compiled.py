@@ -28,6 +28,7 @@ from serving.scorer.parts import (
     RowColumns,
     UnsupportedModelError,
 )
+from serving.scorer.scorecard import compile_scorecard, is_scorecard_block
 from serving.scorer.trees import compile_forest
 
 VERIFY_TOLERANCE = 1e-9
@@ -89,7 +90,9 @@ def _compile_decision(model: Any, schema: FeatureSchema) -> tuple[DecisionFuncti
     (_, preprocess), (_, classifier) = pipeline.steps
     blocks = _blocks(preprocess, schema)
     decision: DecisionFunction
-    if isinstance(classifier, LogisticRegression):
+    if isinstance(classifier, LogisticRegression) and is_scorecard_block(blocks):
+        decision = compile_scorecard(blocks, classifier)
+    elif isinstance(classifier, LogisticRegression):
         decision = compile_linear(blocks, classifier)
     elif isinstance(classifier, HistGradientBoostingClassifier):
         decision = compile_forest(blocks, classifier)

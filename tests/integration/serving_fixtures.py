@@ -42,7 +42,6 @@ from mlflow.entities import Metric
 from loanops import registry
 from loanops.data import synthetic as syn
 from loanops.evaluate import CostMatrix, evaluate
-from loanops.explain import favourable_values
 from loanops.features import split_frame
 from loanops.settings import Settings
 from loanops.train import fit
@@ -121,7 +120,7 @@ def register_version(
     trained = fit(schema, "logreg", params or LOGREG, splits.train, splits.validation, costs, seed)
     p_validation = trained.predict_pd(splits.validation.X)
     threshold = float(np.quantile(p_validation, 1 - decline_share))
-    favourable = favourable_values(trained.predict_pd, splits.train.X, schema, seed=seed)
+    favourable = trained.favourable_values(splits.train.X, schema, seed=seed)
     evaluation = evaluate(
         splits.test.y,
         trained.predict_pd(splits.test.X),

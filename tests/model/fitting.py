@@ -31,6 +31,7 @@ CONFIGS: dict[ModelFamily, dict[str, Any]] = {
         "min_samples_leaf": 50,
         "l2_regularization": 1.0,
     },
+    "scorecard": {"C": 2.0, "max_n_bins": 4, "min_bin_size": 0.08},
 }
 SEED = 0
 _DEFAULTS = Settings.model_construct()

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loanops.explain import Explainer, favourable_values, reason_code
+from loanops.explain import Explainer, reason_code
 from tests.model.fitting import Fitted
 
 APPLICANTS = 100
@@ -21,9 +21,7 @@ _EXPLAINERS: dict[int, tuple[Explainer, dict[str, Any]]] = {}
 def explainer_for(fitted: Fitted) -> tuple[Explainer, dict[str, Any]]:
     """The explainer a model version would ship with, built once per session model."""
     if id(fitted) not in _EXPLAINERS:
-        favourable = favourable_values(
-            fitted.model.predict_pd, fitted.splits.train.X, fitted.schema, seed=0
-        )
+        favourable = fitted.model.favourable_values(fitted.splits.train.X, fitted.schema, seed=0)
 
         def score_rows(rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
             return fitted.score(pd.DataFrame(list(rows)))
