@@ -166,13 +166,6 @@ def score(
     }
 
 
-def input_contract(schema: FeatureSchema) -> tuple[tuple[Any, ...], ...]:
-    """What a model takes as input; descriptions, reasons and risk directions can change."""
-    return tuple(
-        (f.name, f.kind, f.categories, f.nullable, f.minimum, f.maximum) for f in schema.features
-    )
-
-
 def training_fingerprint(client: MlflowClient, version: ModelVersion) -> tuple[str, ...]:
     """Data, code and configuration a version came from; equal fingerprints mean a clone."""
     card = registry.model_card(client, version)
@@ -192,7 +185,7 @@ def precheck(settings: Settings, challenger: ModelVersion, champion: ModelVersio
     client = registry.connect(settings)
     challenger_card = registry.model_card(client, challenger)
     champion_card = registry.model_card(client, champion)
-    if input_contract(challenger_card.schema) != input_contract(champion_card.schema):
+    if challenger_card.schema.input_contract() != champion_card.schema.input_contract():
         return (
             f"champion v{champion.version} takes different inputs, so the two cannot be scored "
             "on the same data; a change of inputs is promoted by hand"

@@ -35,6 +35,7 @@ from loanops.evaluate import (
     plot_roc,
 )
 from loanops.schema import FeatureSchema, Segment
+from loanops.scorecard import Scorecard, points_table
 
 __all__ = [
     "CARD_ARTIFACT",
@@ -99,6 +100,8 @@ class ModelCardReport:
     promotion: dict[str, str]
     limitations: list[str]
     figures: dict[str, Figure] = field(default_factory=dict, repr=False)
+    scorecard: Scorecard | None = None
+    """The points table, when the version is a scorecard."""
 
     @property
     def bayes_threshold(self) -> float:
@@ -215,6 +218,7 @@ def card_from_scores(
     p: np.ndarray,
     bootstrap_samples: int,
     seed: int,
+    scorecard: Scorecard | None = None,
 ) -> ModelCardReport:
     """A card from a version's facts and its scores `p` on its test split (labels `y`)."""
     threshold = model_card.threshold
@@ -261,6 +265,7 @@ def card_from_scores(
         promotion=promotion,
         limitations=limitations,
         figures=figures,
+        scorecard=scorecard,
     )
 
 
@@ -333,6 +338,7 @@ def build_card(
         p=p,
         bootstrap_samples=bootstrap_samples,
         seed=seed,
+        scorecard=points_table(model) if model_card.family == "scorecard" else None,
     )
 
 

@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from loanops.scorecard import BASE_ODDS, BASE_SCORE, POINTS_TO_DOUBLE_ODDS
+
 if TYPE_CHECKING:
     from loanops.card import ModelCardReport, SegmentRow
 
@@ -97,6 +99,7 @@ def _sections(card: ModelCardReport) -> list[tuple[str, pd.DataFrame | list[str]
                 f"perfectly calibrated scores it would be {card.bayes_threshold:.4f}.",
             ],
         ),
+        *_scorecard_sections(card),
         ("Metrics by segment", _segment_frame(card)),
         ("Segments", "segments.png"),
         ("Disparity across segments", card.disparity),
@@ -107,6 +110,32 @@ def _sections(card: ModelCardReport) -> list[tuple[str, pd.DataFrame | list[str]
             else ["No gate decision recorded for this version yet."],
         ),
         ("Known limitations", card.limitations),
+    ]
+
+
+def _scorecard_sections(card: ModelCardReport) -> list[tuple[str, pd.DataFrame | list[str]]]:
+    if card.scorecard is None:
+        return []
+    points = card.scorecard
+    table = pd.DataFrame(
+        [{"feature": r.feature, "bin": r.bin, "points": f"{r.points:+.1f}"} for r in points.rows]
+    )
+    values = sorted(points.information_values.items(), key=lambda kv: -kv[1])
+    return [
+        (
+            "Scorecard",
+            [
+                f"Score = {points.base_points:.1f} base points + one bin's points per feature; "
+                f"{POINTS_TO_DOUBLE_ODDS:g} more points double the odds of repaying, and "
+                f"{BASE_SCORE:g} means odds of {BASE_ODDS:g} to 1. The points are exact for the "
+                "calibrated PD.",
+            ],
+        ),
+        ("Points table", table),
+        (
+            "Information values",
+            pd.DataFrame([{"feature": k, "information value": f"{v:.3f}"} for k, v in values]),
+        ),
     ]
 
 

@@ -219,6 +219,13 @@ class FeatureSchema(BaseModel):
                 raise ValueError(f"segment {segment.name!r} cannot split on the target")
         return self
 
+    def input_contract(self) -> tuple[tuple[Any, ...], ...]:
+        """What a model takes as input. Descriptions, reasons, risk directions and segments can
+        change without changing what a client sends."""
+        return tuple(
+            (f.name, f.kind, f.categories, f.nullable, f.minimum, f.maximum) for f in self.features
+        )
+
     def segments_for(self, use: SegmentUse) -> tuple[Segment, ...]:
         return tuple(s for s in self.segments if s.use == use)
 

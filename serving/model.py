@@ -27,6 +27,7 @@ from loanops.explain import Explainer, Reason
 from loanops.model_ref import ModelRef
 from loanops.registry import LOANOPS_METADATA_KEY, ModelCard
 from loanops.schema import FeatureSchema
+from loanops.scorecard import Scorecard, points_table
 from serving.scorer.compiled import CompiledScorer
 from serving.scorer.parts import UnsupportedModelError
 
@@ -90,6 +91,8 @@ class LoadedModel:
     input_example: list[dict[str, Any]]
     metrics: dict[str, float] = field(default_factory=dict)
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    scorecard: Scorecard | None = None
+    """The points table, when the model is a scorecard."""
 
     @property
     def threshold(self) -> float:
@@ -169,7 +172,7 @@ def load_version(
             raise ModelLoadError(f"{name} v{version} cannot be loaded: {error}") from error
         example = mlmodel.load_input_example(local)
     schema = card.schema
-    if expected_schema is not None and schema != expected_schema:
+    if expected_schema is not None and schema.input_contract() != expected_schema.input_contract():
         raise ModelLoadError(
             f"{name} v{version} was trained on schema {schema.name!r}, which differs from the "
             f"schema {expected_schema.name!r} this server accepts"
@@ -190,6 +193,7 @@ def load_version(
         explainer=explainer,
         input_example=_example_rows(example),
         metrics=_run_metrics(client, model_version.run_id),
+        scorecard=points_table(fitted) if card.family == "scorecard" else None,
     )
     smoke_test(loaded)
     return loaded

@@ -69,6 +69,26 @@ class BatchPrediction(BaseModel):
     predictions: list[Prediction]
 
 
+class ScorecardBin(BaseModel):
+    """One bin of a scorecard feature and the points an applicant in it scores."""
+
+    feature: str
+    bin: str = Field(description="The bin's interval `[low, high)`, its categories, or `missing`.")
+    points: float
+
+
+class ScorecardInfo(BaseModel):
+    """A scorecard's points: an applicant's score is the base points plus one bin's per feature,
+    and a higher score means a lower probability of default."""
+
+    base_points: float
+    points_to_double_odds: float
+    bins: list[ScorecardBin]
+    information_values: dict[str, float] = Field(
+        description="Each feature's information value over the training data."
+    )
+
+
 class ModelInfo(BaseModel):
     """The model serving now, and the last failure to load another."""
 
@@ -98,7 +118,7 @@ class ModelInfo(BaseModel):
     ref: str = Field(description="What this server follows: an alias, or a pinned version.")
     version: str
     run_id: str | None = Field(description="The MLflow run that trained it.")
-    family: str = Field(description="Model family: `logreg` or `hist_gbt`.")
+    family: str = Field(description="Model family: `logreg`, `hist_gbt` or `scorecard`.")
     threshold: float
     metrics: dict[str, float] = Field(description="Test-split metrics of its training run.")
     loaded_at: datetime
@@ -108,6 +128,9 @@ class ModelInfo(BaseModel):
     last_reload_error_version: str | None
     last_reload_error_at: datetime | None
     reload_failures: int = Field(description="Failed loads since this process started.")
+    scorecard: ScorecardInfo | None = Field(
+        default=None, description="The points table, when the model is a scorecard."
+    )
 
 
 class Health(BaseModel):

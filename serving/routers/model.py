@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from loanops.scorecard import POINTS_TO_DOUBLE_ODDS, Scorecard
 from serving.deps import ApiKeyDep, ModelDep, StateDep
-from serving.schemas import ERROR_RESPONSES, ModelInfo
+from serving.schemas import ERROR_RESPONSES, ModelInfo, ScorecardBin, ScorecardInfo
 
 router = APIRouter(prefix="/v1", tags=["model"], dependencies=[ApiKeyDep])
 
@@ -27,4 +28,18 @@ async def model_info(state: StateDep, model: ModelDep) -> ModelInfo:
         last_reload_error_version=error.version if error else None,
         last_reload_error_at=error.at if error else None,
         reload_failures=state.holder.reload_failures,
+        scorecard=_scorecard(model.scorecard),
+    )
+
+
+def _scorecard(card: Scorecard | None) -> ScorecardInfo | None:
+    if card is None:
+        return None
+    return ScorecardInfo(
+        base_points=round(card.base_points, 2),
+        points_to_double_odds=POINTS_TO_DOUBLE_ODDS,
+        bins=[
+            ScorecardBin(feature=r.feature, bin=r.bin, points=round(r.points, 2)) for r in card.rows
+        ],
+        information_values={k: round(v, 4) for k, v in card.information_values.items()},
     )

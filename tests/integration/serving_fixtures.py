@@ -43,13 +43,14 @@ from loanops import registry
 from loanops.data import synthetic as syn
 from loanops.evaluate import CostMatrix, evaluate
 from loanops.features import split_frame
-from loanops.settings import Settings
+from loanops.settings import ModelFamily, Settings
 from loanops.train import fit
 from tests.services import _process_group, _tail, redis_url
 from tests.waiting import exited, wait_for
 
 TRAINING_ROWS = 4000
 LOGREG = {"C": 0.015, "log_amounts": True}
+SCORECARD = {"C": 1.0, "max_n_bins": 5, "min_bin_size": 0.05}
 DECLINE_SHARE = 0.2
 """Share of validation applicants the fixture model's threshold declines."""
 WORKER_READY_TIMEOUT_S = 90.0
@@ -100,13 +101,15 @@ def register_version(
     params: dict[str, Any] | None = None,
     rows: int = TRAINING_ROWS,
     decline_share: float = DECLINE_SHARE,
+    family: ModelFamily = "logreg",
 ) -> str:
-    """Train a logistic regression on synthetic loans and register it as a new version.
+    """Train a model (a logistic regression unless told) on synthetic loans and register it.
 
     Args:
         settings: where to register (`home` or `tracking_uri`, `model_name`).
         seed: draws the training rows and seeds the fit; another seed gives another model.
-        params: logistic-regression parameters.
+        params: the family's parameters (default: the fixture's logistic regression, or
+            `SCORECARD` for a scorecard).
         rows: training rows drawn.
         decline_share: the threshold declines this share of validation applicants.
 
@@ -117,7 +120,8 @@ def register_version(
     raw = syn.generate(rows, seed=seed)
     splits = split_frame(raw, schema, test_size=0.2, validation_size=0.25, seed=seed)
     costs = CostMatrix(settings.training.cost_false_approve, settings.training.cost_false_decline)
-    trained = fit(schema, "logreg", params or LOGREG, splits.train, splits.validation, costs, seed)
+    params = params or (SCORECARD if family == "scorecard" else LOGREG)
+    trained = fit(schema, family, params, splits.train, splits.validation, costs, seed)
     p_validation = trained.predict_pd(splits.validation.X)
     threshold = float(np.quantile(p_validation, 1 - decline_share))
     favourable = trained.favourable_values(splits.train.X, schema, seed=seed)
@@ -131,8 +135,8 @@ def register_version(
     )
     card = registry.ModelCard(
         threshold=threshold,
-        family="logreg",
-        params=dict(params or LOGREG),
+        family=family,
+        params=dict(params),
         dataset="synthetic",
         dataset_sha256="test-fixture",
         cost_false_approve=settings.training.cost_false_approve,

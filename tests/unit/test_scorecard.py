@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -78,3 +79,18 @@ def test_the_scorecard_round_trips_through_skops_with_the_registrys_trusted_type
     loaded = skops.io.loads(blob, trusted=SKOPS_TRUSTED_TYPES)
     frame = LENDING_CLUB.to_frame(lending_club_frame().head(500))
     assert np.array_equal(loaded.predict_proba(frame), model.model.predict_proba(frame))
+
+
+def test_the_model_card_shows_the_points_table_and_information_values(tmp_path: Path) -> None:
+    from loanops.card import write_card
+    from tests.unit.test_model_card import make_card
+
+    model = scorecard()
+    card = make_card(scorecard=points_table(model.model))
+    markdown, page = write_card(card, tmp_path)
+    text = markdown.read_text()
+    assert "## Points table" in text and "## Information values" in text
+    assert "| int_rate | [-∞, " in text
+    html = page.read_text()
+    assert "<h2>Points table</h2>" in html
+    assert html.count("<td>sub_grade</td>") >= 2  # a points row and its information value
