@@ -199,9 +199,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         p_truth = test_rows["pd_true"].to_numpy()
         # Sub-grades sort A1 < ... < G5, safest to riskiest: the lender's own ranking.
         grade_rank = np.unique(test_rows["sub_grade"].astype(str), return_inverse=True)[1]
+        # Each family's best configuration, fitted and scored like the winner.
+        runners_up = []
+        for family in settings.training.model_families:
+            done = [t for t in best.trials if t.family == family and t.state == "COMPLETE"]
+            if family == best.family or not done:
+                continue
+            top = max(done, key=lambda t: t.cv_roc_auc or 0.0)
+            other = fit(
+                loaded.schema,
+                family,
+                top.params,
+                splits.train,
+                splits.validation,
+                costs,
+                settings.training.seed,
+            )
+            runners_up.append(probabilities(f"best {family}", y, other.predict_pd(splits.test.X)))
         scored = [
             probabilities("ground truth (pd_true)", y, p_truth),
             probabilities(f"tuned {best.family}", y, p_model),
+            *runners_up,
             Scored("lender sub_grade rank", float(roc_auc_score(y, grade_rank))),
             Scored("no skill", 0.5),
         ]
