@@ -28,6 +28,7 @@ EXPLAINED_ERRORS = (
     ("loanops.validation", "DataValidationError"),
     ("loanops.data", "UnknownDatasetError"),
     ("loanops.promotion", "PromotionError"),
+    ("loanops.tune_workers", "WorkerDataError"),
     ("pydantic", "ValidationError"),
     ("mlflow.exceptions", "MlflowException"),
 )

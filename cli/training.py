@@ -125,6 +125,25 @@ def train(
     console.print(training_table(result))
 
 
+def tune_worker(
+    run_id: Annotated[str, typer.Argument(help="The training run whose shared study to join.")],
+    worker: Annotated[
+        int, typer.Option(min=0, help="This worker's index; it offsets the sampler's seed.")
+    ] = 0,
+    data: TrainingDataOption = None,
+) -> None:
+    """Pull trials from a training run's shared Optuna study until its budget is met.
+
+    The train flow starts them (LOANOPS_TUNE_WORKERS); start one to add a machine to a search.
+
+    Example: loanops tune-worker 6ffe7ece2e414562b06a6cea09bfd428 --worker 2
+    """
+    config = settings()
+    from loanops.tune_workers import run_worker
+
+    run_worker(config, run_id, worker, str(data) if data else None)
+
+
 def promote(
     version: Annotated[
         str | None, typer.Option(help="Challenger version (default: the newest).")

@@ -14,7 +14,6 @@ from typing import Any
 
 import mlflow
 import numpy as np
-from mlflow import MlflowClient
 from mlflow.data.pandas_dataset import from_pandas
 from mlflow.entities import DatasetInput, InputTag
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
@@ -23,8 +22,9 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from flows.common import TRACKING_RETRIES, settings_for
+from flows.tune_worker import run_workers_on_the_pool
 from loanops import registry
-from loanops.data import LoadedDataset, load_dataset, load_file
+from loanops.data import LoadedDataset, load_training_data
 from loanops.evaluate import (
     CostMatrix,
     Evaluation,
@@ -39,7 +39,14 @@ from loanops.evaluate import (
 from loanops.features import Splits, build_model, split_frame
 from loanops.settings import Settings
 from loanops.train import TrainedModel, fit
-from loanops.tune import TrialRecord, TuneResult, cross_validated_aucs, tune
+from loanops.tune import TuneResult, cross_validated_aucs, open_study, result_of, run_trials
+from loanops.tune_workers import (
+    check_lineage,
+    run_local_workers,
+    storage_url,
+    study_name,
+    trial_logger,
+)
 from loanops.validation import ValidationReport, validate_training_frame
 
 
@@ -62,10 +69,9 @@ class TrainResult:
 
 @task(cache_policy=NO_CACHE)
 def load(settings: Settings, data_path: str | None) -> LoadedDataset:
-    if data_path is not None:
-        return load_file(settings.training.dataset, Path(data_path))
-    return load_dataset(
-        settings.training.dataset, rows=settings.training.dataset_rows, seed=settings.training.seed
+    training = settings.training
+    return load_training_data(
+        training.dataset, rows=training.dataset_rows, seed=training.seed, data_path=data_path
     )
 
 
@@ -146,6 +152,26 @@ def start_run(
     return run_id
 
 
+@task(cache_policy=NO_CACHE, **TRACKING_RETRIES)
+def reopen_run(settings: Settings, loaded: LoadedDataset, run_id: str) -> str:
+    """Reopen an earlier training run to resume it: its data must be the data loaded now.
+
+    Raises:
+        WorkerDataError: when the data's hash differs from the run's lineage.
+        ValueError: when the run has already registered a version.
+    """
+    client = registry.connect(settings)
+    check_lineage(settings, run_id, loaded)
+    versions = client.search_model_versions(f"run_id = '{run_id}'")
+    if versions:
+        raise ValueError(
+            f"run {run_id} already registered {versions[0].name} v{versions[0].version}; "
+            "start a new run instead"
+        )
+    client.update_run(run_id, status="RUNNING")
+    return run_id
+
+
 def lineage_tags(loaded: LoadedDataset, splits: Splits) -> dict[str, str]:
     """Where the data came from and how much of it the model was fitted on."""
     flow_run_id = flow_run.get_id()
@@ -162,52 +188,49 @@ def lineage_tags(loaded: LoadedDataset, splits: Splits) -> dict[str, str]:
     }
 
 
-def _log_trial(client: MlflowClient, experiment_id: str, parent_run_id: str) -> Any:
-    def log(record: TrialRecord) -> None:
-        run = client.create_run(
-            experiment_id,
-            run_name=f"trial-{record.number:03d}-{record.family}",
-            tags={"mlflow.parentRunId": parent_run_id, "loanops.trial_state": record.state},
-        )
-        client.log_batch(
-            run.info.run_id,
-            params=[mlflow.entities.Param("family", record.family)]
-            + [mlflow.entities.Param(k, str(v)) for k, v in record.params.items()],
-            metrics=[
-                mlflow.entities.Metric("fold_roc_auc", auc, 0, step)
-                for step, auc in enumerate(record.fold_aucs)
-            ]
-            + (
-                [mlflow.entities.Metric("cv_roc_auc", record.cv_roc_auc, 0, 0)]
-                if record.state == "COMPLETE" and record.cv_roc_auc is not None
-                else []
-            ),
-        )
-        status = "FINISHED" if record.state == "COMPLETE" else "KILLED"
-        client.set_terminated(run.info.run_id, status=status)
-
-    return log
-
-
 @task(cache_policy=NO_CACHE)
 def tune_models(
-    splits: Splits, loaded: LoadedDataset, settings: Settings, run_id: str
+    splits: Splits,
+    loaded: LoadedDataset,
+    settings: Settings,
+    run_id: str,
+    data_path: str | None = None,
 ) -> TuneResult:
-    """Optuna search, one MLflow child run per trial under the parent run."""
+    """Optuna search, one MLflow child run per trial under the parent run.
+
+    With no tuning storage the study lives in this process's memory. With one, the study is
+    named after the run and shared: this process runs it alone when there is one worker, else
+    the settings' workers pull its trials (local processes, or flow runs on the work pool), and
+    a rerun with the same run id resumes it.
+    """
     client = registry.connect(settings)
-    experiment_id = client.get_run(run_id).info.experiment_id
+    training = settings.training
     development = splits.development
-    result = tune(
-        development.X,
-        development.y,
-        loaded.schema,
-        families=settings.training.model_families,
-        n_trials=settings.training.tune_trials,
-        timeout_seconds=settings.training.tune_timeout_seconds,
-        folds=settings.training.cv_folds,
-        seed=settings.training.seed,
-        on_trial=_log_trial(client, experiment_id, run_id),
+    url = storage_url(settings)
+    study = open_study(
+        seed=training.seed,
+        storage_url=url,
+        study_name=study_name(run_id) if url else None,
+        heartbeat_seconds=training.tune_heartbeat_seconds,
     )
+    if training.tune_workers == 1:
+        run_trials(
+            study,
+            development.X,
+            development.y,
+            loaded.schema,
+            families=training.model_families,
+            n_trials=training.tune_trials,
+            timeout_seconds=training.tune_timeout_seconds,
+            folds=training.cv_folds,
+            seed=training.seed,
+            on_trial=trial_logger(settings, run_id),
+        )
+    elif training.tune_launcher == "process":
+        run_local_workers(settings, run_id, data_path, log_folder=settings.home / "logs")
+    else:
+        run_workers_on_the_pool(settings, run_id, data_path)
+    result = result_of(study)
     client.log_batch(
         run_id,
         params=[mlflow.entities.Param("best_family", result.family)]
@@ -432,6 +455,7 @@ def train_flow(
     trials: int | None = None,
     timeout_seconds: float | None = None,
     data_path: str | None = None,
+    resume_run_id: str | None = None,
 ) -> TrainResult:
     """Train, evaluate and register a new candidate model version.
 
@@ -442,6 +466,8 @@ def train_flow(
         trials: Optuna trial budget.
         timeout_seconds: Optuna time budget.
         data_path: train on this CSV or Parquet file, which must follow the dataset's schema.
+        resume_run_id: resume this earlier, unfinished training run instead of starting one:
+            with a tuning storage its study goes on to the budget, keeping the trials it has.
     """
     settings = settings_for(
         training={
@@ -455,9 +481,12 @@ def train_flow(
     loaded = load(settings, data_path)
     report = validate(loaded, settings)
     splits = split(loaded, settings)
-    run_id = start_run(settings, loaded, report, splits)
+    if resume_run_id is None:
+        run_id = start_run(settings, loaded, report, splits)
+    else:
+        run_id = reopen_run(settings, loaded, resume_run_id)
     try:
-        best = tune_models(splits, loaded, settings, run_id)
+        best = tune_models(splits, loaded, settings, run_id, data_path)
         rescored = rescore_best(splits, loaded, best, settings, run_id)
         trained = fit_calibrated(splits, loaded, best, settings)
         favourable = find_favourable_values(trained, splits, loaded, settings)

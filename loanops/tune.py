@@ -1,11 +1,14 @@
 """Hyperparameter search: Optuna over model families, scored by stratified k-fold ROC AUC.
 
 Each trial reports its running mean AUC after every fold, so the median pruner can stop a poor
-configuration after a fold or two instead of paying for all of them.
+configuration after a fold or two instead of paying for all of them. The study lives in memory,
+or in Optuna's RDB storage (PostgreSQL) when several workers share one search
+(`loanops.tune_workers`).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -106,7 +109,56 @@ def _search_progress(records: Sequence[TrialRecord], n_trials: int) -> progress.
     return progress.Progress("tuning", done=len(records), total=n_trials, figures=figures)
 
 
-def tune(
+def open_study(
+    *,
+    seed: int,
+    storage_url: str | None = None,
+    study_name: str | None = None,
+    worker: int = 0,
+    heartbeat_seconds: int = 10,
+) -> optuna.Study:
+    """The study a search adds its trials to: in memory, or shared in an RDB storage.
+
+    A shared study is created by the first process that asks for it and loaded by the rest, so
+    N workers on N machines pull trials from one search; a rerun with the same name resumes it.
+    Each running trial sends a heartbeat, and a trial whose heartbeat stops for three intervals
+    (a killed worker) is marked FAIL by the next worker to start a trial.
+
+    Args:
+        seed: seeds the sampler; each worker offsets it by its index, so that two workers
+            starting together do not propose the same configuration.
+        storage_url: an SQLAlchemy URL (PostgreSQL in production); None for an in-memory study.
+        study_name: the shared study's name; required with `storage_url`.
+        worker: this worker's index.
+        heartbeat_seconds: how often a running trial's heartbeat is written.
+    """
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage: optuna.storages.BaseStorage | None = None
+    if storage_url is not None:
+        if study_name is None:
+            raise ValueError("a shared study needs a name")
+        with warnings.catch_warnings():
+            # Heartbeats are marked experimental in Optuna 4; the budget's accounting of a
+            # killed worker depends on them, and tests/integration/test_shared_study.py checks it.
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            storage = optuna.storages.RDBStorage(
+                storage_url,
+                heartbeat_interval=heartbeat_seconds,
+                grace_period=3 * heartbeat_seconds,
+                engine_kwargs={"pool_pre_ping": True},
+            )
+    return optuna.create_study(
+        storage=storage,
+        study_name=study_name,
+        load_if_exists=storage is not None,
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=(seed + worker) % 2**32),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
+    )
+
+
+def run_trials(
+    study: optuna.Study,
     X: pd.DataFrame,
     y: np.ndarray,
     schema: FeatureSchema,
@@ -117,26 +169,15 @@ def tune(
     folds: int,
     seed: int,
     on_trial: Callable[[TrialRecord], None] | None = None,
-) -> TuneResult:
-    """Search model families and hyperparameters for the best cross-validated ROC AUC.
+    worker: int = 0,
+) -> None:
+    """Add trials to `study` until it holds `n_trials` finished ones, from every worker together.
 
-    Args:
-        X: development features.
-        y: development labels, 0/1.
-        schema: the feature schema, for building pipelines.
-        families: model families to search over.
-        n_trials: trial budget.
-        timeout_seconds: time budget; the search stops at whichever budget runs out first.
-        folds: cross-validation folds per trial.
-        seed: seeds the sampler and the folds, so a search is reproducible.
-        on_trial: called with each finished or pruned trial, e.g. to track it.
-
-    Returns:
-        The best configuration with its mean and spread of fold AUCs.
+    Complete and pruned trials count toward the budget; failed ones (a worker killed mid-trial)
+    do not, so the others make up for them.
 
     Raises:
         ValueError: when a class has fewer rows than there are folds.
-        RuntimeError: when no trial completed within the budget.
     """
     smallest_class = int(np.bincount(y, minlength=2).min())
     if smallest_class < folds:
@@ -144,16 +185,24 @@ def tune(
             f"{folds}-fold cross-validation needs at least {folds} rows of each class; "
             f"the smallest class has {smallest_class}"
         )
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    budget = optuna.study.MaxTrialsCallback(n_trials, states=finished)
+    if len(study.get_trials(deepcopy=False, states=finished)) >= n_trials:
+        return
     records: list[TrialRecord] = []
 
     def objective(trial: optuna.Trial) -> float:
         family, params = suggest(trial, families)
+        trial.set_user_attr("family", family)
+        trial.set_user_attr("params", params)
+        trial.set_user_attr("worker", worker)
         model = build_model(schema, family, params, seed)
         fold_aucs: list[float] = []
 
         def report(step: int, auc: float) -> None:
             fold_aucs.append(auc)
             running_mean = float(np.mean(fold_aucs))
+            trial.set_user_attr("fold_aucs", fold_aucs)
             trial.report(running_mean, step)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"running AUC {running_mean:.4f} after fold {step + 1}")
@@ -173,13 +222,26 @@ def tune(
             progress.report(_search_progress(records, n_trials))
         return float(np.mean(fold_aucs))
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
-    )
-    study.optimize(objective, n_trials=n_trials, timeout=timeout_seconds)
+    study.optimize(objective, n_trials=n_trials, timeout=timeout_seconds, callbacks=[budget])
+
+
+def result_of(study: optuna.Study) -> TuneResult:
+    """The best configuration of a study and every trial it holds, whoever ran them.
+
+    Raises:
+        RuntimeError: when no trial completed.
+    """
+    records = [
+        TrialRecord(
+            t.number,
+            t.user_attrs["family"],
+            dict(t.user_attrs["params"]),
+            t.state.name,
+            list(t.user_attrs.get("fold_aucs", [])),
+        )
+        for t in study.get_trials(deepcopy=False)
+        if t.state.is_finished() and "family" in t.user_attrs
+    ]
     complete = [r for r in records if r.state == "COMPLETE"]
     if not complete:
         raise RuntimeError("tuning finished without a single complete trial; raise the budget")
@@ -191,3 +253,52 @@ def tune(
         cv_roc_auc_std=float(np.std(best.fold_aucs)),
         trials=records,
     )
+
+
+def tune(
+    X: pd.DataFrame,
+    y: np.ndarray,
+    schema: FeatureSchema,
+    *,
+    families: Sequence[ModelFamily],
+    n_trials: int,
+    timeout_seconds: float | None,
+    folds: int,
+    seed: int,
+    on_trial: Callable[[TrialRecord], None] | None = None,
+) -> TuneResult:
+    """Search model families and hyperparameters for the best cross-validated ROC AUC, in this
+    process and in memory.
+
+    Args:
+        X: development features.
+        y: development labels, 0/1.
+        schema: the feature schema, for building pipelines.
+        families: model families to search over.
+        n_trials: trial budget.
+        timeout_seconds: time budget; the search stops at whichever budget runs out first.
+        folds: cross-validation folds per trial.
+        seed: seeds the sampler and the folds, so a search is reproducible.
+        on_trial: called with each finished or pruned trial, e.g. to track it.
+
+    Returns:
+        The best configuration with its mean and spread of fold AUCs.
+
+    Raises:
+        ValueError: when a class has fewer rows than there are folds.
+        RuntimeError: when no trial completed within the budget.
+    """
+    study = open_study(seed=seed)
+    run_trials(
+        study,
+        X,
+        y,
+        schema,
+        families=families,
+        n_trials=n_trials,
+        timeout_seconds=timeout_seconds,
+        folds=folds,
+        seed=seed,
+        on_trial=on_trial,
+    )
+    return result_of(study)

@@ -119,6 +119,16 @@ def load_dataset(name: str, rows: int | None = None, seed: int = 0) -> LoadedDat
     return LoadedDataset(dataset, frame, frame_sha256(frame), source=source)
 
 
+def load_training_data(
+    name: str, *, rows: int | None, seed: int, data_path: str | None
+) -> LoadedDataset:
+    """The rows a training run uses: the file at `data_path` (following dataset `name`'s
+    schema) when given, else the dataset itself (`load_dataset`)."""
+    if data_path is not None:
+        return load_file(name, Path(data_path))
+    return load_dataset(name, rows=rows, seed=seed)
+
+
 def load_file(name: str, path: Path) -> LoadedDataset:
     """Load rows from a CSV or Parquet file that follows the schema of dataset `name`.
 

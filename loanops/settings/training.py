@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from loanops.settings.environment import SettingsGroup, variables_prefixed
 
@@ -38,6 +38,30 @@ class TrainingSettings(SettingsGroup):
     tune_trials: int = Field(default=30, ge=1, description="Optuna trial budget.")
     tune_timeout_seconds: float | None = Field(
         default=None, gt=0, description="Optuna time budget; stops tuning at whichever comes first."
+    )
+    tune_workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Worker processes that share one Optuna study; more than one needs a "
+        "storage URL.",
+    )
+    tune_storage_url: SecretStr | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the Optuna storage the workers share (a PostgreSQL "
+        "database of its own); unset keeps the study in memory.",
+    )
+    tune_launcher: Literal["process", "prefect"] = Field(
+        default="process",
+        description="How the train flow starts its tuning workers: local processes, or flow "
+        "runs of the tune-worker deployment on the Prefect work pool.",
+    )
+    tune_heartbeat_seconds: int = Field(
+        default=10,
+        ge=1,
+        le=600,
+        description="How often a running trial reports it is alive; after three missed beats "
+        "it is marked failed and the other workers make it up.",
     )
     model_families: tuple[ModelFamily, ...] = Field(
         default=("logreg", "hist_gbt", "scorecard"),
@@ -75,3 +99,12 @@ class TrainingSettings(SettingsGroup):
         if repeated:
             raise ValueError(f"each model family may appear once; repeated: {', '.join(repeated)}")
         return families
+
+    @model_validator(mode="after")
+    def _workers_share_a_storage(self) -> TrainingSettings:
+        if self.tune_workers > 1 and self.tune_storage_url is None:
+            raise ValueError(
+                f"LOANOPS_TUNE_WORKERS={self.tune_workers} needs LOANOPS_TUNE_STORAGE_URL: "
+                "workers share their study through it"
+            )
+        return self
