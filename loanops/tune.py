@@ -19,6 +19,8 @@ import pandas as pd
 from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
+from sqlalchemy.exc import IntegrityError
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random
 
 from loanops import progress
 from loanops.features import build_model
@@ -137,16 +139,7 @@ def open_study(
     if storage_url is not None:
         if study_name is None:
             raise ValueError("a shared study needs a name")
-        with warnings.catch_warnings():
-            # Heartbeats are marked experimental in Optuna 4; the budget's accounting of a
-            # killed worker depends on them, and tests/integration/test_shared_study.py checks it.
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = optuna.storages.RDBStorage(
-                storage_url,
-                heartbeat_interval=heartbeat_seconds,
-                grace_period=3 * heartbeat_seconds,
-                engine_kwargs={"pool_pre_ping": True},
-            )
+        storage = _shared_storage(storage_url, heartbeat_seconds)
     return optuna.create_study(
         storage=storage,
         study_name=study_name,
@@ -155,6 +148,27 @@ def open_study(
         sampler=optuna.samplers.TPESampler(seed=(seed + worker) % 2**32),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
     )
+
+
+# Workers that start together on an empty database race to create Optuna's tables and enum
+# types; the loser's CREATE fails with a unique violation, and its second try finds them made.
+@retry(
+    retry=retry_if_exception_type(IntegrityError),
+    stop=stop_after_attempt(3),
+    wait=wait_random(0.1, 1.0),
+    reraise=True,
+)
+def _shared_storage(url: str, heartbeat_seconds: int) -> optuna.storages.RDBStorage:
+    with warnings.catch_warnings():
+        # Heartbeats are marked experimental in Optuna 4; the budget's accounting of a killed
+        # worker depends on them, and tests/integration/test_shared_study.py checks it.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url,
+            heartbeat_interval=heartbeat_seconds,
+            grace_period=3 * heartbeat_seconds,
+            engine_kwargs={"pool_pre_ping": True},
+        )
 
 
 def run_trials(
