@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, status
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response, StreamingResponse
 
 from serving.batch.client import QueueUnavailable, submit
 from serving.batch.job import BatchJob
@@ -105,7 +105,7 @@ async def job_status(state: StateDep, job_id: JobId) -> BatchJob:
 
 @router.get(
     "/{job_id}/result",
-    response_class=FileResponse,
+    response_class=Response,
     responses={
         **ERROR_RESPONSES,
         **_NOT_FOUND,
@@ -117,13 +117,13 @@ async def job_status(state: StateDep, job_id: JobId) -> BatchJob:
         409: {"model": ErrorBody, "description": "The job has not finished."},
     },
 )
-async def job_result(state: StateDep, job_id: JobId) -> FileResponse:
+async def job_result(state: StateDep, job_id: JobId) -> Response:
     """Download the scored file of a finished job."""
     job = await asyncio.to_thread(state.jobs.get, job_id)  # SQL: off the event loop
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no batch job {job_id!r}")
-    path = await asyncio.to_thread(state.jobs.result_path, job_id)
-    if job.status != "succeeded" or path is None:
+    key = await asyncio.to_thread(state.jobs.result_key, job_id)
+    if job.status != "succeeded" or key is None:
         detail = (
             f"job {job_id} failed: {job.error}"
             if job.status == "failed"
@@ -131,4 +131,13 @@ async def job_result(state: StateDep, job_id: JobId) -> FileResponse:
         )
         raise HTTPException(status.HTTP_409_CONFLICT, detail=detail)
     media_type = "text/csv" if job.input_format == "csv" else "application/vnd.apache.parquet"
-    return FileResponse(path, media_type=media_type, filename=f"{job_id}-scored{path.suffix}")
+    filename = f"{job_id}-scored.{job.input_format}"
+    path = state.jobs.storage.local_path(key)
+    if path is not None:
+        return FileResponse(path, media_type=media_type, filename=filename)
+    # From a bucket: streamed through, so the API key still guards the download.
+    return StreamingResponse(
+        state.jobs.storage.iter_bytes(key),
+        media_type=media_type,
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
