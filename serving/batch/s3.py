@@ -7,8 +7,8 @@ read-after-write consistency). Credentials come from boto3's own chain: the stan
 `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` variables, a profile, or the node's workload
 identity.
 
-The client is made lazily and again in each process: a Celery pool process is forked from the
-worker's main process, and a connection pool must not be shared across a fork.
+Each process makes its own client (from the one session): a Celery pool process is forked from
+the worker's main process, and a connection pool must not be shared across a fork.
 """
 
 from __future__ import annotations
@@ -60,9 +60,15 @@ class S3Storage(JobStorage):
         self.prefix = prefix.strip("/")
         self.endpoint_url = endpoint_url or None
         self.region = region or None
+        self._lock = threading.Lock()
+        import boto3
+
+        # One session, made here: a pool process forked after this inherits its loaded service
+        # model, and makes its own client from it in milliseconds rather than a tenth of a second.
+        self._session = boto3.session.Session()
         self._client: Any = None
         self._client_pid = 0
-        self._lock = threading.Lock()
+        self.client  # noqa: B018  (loads the service model before any fork)
 
     @classmethod
     def from_settings(cls, batch: BatchSettings, scratch: Path) -> S3Storage:
@@ -80,10 +86,9 @@ class S3Storage(JobStorage):
         """This process's boto3 S3 client."""
         with self._lock:
             if self._client is None or self._client_pid != os.getpid():
-                import boto3
                 from botocore.config import Config
 
-                self._client = boto3.session.Session().client(
+                self._client = self._session.client(
                     "s3",
                     endpoint_url=self.endpoint_url,
                     region_name=self.region,
