@@ -577,8 +577,18 @@ def test_a_failed_job_keeps_its_reason_and_is_never_changed_again(
 # --- which errors are worth a retry ------------------------------------------------------------
 
 
+def _s3_error(kind: type[BaseException], code: str, status: int) -> BaseException:
+    """A bucket's error answer, as botocore raises it once its own retries are spent."""
+    response = {
+        "Error": {"Code": code, "Message": code},
+        "ResponseMetadata": {"HTTPStatusCode": status},
+    }
+    return kind(response, "PutObject")
+
+
 def _transient_cases() -> list[tuple[BaseException, bool]]:
     import redis
+    from botocore.exceptions import ClientError, EndpointConnectionError
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, RESOURCE_DOES_NOT_EXIST
     from sqlalchemy.exc import IntegrityError, OperationalError
@@ -593,6 +603,10 @@ def _transient_cases() -> list[tuple[BaseException, bool]]:
         (ConnectionRefusedError(), True),
         (redis.ConnectionError("gone"), True),
         (ModelLoadError("v3 cannot serve"), False),
+        (_s3_error(ClientError, "SlowDown", 503), True),
+        (_s3_error(ClientError, "NoSuchBucket", 404), False),
+        (_s3_error(ClientError, "AccessDenied", 403), False),
+        (EndpointConnectionError(endpoint_url="http://127.0.0.1:9"), True),
         (ValueError("a bug"), False),
     ]
 
