@@ -39,6 +39,11 @@ _STREAM_BYTES = 1 << 20
 _IPC_OPTIONS = ipc.IpcWriteOptions(compression=None)
 
 
+class StorageUnavailable(RuntimeError):
+    """The job storage cannot take or give an object now: an outage or a misconfiguration of
+    the bucket or folder, never the client's doing."""
+
+
 class JobStorage(ABC):
     """Whole objects by key: what the job steps read and write, on whichever backend."""
 

@@ -26,6 +26,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -35,7 +36,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from loanops.schema import FeatureSchema
 from serving.batch.files import JobFiles
 from serving.batch.job import BatchJob, ChunkCounts, JobPlan, is_job_id, new_job_id
-from serving.batch.storage import JobStorage, storage_for
+from serving.batch.storage import JobStorage, StorageUnavailable, storage_for
 from serving.batch.tables import ChunkRow, JobRow
 from serving.batch.upload import (
     BatchFileError,
@@ -109,6 +110,7 @@ class JobStore:
 
         Raises:
             UploadTooLarge: when the body exceeds `max_bytes`.
+            StorageUnavailable: when the storage backend cannot take the file.
             BatchFileError: when the file is empty, not CSV or Parquet, unreadable, without data
                 rows, or lacks feature columns; the message says which.
         """
@@ -123,8 +125,7 @@ class JobStore:
                 path = folder / f"input.{input_format}"
                 os.replace(upload, path)
                 plan = await asyncio.to_thread(inspect_file, path, input_format, schema)
-                key = self.files.input(job_id, plan.input_file)
-                await asyncio.to_thread(self.storage.put_file, key, path)
+                await asyncio.to_thread(self._store_input, job_id, plan.input_file, path)
             now = _now()
             row = {
                 "id": job_id,
@@ -142,7 +143,7 @@ class JobStore:
             await asyncio.to_thread(self._insert_job, row)
         except BaseException:
             # In line, not in a thread: a cancelled request must still leave nothing behind.
-            self.files.delete(job_id)
+            self._remove_files(job_id)
             raise
         logger.info(
             "batch job %s: %s, %d rows, %s v%s",
@@ -155,6 +156,24 @@ class JobStore:
         job = self.get(job_id)
         assert job is not None
         return job
+
+    def _remove_files(self, job_id: str) -> None:
+        """Remove what a refused upload may have stored, without hiding why it was refused."""
+        try:
+            self.files.delete(job_id)
+        except Exception as error:  # the storage is down too: nothing of the job is recorded
+            logger.warning(
+                "batch job %s: its files cannot be removed: %s", job_id, short_message(error)
+            )
+
+    def _store_input(self, job_id: str, input_file: str, path: Path) -> None:
+        try:
+            self.storage.put_file(self.files.input(job_id, input_file), path)
+        except Exception as error:  # the backend's own: an OSError, or botocore's errors
+            raise StorageUnavailable(
+                f"the batch-job storage ({self.storage.describe()}) cannot take the file: "
+                f"{short_message(error)}"
+            ) from error
 
     def _insert_job(self, row: dict[str, object]) -> None:
         with self.engine.begin() as connection:

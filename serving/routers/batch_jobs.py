@@ -11,6 +11,7 @@ from fastapi.responses import FileResponse, Response, StreamingResponse
 
 from serving.batch.client import QueueUnavailable, submit
 from serving.batch.job import BatchJob
+from serving.batch.storage import StorageUnavailable
 from serving.batch.upload import BatchFileError, UploadTooLarge
 from serving.deps import ApiKeyDep, ModelDep, StateDep
 from serving.schemas import ERROR_RESPONSES, ErrorBody
@@ -45,7 +46,10 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     response_model=BatchJob,
     responses={
         **ERROR_RESPONSES,
-        503: {"model": ErrorBody, "description": "No model yet, or the job queue is down."},
+        503: {
+            "model": ErrorBody,
+            "description": "No model yet, or the job queue or the job storage is down.",
+        },
     },
     openapi_extra={"requestBody": _UPLOAD_BODY},
 )
@@ -80,6 +84,10 @@ async def create_job(
         )
     except UploadTooLarge as error:
         raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, detail=str(error)) from None
+    except StorageUnavailable as error:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(error), headers={"Retry-After": "30"}
+        ) from None
     except BatchFileError as error:
         # The documented 422 body: a list of field errors, here one about the file as a whole.
         raise RequestValidationError(
