@@ -132,6 +132,11 @@ class S3Storage(JobStorage):
             return False
         return True
 
+    def size(self, key: str) -> int:
+        with self._missing_as_file_not_found(key):
+            answer = self.client.head_object(Bucket=self.bucket, Key=self.object_key(key))
+        return int(answer["ContentLength"])
+
     def delete(self, key: str) -> None:
         # S3 answers a delete of a missing key with success.
         self.client.delete_object(Bucket=self.bucket, Key=self.object_key(key))

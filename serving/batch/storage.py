@@ -72,6 +72,10 @@ class JobStorage(ABC):
         """Whether there is an object at `key`."""
 
     @abstractmethod
+    def size(self, key: str) -> int:
+        """The object's length in bytes."""
+
+    @abstractmethod
     def delete(self, key: str) -> None:
         """Remove the object at `key`, if any."""
 
@@ -199,6 +203,9 @@ class LocalStorage(JobStorage):
 
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
+
+    def size(self, key: str) -> int:
+        return self.path(key).stat().st_size
 
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)

@@ -143,9 +143,14 @@ async def job_result(state: StateDep, job_id: JobId) -> Response:
     path = state.jobs.storage.local_path(key)
     if path is not None:
         return FileResponse(path, media_type=media_type, filename=filename)
-    # From a bucket: streamed through, so the API key still guards the download.
+    # From a bucket: streamed through, so the API key still guards the download. The length
+    # lets a client tell a download cut short from a whole one.
+    size = await asyncio.to_thread(state.jobs.storage.size, key)
     return StreamingResponse(
         state.jobs.storage.iter_bytes(key),
         media_type=media_type,
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        headers={
+            "Content-Disposition": f'attachment; filename="{filename}"',
+            "Content-Length": str(size),
+        },
     )

@@ -551,6 +551,7 @@ def test_the_api_takes_an_upload_and_serves_its_result_from_storage(
     assert result.status_code == 200, result.text
     assert result.headers["content-type"].startswith("text/csv")
     assert f'filename="{job_id}-scored.csv"' in result.headers["content-disposition"]
+    assert int(result.headers["content-length"]) == len(result.content)
     frame = pd.read_csv(io.BytesIO(result.content))
     assert frame["row"].tolist() == list(range(len(submitted)))
     assert frame["id"].tolist() == submitted["id"].tolist()

@@ -49,7 +49,7 @@ def test_a_missing_key_is_file_not_found_on_every_read(
     key = f"{JOB}/chunks/00003.arrow"
 
     assert not job_storage.exists(key)
-    for read in (job_storage.read_table, job_storage.read_bytes):
+    for read in (job_storage.read_table, job_storage.read_bytes, job_storage.size):
         with pytest.raises(FileNotFoundError):
             read(key)
     with pytest.raises(FileNotFoundError):
@@ -74,6 +74,7 @@ def test_a_put_file_is_consumed_and_reads_back_whole(
         assert not staged.exists()
     assert not any(job_storage.scratch.iterdir())  # the staging folder is gone too
     assert job_storage.exists(key)
+    assert job_storage.size(key) == len(data)
     assert bytes(job_storage.read_bytes(key)) == data
     assert b"".join(job_storage.iter_bytes(key)) == data
     with job_storage.local_file(key) as path:
