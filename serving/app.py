@@ -35,6 +35,7 @@ from loanops.registry import connect
 from loanops.schema import FeatureSchema
 from loanops.settings import Settings, get_settings
 from serving.batch import database as batch_database
+from serving.batch.storage import storage_for
 from serving.batch.store import JobStore
 from serving.decision_log.handle import DecisionLogProcess
 from serving.deps import AppState
@@ -105,7 +106,7 @@ def create_app(
         on_loaded=serving,
         on_failure=metrics.reload_failures.inc,
     )
-    jobs = JobStore(settings.storage_path, create_engine_for(settings.decision_db_url))
+    jobs = JobStore(storage_for(settings), create_engine_for(settings.decision_db_url))
     metrics.watch_batch_rows(jobs.rows_processed_total)
     state = AppState(
         settings=settings,

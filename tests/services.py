@@ -1,4 +1,4 @@
-"""Real backing services for the integration tests: Redis, PostgreSQL and an MLflow server.
+"""Real backing services for the tests: Redis, PostgreSQL, an MLflow server and an S3 server.
 
 Each service is resolved the same way: an explicit URL, else the ``LOANOPS_TEST_*`` environment
 variable, else the local default that runs on our machines and in CI. When the chosen server does
@@ -477,6 +477,68 @@ def _http_ok(url: str) -> bool:
             return response.status == 200 and response.read().strip() == b"OK"
     except (urllib.error.URLError, OSError):
         return False
+
+
+# --------------------------------------------------------------------------------------------
+# An S3 API server
+
+
+S3_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "loanops-test",
+    "AWS_SECRET_ACCESS_KEY": "loanops-test-secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    # Never ask an instance-metadata endpoint for credentials: traffic stays on loopback.
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+"""Credentials the throwaway S3 server accepts (it accepts any), as boto3 reads them."""
+
+
+def _s3_answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/moto-api/", timeout=2) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@contextlib.contextmanager
+def s3_server(startup_timeout: float = 30.0) -> Iterator[ServerProcess]:
+    """Run moto's standalone S3 API server on 127.0.0.1 and a free port.
+
+    It speaks S3's wire protocol to the real boto3 client and keeps its buckets in memory, so
+    nothing outlives it.
+
+    Yields:
+        The running server, its `url` the endpoint URL; it is stopped by its PID on exit.
+
+    Raises:
+        ServiceStartError: The server exited or did not answer in time.
+    """
+    executable = Path(sys.executable).parent / "moto_server"
+    if not os.access(executable, os.X_OK):
+        raise ServiceStartError("No moto_server next to the interpreter: install moto[server]")
+    workdir = Path(tempfile.mkdtemp(prefix="loanops-s3-"))
+    log_path = workdir / "moto.log"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        with _process_group(
+            [str(executable), "-H", "127.0.0.1", "-p", str(port)],
+            log_path,
+            stop_signal=signal.SIGTERM,
+            cwd=workdir,
+        ) as proc:
+            _wait_until(
+                lambda: _s3_answers(url),
+                proc,
+                log_path,
+                what=f"moto S3 server on port {port}",
+                timeout=startup_timeout,
+            )
+            logger.info("Started moto S3 server %s (pid %d)", url, proc.pid)
+            yield ServerProcess(url=url, pid=proc.pid, log_path=log_path)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,10 +1,11 @@
-"""Batch-job settings: the queue, the shared folder and the chunking of a job."""
+"""Batch-job settings: the queue, where job files live (a folder or a bucket), the chunking."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from loanops.settings.environment import SettingsGroup, variables_prefixed
 
@@ -23,7 +24,30 @@ class BatchSettings(SettingsGroup):
     storage_dir: Path | None = Field(
         default=None,
         validation_alias="LOANOPS_STORAGE_DIR",
-        description="Shared folder for batch-job files and state; unset means `home`/storage.",
+        description=(
+            "Folder for batch-job files (shared by the API and every worker with the local "
+            "backend; only for staging with S3); unset means `home`/storage."
+        ),
+    )
+    storage: Literal["local", "s3"] = Field(
+        default="local",
+        description=(
+            "Where job uploads, chunks and results live: `local` (the storage folder) or `s3` "
+            "(a bucket, so that workers on other nodes need no shared volume)."
+        ),
+    )
+    s3_bucket: str = Field(
+        default="", description="The bucket of batch-job files; required when storage is `s3`."
+    )
+    s3_prefix: str = Field(
+        default="batch-jobs", description="Folder of the job files in the bucket."
+    )
+    s3_endpoint_url: str = Field(
+        default="",
+        description="URL of an S3-compatible server (MinIO, Ceph, R2); empty for AWS S3 itself.",
+    )
+    s3_region: str = Field(
+        default="", description="The bucket's region; empty for boto3's default chain."
     )
     chunk_rows: int = Field(
         default=50_000, ge=100, description="Rows per batch-job chunk, the unit of retry."
@@ -36,3 +60,9 @@ class BatchSettings(SettingsGroup):
             "chunk is redelivered after this."
         ),
     )
+
+    @model_validator(mode="after")
+    def _a_bucket_for_s3(self) -> BatchSettings:
+        if self.storage == "s3" and not self.s3_bucket:
+            raise ValueError("LOANOPS_BATCH_STORAGE=s3 needs LOANOPS_BATCH_S3_BUCKET")
+        return self

@@ -139,6 +139,7 @@ def preload() -> None:
 
     for module in (
         "alembic.command",
+        "boto3",  # the S3 storage backend's client; half a second to import
         "mlflow.sklearn",
         "mlflow.store.tracking.sqlalchemy_store",
         "mlflow.store.model_registry.sqlalchemy_store",

@@ -3,10 +3,11 @@
 The state of every job and of each of its chunks is a row in the decision log's database
 (`serving.batch.tables`), changed in transactions: an API that restarts, a second API replica and
 workers on any node all see the same jobs, and no step needs a lock shared between nodes. The
-files (the upload, chunks, scored chunks, the result) stay on the volume (`serving.batch.volume`).
+files (the upload, chunks, scored chunks, the result) are objects in storage, a local folder or
+a bucket (`serving.batch.files`, `serving.batch.storage`).
 
 A chunk counts as scored once its row says so, which happens after its output and decisions are
-on the volume; its decisions count as recorded once they are in the decision log. Progress is
+stored; its decisions count as recorded once they are in the decision log. Progress is
 summed from the chunk rows, never counted up, so a chunk scored twice (a redelivered task)
 cannot make it drift. A finished job is never changed again, except that a succeeded job whose
 decisions cannot be recorded fails.
@@ -23,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import shutil
 from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,7 +34,9 @@ from sqlalchemy import Engine, Row, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from loanops.schema import FeatureSchema
+from serving.batch.files import JobFiles
 from serving.batch.job import BatchJob, ChunkCounts, JobPlan, is_job_id, new_job_id
+from serving.batch.storage import JobStorage, StorageUnavailable, storage_for
 from serving.batch.tables import ChunkRow, JobRow
 from serving.batch.upload import (
     BatchFileError,
@@ -43,7 +45,6 @@ from serving.batch.upload import (
     short_message,
     stream_to_file,
 )
-from serving.batch.volume import JobFiles, read_table
 
 if TYPE_CHECKING:
     from loanops.settings import Settings
@@ -59,28 +60,24 @@ def _now() -> datetime:
 
 
 class JobStore:
-    """Batch jobs: rows in the decision log's database, files under `<root>/batch-jobs`."""
+    """Batch jobs: rows in the decision log's database, objects in storage."""
 
-    def __init__(self, root: Path, engine: Engine) -> None:
-        """Keep job files under `root` (the settings' `storage_path`) and state in `engine`.
+    def __init__(self, storage: JobStorage, engine: Engine) -> None:
+        """Keep job files in `storage` and state in `engine`.
 
         The batch-job tables must exist (`serving.batch.database.migrate`).
         """
-        self.files = JobFiles(root)
-        self.jobs_root = self.files.jobs_root
+        self.storage = storage
+        self.files = JobFiles(storage)
         self.engine = engine
         self._rows_processed = 0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JobStore:
-        """The store on the configured storage folder and database, its tables migrated."""
+        """The store on the configured storage backend and database, its tables migrated."""
         from serving.batch.database import engine_for
 
-        return cls(settings.storage_path, engine_for(settings))
-
-    def job_dir(self, job_id: str) -> Path:
-        """The folder of a job's files (see `JobFiles.job_dir`)."""
-        return self.files.job_dir(job_id)
+        return cls(storage_for(settings), engine_for(settings))
 
     async def receive(
         self,
@@ -93,11 +90,11 @@ class JobStore:
         model_version: str,
         schema: FeatureSchema,
     ) -> BatchJob:
-        """Stream an upload to a new job folder, check it, and record the job as queued.
+        """Stream an upload to storage as a new job, check it, and record the job as queued.
 
-        The file goes to disk as it arrives, never whole into memory; it is then read a block at
-        a time to check its columns and count its rows. On any failure, the client's included,
-        the job folder is removed and no job is recorded.
+        The file goes to a local staging folder as it arrives, never whole into memory; it is
+        then read a block at a time to check its columns and count its rows, and stored. On any
+        failure, the client's included, the job's files are removed and no job is recorded.
 
         Args:
             chunks: the request body.
@@ -113,21 +110,22 @@ class JobStore:
 
         Raises:
             UploadTooLarge: when the body exceeds `max_bytes`.
+            StorageUnavailable: when the storage backend cannot take the file.
             BatchFileError: when the file is empty, not CSV or Parquet, unreadable, without data
                 rows, or lacks feature columns; the message says which.
         """
         job_id = new_job_id()
-        folder = self.job_dir(job_id)
-        folder.mkdir(parents=True)
         try:
-            upload = folder / "upload.part"
-            size, head = await stream_to_file(chunks, upload, max_bytes)
-            if size == 0:
-                raise BatchFileError("the file is empty")
-            input_format = detect_format(filename, content_type, head)
-            path = folder / f"input.{input_format}"
-            os.replace(upload, path)
-            plan = await asyncio.to_thread(inspect_file, path, input_format, schema)
+            with self.storage.staging() as folder:
+                upload = folder / "upload.part"
+                size, head = await stream_to_file(chunks, upload, max_bytes)
+                if size == 0:
+                    raise BatchFileError("the file is empty")
+                input_format = detect_format(filename, content_type, head)
+                path = folder / f"input.{input_format}"
+                os.replace(upload, path)
+                plan = await asyncio.to_thread(inspect_file, path, input_format, schema)
+                await asyncio.to_thread(self._store_input, job_id, plan.input_file, path)
             now = _now()
             row = {
                 "id": job_id,
@@ -144,7 +142,8 @@ class JobStore:
             }
             await asyncio.to_thread(self._insert_job, row)
         except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
+            # In line, not in a thread: a cancelled request must still leave nothing behind.
+            self._remove_files(job_id)
             raise
         logger.info(
             "batch job %s: %s, %d rows, %s v%s",
@@ -157,6 +156,24 @@ class JobStore:
         job = self.get(job_id)
         assert job is not None
         return job
+
+    def _remove_files(self, job_id: str) -> None:
+        """Remove what a refused upload may have stored, without hiding why it was refused."""
+        try:
+            self.files.delete(job_id)
+        except Exception as error:  # the storage is down too: nothing of the job is recorded
+            logger.warning(
+                "batch job %s: its files cannot be removed: %s", job_id, short_message(error)
+            )
+
+    def _store_input(self, job_id: str, input_file: str, path: Path) -> None:
+        try:
+            self.storage.put_file(self.files.input(job_id, input_file), path)
+        except Exception as error:  # the backend's own: an OSError, or botocore's errors
+            raise StorageUnavailable(
+                f"the batch-job storage ({self.storage.describe()}) cannot take the file: "
+                f"{short_message(error)}"
+            ) from error
 
     def _insert_job(self, row: dict[str, object]) -> None:
         with self.engine.begin() as connection:
@@ -202,13 +219,13 @@ class JobStore:
             error=job.error,
         )
 
-    def result_path(self, job_id: str) -> Path | None:
-        """The scored file of a job that succeeded; None otherwise."""
+    def result_key(self, job_id: str) -> str | None:
+        """The storage key of the scored file of a job that succeeded; None otherwise."""
         job = self.get(job_id)
         if job is None or job.status != "succeeded":
             return None
-        path = self.files.result(job_id, job.input_format)
-        return path if path.is_file() else None
+        key = self.files.result(job_id, job.input_format)
+        return key if self.storage.exists(key) else None
 
     def delete(self, job_id: str) -> bool:
         """Remove a job, its rows and all its files; False when there was no such job."""
@@ -340,7 +357,7 @@ class JobStore:
 
     def read_chunk(self, job_id: str, index: int) -> pa.Table:
         """The input rows of one chunk."""
-        return read_table(self.files.input_chunk(job_id, index))
+        return self.storage.read_table(self.files.input_chunk(job_id, index))
 
     def _chunk(self, job_id: str, index: int) -> Row[Any] | None:
         """The chunk's row (its columns by name), or None."""
@@ -381,7 +398,7 @@ class JobStore:
         """A chunk's decisions not yet in the decision log; None once they are."""
         if self.decisions_recorded(job_id, index):
             return None
-        return read_table(self.files.decisions(job_id, index))
+        return self.storage.read_table(self.files.decisions(job_id, index))
 
     def decisions_recorded(self, job_id: str, index: int) -> bool:
         """Whether a chunk's decisions are in the decision log."""
@@ -396,7 +413,7 @@ class JobStore:
                 .where(ChunkRow.job_id == job_id, ChunkRow.chunk == index)
                 .values(recorded_at=_now(), decisions=count)
             )
-        self.files.decisions(job_id, index).unlink(missing_ok=True)
+        self.storage.delete(self.files.decisions(job_id, index))
 
     def pending_chunks(self, job_id: str) -> list[int]:
         """Chunks without complete output, in order."""
@@ -429,8 +446,8 @@ class JobStore:
         """Write the result from the scored chunks and mark the job succeeded; idempotent.
 
         Two workers that both saw the last chunk land may both write the result: each writes
-        a whole file under a temporary name and moves it into place, and only one of them
-        moves the job to `succeeded`. Chunk files are removed afterwards.
+        a whole object (the storage never shows half of one), and only one of them moves the
+        job to `succeeded`. Chunk files are removed afterwards.
 
         Returns:
             The finished job; None when the job is gone.
@@ -444,7 +461,7 @@ class JobStore:
         plan = self.plan(job_id)
         if plan.chunk_starts is None or job.chunks_done != len(plan.chunk_starts):
             raise ValueError(f"batch job {job_id} has chunks still to score")
-        if not self.files.result(job_id, plan.input_format).exists():
+        if not self.storage.exists(self.files.result(job_id, plan.input_format)):
             self.files.write_result(job_id, plan)
         if self._set_status(job_id, "succeeded", UNFINISHED, finished_at=_now()):
             logger.info(

@@ -136,12 +136,14 @@ def _process_started(**_: Any) -> None:
 
 
 def is_transient(error: BaseException) -> bool:
-    """Whether a retry may succeed: the registry, the database, Redis or the network let us down.
+    """Whether a retry may succeed: the registry, the database, Redis, the bucket or the network
+    let us down.
 
     A model that cannot serve, a bad file or a bug is no such error: retrying changes nothing.
     """
     import redis
     import requests
+    from botocore import exceptions as s3_errors
     from kombu.exceptions import OperationalError as QueueError
     from mlflow.exceptions import MlflowException
     from sqlalchemy import exc as sql_errors
@@ -151,6 +153,10 @@ def is_transient(error: BaseException) -> bool:
             return int(error.get_http_status_code()) >= 500
         except (TypeError, ValueError):
             return False
+    if isinstance(error, s3_errors.ClientError):
+        # The client retried throttling and 5xx answers already; a retry later may still help.
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return int(status) >= 500 or int(status) == 429
     if isinstance(error, sql_errors.DBAPIError):
         return bool(error.connection_invalidated) or isinstance(
             error, sql_errors.OperationalError | sql_errors.InterfaceError
@@ -163,6 +169,8 @@ def is_transient(error: BaseException) -> bool:
         | requests.Timeout
         | sql_errors.TimeoutError
         | sql_errors.DisconnectionError
+        | s3_errors.ConnectionError
+        | s3_errors.HTTPClientError
         | redis.ConnectionError
         | redis.TimeoutError
         | QueueError,

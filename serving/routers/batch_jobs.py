@@ -7,10 +7,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, status
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response, StreamingResponse
 
 from serving.batch.client import QueueUnavailable, submit
 from serving.batch.job import BatchJob
+from serving.batch.storage import StorageUnavailable
 from serving.batch.upload import BatchFileError, UploadTooLarge
 from serving.deps import ApiKeyDep, ModelDep, StateDep
 from serving.schemas import ERROR_RESPONSES, ErrorBody
@@ -45,7 +46,10 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     response_model=BatchJob,
     responses={
         **ERROR_RESPONSES,
-        503: {"model": ErrorBody, "description": "No model yet, or the job queue is down."},
+        503: {
+            "model": ErrorBody,
+            "description": "No model yet, or the job queue or the job storage is down.",
+        },
     },
     openapi_extra={"requestBody": _UPLOAD_BODY},
 )
@@ -80,6 +84,10 @@ async def create_job(
         )
     except UploadTooLarge as error:
         raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, detail=str(error)) from None
+    except StorageUnavailable as error:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(error), headers={"Retry-After": "30"}
+        ) from None
     except BatchFileError as error:
         # The documented 422 body: a list of field errors, here one about the file as a whole.
         raise RequestValidationError(
@@ -105,7 +113,7 @@ async def job_status(state: StateDep, job_id: JobId) -> BatchJob:
 
 @router.get(
     "/{job_id}/result",
-    response_class=FileResponse,
+    response_class=Response,
     responses={
         **ERROR_RESPONSES,
         **_NOT_FOUND,
@@ -117,13 +125,13 @@ async def job_status(state: StateDep, job_id: JobId) -> BatchJob:
         409: {"model": ErrorBody, "description": "The job has not finished."},
     },
 )
-async def job_result(state: StateDep, job_id: JobId) -> FileResponse:
+async def job_result(state: StateDep, job_id: JobId) -> Response:
     """Download the scored file of a finished job."""
     job = await asyncio.to_thread(state.jobs.get, job_id)  # SQL: off the event loop
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no batch job {job_id!r}")
-    path = await asyncio.to_thread(state.jobs.result_path, job_id)
-    if job.status != "succeeded" or path is None:
+    key = await asyncio.to_thread(state.jobs.result_key, job_id)
+    if job.status != "succeeded" or key is None:
         detail = (
             f"job {job_id} failed: {job.error}"
             if job.status == "failed"
@@ -131,4 +139,18 @@ async def job_result(state: StateDep, job_id: JobId) -> FileResponse:
         )
         raise HTTPException(status.HTTP_409_CONFLICT, detail=detail)
     media_type = "text/csv" if job.input_format == "csv" else "application/vnd.apache.parquet"
-    return FileResponse(path, media_type=media_type, filename=f"{job_id}-scored{path.suffix}")
+    filename = f"{job_id}-scored.{job.input_format}"
+    path = state.jobs.storage.local_path(key)
+    if path is not None:
+        return FileResponse(path, media_type=media_type, filename=filename)
+    # From a bucket: streamed through, so the API key still guards the download. The length
+    # lets a client tell a download cut short from a whole one.
+    size = await asyncio.to_thread(state.jobs.storage.size, key)
+    return StreamingResponse(
+        state.jobs.storage.iter_bytes(key),
+        media_type=media_type,
+        headers={
+            "Content-Disposition": f'attachment; filename="{filename}"',
+            "Content-Length": str(size),
+        },
+    )

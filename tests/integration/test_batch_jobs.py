@@ -1,12 +1,16 @@
 """Batch jobs end to end: a real Redis, real `loanops worker` processes and the registry.
 
 The API's part is played by `JobStore.receive` and `submit`, exactly as the router calls them.
+Every test runs on both storage backends: the local folder, shared with the worker, and a bucket
+on moto's S3 server on loopback, where the worker has a storage folder of its own and shares
+nothing with this process but the bucket and the database.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import io
 import os
 import signal
 import time
@@ -19,11 +23,13 @@ import pandas as pd
 import psutil
 import pytest
 from celery import Celery
+from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
 
 from loanops.decisions.database import create_engine_for, migrate
 from loanops.decisions.table import DecisionRecord
 from loanops.settings import Settings
+from serving.app import create_app
 from serving.batch.client import QueueUnavailable, create_client, submit
 from serving.batch.job import BatchJob
 from serving.batch.store import JobStore
@@ -38,7 +44,12 @@ from tests.integration.serving_fixtures import (
     register_version,
     serving_model,  # noqa: F401  (a fixture)
 )
-from tests.services import free_port
+from tests.services import S3_CREDENTIALS, free_port
+from tests.storage_fixtures import (
+    BACKENDS,
+    create_bucket,
+    s3_endpoint,  # noqa: F401  (a fixture)
+)
 from tests.waiting import poll_until, wait_for
 
 pytestmark = pytest.mark.integration
@@ -51,17 +62,27 @@ OUTPUT = ["row", "probability", "decision", "reason_codes", "rejection_reason"]
 # --- fixtures ----------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def overrides(batch_redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:  # noqa: F811
+@pytest.fixture(scope="module", params=BACKENDS)
+def overrides(
+    request: pytest.FixtureRequest,
+    batch_redis_url: str,  # noqa: F811
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, Any]:
     """What this module's API and workers share besides the model: queue, storage, chunk size."""
-    return {
-        "batch": {
-            "redis_url": batch_redis_url,
-            "storage_dir": tmp_path_factory.mktemp("storage"),
-            "chunk_rows": CHUNK_ROWS,
-            "visibility_seconds": 120.0,
-        }
+    batch: dict[str, Any] = {
+        "redis_url": batch_redis_url,
+        "storage_dir": tmp_path_factory.mktemp("storage"),
+        "chunk_rows": CHUNK_ROWS,
+        "visibility_seconds": 120.0,
     }
+    if request.param == "s3":
+        endpoint = request.getfixturevalue("s3_endpoint")
+        batch |= {
+            "storage": "s3",
+            "s3_bucket": create_bucket(endpoint),
+            "s3_endpoint_url": endpoint,
+        }
+    return {"batch": batch}
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +100,10 @@ def worker(
     environment = serving_model.environment(
         **{v.name: str(v.value(settings)) for v in batch if v.value(settings) is not None}
     )
+    if settings.batch.storage == "s3":
+        # A folder of the worker's own: with a bucket, no volume is shared.
+        environment["LOANOPS_STORAGE_DIR"] = str(tmp_path_factory.mktemp("worker-storage"))
+        environment.update(S3_CREDENTIALS)
     with celery_worker(environment, log_dir=tmp_path_factory.mktemp("worker-log")) as process:
         yield process
 
@@ -175,11 +200,20 @@ def wait_for_chunks(store: JobStore, job_id: str, chunks: int) -> None:
 
 
 def read_result(store: JobStore, job: BatchJob) -> pd.DataFrame:
-    path = store.result_path(job.job_id)
-    assert path is not None
-    if job.input_format == "csv":
-        return pd.read_csv(path, dtype={"reason_codes": str, "rejection_reason": str})
-    return pd.read_parquet(path)
+    key = store.result_key(job.job_id)
+    assert key is not None
+    with store.storage.local_file(key) as path:
+        if job.input_format == "csv":
+            return pd.read_csv(path, dtype={"reason_codes": str, "rejection_reason": str})
+        return pd.read_parquet(path)
+
+
+def only_input_and_result_left(store: JobStore, job: BatchJob) -> None:
+    """A finished job keeps its upload and its result; its chunks and decisions are gone."""
+    assert store.storage.keys(job.job_id) == [
+        f"{job.job_id}/input.{job.input_format}",
+        f"{job.job_id}/result.{job.input_format}",
+    ]
 
 
 def logged(engine: Engine, job_id: str) -> pd.DataFrame:
@@ -336,6 +370,7 @@ def test_a_job_survives_its_worker_being_killed_mid_chunk(
     wait_until_recorded(store, job.job_id, worker)
     log = logged(decision_log, job.job_id)
     assert len(log) == log["request_id"].nunique() == len(submitted)
+    only_input_and_result_left(store, job)
 
 
 def kill_pool_process_mid_task(
@@ -448,7 +483,7 @@ def test_job_state_is_durable_across_store_instances(
 
     assert restarted.get(finished.job_id) == finished
     assert restarted.get(waiting.job_id) == waiting
-    assert restarted.result_path(finished.job_id) == store.result_path(finished.job_id)
+    assert restarted.result_key(finished.job_id) == store.result_key(finished.job_id) is not None
     assert {finished.job_id, waiting.job_id} <= set(restarted.job_ids())
     assert restarted.rows_processed_total() >= 300
     assert restarted.delete(waiting.job_id)
@@ -480,4 +515,44 @@ def test_submitting_while_redis_is_down_fails_fast_and_leaves_nothing(
 
     assert time.monotonic() - started < 3
     assert store.get(job.job_id) is None
-    assert not (store.jobs_root / job.job_id).exists()
+    assert store.storage.keys(job.job_id) == []
+
+
+def test_the_api_takes_an_upload_and_serves_its_result_from_storage(
+    worker: WorkerProcess,
+    settings: Settings,
+    serving_model: ServingModel,  # noqa: F811
+) -> None:
+    submitted = serving_model.applicants.head(1200)
+    with TestClient(create_app(settings)) as api:
+        wait_for(
+            lambda: api.get("/readyz").status_code == 200,
+            timeout=60,
+            what="the API to load its model",
+            interval=0.2,
+        )
+        created = api.post(
+            "/v1/batch-jobs",
+            params={"filename": "applications.csv"},
+            content=submitted.to_csv(index=False).encode(),
+            headers={"Content-Type": "text/csv"},
+        )
+        assert created.status_code == 202, created.text
+        job_id = created.json()["job_id"]
+        wait_for(
+            lambda: api.get(f"/v1/batch-jobs/{job_id}").json()["status"] == "succeeded",
+            timeout=JOB_TIMEOUT_S,
+            what=f"job {job_id} to succeed",
+            interval=0.1,
+            details=worker.tail,
+        )
+        result = api.get(f"/v1/batch-jobs/{job_id}/result")
+
+    assert result.status_code == 200, result.text
+    assert result.headers["content-type"].startswith("text/csv")
+    assert f'filename="{job_id}-scored.csv"' in result.headers["content-disposition"]
+    assert int(result.headers["content-length"]) == len(result.content)
+    frame = pd.read_csv(io.BytesIO(result.content))
+    assert frame["row"].tolist() == list(range(len(submitted)))
+    assert frame["id"].tolist() == submitted["id"].tolist()
+    assert frame["probability"].notna().all()

@@ -18,6 +18,7 @@ from loanops.decisions.database import migrate as migrate_decision_log
 from loanops.decisions.table import Base
 from serving.batch.database import VERSION_TABLE, migrate
 from serving.batch.job import ChunkCounts
+from serving.batch.storage import LocalStorage
 from serving.batch.store import JobStore
 from serving.batch.sweep import LostTask, claim_lost_work
 from serving.batch.tables import BatchBase, ChunkRow
@@ -76,7 +77,7 @@ def test_the_job_store_and_the_sweep_work_on_both_databases(url: str, tmp_path: 
     engine = create_engine_for(url)
     try:
         migrate(engine)
-        store = JobStore(tmp_path, engine)
+        store = JobStore(LocalStorage(tmp_path / "batch-jobs"), engine)
         job = asyncio.run(
             store.receive(
                 _one_piece(applicants.to_csv(index=False).encode()),

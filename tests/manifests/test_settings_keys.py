@@ -43,6 +43,11 @@ DEPLOYMENT_VARIABLES = {
     "LOANOPS_STORAGE_DIR",
     "LOANOPS_DATABASE_URL",
     "LOANOPS_DEPLOY_TARGET",
+    # Production keeps batch-job files in a bucket of its own.
+    "LOANOPS_BATCH_STORAGE",
+    "LOANOPS_BATCH_S3_BUCKET",
+    "LOANOPS_BATCH_S3_ENDPOINT_URL",
+    "LOANOPS_BATCH_S3_REGION",
 }
 
 
@@ -167,6 +172,7 @@ def test_production_refuses_the_placeholders_and_takes_real_values(
     }
     settings = settings_from(real, monkeypatch)
     assert settings.decision_db_url.startswith("postgresql://")
+    assert (settings.batch.storage, settings.batch.s3_bucket) == ("s3", "loanops-batch-jobs")
     assert settings.serving.api_key_values == ("k3y-one", "k3y-two")
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import jsonschema
+import pandas as pd
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -44,6 +45,8 @@ from tests.integration.api_fixtures import (
     wait_until_ready,
 )
 from tests.integration.serving_fixtures import register_version
+from tests.services import free_port
+from tests.storage_fixtures import s3_endpoint  # noqa: F401  (a fixture)
 from tests.waiting import wait_for
 
 KEY = {"X-API-Key": API_KEYS[1]}
@@ -947,3 +950,35 @@ def test_the_documented_schema_refuses_what_the_server_refuses(client: TestClien
         assert isinstance(body, dict)
         assert not validator.is_valid(body), case
         assert post(client, body).status_code == 422
+
+
+@pytest.mark.integration
+def test_an_upload_the_job_storage_cannot_take_is_503_and_leaves_no_job(
+    models: Registry,
+    tmp_path: Path,
+    s3_endpoint: str,  # noqa: F811
+) -> None:
+    # A bucket nobody created: the S3 server answers NoSuchBucket, as a misnamed bucket would.
+    batch = {
+        "storage_dir": tmp_path / "storage",
+        "redis_url": f"redis://127.0.0.1:{free_port()}/0",  # never reached: storage comes first
+        "storage": "s3",
+        "s3_bucket": "loanops-no-such-bucket",
+        "s3_endpoint_url": s3_endpoint,
+    }
+    with serving(models, tmp_path, batch=batch) as started:
+        refused = started.post(
+            "/v1/batch-jobs",
+            params={"filename": "applications.csv"},
+            content=pd.DataFrame(list(_applicants()[:10])).to_csv(index=False).encode(),
+            headers={**KEY, "Content-Type": "text/csv"},
+        )
+        jobs = state(started).jobs
+
+    assert refused.status_code == 503, refused.text
+    assert refused.headers["retry-after"] == "30"
+    detail = refused.json()["detail"]
+    assert "batch-job storage (s3://loanops-no-such-bucket/batch-jobs at http" in detail
+    assert "NoSuchBucket" in detail
+    assert jobs.job_ids() == []
+    assert not any((tmp_path / "storage" / "batch-staging").iterdir())

@@ -1,4 +1,8 @@
-"""The batch-job store and chunk scoring without Redis or Celery: uploads, validation, chunks."""
+"""The batch-job store and chunk scoring without Redis or Celery: uploads, validation, chunks.
+
+The store's tests run on both storage backends: the local folder, and a bucket on moto's S3
+server on loopback (those cases are integration tests).
+"""
 
 from __future__ import annotations
 
@@ -34,6 +38,11 @@ from serving.batch.validation import validate_chunk
 from serving.model import LoadedModel
 from serving.scorer.compiled import CompiledScorer
 from tests.model.fitting import CONFIGS
+from tests.storage_fixtures import (
+    BACKENDS,
+    make_storage,
+    s3_endpoint,  # noqa: F401  (a fixture)
+)
 
 SCHEMA = syn.SCHEMA
 TYPES = ("int", "float", "category")
@@ -78,13 +87,22 @@ def model() -> LoadedModel:
     )
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[JobStore]:
-    """A job store on `tmp_path`, its state in a SQLite file there."""
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
+    """A job store on each backend (files under `tmp_path`, or a bucket), state in SQLite there."""
     engine = create_engine_for(f"sqlite:///{tmp_path / 'jobs.db'}")
     migrate(engine)
-    yield JobStore(tmp_path, engine)
+    yield JobStore(make_storage(str(request.param), tmp_path, request), engine)
     engine.dispose()
+
+
+def result_frame(store: JobStore, job_id: str) -> pd.DataFrame | None:
+    """A succeeded job's scored file, read from its storage; None when there is none."""
+    key = store.result_key(job_id)
+    if key is None:
+        return None
+    with store.storage.local_file(key) as path:
+        return pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
 
 
 @pytest.fixture(scope="module")
@@ -124,9 +142,9 @@ def parquet_bytes(frame: pd.DataFrame) -> bytes:
 
 
 def nothing_left(store: JobStore) -> bool:
-    """No job in the database, and no job folder on the volume."""
-    folders = list(store.jobs_root.iterdir()) if store.jobs_root.exists() else []
-    return store.job_ids() == [] and folders == []
+    """No job in the database, no job file in storage, and nothing left in staging."""
+    staged = list(store.storage.scratch.iterdir()) if store.storage.scratch.exists() else []
+    return store.job_ids() == [] and store.storage.keys() == [] and staged == []
 
 
 # --- format and ids ----------------------------------------------------------------------------
@@ -173,7 +191,7 @@ def test_anything_but_a_job_id_finds_no_job(tmp_path: Path, store: JobStore, job
 
     assert not is_job_id(job_id)
     assert store.get(job_id) is None
-    assert store.result_path(job_id) is None
+    assert store.result_key(job_id) is None
     assert store.delete(job_id) is False
 
 
@@ -200,12 +218,12 @@ def test_a_csv_upload_is_stored_counted_and_queued(
         0,
     )
     assert is_job_id(job.job_id)
-    folder = store.jobs_root / job.job_id
-    assert (folder / "input.csv").read_bytes() == data
-    with store.engine.connect() as connection:  # the state is in SQL, not on the volume
+    assert store.storage.keys(job.job_id) == [f"{job.job_id}/input.csv"]
+    assert bytes(store.storage.read_bytes(f"{job.job_id}/input.csv")) == data
+    with store.engine.connect() as connection:  # the state is in SQL, not in storage
         assert connection.scalar(select(JobRow.status).where(JobRow.id == job.job_id)) == "queued"
     assert (
-        JobStore(tmp_path, store.engine).get(job.job_id) == job
+        JobStore(store.storage, store.engine).get(job.job_id) == job
     )  # another instance, as after a restart
 
 
@@ -454,16 +472,17 @@ def test_a_job_split_scored_twice_and_assembled_keeps_each_row_once(
     assert done is not None and done.status == "succeeded"
     assert (done.rows_done, done.rows_valid, done.rows_rejected) == (1000, 997, 3)
     assert store.assemble(job.job_id) == done  # idempotent
-    path = store.result_path(job.job_id)
-    assert path is not None and path.suffix == f".{fmt}"
-    result = pd.read_csv(path) if fmt == "csv" else pd.read_parquet(path)
+    assert store.result_key(job.job_id) == f"{job.job_id}/result.{fmt}"
+    result = result_frame(store, job.job_id)
+    assert result is not None
     assert result["row"].tolist() == list(range(1000))
     assert result["id"].tolist() == frame["id"].tolist()
     assert (
         result.loc[[5, 500, 999], "rejection_reason"].tolist() == ["loan_amnt: must be >= 1000"] * 3
     )
     assert result["probability"].notna().sum() == 997
-    assert not (store.jobs_root / job.job_id / "chunks").exists()
+    assert store.storage.keys(f"{job.job_id}/chunks/") == []
+    assert store.storage.keys(f"{job.job_id}/out/") == []
 
     assert done.decisions_recorded == 0
     for index in range(12):
@@ -473,7 +492,8 @@ def test_a_job_split_scored_twice_and_assembled_keeps_each_row_once(
         assert store.read_decisions(job.job_id, index) is None
     recorded = store.get(job.job_id)
     assert recorded is not None and recorded.decisions_recorded == 997
-    assert JobStore(tmp_path, store.engine).rows_processed_total() == 1000
+    assert store.storage.keys(f"{job.job_id}/log/") == []
+    assert JobStore(store.storage, store.engine).rows_processed_total() == 1000
 
 
 def _age(store: JobStore, job_id: str) -> None:
@@ -548,16 +568,27 @@ def test_a_failed_job_keeps_its_reason_and_is_never_changed_again(
     assert again is not None
     assert (again.status, again.error) == ("failed", "chunk 0 failed: boom")
     assert again.finished_at is not None
-    assert store.result_path(job.job_id) is None
+    assert store.result_key(job.job_id) is None
     assert store.delete(job.job_id)
     assert store.get(job.job_id) is None
+    assert store.storage.keys(job.job_id) == []
 
 
 # --- which errors are worth a retry ------------------------------------------------------------
 
 
+def _s3_error(kind: type[BaseException], code: str, status: int) -> BaseException:
+    """A bucket's error answer, as botocore raises it once its own retries are spent."""
+    response = {
+        "Error": {"Code": code, "Message": code},
+        "ResponseMetadata": {"HTTPStatusCode": status},
+    }
+    return kind(response, "PutObject")
+
+
 def _transient_cases() -> list[tuple[BaseException, bool]]:
     import redis
+    from botocore.exceptions import ClientError, EndpointConnectionError
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, RESOURCE_DOES_NOT_EXIST
     from sqlalchemy.exc import IntegrityError, OperationalError
@@ -572,6 +603,10 @@ def _transient_cases() -> list[tuple[BaseException, bool]]:
         (ConnectionRefusedError(), True),
         (redis.ConnectionError("gone"), True),
         (ModelLoadError("v3 cannot serve"), False),
+        (_s3_error(ClientError, "SlowDown", 503), True),
+        (_s3_error(ClientError, "NoSuchBucket", 404), False),
+        (_s3_error(ClientError, "AccessDenied", 403), False),
+        (EndpointConnectionError(endpoint_url="http://127.0.0.1:9"), True),
         (ValueError("a bug"), False),
     ]
 
