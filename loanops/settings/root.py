@@ -225,6 +225,10 @@ class Settings(BaseSettings):
         secrets = {"LOANOPS_API_KEYS": self.serving.api_key_values}
         if self.decision_log.database_url is not None:
             secrets["LOANOPS_DATABASE_URL"] = (self.decision_log.database_url.get_secret_value(),)
+        if self.training.tune_storage_url is not None:
+            secrets["LOANOPS_TUNE_STORAGE_URL"] = (
+                self.training.tune_storage_url.get_secret_value(),
+            )
         for name, values in secrets.items():
             if any(_PLACEHOLDER.search(value) for value in values):
                 raise ValueError(

@@ -100,6 +100,12 @@ class TrainingSettings(SettingsGroup):
             raise ValueError(f"each model family may appear once; repeated: {', '.join(repeated)}")
         return families
 
+    @field_validator("tune_storage_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # A Secret key must hold a string; the base's empty one means "no shared storage".
+        return None if value == "" else value
+
     @model_validator(mode="after")
     def _workers_share_a_storage(self) -> TrainingSettings:
         if self.tune_workers > 1 and self.tune_storage_url is None:

@@ -156,8 +156,9 @@ def test_redis_and_postgres_admit_only_their_clients(rendered: Render) -> None:
 
     assert clients("redis") == {"api", "worker"}
     if "postgres" in rendered.names("Deployment"):
-        # The workers write batch jobs' decisions to the decision log.
-        assert clients("postgres") == {"mlflow", "api", "worker"}
+        # The workers write batch jobs' decisions to the decision log; the flow runs' tuning
+        # workers share their Optuna studies in it.
+        assert clients("postgres") == {"mlflow", "api", "worker", "flow"}
 
 
 def test_autoscaled_deployments_leave_the_replica_count_to_the_autoscaler(

@@ -48,6 +48,10 @@ DEPLOYMENT_VARIABLES = {
     "LOANOPS_BATCH_S3_BUCKET",
     "LOANOPS_BATCH_S3_ENDPOINT_URL",
     "LOANOPS_BATCH_S3_REGION",
+    # Production tunes with workers on the work pool, sharing studies in its PostgreSQL.
+    "LOANOPS_TUNE_WORKERS",
+    "LOANOPS_TUNE_LAUNCHER",
+    "LOANOPS_TUNE_STORAGE_URL",
 }
 
 
@@ -77,7 +81,11 @@ def pod_environment(rendered: Render) -> dict[str, str]:
 def test_the_excluded_variables_exist() -> None:
     assert set(NOT_POD_VARIABLES) <= set(VARIABLES)
     assert DEPLOYMENT_VARIABLES <= set(VARIABLES)
-    assert secret_variables() == {"LOANOPS_API_KEYS", "LOANOPS_DATABASE_URL"}
+    assert secret_variables() == {
+        "LOANOPS_API_KEYS",
+        "LOANOPS_DATABASE_URL",
+        "LOANOPS_TUNE_STORAGE_URL",
+    }
 
 
 def test_the_variables_include_every_group() -> None:
@@ -169,11 +177,16 @@ def test_production_refuses_the_placeholders_and_takes_real_values(
         **environment,
         "LOANOPS_API_KEYS": "k3y-one,k3y-two",
         "LOANOPS_DATABASE_URL": "postgresql://decisions:s3cret@postgres:5432/decisions",
+        "LOANOPS_TUNE_STORAGE_URL": "postgresql://optuna:s3cret@postgres:5432/optuna",
     }
     settings = settings_from(real, monkeypatch)
     assert settings.decision_db_url.startswith("postgresql://")
     assert (settings.batch.storage, settings.batch.s3_bucket) == ("s3", "loanops-batch-jobs")
     assert settings.serving.api_key_values == ("k3y-one", "k3y-two")
+    assert (settings.training.tune_workers, settings.training.tune_launcher) == (4, "prefect")
+    for name in ("LOANOPS_DATABASE_URL", "LOANOPS_TUNE_STORAGE_URL"):
+        with pytest.raises(ValidationError, match=f"{name} holds a placeholder"):
+            settings_from({**real, name: environment[name]}, monkeypatch)
 
 
 def test_mlflow_keys_are_mlflow_server_variables(rendered: Render) -> None:
