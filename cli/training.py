@@ -113,12 +113,24 @@ def train(
     trials: TrialsOption = None,
     timeout: TimeoutOption = None,
     data: TrainingDataOption = None,
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            "--resume",
+            metavar="RUN_ID",
+            help="Resume this unfinished training run: its shared study (LOANOPS_TUNE_STORAGE_URL) "
+            "goes on to the budget with the trials it has.",
+        ),
+    ] = None,
 ) -> None:
     """Tune, train, evaluate and register a candidate model version.
 
     Example: loanops train --dataset synthetic --rows 20000 --trials 10
     """
-    parameters = training_parameters(dataset, rows, seed, trials, timeout, data)
+    parameters = {
+        **training_parameters(dataset, rows, seed, trials, timeout, data),
+        "resume_run_id": resume,
+    }
     from flows.train import train_flow
 
     result = run_with_status("training…", lambda: train_flow(**parameters))
