@@ -32,6 +32,10 @@ def cli_env(
         **prefect_env,
         "LOANOPS_HOME": str(home),
         "LOANOPS_BOOTSTRAP_SAMPLES": "200",
+        # Two trials on 4,000 loans: the logistic regression alone, so that what they train
+        # clears the gate's AUC floor whatever the sampler draws (this tests the CLI, not the
+        # search).
+        "LOANOPS_MODEL_FAMILIES": '["logreg"]',
         "COLUMNS": "200",  # wide enough that rich does not wrap the tables we read
     }
 
