@@ -73,7 +73,7 @@ def image(engine: Engine, artifacts: Path) -> str:
         FIGURES["base image made (debootstrap + import)"] = f"{made:.0f} s"
     started = time.monotonic()
     build_image(engine, ROOT, IMAGE, artifacts / "build.log")
-    FIGURES["image build (BuildKit cache as found)"] = f"{time.monotonic() - started:.0f} s"
+    FIGURES["image build (BuildKit cache as found)"] = f"{time.monotonic() - started:.1f} s"
     size = engine.image_size(IMAGE)
     base = engine.image_size(BASE_IMAGE)
     FIGURES["image size"] = f"{size / 1e9:.2f} GB ({base / 1e6:.0f} MB of it the base)"
