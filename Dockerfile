@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1.7
 # One image for every loanops process; the command chooses which:
 #
 #   scoring API       loanops serve --host 0.0.0.0 --port 8000        (the default command)
@@ -8,27 +7,42 @@
 #   MLflow server     mlflow server --host 0.0.0.0 --port 5000 ...
 #
 # Build from the repository root: docker build -t loanops:dev .
-# tests/manifests/test_dockerfile.py replays the builder's install steps and runs the commands
-# above from the venv they make; no Docker engine runs on our machines, so nothing else here is
-# exercised by the tests.
+# Any Debian-based image with python3 (3.11+), python3-venv and ca-certificates can be the base;
+# say where its python3 is:
+#   docker build --build-arg PYTHON_IMAGE=debian-python:bookworm --build-arg PYTHON=/usr/bin/python3 .
+# A builder behind a TLS-inspecting proxy passes its CA bundle as a secret, which only the install
+# steps see and no layer keeps: --secret id=ca,src=/path/to/bundle.pem. Without it the base's own
+# bundle is used. No `# syntax=` line: the engine's built-in frontend reads this file, so the
+# build never pulls a frontend image.
+# tests/manifests/test_dockerfile.py replays the builder's install steps without an engine;
+# tests/container/ builds the image and runs it as the manifests do (`make test-container`).
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
-
-# The installer is pinned to the version `make install` uses (uv==0.13.9 in pyproject.toml).
-FROM ghcr.io/astral-sh/uv:0.13.9 AS uv
+# The base image's interpreter: the python images keep it in /usr/local/bin, Debian in /usr/bin.
+ARG PYTHON=/usr/local/bin/python3
 
 FROM ${PYTHON_IMAGE} AS builder
-COPY --from=uv /uv /usr/local/bin/uv
-ENV UV_PYTHON_DOWNLOADS=never \
-    UV_PYTHON=/usr/local/bin/python3 \
+ARG PYTHON
+# The secret `ca`, when given, is mounted over this bundle for the install steps only.
+ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
+    SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_PYTHON=${PYTHON} \
     UV_PROJECT_ENVIRONMENT=/opt/venv \
     UV_COMPILE_BYTECODE=1 \
     UV_LINK_MODE=copy
+# The installer, pinned to the version `make install` uses (uv==0.13.9 in pyproject.toml), from
+# PyPI; it stays in this stage.
+RUN --mount=type=secret,id=ca,target=/etc/ssl/certs/ca-certificates.crt \
+    ${PYTHON} -m venv /opt/uv \
+    && /opt/uv/bin/pip install --no-cache-dir --disable-pip-version-check uv==0.13.9 \
+    && ln -s /opt/uv/bin/uv /usr/local/bin/uv
 WORKDIR /app
 # Dependencies first, from the lock alone: this layer is rebuilt only when the lock changes.
 # --locked fails the build when uv.lock no longer matches pyproject.toml.
 COPY pyproject.toml uv.lock README.md ./
-RUN --mount=type=cache,target=/root/.cache/uv \
+RUN --mount=type=secret,id=ca,target=/etc/ssl/certs/ca-certificates.crt \
+    --mount=type=cache,target=/root/.cache/uv \
     uv sync --locked --no-dev --no-install-project
 # Then the project itself, installed editable: the venv points at the source under /app.
 COPY loanops ./loanops
@@ -36,14 +50,18 @@ COPY flows ./flows
 COPY serving ./serving
 COPY cli ./cli
 COPY prefect.yaml ./
-RUN --mount=type=cache,target=/root/.cache/uv \
+RUN --mount=type=secret,id=ca,target=/etc/ssl/certs/ca-certificates.crt \
+    --mount=type=cache,target=/root/.cache/uv \
     uv sync --locked --no-dev
 
 FROM ${PYTHON_IMAGE} AS runtime
-# tini runs as PID 1: it forwards SIGTERM to the command and reaps orphaned children.
+# tini runs as PID 1: it forwards SIGTERM to the command and reaps orphaned children. It comes
+# from the base's Debian mirror (plain HTTP, signed by the archive key), so no CA is needed here.
+# `apt-get clean` because a bare Debian base has no docker-clean hook to drop apt's caches.
 # Nothing else is installed: no compiler, no uv, no git.
 RUN apt-get update \
     && apt-get install --yes --no-install-recommends tini \
+    && apt-get clean \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 loanops \
     && useradd --system --uid 10001 --gid 10001 --home-dir /home/loanops --create-home \

@@ -14,7 +14,8 @@ STAMP := $(VENV)/.installed
 export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 
-.PHONY: help install lint format test test-fast demo bench lock clean manifests test-manifests
+.PHONY: help install lint format test test-fast test-container demo bench lock clean manifests
+.PHONY: test-manifests
 .PHONY: stack stack-down stack-status api-docs system-deps
 
 help: ## List the targets
@@ -51,6 +52,12 @@ system-deps:
 	@command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1 || \
 		{ echo "installing docker-compose (Debian package) to validate docker-compose.yml"; \
 		apt-get install -y -qq docker-compose >/dev/null || true; }
+
+# Builds the image on a base made from Debian's packages (no registry is reachable) and runs the
+# API, a worker and retrain in containers as the manifests run them. Needs a Docker engine: one is
+# started (and stopped after) when dockerd is installed and this runs as root.
+test-container: install ## Build the image and run it as the manifests do (needs Docker)
+	$(BIN)/pytest tests/container -m container
 
 test-fast: install ## Only the tiers that need no services
 	$(BIN)/pytest -m "not integration"

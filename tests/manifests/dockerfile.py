@@ -42,17 +42,28 @@ class Stage:
     base: str
     name: str | None
     instructions: list[Instruction] = field(default_factory=list)
+    global_args: dict[str, str] = field(default_factory=dict)
 
     def all(self, keyword: str) -> list[Instruction]:
         return [i for i in self.instructions if i.keyword == keyword]
 
+    def args(self) -> dict[str, str]:
+        """The stage's ARGs and their defaults; a bare `ARG NAME` takes the global one's."""
+        values: dict[str, str] = {}
+        for instruction in self.all("ARG"):
+            name, has_default, default = instruction.arguments.partition("=")
+            values[name] = default if has_default else self.global_args.get(name, "")
+        return values
+
     def env(self) -> dict[str, str]:
-        """The stage's ENV, `KEY=value` pairs in order; `$NAME` left for the caller to expand."""
+        """The stage's ENV, `KEY=value` pairs in order, with the stage's `${ARG}`s expanded;
+        `$NAME` of the environment is left for the caller to expand."""
+        args = self.args()
         values: dict[str, str] = {}
         for instruction in self.all("ENV"):
             for pair in shlex.split(instruction.arguments):
                 key, _, value = pair.partition("=")
-                values[key] = value
+                values[key] = re.sub(r"\$\{(\w+)\}", lambda m: args.get(m[1], m[0]), value)
         return values
 
 
@@ -88,7 +99,7 @@ def stages(path: Path = DOCKERFILE) -> list[Stage]:
             words = instruction.arguments.split()
             base = re.sub(r"\$\{(\w+)\}", lambda m: args.get(m[1], m[0]), words[0])
             stage = words[2] if len(words) == 3 and words[1].upper() == "AS" else None
-            result.append(Stage(base, stage))
+            result.append(Stage(base, stage, global_args=dict(args)))
         elif result:
             result[-1].instructions.append(instruction)
     return result

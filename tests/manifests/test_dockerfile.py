@@ -1,4 +1,4 @@
-"""The container image, checked without a Docker engine (none runs on our machines).
+"""The container image, checked without a Docker engine (tests/container/ builds and runs it).
 
 Two kinds of check. The first reads the Dockerfile: stages, pins, user, environment, what the
 final stage installs, and the build context `.dockerignore` lets through. The second replays
@@ -8,10 +8,11 @@ the image's default command (the API answers /healthz) and every command the man
 a container of the loanops image (each one's --help, with every option the manifest passes).
 
 What this does not exercise: the base image, `apt-get install tini`, the user, the file
-ownership, and the build itself. The replay differs from a build in three stated ways: the uv
-binary is the venv's (the test checks it is the same version), bytecode is not compiled
-(UV_COMPILE_BYTECODE only changes start-up time), and packages are linked from uv's cache
-rather than copied (UV_LINK_MODE only changes how files land).
+ownership, and the build itself; the container tier (`make test-container`) does. The replay
+differs from a build in four stated ways: the uv binary is the venv's (the test checks that the
+one the build installs is the same version), bytecode is not compiled (UV_COMPILE_BYTECODE only
+changes start-up time), packages are linked from uv's cache rather than copied (UV_LINK_MODE only
+changes how files land), and uv trusts the host's CA bundle rather than the base's.
 """
 
 from __future__ import annotations
@@ -30,15 +31,18 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.manifests.dockerfile import DOCKERIGNORE, Stage, stages
+from tests.manifests.dockerfile import DOCKERFILE, DOCKERIGNORE, Stage, stages
 from tests.manifests.flowrun import FLOW_RUN_COMMAND
 from tests.manifests.kube import ROOT, Render, containers, workloads
 from tests.services import free_port
 from tests.waiting import exited, wait_for
 
 BUILD_TOOLS = re.compile(r"\b(gcc|g\+\+|clang|make|build-essential|cmake|git|uv|pip)\b")
-# What the replay leaves out, because it changes how fast or how files land, not what is there.
-NOT_REPLAYED_ENV = {"UV_COMPILE_BYTECODE", "UV_LINK_MODE"}
+# What the replay leaves out: how fast or how files land, not what is there; and the CA bundle,
+# which on the host is the host's own.
+NOT_REPLAYED_ENV = {"UV_COMPILE_BYTECODE", "UV_LINK_MODE", "PIP_CERT", "SSL_CERT_FILE"}
+# The builder's one step before the syncs: the pinned uv from PyPI, in a venv of its own.
+UV_INSTALL = re.compile(r"pip install [^&]*\buv==(\S+)")
 # The python image's PATH, which the runtime stage's `PATH=/opt/venv/bin:$PATH` extends.
 BASE_IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -66,10 +70,43 @@ def test_multi_stage_build_installs_from_the_lock() -> None:
         assert "--no-dev" in command.split()
 
 
+def uv_version() -> str:
+    """The uv the builder installs."""
+    (version,) = [
+        match[1]
+        for run in stage("builder").all("RUN")
+        if (match := UV_INSTALL.search(run.arguments))
+    ]
+    return version
+
+
 def test_uv_is_the_version_the_project_pins() -> None:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     (pin,) = [d for d in pyproject["dependency-groups"]["dev"] if d.startswith("uv==")]
-    assert stage("uv").base == f"ghcr.io/astral-sh/uv:{pin.removeprefix('uv==')}"
+    assert uv_version() == pin.removeprefix("uv==")
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(rf"^UV_VERSION := {re.escape(uv_version())}$", makefile, re.M)
+
+
+def test_nothing_comes_from_an_image_registry_but_the_base() -> None:
+    """No registry is reachable where the tier builds: no frontend image, no `COPY --from` one."""
+    assert not DOCKERFILE.read_text().startswith("# syntax=")
+    names = {s.name for s in stages()}
+    for copy in (c for s in stages() for c in s.all("COPY")):
+        assert copy.flags()[0].get("from", "builder") in names
+    assert {s.base for s in stages()} == {"python:3.11-slim-bookworm"}
+
+
+def test_the_ca_secret_reaches_only_the_install_steps() -> None:
+    """A proxy's CA bundle is mounted over the base's for the steps that download, no others."""
+    for s in stages():
+        for run in s.all("RUN"):
+            downloads = "uv " in run.arguments or "pip install" in run.arguments
+            mounted = "--mount=type=secret,id=ca,target=/etc/ssl/certs/ca-certificates.crt" in (
+                run.arguments
+            )
+            assert mounted == (downloads and s.name == "builder"), run.arguments
+            assert "required=true" not in run.arguments, "a user's own build gives no secret"
 
 
 def test_final_stage_runs_unprivileged_with_the_serving_environment() -> None:
@@ -159,8 +196,8 @@ def replay_builder(root: Path) -> Image:
         folder.mkdir()
     uv = Path(sys.executable).parent / "uv"
     (tools / "uv").symlink_to(uv)
-    uv_version = subprocess.run([uv, "--version"], capture_output=True, text=True, check=True)
-    assert uv_version.stdout.split()[1] == stage("uv").base.rpartition(":")[2]
+    venv_uv = subprocess.run([uv, "--version"], capture_output=True, text=True, check=True)
+    assert venv_uv.stdout.split()[1] == uv_version()
     paths = {"/opt/venv": venv, "/app": app, "/home/loanops": home}
     # The interpreter behind the test venv stands in for the image's /usr/local/bin/python3.
     paths["/usr/local/bin/python3"] = Path(getattr(sys, "_base_executable", sys.executable))
@@ -188,6 +225,8 @@ def replay_builder(root: Path) -> Image:
                     )
                 else:
                     shutil.copy2(ROOT / source, destination)
+        elif instruction.keyword == "RUN" and UV_INSTALL.search(rest):
+            continue  # the venv's uv stands in for it, checked above
         elif instruction.keyword == "RUN":
             assert rest.startswith("uv "), f"the builder runs only uv here, not {rest!r}"
             result = subprocess.run(
