@@ -3,6 +3,7 @@ refused with its file, line or field, and the rule, before any row is trained on
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
@@ -338,3 +339,23 @@ def test_read_declaration_gives_the_schema_the_models_validated(tmp_path: Path) 
     assert declaration.schema.feature("term").categories == ("36", "60")
     assert declaration.schema.target.positive == "yes"
     assert declaration.source.path == "loans.csv"
+
+
+def test_the_cli_refuses_a_wrong_declaration_in_one_line_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from cli.app import app
+
+    for name in [n for n in os.environ if n.upper().startswith("LOANOPS_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("LOANOPS_HOME", str(tmp_path / "home"))
+    path = declare(tmp_path, VALID.replace("kind: int", "kind: integer"))
+
+    result = CliRunner().invoke(app, ["train", "--dataset", str(path)], env={"COLUMNS": "400"})
+
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        f"error: {path}:10: features[0].kind: Input should be 'int', 'float' or 'category'"
+    ]
