@@ -9,6 +9,7 @@ source's (a missing column, a third target value, an undeclared category) when t
 from __future__ import annotations
 
 import importlib.util
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -27,6 +28,21 @@ _TOP_LEVEL = {"name", "description", "source", "features", "target", "segments"}
     "applicant_key",
     "issue_date",
 }
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML with YAML 1.2's booleans: `yes`, `no`, `on` and `off` stay the text a lender wrote,
+    as in a target `positive: yes` or `categories: [yes, no]`."""
+
+
+_BOOL = "tag:yaml.org,2002:bool"
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag != _BOOL]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 
 
 class DeclarationError(ValueError):
@@ -99,8 +115,8 @@ def read_declaration(path: Path) -> Declaration:
         raise DeclarationError(path, None, "", "no such declaration file")
     text = path.read_text(encoding="utf-8")
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        root = yaml.compose(text, Loader=_Loader)
+        data = yaml.load(text, Loader=_Loader)
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         line = mark.line + 1 if mark is not None else None

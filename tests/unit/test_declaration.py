@@ -111,6 +111,14 @@ def test_a_declaration_is_read_once_per_version_of_the_file(tmp_path: Path) -> N
     assert get_dataset(str(path)).name == "tinier"
 
 
+def test_yes_and_no_stay_text_as_written(tmp_path: Path) -> None:
+    path = declare(tmp_path, VALID.replace('"yes"', "yes").replace('"no"', "no"))
+
+    target = get_dataset(str(path)).schema.target
+
+    assert (target.positive, target.negative) == ("yes", "no")
+
+
 def test_only_yaml_names_are_declarations() -> None:
     assert is_declaration("a/b.yaml") and is_declaration("B.YML")
     assert not is_declaration("lending_club")
