@@ -59,7 +59,8 @@ def settings(
         "LOANOPS_DATASET": str(GERMAN_CREDIT),
         "LOANOPS_TUNE_TRIALS": "2",
         "LOANOPS_MODEL_FAMILIES": '["logreg"]',
-        "LOANOPS_BOOTSTRAP_SAMPLES": "200",
+        "LOANOPS_CV_FOLDS": "3",
+        "LOANOPS_BOOTSTRAP_SAMPLES": "100",
         # The gate holds 200 test loans: a calibration error of 0.06 there is noise, and the
         # gate's floors are not what this module is about.
         "LOANOPS_PROMOTION_MAX_ECE": "0.2",
