@@ -1,5 +1,6 @@
 """A lender's data by declaration, end to end: the German credit YAML (no Python) is trained on,
-promoted, served, scored in a batch job and monitored, and a wrong one fails the flow run.
+promoted, served, scored in a batch job, monitored and judged on its outcomes, and a wrong one
+fails the flow run.
 
 On the real parts: MLflow on SQLite in the module's folder, the session's Prefect server, the
 real API app in process, and a real `loanops worker` on the session's Redis.
@@ -21,10 +22,13 @@ from fastapi.testclient import TestClient
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows.monitor import monitor_flow
+from flows.performance import performance_flow
 from flows.retrain import RetrainResult, retrain_flow
 from flows.train import train_flow
 from loanops import registry
 from loanops.data import get_dataset, load_dataset
+from loanops.decisions.database import create_engine_for
+from loanops.outcomes import Outcome, record_outcomes
 from loanops.schema import FeatureSchema
 from loanops.settings import Settings
 from serving.app import create_app
@@ -166,22 +170,39 @@ def test_a_batch_job_scores_every_row_of_the_declared_data(
     assert scored["probability"].between(0, 1).all()
 
 
-def test_a_monitor_run_compares_decisions_on_the_declared_data_with_its_reference(
+def test_monitor_and_performance_runs_read_the_decisions_on_the_declared_data(
     settings: Settings, retrained: RetrainResult
 ) -> None:
+    loaded = load_dataset(str(GERMAN_CREDIT), rows=SCORED, seed=5)
     start = datetime.now(UTC)
     with TestClient(create_app(settings)) as client:
         wait_until_ready(client, timeout=120)
-        body = {"applications": as_json(applications(SCORED, seed=5))}
+        body = {"applications": as_json(loaded.schema.to_frame(loaded.frame))}
         response = client.post("/v1/predict/batch", json=body)
         assert response.status_code == 200, response.text
     end = datetime.now(UTC)  # the app's shutdown has flushed the decision log
+    request_ids = [p["request_id"] for p in response.json()["predictions"]]
+    defaulted = loaded.schema.labels(loaded.frame)
+    engine = create_engine_for(settings.decision_db_url)
+    try:
+        outcomes = [
+            Outcome(request_id=rid, defaulted=bool(d))
+            for rid, d in zip(request_ids, defaulted, strict=True)
+        ]
+        assert record_outcomes(engine, outcomes).recorded == SCORED
+    finally:
+        engine.dispose()
+    days = (end - start).total_seconds() / 86_400
 
-    result = monitor_flow(days=(end - start).total_seconds() / 86_400, end=end)
+    monitored = monitor_flow(days=days, end=end)
+    performance = performance_flow(days=days, end=end)
 
-    assert result.summary.rows == SCORED
-    assert result.summary.model_version == retrained.training.version
-    assert (result.report_dir / "report.html").stat().st_size > 0
+    assert monitored.summary.rows == SCORED
+    assert monitored.summary.model_version == retrained.training.version
+    assert (monitored.report_dir / "report.html").stat().st_size > 0
+    overall = performance.summary.overall
+    assert (overall.labelled, overall.defaults) == (SCORED, int(defaulted.sum()))
+    assert overall.auc is not None and overall.auc > 0.6
 
 
 def test_a_declaration_the_rows_break_fails_the_flow_run_saying_why(
