@@ -39,7 +39,8 @@ DatasetOption = Annotated[
     typer.Option(
         "--dataset",
         "-d",
-        help=f"Dataset to train on: {' or '.join(KNOWN_DATASETS)}.",
+        help=f"Dataset to train on: {' or '.join(KNOWN_DATASETS)}, or the path of a "
+        "declaration file (.yaml).",
         show_default=setting_default("dataset"),
     ),
 ]

@@ -1,8 +1,9 @@
 """Datasets, selected by name.
 
 Each module in this package that defines a module-level `DATASET` is a dataset: adding one means
-writing a module with its schema and loader, and nothing else. Loading returns the frame with its
-schema, provenance and a content hash for lineage.
+writing a module with its schema and loader, and nothing else. A dataset can also be declared in a
+YAML file (see `loanops.data.declaration`), named by its path wherever a dataset name is taken.
+Loading returns the frame with its schema, provenance and a content hash for lineage.
 """
 
 from __future__ import annotations
@@ -83,17 +84,50 @@ def catalog() -> dict[str, Dataset]:
 
 
 def get_dataset(name: str) -> Dataset:
-    """The dataset called `name`.
+    """The dataset called `name`, or the one declared in the file `name` (`.yaml` or `.yml`).
 
     Raises:
         UnknownDatasetError: naming the datasets that do exist.
+        DeclarationError: for a declaration file that breaks a rule (file, line, field, rule).
     """
+    from loanops.data.declaration import is_declaration
+
+    if is_declaration(name):
+        path = Path(name).resolve()
+        return declared_dataset(path, path.stat().st_mtime_ns if path.exists() else 0)
     datasets = catalog()
     if name not in datasets:
         raise UnknownDatasetError(
             f"unknown dataset {name!r}; choose one of: {', '.join(sorted(datasets))}"
         )
     return datasets[name]
+
+
+@cache
+def declared_dataset(path: Path, modified_ns: int) -> Dataset:
+    """The dataset a declaration file declares, read once per version of the file.
+
+    Raises:
+        DeclarationError: for a declaration that breaks a rule.
+    """
+    from loanops.data.declaration import read_declaration, read_source, source_location
+
+    declaration = read_declaration(path)
+
+    def load(rows: int | None, seed: int) -> pd.DataFrame:
+        # The database URL is a secret setting, read when the rows are, never from the file.
+        from loanops.settings import get_settings
+
+        url = get_settings().training.source_database_url
+        return read_source(declaration, url.get_secret_value() if url is not None else None)
+
+    return Dataset(
+        name=declaration.schema.name,
+        schema=declaration.schema,
+        loader=load,
+        description=declaration.description,
+        provenance={"source": source_location(declaration), "declaration": str(path)},
+    )
 
 
 def load_dataset(name: str, rows: int | None = None, seed: int = 0) -> LoadedDataset:

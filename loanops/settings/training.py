@@ -16,7 +16,14 @@ class TrainingSettings(SettingsGroup):
 
     model_config = variables_prefixed("")
 
-    dataset: str = Field(default="lending_club", description="Name of the training dataset.")
+    dataset: str = Field(
+        default="lending_club",
+        description="Name of the training dataset, or the path of a declaration file (.yaml).",
+    )
+    source_database_url: SecretStr | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the database a declared dataset's query reads from.",
+    )
     dataset_rows: int | None = Field(
         default=None, gt=0, description="Rows to draw, for generated datasets."
     )

@@ -27,6 +27,8 @@ NOT_POD_VARIABLES = {
     # Unset means "every row" and "no time budget"; an environment variable cannot say unset.
     "LOANOPS_DATASET_ROWS": "unset by default",
     "LOANOPS_TUNE_TIMEOUT_SECONDS": "unset by default",
+    # Only a declared dataset whose source is a query reads it; a deployment adds it with one.
+    "LOANOPS_SOURCE_DATABASE_URL": "unset unless a declared dataset queries a database",
     # Unset in the cluster: the flow runs reach the API with their own service account.
     "LOANOPS_KUBE_CONFIG": "unset in the cluster",
     # The CLI's way to the API (`loanops batch`), not a setting of any pod.

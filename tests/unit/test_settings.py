@@ -359,6 +359,11 @@ def test_get_settings_reads_the_environment_once(monkeypatch: pytest.MonkeyPatch
 WHERE_EACH_VARIABLE_LIVES: dict[str, tuple[str, str, Any]] = {
     "LOANOPS_DATASET": ("training.dataset", "synthetic", "synthetic"),
     "LOANOPS_DATASET_ROWS": ("training.dataset_rows", "5000", 5000),
+    "LOANOPS_SOURCE_DATABASE_URL": (
+        "training.source_database_url",
+        "postgresql://db/tape",
+        "postgresql://db/tape",
+    ),
     "LOANOPS_SEED": ("training.seed", "7", 7),
     "LOANOPS_TEST_SIZE": ("training.test_size", "0.3", 0.3),
     "LOANOPS_VALIDATION_SIZE": ("training.validation_size", "0.2", 0.2),
