@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from sqlalchemy import Engine, select
@@ -176,7 +176,7 @@ def segment_rows(
         return []
     columns: dict[str, Any] = {
         "request_id": pa.array(meta["request_id"], type=pa.string()),
-        "decided_at": pa.array(meta["decided_at"], type=pa.timestamp("us", tz="UTC")),
+        "decided_at": pa.array(_in_utc(meta["decided_at"]), type=pa.timestamp("us", tz="UTC")),
         "threshold": pa.array(meta["threshold"], type=pa.float64()),
         "probability": pa.array(meta["probability"], type=pa.float64()),
         "decision": pa.array(meta["decision"], type=pa.string()).dictionary_encode(),
@@ -212,6 +212,12 @@ def segment_rows(
             }
         )
     return rows
+
+
+def _in_utc(times: list[datetime]) -> list[datetime]:
+    # Arrow takes an aware datetime's wall time as UTC; a batch shares one, so convert each once.
+    converted: dict[datetime, datetime] = {}
+    return [converted.get(t) or converted.setdefault(t, t.astimezone(UTC)) for t in times]
 
 
 def insert_segments(connection: Connection, rows: list[dict[str, Any]]) -> None:

@@ -72,6 +72,7 @@ _PG_STAGE: Final = (
     "CREATE TEMPORARY TABLE decisions_incoming (LIKE decisions INCLUDING DEFAULTS) ON COMMIT DROP"
 )
 _PG_COPY: Final = f"COPY decisions_incoming ({', '.join(_COLUMNS)}) FROM STDIN"
+_PG_COPY_DIRECT: Final = f"COPY decisions ({', '.join(_COLUMNS)}) FROM STDIN"
 _PG_MOVE: Final = (
     f"INSERT INTO decisions ({', '.join(_COLUMNS)}) "
     f"SELECT {', '.join(_COLUMNS)} FROM decisions_incoming ORDER BY request_id "
@@ -212,29 +213,48 @@ def _sqlite_new_ids(cursor: Any, ordered: list[Decision], count: int) -> set[str
 def _copy_postgres(
     connection: Connection, ordered: list[Decision], inputs: list[bytes], reasons: list[str]
 ) -> set[str] | None:
-    """COPY into a staging table, then move what is new; the set of inserted ids, or None."""
+    """COPY straight into the table; the set of inserted ids, or None when all were.
+
+    A stored request id fails that COPY (a redelivered chunk, which is rare); then, back at the
+    savepoint, the rows are copied into a staging table and only the new ones moved over.
+    """
+    import psycopg
+
     dbapi = connection.connection.driver_connection
     assert dbapi is not None
     with dbapi.cursor() as cursor:
+        cursor.execute("SAVEPOINT decisions_copy")
+        try:
+            _copy_rows(cursor, _PG_COPY_DIRECT, ordered, inputs, reasons)
+            cursor.execute("RELEASE SAVEPOINT decisions_copy")
+            return None
+        except psycopg.errors.UniqueViolation:
+            cursor.execute("ROLLBACK TO SAVEPOINT decisions_copy")
         cursor.execute(_PG_STAGE)
-        with cursor.copy(_PG_COPY) as copy:
-            for i, d in enumerate(ordered):
-                copy.write_row(
-                    (
-                        d.request_id,
-                        d.decided_at,
-                        d.model_name,
-                        d.model_version,
-                        float(d.threshold),
-                        inputs[i].decode(),
-                        float(d.probability),
-                        d.decision,
-                        reasons[i],
-                        d.source,
-                        d.job_id,
-                    )
-                )
+        _copy_rows(cursor, _PG_COPY, ordered, inputs, reasons)
         cursor.execute(_PG_MOVE)
         inserted = {row[0] for row in cursor.fetchall()}
         cursor.execute("DROP TABLE decisions_incoming")
     return None if len(inserted) == len(ordered) else inserted
+
+
+def _copy_rows(
+    cursor: Any, statement: str, ordered: list[Decision], inputs: list[bytes], reasons: list[str]
+) -> None:
+    with cursor.copy(statement) as copy:
+        for i, d in enumerate(ordered):
+            copy.write_row(
+                (
+                    d.request_id,
+                    d.decided_at,
+                    d.model_name,
+                    d.model_version,
+                    float(d.threshold),
+                    inputs[i].decode(),
+                    float(d.probability),
+                    d.decision,
+                    reasons[i],
+                    d.source,
+                    d.job_id,
+                )
+            )
