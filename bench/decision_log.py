@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import psycopg
+import pyarrow as pa
 from psycopg import sql
 from sqlalchemy.engine import make_url
 from threadpoolctl import threadpool_limits
@@ -99,9 +100,8 @@ def decisions(
 ) -> list[Decision]:
     """A chunk's decisions as a batch worker builds them (`serving.batch.chunks`)."""
     names = syn.SCHEMA.feature_names
-    columns = [
-        frame[name].astype(object).where(frame[name].notna(), None).tolist() for name in names
-    ]
+    table = pa.Table.from_pandas(frame[names], preserve_index=False)
+    columns = [table.column(name).to_pylist() for name in names]
     inputs = [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
     decided_at = datetime.now(UTC)
     return [

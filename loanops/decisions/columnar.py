@@ -70,7 +70,7 @@ def segment_frame(
     keys_table = pa.table(
         {
             "t": times,
-            "r": pa.chunked_array([table["request_id"] for table in tables]),
+            "r": _joined([table["request_id"] for table in tables], pa.string()),
         }
     )
     order = pc.sort_indices(keys_table, [("t", "ascending"), ("r", "ascending")]).to_numpy()
@@ -97,16 +97,16 @@ def _meta(name: str, arrays: list[pa.ChunkedArray]) -> pd.Series:
     if name == "decided_at":
         if not arrays:
             return pd.Series([], dtype="datetime64[ns, UTC]")
-        joined = pa.chunked_array(arrays, type=arrays[0].type)
+        joined = _joined(arrays, arrays[0].type)
         return pd.Series(joined.to_pandas()).astype("datetime64[ns, UTC]")
     if name in ("threshold", "probability"):
         if not arrays:
             return pd.Series([], dtype="float64")
-        return pd.Series(pa.chunked_array(arrays).to_pandas()).astype("float64")
+        return pd.Series(_joined(arrays, pa.float64()).to_pandas()).astype("float64")
     if name == "request_id":
         if not arrays:
             return pd.Series([], dtype=object)
-        return pd.Series(pa.chunked_array(arrays, type=pa.string()).to_pandas())
+        return pd.Series(_joined(arrays, pa.string()).to_pandas())
     return _text([array.cast(pa.string()) for array in arrays])
 
 
@@ -117,7 +117,7 @@ def _text(arrays: list[pa.ChunkedArray]) -> pd.Series:
 
     if not arrays:
         return pd.Series([], dtype=object)
-    joined = pa.chunked_array(arrays, type=pa.string())
+    joined = _joined(arrays, pa.string())
     categorical = pd.Series(joined.dictionary_encode().to_pandas()).astype(object)
     return categorical.where(categorical.notna(), None)
 
@@ -161,7 +161,7 @@ def _input(key: str, kind: Kind | None, tables: list[pa.Table], sizes: list[int]
         ]
         if not arrays:
             return pd.Series([], dtype="float64")
-        return pd.Series(pa.chunked_array(arrays, type=target).to_pandas())
+        return pd.Series(_joined(arrays, target).to_pandas())
     if not mixed and textual and (types or kind == "text"):
         arrays = [
             pa.nulls(size, pa.string()) if array is None else array.cast(pa.string())
@@ -191,6 +191,16 @@ def _input(key: str, kind: Kind | None, tables: list[pa.Table], sizes: list[int]
     if kind is None and values and not all(v is None for v in values):
         return pd.DataFrame({"v": values})["v"]  # pandas' own inference, as from_records does
     return pd.Series(values, dtype=object)
+
+
+def _joined(arrays: Sequence[pa.Array | pa.ChunkedArray], kind: pa.DataType) -> pa.ChunkedArray:
+    """One chunked array of the arrays' chunks (given whole, Arrow would convert value by value)."""
+    import pyarrow as pa
+
+    chunks: list[pa.Array] = []
+    for array in arrays:
+        chunks.extend(array.chunks if isinstance(array, pa.ChunkedArray) else [array])
+    return pa.chunked_array(chunks, type=kind)
 
 
 def _widest(types: set[pa.DataType]) -> pa.DataType:
