@@ -82,7 +82,7 @@ bench: install ## Benchmarks; each prints its figure against a baseline from the
 		apt-get install -y -qq wrk >/dev/null || { echo "bench/api.py needs wrk: apt-get install wrk"; exit 2; }; }
 	@# Every benchmark runs; the target fails at the end if any of them missed a target.
 	@failed=""; \
-	for bench in cli_startup fast_path batch api synthetic_auc tuning monitor; do \
+	for bench in cli_startup fast_path batch decision_log api synthetic_auc tuning monitor; do \
 		echo "== bench/$$bench.py"; \
 		if [ $$bench = synthetic_auc ]; then $(BIN)/python bench/$$bench.py; \
 		else OMP_NUM_THREADS=1 $(BIN)/python bench/$$bench.py; fi || failed="$$failed $$bench"; \

@@ -1,18 +1,22 @@
-"""Drift monitoring at scale: `run_monitor` over 1M logged decisions, against Evidently's defaults.
+"""Drift monitoring at scale: `run_monitor` over 10M logged decisions, against Evidently's defaults.
 
-    .venv/bin/python bench/monitor.py [--rows 1000000] [--reference-rows 100000]
+    .venv/bin/python bench/monitor.py [--rows 10000000] [--reference-rows 100000]
                                       [--sample-rows 50000] [--drift PRESET] [--skip-db]
+                                      [--database both|sqlite|postgres]
                                       [--evidently-timeout 600] [--keep]
 
 The parent process draws a synthetic reference (scored by the no-drift ground truth, the ideal
 model trained before any drift) and saves it with `save_reference`; it draws the window, shaped
 like `read_decisions` output, and writes it as Parquet and, unless `--skip-db`, into a SQLite
-decision log with `write_decisions`, 100k decisions per transaction. Each measured path then runs
-in a fresh child process, so that its peak RSS is its own:
+decision log and a PostgreSQL one (a scratch database on 127.0.0.1:5432, or on
+`LOANOPS_BENCH_POSTGRES_URL`, dropped afterwards) with `write_decisions`, 100k decisions per
+transaction. Each measured path then runs in a fresh child process, so that its peak RSS is its
+own:
 
 - **monitor (file)**: `read_parquet` of the window, `load_reference` (cached statistics),
   `run_monitor` (sampling `--sample-rows` rows for Evidently) and `write_reports`;
-- **monitor (decision log)**: the same, with the window read by `read_decisions`;
+- **monitor (decision log)**: the same, with the window read by `read_decisions`, once per
+  database;
 - **Evidently defaults**: `Report([DataDriftPreset(), DataSummaryPreset()])` on the full window
   and the full reference, with the same column mapping and no sampling, then `save_html`.
   It is killed after `--evidently-timeout` seconds.
@@ -41,8 +45,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
+from psycopg import sql
+from sqlalchemy.engine import make_url
 
 from loanops.data import synthetic as syn
 from loanops.data.synthetic_drift import PRESETS, Drift
@@ -69,7 +76,7 @@ _RESULT = "RESULT "
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="run_monitor at 1M rows against Evidently.")
-    parser.add_argument("--rows", type=int, default=1_000_000, help="decisions in the window")
+    parser.add_argument("--rows", type=int, default=10_000_000, help="decisions in the window")
     parser.add_argument("--reference-rows", type=int, default=100_000, help="reference rows")
     parser.add_argument(
         "--sample-rows",
@@ -83,13 +90,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="none",
         help="drift injected into the second half of the window",
     )
-    parser.add_argument("--skip-db", action="store_true", help="skip the SQLite decision log")
+    parser.add_argument("--skip-db", action="store_true", help="skip the decision logs")
+    parser.add_argument(
+        "--database",
+        choices=["both", "sqlite", "postgres"],
+        default="both",
+        help="which decision logs to write and read",
+    )
     parser.add_argument(
         "--evidently-timeout", type=float, default=600.0, help="seconds before Evidently is killed"
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -153,8 +167,41 @@ def to_decisions(chunk: pd.DataFrame) -> list[Decision]:
     ]
 
 
-def prepare(folder: Path, args: argparse.Namespace) -> dict[str, float]:
-    """Reference folder, window Parquet and (unless skipped) the SQLite decision log."""
+def databases(args: argparse.Namespace, folder: Path) -> dict[str, str]:
+    """Decision-log URL of each database the run uses, by name."""
+    if args.skip_db:
+        return {}
+    urls = {}
+    if args.database in ("both", "sqlite"):
+        urls["sqlite"] = f"sqlite:///{folder / 'decisions.db'}"
+    if args.database in ("both", "postgres"):
+        urls["postgres"] = create_postgres_database()
+    return urls
+
+
+def _admin_url() -> str:
+    return os.environ.get(
+        "LOANOPS_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+    )
+
+
+def create_postgres_database() -> str:
+    name = f"loanops_bench_monitor_{os.getpid()}"
+    with psycopg.connect(_admin_url(), autocommit=True) as connection:
+        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return make_url(_admin_url()).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_postgres_database(url: str) -> None:
+    name = make_url(url).database or ""
+    with psycopg.connect(_admin_url(), autocommit=True) as connection:
+        connection.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+def prepare(folder: Path, args: argparse.Namespace, urls: dict[str, str]) -> dict[str, float]:
+    """Reference folder, window Parquet and the decision logs named in `urls`."""
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     source = syn.generate(args.reference_rows, seed=REFERENCE_SEED)
@@ -164,32 +211,37 @@ def prepare(folder: Path, args: argparse.Namespace) -> dict[str, float]:
     monitor_reference.save_reference(reference, folder / "reference")
     seconds["reference"] = time.perf_counter() - started
 
-    # One chunk at a time: into the Parquet file, then into the decision log.
-    engine = None
-    if not args.skip_db:
-        engine = create_engine_for(f"sqlite:///{folder / 'decisions.db'}")
+    # One chunk at a time: into the Parquet file, then into each decision log.
+    engines = {name: create_engine_for(url) for name, url in urls.items()}
+    for engine in engines.values():
         migrate(engine)
     writer: pq.ParquetWriter | None = None
-    seconds["window"] = seconds["decision_log"] = 0.0
+    seconds["window"] = seconds["decisions"] = 0.0
+    for name in engines:
+        seconds[name] = 0.0
     try:
-        started = time.perf_counter()
         for chunk in window_chunks(args.rows, args.drift):
+            started = time.perf_counter()
             table = pa.Table.from_pandas(chunk, preserve_index=False)
             writer = writer or pq.ParquetWriter(folder / "window.parquet", table.schema)
             writer.write_table(table)
             written = time.perf_counter()
             seconds["window"] += written - started
-            if engine is not None:
-                write_decisions(engine, to_decisions(chunk))
-            started = time.perf_counter()
-            seconds["decision_log"] += started - written
+            if not engines:
+                continue
+            decisions = to_decisions(chunk)
+            seconds["decisions"] += time.perf_counter() - written
+            for name, engine in engines.items():
+                began = time.perf_counter()
+                write_decisions(engine, decisions)
+                seconds[name] += time.perf_counter() - began
     finally:
         if writer is not None:
             writer.close()
-        if engine is not None:
+        for engine in engines.values():
             engine.dispose()
-    if engine is None:
-        del seconds["decision_log"]
+    if not engines:
+        del seconds["decisions"]
     return seconds
 
 
@@ -209,11 +261,12 @@ def import_evidently() -> float:
     return time.perf_counter() - started
 
 
-def child_monitor(folder: Path, args: argparse.Namespace, from_db: bool) -> dict[str, Any]:
+def child_monitor(folder: Path, args: argparse.Namespace, url: str | None) -> dict[str, Any]:
     imported = import_evidently()
     cpu, started = time.process_time(), time.perf_counter()
-    if from_db:
-        engine = create_engine_for(f"sqlite:///{folder / 'decisions.db'}")
+    from_db = url is not None
+    if url is not None:
+        engine = create_engine_for(url)
         # As the monitor flow reads it: the schema's inputs only, extracted by the database.
         window = read_decisions(
             engine,
@@ -233,7 +286,7 @@ def child_monitor(folder: Path, args: argparse.Namespace, from_db: bool) -> dict
     )
     monitored = time.perf_counter()
     reports.write_reports(
-        snapshot, folder / ("reports-db" if from_db else "reports"), summary=summary
+        snapshot, folder / (f"reports-{args.child}" if from_db else "reports"), summary=summary
     )
     done = time.perf_counter()
     return {
@@ -288,12 +341,13 @@ def child_evidently(folder: Path) -> dict[str, Any]:
 
 
 def run_child(
-    name: str, folder: Path, args: argparse.Namespace, timeout: float
+    name: str, folder: Path, args: argparse.Namespace, timeout: float, url: str | None = None
 ) -> dict[str, Any] | None:
     """Run one measured path in a fresh interpreter; None when it timed out."""
     command = [
         sys.executable, __file__, "--child", name, "--folder", str(folder),
         "--rows", str(args.rows), "--sample-rows", str(args.sample_rows),
+        *(["--url", url] if url else []),
     ]  # fmt: skip
     log = folder / f"{name}.log"
     with log.open("w") as stderr:
@@ -342,7 +396,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = (
             child_evidently(args.folder)
             if args.child == "evidently"
-            else child_monitor(args.folder, args, from_db=args.child == "monitor-db")
+            else child_monitor(args.folder, args, args.url)
         )
         print(_RESULT + json.dumps(result))
         return 0
@@ -358,19 +412,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{os.cpu_count()} cores; evidently {evidently.__version__}"
     )
     folder = Path(tempfile.mkdtemp(prefix="loanops-bench-monitor-"))
+    urls: dict[str, str] = {}
     try:
-        prepared = prepare(folder, args)
+        urls = databases(args, folder)
+        prepared = prepare(folder, args, urls)
         print(
             "prepare: "
             + ", ".join(f"{name.replace('_', ' ')} {s:.1f} s" for name, s in prepared.items())
-            + ("" if args.skip_db else f" (SQLite, {DB_CHUNK:,} decisions per transaction)")
+            + ("" if args.skip_db else f" ({DB_CHUNK:,} decisions per write_decisions)")
         )
+        for name in urls:
+            rate = args.rows / prepared[name] if prepared[name] else float("nan")
+            print(f"  write_decisions into {name}: {rate:,.0f} decisions/s")
         monitor = run_child("monitor", folder, args, timeout=args.evidently_timeout)
-        from_db = (
-            None
-            if args.skip_db
-            else run_child("monitor-db", folder, args, timeout=args.evidently_timeout)
-        )
+        from_db = {
+            name: run_child(f"monitor-{name}", folder, args, args.evidently_timeout, url)
+            for name, url in urls.items()
+        }
         default = run_child("evidently", folder, args, timeout=args.evidently_timeout)
         if monitor is None:
             raise SystemExit(f"run_monitor did not finish within {args.evidently_timeout:.0f} s")
@@ -380,8 +438,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"(import evidently, {monitor['import']:.1f} s per process, not counted)"
         )
         print(row("run_monitor, window from Parquet", monitor, "read_parquet"))
-        if from_db is not None:
-            print(row("run_monitor, window from the log", from_db, "read_decisions"))
+        for name, measured in from_db.items():
+            if measured is not None:
+                print(row(f"run_monitor, log on {name}", measured, "read_decisions"))
         if default is not None:
             print(row("Evidently defaults, no sampling", default, "read_parquet"))
             wall = default["seconds"] / monitor["seconds"]
@@ -404,11 +463,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         print(f"\ntarget: under {TARGET_SECONDS:.0f} s and under {TARGET_GIB:.0f} GiB")
         passed = verdict("run_monitor, window from Parquet", monitor)
-        passed = verdict("run_monitor, window from the log", from_db) and passed
+        for name, measured in from_db.items():
+            passed = verdict(f"run_monitor, log on {name}", measured) and passed
+            if measured is None:
+                print(f"  (it did not finish within {args.evidently_timeout:.0f} s)")
+                passed = False
         if args.keep:
             print(f"\nkept {folder}")
         return 0 if passed else 1
     finally:
+        if "postgres" in urls and not args.keep:
+            drop_postgres_database(urls["postgres"])
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
 

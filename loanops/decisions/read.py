@@ -1,7 +1,8 @@
 """Reading the decision log back: a time window as a DataFrame, or its count.
 
-Monitoring reads with `read_decisions`; `loanops.outcomes` builds its joined reads from the same
-pieces (`window_filter`, `input_columns`, `read_frame`).
+Monitoring reads with `read_decisions`, from the columnar segments (`loanops.decisions.segments`),
+never from the JSON column. `loanops.outcomes` builds its joined reads of the row table from
+`window_filter`, `input_columns` and `read_frame`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from sqlalchemy import Engine, Select, func, select
 from sqlalchemy.sql.elements import ColumnElement
 
+from loanops.decisions.columnar import segment_frame
+from loanops.decisions.segments import window_segments
 from loanops.decisions.table import DECISIONS_TABLE
 
 if TYPE_CHECKING:
@@ -222,11 +225,10 @@ def read_decisions(
         end: First ``decided_at`` excluded (timezone-aware); None for no upper bound.
         model_name: Keep only this model's decisions.
         model_version: Keep only this model version's decisions.
-        inputs: Read only these input keys, extracted by the database, as numbers or text; a
-            million decisions then fit in about a gigabyte. None reads every key there is.
+        inputs: Read only these input keys, as numbers or text. None reads every key there is.
         reasons: Include the ``reasons`` column (a list per row, the costliest column after
             the inputs).
-        batch_rows: Rows fetched and converted at a time.
+        batch_rows: Kept for callers; a window is read a stored segment at a time.
 
     Returns:
         The columns of `META_COLUMNS` (less ``reasons`` if not asked for), then one column per
@@ -235,13 +237,15 @@ def read_decisions(
     Raises:
         ValueError: A bound is a naive datetime.
     """
-    columns = {name: kind for name, kind in META_COLUMNS.items() if reasons or name != "reasons"}
-    statement = (
-        select(*(_COLUMNS[name] for name in columns), *input_columns(inputs, engine.dialect.name))
-        .where(*window_filter(start, end, model_name, model_version))
-        .order_by(_COLUMNS.decided_at, _COLUMNS.request_id)
+    if batch_rows < 1:
+        raise ValueError(f"batch_rows must be positive, got {batch_rows}")
+    for bound in (start, end):
+        if bound is not None and (bound.tzinfo is None or bound.utcoffset() is None):
+            raise ValueError("window bounds must be timezone-aware datetimes")
+    columns = [name for name in META_COLUMNS if reasons or name != "reasons"]
+    return segment_frame(
+        window_segments(engine, start, end, model_name, model_version), columns, inputs
     )
-    return read_frame(engine, statement, columns, inputs, batch_rows=batch_rows)
 
 
 def count_decisions(

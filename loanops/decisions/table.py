@@ -1,4 +1,4 @@
-"""The ``decisions`` table: its SQLAlchemy mapping and the declarative base of the log's tables.
+"""The log's tables (``decisions`` and its columnar ``decision_segments``) and their base.
 
 `Base.metadata` is the Alembic target of `loanops/migrations`; the outcomes table registers on it
 too (`loanops.outcomes`).
@@ -9,7 +9,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Dialect, Double, Index, MetaData, String, Table
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Dialect,
+    Double,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+)
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -85,3 +96,28 @@ class DecisionRecord(Base):
 
 DECISIONS_TABLE: Table = Base.metadata.tables[DecisionRecord.__tablename__]
 """The ``decisions`` table as a SQLAlchemy Core table, for statements."""
+
+
+class DecisionSegment(Base):
+    """A row of ``decision_segments``: one written batch of one model version's decisions.
+
+    ``data`` is the batch as a compressed Arrow IPC stream (`loanops.decisions.segments`).
+    """
+
+    __tablename__ = "decision_segments"
+    __table_args__ = (
+        Index("ix_decision_segments_model_last_at", "model_name", "model_version", "last_at"),
+        Index("ix_decision_segments_last_at", "last_at"),
+    )
+
+    segment_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_name: Mapped[str] = mapped_column(String)
+    model_version: Mapped[str] = mapped_column(String)
+    first_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    rows: Mapped[int] = mapped_column(Integer)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+SEGMENTS_TABLE: Table = Base.metadata.tables[DecisionSegment.__tablename__]
+"""The ``decision_segments`` table as a SQLAlchemy Core table."""

@@ -43,7 +43,7 @@ def test_migration_creates_exactly_the_declared_table_and_is_idempotent(
     try:
         with engine.connect() as connection:
             context = MigrationContext.configure(connection)
-            assert context.get_current_revision() == "0002"
+            assert context.get_current_revision() == "0003"
             assert compare_metadata(context, Base.metadata) == []
             types: dict[str, str] = dict(
                 connection.execute(
@@ -85,7 +85,7 @@ def test_two_processes_can_migrate_a_fresh_database_at_once(database_url: str) -
 
     with psycopg.connect(libpq_url(database_url)) as connection:
         assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [
-            ("0002",)
+            ("0003",)
         ]
         assert connection.execute("SELECT count(*) FROM decisions").fetchone() == (0,)
 

@@ -42,7 +42,7 @@ def test_migration_creates_exactly_the_declared_table_and_is_idempotent(db_url: 
     try:
         with engine.connect() as connection:
             context = MigrationContext.configure(connection)
-            assert context.get_current_revision() == "0002"
+            assert context.get_current_revision() == "0003"
             assert compare_metadata(context, Base.metadata) == []
 
             # The comparison is not vacuous: a column the migration lacks is reported.
@@ -86,7 +86,7 @@ def test_two_processes_can_migrate_a_fresh_sqlite_database_at_once(db_url: str) 
     try:
         with engine.connect() as connection:
             assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").all() == [
-                ("0002",)
+                ("0003",)
             ]
             assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
     finally:

@@ -9,10 +9,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import Engine
 
 import loanops.outcomes  # noqa: F401  (its table is part of Base.metadata and of the migrations)
 from loanops.decisions.read import META_COLUMNS, InputKind, count_decisions, read_decisions
+from loanops.decisions.table import DECISIONS_TABLE, SEGMENTS_TABLE
 from loanops.decisions.write import write_decisions
 from tests.factories import DECIDED_FROM as T0
 from tests.factories import make_decision, make_decisions
@@ -164,3 +166,19 @@ def test_a_value_of_the_wrong_type_is_read_as_logged_not_lost(engine: Engine) ->
     # Left as text for the caller to judge: the monitor counts it as an invalid value.
     assert frame["funded_amnt"].iloc[1] == "n/a"
     assert pd.to_numeric(frame["funded_amnt"], errors="coerce").iloc[0] == 1_000
+
+
+def test_reads_come_from_the_segments_not_the_json_column(engine: Engine) -> None:
+    decisions = [*make_decisions(5), make_decision(5, model_version="4")]
+    write_decisions(engine, decisions)
+    with engine.begin() as connection:
+        # Were reads still extracting JSON, every input would now read as missing.
+        connection.execute(sa.update(DECISIONS_TABLE).values(inputs={}))
+        segments = connection.execute(sa.select(sa.func.count()).select_from(SEGMENTS_TABLE))
+        assert segments.scalar_one() == 2  # one per model version written
+
+    frame = read_decisions(engine, inputs={"funded_amnt": "number", "sub_grade": "text"})
+
+    assert frame["funded_amnt"].tolist() == [d.inputs["funded_amnt"] for d in decisions]
+    assert frame["sub_grade"].tolist() == [d.inputs["sub_grade"] for d in decisions]
+    assert read_decisions(engine, model_version="4")["request_id"].tolist() == ["req-000005"]
