@@ -39,13 +39,13 @@ from loanops.evaluate import (
 from loanops.features import Splits, build_model, split_frame
 from loanops.settings import Settings
 from loanops.train import TrainedModel, fit
-from loanops.tune import TuneResult, cross_validated_aucs, open_study, result_of, run_trials
+from loanops.tune import TuneResult, cross_validated_aucs, open_study, result_of
 from loanops.tune_workers import (
     check_lineage,
     run_local_workers,
+    search,
     storage_url,
     study_name,
-    trial_logger,
 )
 from loanops.validation import ValidationReport, validate_training_frame
 
@@ -205,7 +205,6 @@ def tune_models(
     """
     client = registry.connect(settings)
     training = settings.training
-    development = splits.development
     url = storage_url(settings)
     study = open_study(
         seed=training.seed,
@@ -214,18 +213,7 @@ def tune_models(
         heartbeat_seconds=training.tune_heartbeat_seconds,
     )
     if training.tune_workers == 1:
-        run_trials(
-            study,
-            development.X,
-            development.y,
-            loaded.schema,
-            families=training.model_families,
-            n_trials=training.tune_trials,
-            timeout_seconds=training.tune_timeout_seconds,
-            folds=training.cv_folds,
-            seed=training.seed,
-            on_trial=trial_logger(settings, run_id),
-        )
+        search(study, settings, run_id, splits.development, loaded.schema)
     elif training.tune_launcher == "process":
         run_local_workers(settings, run_id, data_path, log_folder=settings.home / "logs")
     else:

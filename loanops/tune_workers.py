@@ -20,9 +20,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import optuna
+
 from loanops import registry
 from loanops.data import LoadedDataset, load_training_data
-from loanops.features import split_frame
+from loanops.features import Split, split_frame
+from loanops.schema import FeatureSchema
 from loanops.settings import Settings
 from loanops.tune import TrialRecord, open_study, run_trials
 
@@ -125,12 +128,25 @@ def run_worker(settings: Settings, run_id: str, worker: int, data_path: str | No
         worker=worker,
         heartbeat_seconds=training.tune_heartbeat_seconds,
     )
-    development = splits.development
+    search(study, settings, run_id, splits.development, loaded.schema, worker=worker)
+
+
+def search(
+    study: optuna.Study,
+    settings: Settings,
+    run_id: str,
+    development: Split,
+    schema: FeatureSchema,
+    *,
+    worker: int = 0,
+) -> None:
+    """Run the settings' search on `study` in this process, logging each trial under `run_id`."""
+    training = settings.training
     run_trials(
         study,
         development.X,
         development.y,
-        loaded.schema,
+        schema,
         families=training.model_families,
         n_trials=training.tune_trials,
         timeout_seconds=training.tune_timeout_seconds,
