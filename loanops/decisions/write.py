@@ -177,22 +177,7 @@ def _insert_sqlite(
         times = _sqlite_times(ordered)
         cursor.executemany(
             _SQLITE_INSERT,
-            (
-                (
-                    d.request_id,
-                    times[i],
-                    d.model_name,
-                    d.model_version,
-                    float(d.threshold),
-                    inputs[i].decode(),
-                    float(d.probability),
-                    d.decision,
-                    reasons[i],
-                    d.source,
-                    d.job_id,
-                )
-                for i, d in enumerate(ordered)
-            ),
+            (_row(d, times[i], inputs[i], reasons[i]) for i, d in enumerate(ordered)),
         )
         if dbapi.total_changes - before == len(ordered):
             return None
@@ -243,18 +228,21 @@ def _copy_rows(
 ) -> None:
     with cursor.copy(statement) as copy:
         for i, d in enumerate(ordered):
-            copy.write_row(
-                (
-                    d.request_id,
-                    d.decided_at,
-                    d.model_name,
-                    d.model_version,
-                    float(d.threshold),
-                    inputs[i].decode(),
-                    float(d.probability),
-                    d.decision,
-                    reasons[i],
-                    d.source,
-                    d.job_id,
-                )
-            )
+            copy.write_row(_row(d, d.decided_at, inputs[i], reasons[i]))
+
+
+def _row(decision: Decision, decided_at: Any, inputs: bytes, reasons: Any) -> tuple[Any, ...]:
+    """One decision's values in the table's column order, for executemany and COPY alike."""
+    return (
+        decision.request_id,
+        decided_at,
+        decision.model_name,
+        decision.model_version,
+        float(decision.threshold),
+        inputs.decode(),
+        float(decision.probability),
+        decision.decision,
+        reasons,
+        decision.source,
+        decision.job_id,
+    )
