@@ -354,16 +354,15 @@ def read_labelled(
     Raises:
         ValueError: A bound is a naive datetime.
     """
-    # The rows give the decision and its outcome; its inputs and reasons are in its segment.
-    from_rows = {name: kind for name, kind in META_COLUMNS.items() if name != "reasons"}
+    # The rows give the outcome and where the decision is; the decision itself is in a segment.
     columns: dict[str, ColumnKind] = {
-        **from_rows,
+        "request_id": "text",
         **{name: kind for name, _, kind in _OUTCOME_COLUMNS},
         _SEGMENT: "float",
     }
     statement = (
         select(
-            *(_DECISIONS.c[name] for name in from_rows),
+            _DECISIONS.c.request_id,
             *(column for _, column, _ in _OUTCOME_COLUMNS),
             _DECISIONS.c.segment_id,
         )
@@ -372,29 +371,28 @@ def read_labelled(
         .order_by(_DECISIONS.c.decided_at, _DECISIONS.c.request_id)
     )
     labelled = read_frame(engine, statement, columns, {}, batch_rows=batch_rows)
-    logged = _logged(engine, labelled, reasons, inputs)
-    leading = [
-        *(name for name in META_COLUMNS if reasons or name != "reasons"),
-        *(name for name, _, _ in _OUTCOME_COLUMNS),
-    ]
+    decided = [name for name in META_COLUMNS if reasons or name != "reasons"]
+    logged = _logged(engine, labelled, decided, inputs)
+    outcome = [name for name, _, _ in _OUTCOME_COLUMNS]
     keys = {
-        name: f"input_{name}" if name in leading else name
+        name: f"input_{name}" if name in outcome else name
         for name in logged.columns
-        if name not in ("request_id", "reasons")
+        if name not in decided
     }
     logged = logged.rename(columns=keys)
-    for name in ["reasons", *keys.values()] if reasons else keys.values():
-        labelled[name] = logged[name].to_numpy()
-    return labelled[[*leading, *keys.values()]]
+    for name in outcome:
+        logged[name] = labelled[name].to_numpy()
+    return logged[[*decided, *outcome, *keys.values()]]
 
 
 def _logged(
     engine: Engine,
     labelled: pd.DataFrame,
-    reasons: bool,
+    decided: list[str],
     inputs: Mapping[str, InputKind] | None,
 ) -> pd.DataFrame:
-    """The reasons and inputs of the labelled decisions, from their segments, row for row."""
+    """The labelled decisions, from their segments, row for row: `decided`, then the inputs."""
+    import pandas as pd
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -417,5 +415,8 @@ def _logged(
                 table = decode(data)
                 table = table.filter(pc.is_in(table["request_id"], value_set=wanted))
                 parts.append((name, version, table))
-    logged = segment_frame(parts, ["request_id", "reasons"] if reasons else ["request_id"], inputs)
-    return logged.set_index("request_id").reindex(labelled["request_id"]).reset_index()
+    logged = segment_frame(parts, decided, inputs)
+    order = pd.Index(logged["request_id"]).get_indexer(labelled["request_id"])
+    if (order < 0).any():
+        raise RuntimeError("a labelled decision is missing from its segment")
+    return logged.iloc[order].reset_index(drop=True)

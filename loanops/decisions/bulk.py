@@ -10,16 +10,17 @@ key table binds; `loanops.decisions.write.write_decisions` lays out `Decision` r
 way and comes here too.
 
 Why the rows are slim: reads of a window (monitoring) and of labelled decisions (the outcomes
-join) take inputs and reasons from the segments, so keeping them a second time as JSON per row
-cost most of a write (the JSON encoding and a row several times wider) for no reader. The rows
-keep what keyed work needs: the key that makes writes idempotent and that outcomes refer to, the
-decision itself, and the segment that holds the rest. Rows go in by each database's bulk path:
-one executemany on SQLite, COPY (CSV written by Arrow in C++) on PostgreSQL.
+join) take every field but the key from the segments, so keeping the inputs and reasons a second
+time as JSON per row cost most of a write (the JSON encoding, and a row several times wider) for
+no reader, and each further column costs every insert its binding. A row keeps what keyed work
+and a window count need: the key that makes writes idempotent and that outcomes refer to, the
+time, the model version, the job, and the segment that holds the rest. Rows go in by each
+database's bulk path: one executemany on SQLite, COPY on PostgreSQL, its text built by Arrow's
+string kernels (a chunk's time, model and job are one value each, formatted once).
 """
 
 from __future__ import annotations
 
-import io
 from datetime import UTC
 from itertools import repeat
 from typing import TYPE_CHECKING, Any, Final
@@ -41,15 +42,19 @@ _SQLITE_INSERT: Final = (
     f"INSERT INTO decisions ({', '.join(ROW_COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(ROW_COLUMNS))}) ON CONFLICT (request_id) DO NOTHING"
 )
+# SQLite's limit on bound parameters of one statement, with a margin.
+_SQLITE_IN_CHUNK: Final = 900
 _PG_STAGE: Final = (
     "CREATE TEMPORARY TABLE decisions_incoming (LIKE decisions INCLUDING DEFAULTS) ON COMMIT DROP"
 )
-_PG_COPY: Final = "COPY {table} ({columns}) FROM STDIN WITH (FORMAT csv)"
+_PG_COPY: Final = "COPY {table} ({columns}) FROM STDIN"
 _PG_MOVE: Final = (
     f"INSERT INTO decisions ({', '.join(ROW_COLUMNS)}) "
     f"SELECT {', '.join(ROW_COLUMNS)} FROM decisions_incoming ORDER BY request_id "
     "ON CONFLICT (request_id) DO NOTHING RETURNING request_id"
 )
+# What COPY's text format escapes in a value, backslash first.
+_COPY_ESCAPES: Final = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))
 _PG_NEXT_SEGMENT: Final = (
     "SELECT nextval(pg_get_serial_sequence('decision_segments', 'segment_id'))"
 )
@@ -121,11 +126,22 @@ def _plain_text(values: pa.ChunkedArray) -> pa.ChunkedArray:
 
 
 def _holds_nul(values: pa.ChunkedArray) -> bool:
-    import pyarrow.compute as pc
+    """Whether a text holds a NUL character: a byte search over each chunk's values."""
+    import numpy as np
+    import pyarrow as pa
 
-    if values.null_count == len(values):
-        return False
-    return bool(pc.any(pc.match_substring(_plain_text(values), "\x00")).as_py())
+    for chunk in values.chunks:
+        if pa.types.is_dictionary(chunk.type):
+            chunk = chunk.dictionary
+        data = chunk.buffers()[2]
+        # The buffer may hold bytes beyond the chunk's own values: a hit there is no NUL of
+        # the chunk's, so a hit is checked value by value.
+        if data is not None and not np.all(np.frombuffer(data, dtype=np.uint8)):
+            import pyarrow.compute as pc
+
+            if pc.any(pc.match_substring(chunk, "\x00")).as_py():
+                return True
+    return False
 
 
 def write_segment(engine: Engine, model_name: str, model_version: str, table: pa.Table) -> int:
@@ -162,12 +178,14 @@ def insert_segment(
 
     if table.num_rows == 0:
         return 0
-    table = _in_segment_order(_first_of_each(table))
-    dialect = connection.dialect.name
-    segment_id = _reserve_segment_id(connection, dialect)
     # One key order for every writer, so two overlapping batches (a redelivered chunk racing
     # its first delivery) wait for each other on PostgreSQL instead of deadlocking.
+    table, by_key = _by_key(table)
+    dialect = connection.dialect.name
+    segment_id = _reserve_segment_id(connection, dialect)
     rows = _key_table(table, model_name, model_version, segment_id)
+    if not _is_identity(by_key):
+        rows = rows.take(by_key)
     if dialect == "postgresql":
         inserted = _copy_postgres(connection, rows)
     elif dialect == "sqlite":
@@ -180,6 +198,7 @@ def insert_segment(
         )
     if table.num_rows == 0:
         return 0
+    table = _in_segment_order(table, by_key if inserted is None else None)
     times = table["decided_at"]
     connection.execute(
         SEGMENTS_TABLE.insert(),
@@ -196,29 +215,47 @@ def insert_segment(
     return table.num_rows
 
 
-def _first_of_each(table: pa.Table) -> pa.Table:
-    """The table with each request id's first row only (a batch rarely repeats one)."""
+def _by_key(table: pa.Table) -> tuple[pa.Table, pa.Array]:
+    """The table with each request id's first row only, and the order that sorts it by id.
+
+    A batch rarely repeats a request id; a batch chunk comes sorted already.
+    """
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
     ids = table["request_id"]
-    if pc.count_distinct(ids).as_py() == table.num_rows:
-        return table
+    order = pc.sort_indices(ids)
+    ordered = ids.take(order)
+    if not pc.any(pc.equal(ordered[1:], ordered[:-1])).as_py():
+        return table, order
     positions = pa.table({"id": ids, "at": np.arange(table.num_rows)})
     first = positions.group_by("id", use_threads=False).aggregate([("at", "min")])["at_min"]
-    return table.take(np.sort(first.to_numpy()))
+    table = table.take(np.sort(first.to_numpy()))
+    return table, pc.sort_indices(table["request_id"])
 
 
-def _in_segment_order(table: pa.Table) -> pa.Table:
-    """The table sorted as a segment is stored: by ``decided_at``, then ``request_id``."""
-    import numpy as np
+def _in_segment_order(table: pa.Table, by_key: pa.Array | None) -> pa.Table:
+    """The table sorted as a segment is stored: by ``decided_at``, then ``request_id``.
+
+    When every decision has the same time (a batch chunk), that is `by_key`, if known.
+    """
     import pyarrow.compute as pc
 
-    order = pc.sort_indices(table, [("decided_at", "ascending"), ("request_id", "ascending")])
-    if np.array_equal(order.to_numpy(), np.arange(table.num_rows)):
-        return table  # a batch chunk comes in order: spare copying every column
+    times = pc.min_max(table["decided_at"])
+    if by_key is not None and times["min"] == times["max"]:
+        order = by_key
+    else:
+        order = pc.sort_indices(table, [("decided_at", "ascending"), ("request_id", "ascending")])
+    if _is_identity(order):
+        return table  # already in order: spare copying every column
     return table.take(order)
+
+
+def _is_identity(order: pa.Array) -> bool:
+    import numpy as np
+
+    return bool(np.array_equal(order.to_numpy(), np.arange(len(order))))
 
 
 def _reserve_segment_id(connection: Connection, dialect: str) -> int:
@@ -234,10 +271,8 @@ def _reserve_segment_id(connection: Connection, dialect: str) -> int:
 
 
 def _key_table(table: pa.Table, model_name: str, model_version: str, segment_id: int) -> pa.Table:
-    """The rows of ``decisions`` for the batch, in `ROW_COLUMNS` order, sorted by request id."""
-    import numpy as np
+    """The rows of ``decisions`` for the batch, in `ROW_COLUMNS` order."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     n = table.num_rows
     columns: dict[str, Any] = {
@@ -245,18 +280,10 @@ def _key_table(table: pa.Table, model_name: str, model_version: str, segment_id:
         "decided_at": table["decided_at"],
         "model_name": pa.repeat(model_name, n),
         "model_version": pa.repeat(model_version, n),
-        "threshold": table["threshold"],
-        "probability": table["probability"],
-        "decision": _plain_text(table["decision"]),
-        "source": _plain_text(table["source"]),
-        "job_id": _plain_text(table["job_id"]),
+        "job_id": table["job_id"],
         "segment_id": pa.repeat(pa.scalar(segment_id, pa.int64()), n),
     }
-    rows = pa.table({name: columns[name] for name in ROW_COLUMNS})
-    order = pc.sort_indices(rows["request_id"])
-    if np.array_equal(order.to_numpy(), np.arange(n)):
-        return rows
-    return rows.take(order)
+    return pa.table({name: columns[name] for name in ROW_COLUMNS})
 
 
 def _insert_sqlite(connection: Connection, rows: pa.Table) -> set[str] | None:
@@ -278,21 +305,32 @@ def _insert_sqlite(connection: Connection, rows: pa.Table) -> set[str] | None:
             return None
         if changed == 0:
             return set()
-        # Some were stored already: which of ours are new is told by the rowid order, since
-        # this transaction's rows were inserted last.
-        cursor.execute("SELECT request_id FROM decisions ORDER BY rowid DESC LIMIT ?", (changed,))
-        return {row[0] for row in cursor.fetchall()}
+        # Some were stored already: the new rows are those that point to this batch's segment.
+        ids = values[0]
+        segment_id = rows["segment_id"][0].as_py()
+        new: set[str] = set()
+        for start in range(0, n, _SQLITE_IN_CHUNK):
+            part = ids[start : start + _SQLITE_IN_CHUNK]
+            cursor.execute(
+                "SELECT request_id FROM decisions WHERE segment_id = ? "
+                f"AND request_id IN ({', '.join('?' * len(part))})",
+                (segment_id, *part),
+            )
+            new.update(row[0] for row in cursor.fetchall())
+        return new
     finally:
         cursor.close()
 
 
 def _values(column: pa.ChunkedArray) -> Any:
     """A column's values for executemany: a repeat of one value when they are all the same."""
-    import pyarrow.compute as pc
+    import pyarrow as pa
 
-    if column.null_count == 0 and len(column) and pc.count_distinct(column).as_py() == 1:
-        return repeat(column[0].as_py(), len(column))
-    return column.to_pylist()
+    if pa.types.is_dictionary(column.type) and column.num_chunks == 1 and not column.null_count:
+        dictionary = column.chunk(0).dictionary
+        if len(dictionary) == 1:
+            return repeat(dictionary[0].as_py(), len(column))
+    return _plain_text(column).to_pylist()
 
 
 def _sqlite_times(times: pa.ChunkedArray) -> list[str] | Any:
@@ -313,6 +351,41 @@ def _sqlite_times(times: pa.ChunkedArray) -> list[str] | Any:
     return pa.array(texts, pa.string()).take(encoded.indices).to_pylist()
 
 
+def _copy_text(rows: pa.Table) -> bytes:
+    """The rows in COPY's text format, built column by column in Arrow."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    fields = []
+    for name in ROW_COLUMNS:
+        column = rows[name]
+        if pa.types.is_timestamp(column.type):
+            encoded = pc.dictionary_encode(column).combine_chunks()
+            texts = pa.array(
+                [None if t is None else t.isoformat() for t in encoded.dictionary.to_pylist()],
+                pa.string(),
+            )
+            column = texts.take(encoded.indices)
+        elif _is_text(column.type):
+            column = _plain_text(column)
+            for special, escaped in _COPY_ESCAPES:
+                column = pc.replace_substring(column, special, escaped)
+        else:
+            column = column.cast(pa.string())
+        fields.append(pc.fill_null(column, "\\N"))
+    joined = pc.binary_join_element_wise(*fields, "\t")
+    lines = pc.binary_join_element_wise(joined, "", "\n")  # each line ends with a newline
+    if isinstance(lines, pa.ChunkedArray):
+        lines = lines.combine_chunks()
+    if len(lines) == 0:
+        return b""
+    # The values of a string array lie end to end in its data buffer: that is the COPY text.
+    _, offsets, values = lines.buffers()
+    bounds = np.frombuffer(offsets, dtype=np.int32)[[lines.offset, lines.offset + len(lines)]]
+    return bytes(memoryview(values)[int(bounds[0]) : int(bounds[1])])
+
+
 def _copy_postgres(connection: Connection, rows: pa.Table) -> set[str] | None:
     """COPY straight into the table; the set of inserted ids, or None when all were.
 
@@ -320,13 +393,8 @@ def _copy_postgres(connection: Connection, rows: pa.Table) -> set[str] | None:
     savepoint, the rows are copied into a staging table and only the new ones moved over.
     """
     import psycopg
-    import pyarrow.csv as pa_csv
 
-    sink = io.BytesIO()
-    # Every value quoted, nulls bare: PostgreSQL's CSV tells an empty text from a null so.
-    options = pa_csv.WriteOptions(include_header=False, quoting_style="all_valid")
-    pa_csv.write_csv(rows, sink, options)
-    data = sink.getvalue()
+    data = _copy_text(rows)
     columns = ", ".join(ROW_COLUMNS)
     dbapi = connection.connection.driver_connection
     assert dbapi is not None

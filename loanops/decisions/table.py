@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 from sqlalchemy import (
     DateTime,
     Dialect,
-    Double,
     Index,
     Integer,
     LargeBinary,
@@ -69,21 +68,20 @@ class Base(DeclarativeBase):
 class DecisionRecord(Base):
     """A row of the ``decisions`` table; see `Decision` for the meaning of each column.
 
-    A decision's inputs and reasons are kept in its segment only (``segment_id``), as
+    The row is the decision's key, what a window count filters on, and the segment that holds
+    the decision whole (``segment_id``); the rest is kept in that segment only, as
     `loanops.decisions.bulk` explains. Windows are read from the segments, so the rows carry no
     time index: each insert maintains the key alone.
     """
 
     __tablename__ = "decisions"
+    # On SQLite the key is the table: one b-tree per insert, not a table and its key index.
+    __table_args__ = {"sqlite_with_rowid": False}
 
     request_id: Mapped[str] = mapped_column(String, primary_key=True)
     decided_at: Mapped[datetime] = mapped_column(UTCDateTime)
     model_name: Mapped[str] = mapped_column(String)
     model_version: Mapped[str] = mapped_column(String)
-    threshold: Mapped[float] = mapped_column(Double)
-    probability: Mapped[float] = mapped_column(Double)
-    decision: Mapped[str] = mapped_column(String)
-    source: Mapped[str] = mapped_column(String)
     job_id: Mapped[str | None] = mapped_column(String)
     segment_id: Mapped[int | None] = mapped_column(Integer)
 

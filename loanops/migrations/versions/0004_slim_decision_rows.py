@@ -1,10 +1,11 @@
-"""Decision rows without their inputs and reasons, each pointing to the segment that holds them.
+"""Decision rows slimmed to their key, time, model and job, each pointing to its segment.
 
-Every decision is in a segment since 0003, and every read of inputs or reasons now goes there,
-so the JSON copies in ``decisions`` go (see `loanops.decisions.bulk`). Existing rows get the id
-of the segment that holds them; the time indexes go too, since windows are read from segments.
-Downgrading rebuilds the JSON from the segments (a key logged as null and a key never logged
-both come back as null).
+Every decision is in a segment since 0003, and every read beyond the key and a window count now
+goes there, so the copies in ``decisions`` go: the inputs and reasons (JSON), the threshold,
+probability, decision and source (see `loanops.decisions.bulk`). Existing rows get the id of the
+segment that holds them; the time indexes go too, since windows are read from segments.
+Downgrading rebuilds the columns from the segments (an input key logged as null and a key never
+logged both come back as null).
 
 Revision ID: 0004
 Revises: 0003
@@ -29,11 +30,14 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 _JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
-_ROWS = sa.table(
-    "decisions",
-    sa.column("request_id", sa.String()),
-    sa.column("inputs", _JSON),
-    sa.column("reasons", _JSON),
+# The columns that go, as revision 0001 made them, and the segment column each comes from.
+_MOVED = (
+    ("threshold", sa.Double(), "threshold"),
+    ("inputs", _JSON, None),
+    ("probability", sa.Double(), "probability"),
+    ("decision", sa.String(), "decision"),
+    ("reasons", _JSON, "reasons"),
+    ("source", sa.String(), "source"),
 )
 _SEGMENTS = sa.table(
     "decision_segments", sa.column("segment_id", sa.Integer()), sa.column("data", sa.LargeBinary())
@@ -62,28 +66,35 @@ def upgrade() -> None:
             )
     for name, _ in _TIME_INDEXES:
         op.drop_index(name, table_name="decisions")
-    with op.batch_alter_table("decisions") as batch:
-        batch.drop_column("inputs")
-        batch.drop_column("reasons")
+    # SQLite rebuilds the table to drop columns: it comes back keyed by request_id alone
+    # (WITHOUT ROWID), as `DecisionRecord` declares it.
+    with op.batch_alter_table("decisions", table_kwargs={"sqlite_with_rowid": False}) as batch:
+        for name, _, _ in _MOVED:
+            batch.drop_column(name)
 
 
 def downgrade() -> None:
     with op.batch_alter_table("decisions") as batch:
-        batch.add_column(sa.Column("inputs", _JSON, nullable=True))
-        batch.add_column(sa.Column("reasons", _JSON, nullable=True))
+        for name, kind, _ in _MOVED:
+            batch.add_column(sa.Column(name, kind, nullable=True))
     connection = op.get_bind()
+    rows = sa.table(
+        "decisions",
+        sa.column("request_id", sa.String()),
+        *(sa.column(name, kind) for name, kind, _ in _MOVED),
+    )
     statement = (
-        sa.update(_ROWS)
-        .where(_ROWS.c.request_id == sa.bindparam("id"))
-        .values(inputs=sa.bindparam("logged"), reasons=sa.bindparam("given"))
+        sa.update(rows)
+        .where(rows.c.request_id == sa.bindparam("id"))
+        .values({name: sa.bindparam(f"new_{name}") for name, _, _ in _MOVED})
     )
     for _, table in _segments(connection):
-        rows = _json_rows(table)
-        if rows:
-            connection.execute(statement, rows)
-    with op.batch_alter_table("decisions") as batch:
-        batch.alter_column("inputs", existing_type=_JSON, nullable=False)
-        batch.alter_column("reasons", existing_type=_JSON, nullable=False)
+        old = _old_rows(table)
+        if old:
+            connection.execute(statement, old)
+    with op.batch_alter_table("decisions", table_kwargs={"sqlite_with_rowid": True}) as batch:
+        for name, kind, _ in _MOVED:
+            batch.alter_column(name, existing_type=kind, nullable=False)
         batch.drop_column("segment_id")
     for name, columns in _TIME_INDEXES:
         op.create_index(name, "decisions", columns)
@@ -99,8 +110,8 @@ def _segments(connection: sa.Connection) -> Any:
         yield segment_id, decode(data)
 
 
-def _json_rows(table: Any) -> list[dict[str, Any]]:
-    """A segment's rows as the JSON columns held them before this revision."""
+def _old_rows(table: Any) -> list[dict[str, Any]]:
+    """A segment's rows as the dropped columns held them before this revision."""
     keys: list[tuple[str, list[Any]]] = []
     for name in table.column_names:
         if name.startswith(TYPED_PREFIX):
@@ -112,13 +123,10 @@ def _json_rows(table: Any) -> list[dict[str, Any]]:
     names = [key for key, _ in keys]
     n = table.num_rows
     inputs = zip(*(values for _, values in keys), strict=True) if keys else iter([()] * n)
-    return [
-        {
-            "id": request_id,
-            "logged": dict(zip(names, row, strict=True)),
-            "given": orjson.loads(text),
-        }
-        for request_id, text, row in zip(
-            table["request_id"].to_pylist(), table["reasons"].to_pylist(), inputs, strict=True
-        )
-    ]
+    columns = {
+        f"new_{name}": table[field].to_pylist() for name, _, field in _MOVED if field is not None
+    }
+    columns["new_reasons"] = [orjson.loads(text) for text in columns["new_reasons"]]
+    columns["new_inputs"] = [dict(zip(names, row, strict=True)) for row in inputs]
+    ids = table["request_id"].to_pylist()
+    return [{"id": ids[i], **{key: values[i] for key, values in columns.items()}} for i in range(n)]
