@@ -3,7 +3,9 @@
 Every decision is in a segment since 0003, and every read beyond the key and a window count now
 goes there, so the copies in ``decisions`` go: the inputs and reasons (JSON), the threshold,
 probability, decision and source (see `loanops.decisions.bulk`). Existing rows get the id of the
-segment that holds them; the time indexes go too, since windows are read from segments.
+segment that holds them; the time indexes go too, since windows are read from segments. On
+PostgreSQL a segment's bytes are stored as they are, without TOAST's compression (they are
+compressed already).
 Downgrading rebuilds the columns from the segments (an input key logged as null and a key never
 logged both come back as null).
 
@@ -66,6 +68,9 @@ def upgrade() -> None:
             )
     for name, _ in _TIME_INDEXES:
         op.drop_index(name, table_name="decisions")
+    if connection.dialect.name == "postgresql":
+        # A segment is compressed already: PostgreSQL's own compression would only cost time.
+        op.execute("ALTER TABLE decision_segments ALTER COLUMN data SET STORAGE EXTERNAL")
     # SQLite rebuilds the table to drop columns: it comes back keyed by request_id alone
     # (WITHOUT ROWID), as `DecisionRecord` declares it.
     with op.batch_alter_table("decisions", table_kwargs={"sqlite_with_rowid": False}) as batch:
@@ -74,6 +79,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("ALTER TABLE decision_segments ALTER COLUMN data SET STORAGE EXTENDED")
     with op.batch_alter_table("decisions") as batch:
         for name, kind, _ in _MOVED:
             batch.add_column(sa.Column(name, kind, nullable=True))
