@@ -61,7 +61,7 @@ def test_rows_stored_before_0004_point_to_their_segments_and_come_back_on_downgr
             "segment_id",
         }
         with engine.connect() as connection:
-            pointers = dict(
+            pointers: dict[str, int] = dict(
                 connection.execute(sa.text("SELECT request_id, segment_id FROM decisions")).all()
             )
             segments = connection.execute(

@@ -33,7 +33,7 @@ depends_on: str | Sequence[str] | None = None
 
 _JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 # The columns that go, as revision 0001 made them, and the segment column each comes from.
-_MOVED = (
+_MOVED: tuple[tuple[str, Any, str | None], ...] = (
     ("threshold", sa.Double(), "threshold"),
     ("inputs", _JSON, None),
     ("probability", sa.Double(), "probability"),
