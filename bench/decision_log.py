@@ -7,10 +7,13 @@ One process fits a model on synthetic loans (the behaviour tests' fixed configur
 bench/batch.py does, without MLflow) and draws `--rows` applications. It times:
 
 - raw: `schema.to_frame` then `predict_proba` over all of them, on one thread (best of two);
-- recording: the decisions built chunk by chunk as a batch worker builds them (inputs as one
-  dict per row, `Decision` records), then `write_decisions`, one transaction per chunk of the
-  batch settings' `chunk_rows`, into a fresh SQLite file and a fresh PostgreSQL database (on
-  127.0.0.1:5432, or `LOANOPS_BENCH_POSTGRES_URL`), dropped afterwards.
+- recording: what a batch worker does for each chunk of the batch settings' `chunk_rows` beyond
+  scoring it: build the chunk's decisions table (as `serving.batch.chunks.score_chunk` does,
+  without adverse-action reasons, which are explaining, not recording), store it in the job
+  storage and read it back (the chunk task hands it to the record task so), then
+  `WorkerRuntime.record`'s two steps, `decision_columns` and `write_segment` (one transaction),
+  into a fresh SQLite file and a fresh PostgreSQL database (on 127.0.0.1:5432, or
+  `LOANOPS_BENCH_POSTGRES_URL`), dropped afterwards.
 
 The batch path with its decisions recorded takes raw + recording, so its rows/s over raw rows/s
 is raw / (raw + recording). It prints both rates, that ratio per database, and PASS when it is at
@@ -40,14 +43,15 @@ from sqlalchemy.engine import make_url
 from threadpoolctl import threadpool_limits
 
 from loanops.data import synthetic as syn
+from loanops.decisions.bulk import write_segment
 from loanops.decisions.database import create_engine_for, migrate
 from loanops.decisions.read import count_decisions
-from loanops.decisions.record import Decision
-from loanops.decisions.write import write_decisions
 from loanops.evaluate import CostMatrix
 from loanops.features import split_frame
 from loanops.settings import BatchSettings, TrainingSettings
 from loanops.train import fit
+from serving.batch.chunks import decision_columns
+from serving.batch.storage import LocalStorage
 
 TARGET_RATIO = 0.5
 TRAINING_ROWS = 20_000
@@ -95,47 +99,53 @@ def database(kind: str, folder: Path) -> Iterator[str]:
             )
 
 
-def decisions(
+def decisions_table(
     frame: pd.DataFrame, probability: np.ndarray, threshold: float, first: int
-) -> list[Decision]:
-    """A chunk's decisions as a batch worker builds them (`serving.batch.chunks`)."""
+) -> pa.Table:
+    """A chunk's decisions table as `serving.batch.chunks.score_chunk` builds it."""
     names = syn.SCHEMA.feature_names
-    table = pa.Table.from_pandas(frame[names], preserve_index=False)
-    columns = [table.column(name).to_pylist() for name in names]
-    inputs = [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
-    decided_at = datetime.now(UTC)
-    return [
-        Decision(
-            request_id=f"bench-{first + i}",
-            decided_at=decided_at,
-            model_name="bench",
-            model_version="1",
-            threshold=threshold,
-            inputs=row,
-            probability=p,
-            decision="decline" if p >= threshold else "approve",
-            reasons=[],
-            source="batch",
-            job_id="bench",
-        )
-        for i, (row, p) in enumerate(zip(inputs, probability.tolist(), strict=True))
-    ]
+    inputs = pa.Table.from_pandas(frame[names], preserve_index=False)
+    decided = np.where(probability >= threshold, "decline", "approve")
+    metadata = {
+        "job_id": "bench",
+        "model_name": "bench",
+        "model_version": "1",
+        "threshold": repr(float(threshold)),
+        "decided_at": datetime.now(UTC).isoformat(),
+    }
+    return pa.table(
+        {
+            "row": pa.array(np.arange(first, first + len(frame), dtype=np.int64)),
+            "probability": pa.array(probability, type=pa.float64()),
+            "decision": pa.array(decided, type=pa.string()),
+            "reasons": pa.array(np.full(len(frame), "[]", dtype=object), type=pa.string()),
+            **{f"input:{name}": _plain(inputs.column(name)).combine_chunks() for name in names},
+        }
+    ).replace_schema_metadata(metadata)
+
+
+def _plain(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    # Validation hands categorical features over as text, not as pandas categories.
+    return column.cast(pa.string()) if pa.types.is_dictionary(column.type) else column
 
 
 def record(
-    url: str, frame: pd.DataFrame, p: np.ndarray, threshold: float, chunk: int
+    url: str, frame: pd.DataFrame, p: np.ndarray, threshold: float, chunk: int, folder: Path
 ) -> dict[str, float]:
     engine = create_engine_for(url)
+    storage = LocalStorage(folder / "jobs")
     try:
         migrate(engine)
         built = written = 0.0
         for first in range(0, len(frame), chunk):
             started = time.perf_counter()
-            batch = decisions(
+            table = decisions_table(
                 frame.iloc[first : first + chunk], p[first : first + chunk], threshold, first
             )
+            storage.write_table("bench/log/chunk.arrow", table)
             middle = time.perf_counter()
-            write_decisions(engine, batch)
+            stored_table = storage.read_table("bench/log/chunk.arrow")
+            write_segment(engine, *decision_columns(stored_table))
             built += middle - started
             written += time.perf_counter() - middle
         stored = count_decisions(engine)
@@ -174,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raw = min(raw, time.perf_counter() - started)
     print(
         f"decision-log bench: {args.rows:,} decisions, {args.family}, {chunk:,} per "
-        f"write_decisions, {os.cpu_count()} cores; load {os.getloadavg()[0]:.1f}"
+        f"write_segment, {os.cpu_count()} cores; load {os.getloadavg()[0]:.1f}"
     )
     print(f"  raw predict_proba              {raw:7.2f} s {args.rows / raw:>10,.0f} rows/s")
     kinds = ["sqlite", "postgres"] if args.database == "both" else [args.database]
@@ -183,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         for kind in kinds:
             with database(kind, folder) as url:
-                times = record(url, frame, p, trained.threshold, chunk)
+                times = record(url, frame, p, trained.threshold, chunk, folder)
             spent = times["build"] + times["write"]
             ratio = raw / (raw + spent)
             ok = ratio >= TARGET_RATIO
@@ -191,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(
                 f"  record on {kind:<8}             {spent:7.2f} s "
                 f"{args.rows / spent:>10,.0f} rows/s"
-                f" (build {times['build']:.1f} s, write_decisions {times['write']:.1f} s)"
+                f" (build and store {times['build']:.1f} s, record {times['write']:.1f} s)"
             )
             print(
                 f"  batch with decisions on {kind:<8} {ratio:.2f}x raw "

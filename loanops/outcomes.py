@@ -56,7 +56,6 @@ from loanops.decisions.read import (
     READ_BATCH_ROWS,
     ColumnKind,
     InputKind,
-    input_columns,
     read_frame,
     window_filter,
 )
@@ -160,6 +159,10 @@ class OutcomeRecord(Base):
 
 _TABLE: Table = Base.metadata.tables[OutcomeRecord.__tablename__]
 _DECISIONS: Table = Base.metadata.tables[DecisionRecord.__tablename__]
+_SEGMENTS: Table = Base.metadata.tables["decision_segments"]
+# The segment column of `read_labelled`'s rows, dropped once their segments are read.
+_SEGMENT: Final = "segment_id"
+_SEGMENTS_PER_QUERY: Final = 500
 
 
 @dataclass(frozen=True)
@@ -351,19 +354,69 @@ def read_labelled(
     Raises:
         ValueError: A bound is a naive datetime.
     """
-    decided = {name: kind for name, kind in META_COLUMNS.items() if reasons or name != "reasons"}
+    # The rows give the outcome and where the decision is; the decision itself is in a segment.
     columns: dict[str, ColumnKind] = {
-        **decided,
+        "request_id": "text",
         **{name: kind for name, _, kind in _OUTCOME_COLUMNS},
+        _SEGMENT: "float",
     }
     statement = (
         select(
-            *(_DECISIONS.c[name] for name in decided),
+            _DECISIONS.c.request_id,
             *(column for _, column, _ in _OUTCOME_COLUMNS),
-            *input_columns(inputs, engine.dialect.name),
+            _DECISIONS.c.segment_id,
         )
         .join_from(_DECISIONS, _TABLE, _TABLE.c.request_id == _DECISIONS.c.request_id)
         .where(*window_filter(start, end, model_name, model_version))
         .order_by(_DECISIONS.c.decided_at, _DECISIONS.c.request_id)
     )
-    return read_frame(engine, statement, columns, inputs, batch_rows=batch_rows)
+    labelled = read_frame(engine, statement, columns, {}, batch_rows=batch_rows)
+    decided = [name for name in META_COLUMNS if reasons or name != "reasons"]
+    logged = _logged(engine, labelled, decided, inputs)
+    outcome = [name for name, _, _ in _OUTCOME_COLUMNS]
+    keys = {
+        name: f"input_{name}" if name in outcome else name
+        for name in logged.columns
+        if name not in decided
+    }
+    logged = logged.rename(columns=keys)
+    for name in outcome:
+        logged[name] = labelled[name].to_numpy()
+    return logged[[*decided, *outcome, *keys.values()]]
+
+
+def _logged(
+    engine: Engine,
+    labelled: pd.DataFrame,
+    decided: list[str],
+    inputs: Mapping[str, InputKind] | None,
+) -> pd.DataFrame:
+    """The labelled decisions, from their segments, row for row: `decided`, then the inputs."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from loanops.decisions.columnar import segment_frame
+    from loanops.decisions.segments import decode
+
+    wanted = pa.array(labelled["request_id"].tolist(), pa.string())
+    segment_ids = sorted({int(i) for i in labelled[_SEGMENT].dropna()})
+    parts: list[tuple[str, str, pa.Table]] = []
+    columns = _SEGMENTS.c
+    with engine.connect() as connection:
+        for start in range(0, len(segment_ids), _SEGMENTS_PER_QUERY):
+            chosen = segment_ids[start : start + _SEGMENTS_PER_QUERY]
+            rows = connection.execute(
+                select(columns.model_name, columns.model_version, columns.data)
+                .where(columns.segment_id.in_(chosen))
+                .order_by(columns.segment_id)
+            )
+            for name, version, data in rows:
+                table = decode(data)
+                table = table.filter(pc.is_in(table["request_id"], value_set=wanted))
+                parts.append((name, version, table))
+    logged = segment_frame(parts, decided, inputs)
+    order = pd.Index(logged["request_id"]).get_indexer(labelled["request_id"])
+    if (order < 0).any():
+        raise RuntimeError("a labelled decision is missing from its segment")
+    return logged.iloc[order].reset_index(drop=True)

@@ -14,11 +14,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from loanops.data import load_dataset
 from loanops.data import synthetic as syn
 from loanops.data.lending_club import SCHEMA as LENDING_CLUB
 from loanops.decisions.record import Decision
+from loanops.decisions.table import UTCDateTime
 from loanops.promotion import GatePolicy, GateScores
 from loanops.schema import Feature, FeatureSchema, Target
 from loanops.settings import GateSettings
@@ -123,6 +126,24 @@ OUTCOMES_DECIDED_FROM = datetime(2025, 6, 2, 9, 0, tzinfo=UTC)
 """When the decisions of the outcome tests start: well before their outcomes are observed."""
 OBSERVED = datetime(2026, 6, 1, tzinfo=UTC)
 """When the outcome tests' loans are seen to default or not."""
+
+
+_JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+DECISIONS_BEFORE_0004 = sa.table(
+    "decisions",
+    sa.column("request_id", sa.String()),
+    sa.column("decided_at", UTCDateTime()),
+    sa.column("model_name", sa.String()),
+    sa.column("model_version", sa.String()),
+    sa.column("threshold", sa.Double()),
+    sa.column("inputs", _JSON),
+    sa.column("probability", sa.Double()),
+    sa.column("decision", sa.String()),
+    sa.column("reasons", _JSON),
+    sa.column("source", sa.String()),
+    sa.column("job_id", sa.String()),
+)
+"""The ``decisions`` table as revisions 0001 to 0003 made it: every field, inputs as JSON."""
 
 
 def outcome_decision(i: int, **overrides: Any) -> Decision:

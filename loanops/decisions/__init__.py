@@ -3,7 +3,8 @@
 - `record`: the `Decision` record and the values its fields may take;
 - `table`: the ``decisions`` table and the declarative `Base` of the log's tables;
 - `database`: engines for SQLite and PostgreSQL, and the migrations (`migrate`);
-- `write`: the idempotent batch insert (`write_decisions`);
+- `bulk`: a batch as columns, stored as its slim rows and one segment (`write_segment`);
+- `write`: `Decision` records stored the same way (`write_decisions`), and `check_storable`;
 - `read`: a time window back as a DataFrame (`read_decisions`) or a count;
 - `spill`: decisions saved to files when the database cannot take them (`load_spill`).
 

@@ -1,6 +1,6 @@
 """The decision log's columnar copy: each written batch's decisions as one Arrow segment.
 
-Every `write_decisions` transaction stores, beside its rows in ``decisions``, one row per model
+Every write (`loanops.decisions.bulk`) stores, beside its rows in ``decisions``, one row per model
 version in ``decision_segments``: the newly inserted decisions as a LZ4-compressed Arrow IPC
 stream, typed column by column (inputs included), with the time span it covers. A window is
 read by fetching the segments that overlap it and decoding them in C++, so no read parses JSON.
@@ -16,9 +16,10 @@ Why this layout and not the alternatives:
   workers on different nodes, and could disagree with the table after a crash. A segment lives
   in the same database and the same transaction as its rows, so both are written or neither.
 
-``decisions`` keeps the full row (inputs as JSON) for keyed lookups, outcome joins and audits;
-the segments are append-only and only ever hold rows whose insert succeeded, so a redelivered
-batch adds no segment rows.
+Since revision 0004 ``decisions`` keeps only each decision's key, time, model, job and segment
+(for idempotent writes, outcome joins and counts); the segment is the one copy of the rest. The
+segments are append-only and only ever hold rows whose insert succeeded, so a redelivered batch
+adds no segment rows.
 """
 
 from __future__ import annotations

@@ -7,13 +7,10 @@ too (`loanops.outcomes`).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy import (
-    JSON,
     DateTime,
     Dialect,
-    Double,
     Index,
     Integer,
     LargeBinary,
@@ -21,7 +18,6 @@ from sqlalchemy import (
     String,
     Table,
 )
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -54,9 +50,6 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
-_JSON = JSON().with_variant(postgresql.JSONB(), "postgresql")
-
-
 class Base(DeclarativeBase):
     """Declarative base of the decision log's tables (the Alembic target metadata)."""
 
@@ -73,25 +66,24 @@ class Base(DeclarativeBase):
 
 
 class DecisionRecord(Base):
-    """A row of the ``decisions`` table; see `Decision` for the meaning of each column."""
+    """A row of the ``decisions`` table; see `Decision` for the meaning of each column.
+
+    The row is the decision's key, what a window count filters on, and the segment that holds
+    the decision whole (``segment_id``); the rest is kept in that segment only, as
+    `loanops.decisions.bulk` explains. Windows are read from the segments, so the rows carry no
+    time index: each insert maintains the key alone.
+    """
 
     __tablename__ = "decisions"
-    __table_args__ = (
-        Index("ix_decisions_decided_at", "decided_at"),
-        Index("ix_decisions_model_decided_at", "model_name", "model_version", "decided_at"),
-    )
+    # On SQLite the key is the table: one b-tree per insert, not a table and its key index.
+    __table_args__ = {"sqlite_with_rowid": False}
 
     request_id: Mapped[str] = mapped_column(String, primary_key=True)
     decided_at: Mapped[datetime] = mapped_column(UTCDateTime)
     model_name: Mapped[str] = mapped_column(String)
     model_version: Mapped[str] = mapped_column(String)
-    threshold: Mapped[float] = mapped_column(Double)
-    inputs: Mapped[dict[str, Any]] = mapped_column(_JSON)
-    probability: Mapped[float] = mapped_column(Double)
-    decision: Mapped[str] = mapped_column(String)
-    reasons: Mapped[list[dict[str, Any]]] = mapped_column(_JSON)
-    source: Mapped[str] = mapped_column(String)
     job_id: Mapped[str | None] = mapped_column(String)
+    segment_id: Mapped[int | None] = mapped_column(Integer)
 
 
 DECISIONS_TABLE: Table = Base.metadata.tables[DecisionRecord.__tablename__]

@@ -2,8 +2,8 @@
 
 `score_chunk` validates a chunk's input rows (`serving.batch.validation`) and turns them into
 its output rows (the input columns plus `row`, `probability`, `decision`, `reason_codes` and
-`rejection_reason`) and the decisions to record; `decisions_from_table` turns the latter into
-decision-log records.
+`rejection_reason`) and the decisions to record; `decision_columns` lays the latter out as the
+decision log stores them.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from serving.batch.job import ChunkCounts
 from serving.batch.validation import ValidatedChunk, validate_chunk
 
 if TYPE_CHECKING:
-    from loanops.decisions.record import Decision
     from serving.model import LoadedModel
 
 # Prefix of the feature columns in a chunk's decisions table.
@@ -41,7 +40,7 @@ class ScoredChunk:
     """One row per scored row: `row`, `probability`, `decision`, `reasons` (JSON) and the
     features as validated (`input:<name>`); the model, threshold, job and time ride in the
     schema's metadata.
-    `decisions_from_table` turns it into decision-log records."""
+    `decision_columns` lays it out as the decision log stores it."""
     counts: ChunkCounts
 
 
@@ -150,43 +149,47 @@ def _input_column(checked: ValidatedChunk, feature: Feature, valid: np.ndarray) 
     return array.cast(pa.int64()) if feature.kind == "int" else array
 
 
-def decisions_from_table(table: pa.Table) -> list[Decision]:
-    """Decision-log records from a chunk's decisions table (see `ScoredChunk.decisions`).
+def decision_columns(table: pa.Table) -> tuple[str, str, pa.Table]:
+    """A chunk's decisions table (see `ScoredChunk.decisions`) as the log stores it.
 
-    Request ids are `<job id>-<row>`, so writing the same chunk twice records nothing more.
+    Column for column, in Arrow: no Python object per decision. Request ids are
+    `<job id>-<row>`, so writing the same chunk twice records nothing more.
+
+    Returns:
+        The model name, its version, and the decisions laid out as a segment
+        (`loanops.decisions.segments`), for `loanops.decisions.bulk.write_segment`.
     """
-    from loanops.decisions.record import Decision
+    import pyarrow.compute as pc
+
+    from loanops.decisions.segments import TYPED_PREFIX
 
     metadata = {
         key.decode(): value.decode() for key, value in (table.schema.metadata or {}).items()
     }
     job_id = metadata["job_id"]
-    decided_at = datetime.fromisoformat(metadata["decided_at"])
-    threshold = float(metadata["threshold"])
-    names = [name for name in table.column_names if name.startswith(_INPUT_PREFIX)]
-    columns = [table.column(name).to_pylist() for name in names]
-    names = [name.removeprefix(_INPUT_PREFIX) for name in names]
-    inputs = [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
-    return [
-        Decision(
-            request_id=f"{job_id}-{row}",
-            decided_at=decided_at,
-            model_name=metadata["model_name"],
-            model_version=metadata["model_version"],
-            threshold=threshold,
-            inputs=row_inputs,
-            probability=probability,
-            decision=decision,
-            reasons=orjson.loads(reasons) if reasons != "[]" else [],
-            source="batch",
-            job_id=job_id,
-        )
-        for row, row_inputs, probability, decision, reasons in zip(
-            table.column("row").to_pylist(),
-            inputs,
-            table.column("probability").to_pylist(),
-            table.column("decision").to_pylist(),
-            table.column("reasons").to_pylist(),
-            strict=True,
-        )
-    ]
+    n = table.num_rows
+    decided_at = pa.scalar(
+        datetime.fromisoformat(metadata["decided_at"]).astimezone(UTC), pa.timestamp("us", tz="UTC")
+    )
+    columns: dict[str, pa.Array | pa.ChunkedArray] = {
+        "request_id": pc.binary_join_element_wise(
+            job_id, table.column("row").cast(pa.string()), "-"
+        ),
+        "decided_at": pa.repeat(decided_at, n),
+        "threshold": pa.repeat(pa.scalar(float(metadata["threshold"]), pa.float64()), n),
+        "probability": table.column("probability"),
+        "decision": table.column("decision").dictionary_encode(),
+        "reasons": table.column("reasons"),
+        "source": pa.repeat("batch", n).dictionary_encode(),
+        "job_id": pa.repeat(job_id, n).dictionary_encode(),
+    }
+    for name in table.column_names:
+        if name.startswith(_INPUT_PREFIX):
+            column = table.column(name)
+            if pa.types.is_floating(column.type):
+                # As JSON would keep it: a value that is no finite number is missing.
+                column = pc.if_else(pc.is_finite(column), column, pa.scalar(None, column.type))
+            elif pa.types.is_large_string(column.type) or pa.types.is_dictionary(column.type):
+                column = column.cast(pa.string())
+            columns[TYPED_PREFIX + name.removeprefix(_INPUT_PREFIX)] = column
+    return metadata["model_name"], metadata["model_version"], pa.table(columns)

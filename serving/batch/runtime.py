@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from loanops.settings import Settings
-from serving.batch.chunks import decisions_from_table
+from serving.batch.chunks import decision_columns
 from serving.batch.store import JobStore
 from serving.heap import freeze_heap
 
@@ -115,12 +115,15 @@ class WorkerRuntime:
 
         Returns:
             How many decisions the chunk holds.
-        """
-        from loanops.decisions.write import write_decisions
 
-        records = decisions_from_table(decisions)
-        write_decisions(self.engine, records)
-        return len(records)
+        Raises:
+            ValueError: A decision cannot be stored (the log refuses the chunk whole).
+        """
+        from loanops.decisions.bulk import write_segment
+
+        model_name, model_version, columns = decision_columns(decisions)
+        write_segment(self.engine, model_name, model_version, columns)
+        return columns.num_rows
 
     def process_started(self, **_: Any) -> None:
         """`worker_process_init`: one thread for numerical libraries, and the model loaded."""

@@ -24,10 +24,10 @@ import psutil
 import pytest
 from celery import Celery
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
 from loanops.decisions.database import create_engine_for, migrate
-from loanops.decisions.table import DecisionRecord
+from loanops.decisions.read import read_decisions
 from loanops.settings import Settings
 from serving.app import create_app
 from serving.batch.client import QueueUnavailable, create_client, submit
@@ -217,20 +217,10 @@ def only_input_and_result_left(store: JobStore, job: BatchJob) -> None:
 
 
 def logged(engine: Engine, job_id: str) -> pd.DataFrame:
-    columns = (
-        DecisionRecord.request_id,
-        DecisionRecord.model_version,
-        DecisionRecord.probability,
-        DecisionRecord.decision,
-        DecisionRecord.reasons,
-        DecisionRecord.source,
-    )
-    with engine.connect() as connection:
-        rows = connection.execute(select(*columns).where(DecisionRecord.job_id == job_id)).all()
-    return pd.DataFrame(
-        rows,
-        columns=["request_id", "model_version", "probability", "decision", "reasons", "source"],
-    )
+    """A job's logged decisions, read as monitoring reads them (from the segments)."""
+    frame = read_decisions(engine, inputs={})
+    columns = ["request_id", "model_version", "probability", "decision", "reasons", "source"]
+    return frame.loc[frame["job_id"] == job_id, columns].reset_index(drop=True)
 
 
 def expected_scores(model: LoadedModel, frame: pd.DataFrame) -> np.ndarray:

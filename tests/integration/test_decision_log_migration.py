@@ -12,9 +12,9 @@ from alembic import command
 import loanops.outcomes  # noqa: F401  (its table is part of Base.metadata and of the migrations)
 from loanops.decisions.database import alembic_config, create_engine_for, migrate
 from loanops.decisions.read import read_decisions
-from loanops.decisions.table import DECISIONS_TABLE, SEGMENTS_TABLE
+from loanops.decisions.table import SEGMENTS_TABLE
 from loanops.decisions.write import decision_row, write_decisions
-from tests.factories import make_decision, make_decisions
+from tests.factories import DECISIONS_BEFORE_0004, make_decision, make_decisions
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +38,7 @@ def test_rows_logged_under_0002_are_carried_into_segments_and_read_back(url: str
     try:
         # As revision 0002's writer stored them: rows only, inputs as JSON.
         with engine.begin() as connection:
-            connection.execute(DECISIONS_TABLE.insert(), [decision_row(d) for d in old])
+            connection.execute(DECISIONS_BEFORE_0004.insert(), [decision_row(d) for d in old])
 
         migrate(engine)
 

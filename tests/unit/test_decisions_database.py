@@ -42,7 +42,7 @@ def test_migration_creates_exactly_the_declared_table_and_is_idempotent(db_url: 
     try:
         with engine.connect() as connection:
             context = MigrationContext.configure(connection)
-            assert context.get_current_revision() == "0003"
+            assert context.get_current_revision() == "0004"
             assert compare_metadata(context, Base.metadata) == []
 
             # The comparison is not vacuous: a column the migration lacks is reported.
@@ -52,14 +52,8 @@ def test_migration_creates_exactly_the_declared_table_and_is_idempotent(db_url: 
             changed.tables["decisions"].append_column(sa.Column("extra", sa.Integer))
             assert [diff[0] for diff in compare_metadata(context, changed)] == ["add_column"]
 
-        indexes = {
-            index["name"]: index["column_names"]
-            for index in sa.inspect(engine).get_indexes("decisions")
-        }
-        assert indexes == {
-            "ix_decisions_decided_at": ["decided_at"],
-            "ix_decisions_model_decided_at": ["model_name", "model_version", "decided_at"],
-        }
+        # Windows are read from the segments: the rows keep their key alone.
+        assert sa.inspect(engine).get_indexes("decisions") == []
     finally:
         engine.dispose()
 
@@ -86,7 +80,7 @@ def test_two_processes_can_migrate_a_fresh_sqlite_database_at_once(db_url: str) 
     try:
         with engine.connect() as connection:
             assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").all() == [
-                ("0003",)
+                ("0004",)
             ]
             assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
     finally:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pandas as pd
 import pyarrow as pa
 import pytest
@@ -20,13 +21,14 @@ from sqlalchemy import select, update
 from threadpoolctl import threadpool_limits
 
 from loanops.data import synthetic as syn
+from loanops.decisions.bulk import check_columns
 from loanops.decisions.database import create_engine_for
 from loanops.evaluate import CostMatrix
 from loanops.explain import Explainer, favourable_values
 from loanops.features import split_frame
 from loanops.registry import ModelCard
 from loanops.train import fit
-from serving.batch.chunks import decisions_from_table, score_chunk
+from serving.batch.chunks import decision_columns, score_chunk
 from serving.batch.client import PREPARE_TASK, RECORD_PRIORITY, RECORD_TASK
 from serving.batch.database import migrate
 from serving.batch.job import BatchJob, is_job_id
@@ -399,34 +401,36 @@ def test_a_scored_chunk_has_one_row_per_input_row_and_decisions_for_the_valid_on
     assert 0 < len(declined) < len(valid)
     assert valid.loc[valid["decision"] == "approve", "reason_codes"].isna().all()
 
-    decisions = decisions_from_table(scored.decisions)
-    assert len(decisions) == 299
-    by_id = {d.request_id: d for d in decisions}
+    model_name, model_version, logged = decision_columns(scored.decisions)
+    check_columns(model_name, model_version, logged)  # the log would take it as it is
+    assert (model_name, model_version, logged.num_rows) == (model.name, "3", 299)
+    by_id = {row["request_id"]: row for row in logged.to_pylist()}
     first = declined.iloc[0]
     decision = by_id[f"job-{first['row']}"]
-    assert (decision.decision, decision.model_version, decision.source, decision.job_id) == (
+    assert (decision["decision"], decision["source"], decision["job_id"]) == (
         "decline",
-        "3",
         "batch",
         "job",
     )
-    assert decision.decided_at == when
-    assert decision.probability == pytest.approx(first["probability"], abs=0)
+    assert decision["decided_at"] == when
+    assert decision["probability"] == pytest.approx(first["probability"], abs=0)
     row = frame.loc[first["row"] - 1000].to_dict()
     expected_reasons = model.explainer.reasons(
         SCHEMA.to_frame(frame.loc[[first["row"] - 1000]]).to_dict("records")[0],
-        decision.probability,
+        decision["probability"],
         top=3,
     )
-    assert [r["code"] for r in decision.reasons] == [r.code for r in expected_reasons]
+    reasons = orjson.loads(decision["reasons"])
+    assert [r["code"] for r in reasons] == [r.code for r in expected_reasons]
     assert first["reason_codes"] == ";".join(r.code for r in expected_reasons)
-    assert [r["impact"] for r in decision.reasons] == pytest.approx(
+    assert [r["impact"] for r in reasons] == pytest.approx(
         [r.impact for r in expected_reasons], abs=1e-12
     )
-    assert decision.inputs["loan_amnt"] == row["loan_amnt"]
-    assert isinstance(decision.inputs["loan_amnt"], int)
-    assert decision.inputs["emp_length"] == (row["emp_length"] or None)
-    assert set(decision.inputs) == set(SCHEMA.feature_names)
+    assert decision["in:loan_amnt"] == row["loan_amnt"]
+    assert logged.schema.field("in:loan_amnt").type == pa.int64()
+    assert decision["in:emp_length"] == (row["emp_length"] or None)
+    inputs = [name for name in logged.column_names if name.startswith("in:")]
+    assert inputs == [f"in:{name}" for name in SCHEMA.feature_names]
 
 
 # --- the whole job on the store, without a queue -----------------------------------------------
