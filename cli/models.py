@@ -3,6 +3,8 @@ waiting for approval (maker-checker)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -15,6 +17,8 @@ from cli.errors import clear_errors, fail, settings
 from cli.progress import run_with_status
 
 if TYPE_CHECKING:
+    from prefect.client.schemas.objects import FlowRun
+
     from loanops.approval import Answer
     from loanops.promotion_log import DecisionRecord
 
@@ -216,25 +220,15 @@ def _answer(version: str, decision: Answer, approver: str | None, reason: str, w
     config = settings()
     from pydantic import ValidationError
 
-    from flows.approval import ApprovalInput, answer, request_of, settled_state, waiting_promotions
+    from flows.approval import ApprovalInput, answer, maker_of, settled_state
     from loanops import promotion_log, registry
     from loanops.approval import refusal
 
     who = approver if approver is not None else promotion_log.operator()
     name = f"{config.model_name} v{version}"
-    with clear_errors():
-        runs = waiting_promotions(config.model_name, version)
-        if not runs:
-            raise fail(f"no promotion of {name} is waiting for approval on {_prefect_api()}")
-        if len(runs) > 1:
-            ids = ", ".join(str(run.id) for run in runs)
-            raise fail(
-                f"{len(runs)} promotions of {name} are waiting ({ids}); answer one in the UI"
-            )
-        run = runs[0]
-        request = request_of(run)
-        maker = (request.get("requested_by", ""), str(run.id), run.name)
-        refused = refusal(decision, who, reason, maker)
+    with clear_errors(), _prefect_errors(name):
+        run = _waiting_run(config.model_name, version)
+        refused = refusal(decision, who, reason, maker_of(run))
         if refused is not None:
             raise fail(f"{name}: {refused}")
         try:
@@ -242,8 +236,7 @@ def _answer(version: str, decision: Answer, approver: str | None, reason: str, w
         except ValidationError as error:
             raise fail(f"invalid answer: {error.errors()[0]['msg']}") from None
         answer(run, given)
-        settled = settled_state(run.id, timeout=wait)
-        state = settled.state
+        state = settled_state(run.id, timeout=wait).state
         if state is not None and state.is_paused():
             raise fail(f"{name}: the promotion refused the answer and waits again (run {run.id})")
         if state is None or not state.is_final():
@@ -260,6 +253,36 @@ def _answer(version: str, decision: Answer, approver: str | None, reason: str, w
     if not state.is_completed() or not records:
         raise fail(f"{name}: flow run {run.id} ended {state.name}: {state.message or ''}")
     console.print(f"{name}: {records[-1].outcome} ({_approval(records[-1])})")
+
+
+def _waiting_run(model_name: str, version: str) -> FlowRun:
+    """The one flow run waiting for approval of the version; none or several end the command."""
+    from flows.approval import waiting_promotions
+
+    runs = waiting_promotions(model_name, version)
+    name = f"{model_name} v{version}"
+    if not runs:
+        raise fail(f"no promotion of {name} is waiting for approval on {_prefect_api()}")
+    if len(runs) > 1:
+        ids = ", ".join(str(run.id) for run in runs)
+        raise fail(f"{len(runs)} promotions of {name} are waiting ({ids}); answer one in the UI")
+    return runs[0]
+
+
+@contextmanager
+def _prefect_errors(name: str) -> Iterator[None]:
+    """Prefect's refusals and an unreachable server as one line each."""
+    import httpx
+    from prefect.exceptions import FlowPauseTimeout, NotPausedError
+
+    try:
+        yield
+    except httpx.HTTPError as error:
+        raise fail(f"cannot reach the Prefect server at {_prefect_api()}: {error}") from None
+    except NotPausedError:
+        raise fail(f"{name}: the promotion stopped waiting before the answer arrived") from None
+    except FlowPauseTimeout:
+        raise fail(f"{name}: the wait for approval has timed out; promote it again") from None
 
 
 def _prefect_api() -> str:

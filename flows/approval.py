@@ -67,6 +67,21 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def maker_identities(requested_by: str) -> tuple[str, ...]:
+    """Who started the current promotion: the person, the flow run (id and name), and the run
+    that started it as a subflow (a `retrain`), when there is one."""
+    return tuple(
+        identity
+        for identity in (
+            requested_by,
+            flow_run.get_id(),
+            flow_run.get_name(),
+            flow_run.get_parent_flow_run_id(),
+        )
+        if identity
+    )
+
+
 def publish_request(settings: Settings, version: str, requested_by: str) -> None:
     """Tag the current flow run as waiting, and store who asked, for the CLI to find."""
     run_id = UUID(flow_run.get_id())
@@ -77,7 +92,7 @@ def publish_request(settings: Settings, version: str, requested_by: str) -> None
             "model_name": settings.model_name,
             "version": version,
             "requested_by": requested_by,
-            "flow_run_name": flow_run.get_name(),
+            "maker": list(maker_identities(requested_by)),
             "deadline": deadline.isoformat(timespec="seconds"),
         },
         flow_run_id=run_id,
@@ -104,7 +119,7 @@ def wait_for_approval(
     """
     logger = get_run_logger()
     gate = settings.gate
-    maker = (requested_by, flow_run.get_id() or "", flow_run.get_name() or "")
+    maker = maker_identities(requested_by)
     publish_request(settings, decision.challenger.version, requested_by)
     description = request_description(
         settings.model_name,
@@ -182,10 +197,10 @@ def waiting_promotions(model_name: str, version: str) -> list[FlowRun]:
         )
 
 
-def request_of(run: FlowRun) -> dict[str, str]:
-    """Who asked for a waiting promotion and until when, as the flow stored it."""
-    stored: Any = read_flow_run_input(REQUEST_KEY, flow_run_id=run.id)
-    return {str(key): str(value) for key, value in (stored or {}).items()}
+def maker_of(run: FlowRun) -> tuple[str, ...]:
+    """Every identity of who started a waiting promotion, as its flow stored them."""
+    stored: Any = read_flow_run_input(REQUEST_KEY, flow_run_id=run.id) or {}
+    return (*(str(identity) for identity in stored.get("maker", [])), str(run.id), run.name)
 
 
 def answer(run: FlowRun, given: ApprovalInput) -> None:
