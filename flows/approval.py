@@ -139,7 +139,7 @@ def wait_for_approval(
         )
         form = ApprovalInput.with_initial_data(description=note + description)
         try:
-            answer: Any = pause_flow_run(
+            given: Any = pause_flow_run(
                 wait_for_input=form, timeout=remaining, poll_interval=gate.approval_poll_seconds
             )
         except FlowPauseTimeout:
@@ -148,22 +148,22 @@ def wait_for_approval(
             note = f"**Refused:** the answer was not valid ({error.error_count()} errors).\n\n"
             logger.warning("refused an invalid answer: %s", error)
             continue
-        refused = refusal(answer.decision, answer.approver, answer.reason, maker)
+        refused = refusal(given.decision, given.approver, given.reason, maker)
         if refused is not None:
             note = f"**Refused:** {refused}.\n\n"
-            logger.warning("refused %s's %s: %s", answer.approver, answer.decision, refused)
+            logger.warning("refused %s's %s: %s", given.approver, given.decision, refused)
             continue
         status: Literal["approved", "rejected"] = (
-            "approved" if answer.decision == "approve" else "rejected"
+            "approved" if given.decision == "approve" else "rejected"
         )
         return Approval(
             status=status,
             requested_by=requested_by,
-            approver=answer.approver.strip(),
-            reason=answer.reason.strip(),
+            approver=given.approver.strip(),
+            reason=given.reason.strip(),
             decided_at=_now(),
         )
-    _run_on_after_timeout()
+    _back_to_running_after_timeout()
     return Approval(
         status="timed_out",
         requested_by=requested_by,
@@ -172,7 +172,7 @@ def wait_for_approval(
     )
 
 
-def _run_on_after_timeout() -> None:
+def _back_to_running_after_timeout() -> None:
     """Put the current flow run back to Running once its pause has expired.
 
     Prefect fails a run whose pause expired as soon as it leaves Paused, before the flow could
