@@ -16,9 +16,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prefect.client.schemas.objects import FlowRun
+from prefect.input.actions import read_flow_run_input
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows.approval import ApprovalInput, answer, settled_state, waiting_promotions
@@ -160,6 +162,13 @@ def test_self_approval_is_refused_and_a_rejection_leaves_the_aliases(stack: Stac
         assert waiting.requested_by == promotion_log.operator()
         version = registry.connect(stack.settings).get_model_version(stack.settings.model_name, "2")
         assert version.tags["gate.outcome"] == "awaiting_approval"
+        # What the Prefect UI shows: the form's schema and, above it, the gate's numbers.
+        with temporary_settings({PREFECT_API_URL: stack.api_url}):
+            schema: Any = read_flow_run_input("paused-1-schema", flow_run_id=run.id)
+            shown: Any = read_flow_run_input("paused-1-description", flow_run_id=run.id)
+        assert set(schema["properties"]) == {"decision", "approver", "reason"}
+        assert "v2** passed the promotion gate" in shown and "| challenger v2 |" in shown
+        assert "| champion v1 |" in shown and "No live comparison" in shown
 
         # From the shell, the default approver is the OS user: the one who started it.
         mine = loanops(stack.env, "models", "approve", "2")
@@ -171,7 +180,9 @@ def test_self_approval_is_refused_and_a_rejection_leaves_the_aliases(stack: Stac
         with temporary_settings({PREFECT_API_URL: stack.api_url}):
             answer(run, ApprovalInput(decision="approve", approver=promotion_log.operator()))
             again = settled_state(run.id, timeout=60)
+            refused_note: Any = read_flow_run_input("paused-2-description", flow_run_id=run.id)
         assert again.state is not None and again.state.is_paused(), again.state
+        assert refused_note.startswith("**Refused:**") and "cannot approve it" in refused_note
         assert aliases(stack) == before
 
         rejected = loanops(
