@@ -1,21 +1,42 @@
-"""`loanops models ...`: read the model registry and the promotion log."""
+"""`loanops models ...`: read the model registry and the promotion log, and answer a promotion
+waiting for approval (maker-checker)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from cli.console import console
-from cli.errors import clear_errors, settings
+from cli.errors import clear_errors, fail, settings
 from cli.progress import run_with_status
 
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import FlowRun
+
+    from loanops.approval import Answer
+    from loanops.promotion_log import DecisionRecord
+
 models_app = typer.Typer(
-    help="Read the model registry and the promotion log.", no_args_is_help=True
+    help="Read the model registry and the promotion log; approve or reject a promotion.",
+    no_args_is_help=True,
 )
+
+ApproverOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Who decides, for the record; not who asked for the promotion (default: your OS user)."
+    ),
+]
+WaitOption = Annotated[
+    float,
+    typer.Option(min=0, help="Seconds to wait for the promotion to act on the answer."),
+]
 
 
 @models_app.command("list")
@@ -67,7 +88,8 @@ def history() -> None:
         records = promotion_log.history(client, config)
         deploys = promotion_log.deploy_history(client, config)
     table = Table(title=f"{config.model_name}: promotion history")
-    for column in ("when", "outcome", "challenger", "champion", "AUC (chal / champ)", "reasons"):
+    columns = ("when", "outcome", "challenger", "champion", "AUC (chal / champ)", "approval")
+    for column in (*columns, "reasons"):
         table.add_column(column)
     for record in records:
         champion_auc = (record.champion_metrics or {}).get("roc_auc")
@@ -78,6 +100,7 @@ def history() -> None:
             f"v{record.champion_version}" if record.champion_version else "-",
             f"{record.challenger_metrics['roc_auc']:.4f} / "
             + (f"{champion_auc:.4f}" if champion_auc is not None else "-"),
+            _approval(record),
             "\n".join(record.reasons),
         )
     console.print(table)
@@ -162,6 +185,123 @@ def model_card(
         )
         markdown, page = card.write_card(built, folder)
     console.print(f"Model card of {config.model_name} v{version}: {page} ({markdown.name} beside)")
+
+
+@models_app.command()
+def approve(
+    version: Annotated[str, typer.Argument(help="The version waiting for approval.")],
+    approver: ApproverOption = None,
+    reason: Annotated[str, typer.Option(help="Why, for the record.")] = "",
+    wait: WaitOption = 120,
+) -> None:
+    """Approve a promotion waiting for a second person: its aliases move.
+
+    Example: loanops models approve 3 --approver bob --reason "reviewed the card"
+    """
+    _answer(version, "approve", approver, reason, wait)
+
+
+@models_app.command()
+def reject(
+    version: Annotated[str, typer.Argument(help="The version waiting for approval.")],
+    reason: Annotated[str, typer.Option(help="Why, for the record (required).")],
+    approver: ApproverOption = None,
+    wait: WaitOption = 120,
+) -> None:
+    """Reject a promotion waiting for approval: every alias stays where it is.
+
+    Example: loanops models reject 3 --reason "the live comparison regressed"
+    """
+    _answer(version, "reject", approver, reason, wait)
+
+
+def _answer(version: str, decision: Answer, approver: str | None, reason: str, wait: float) -> None:
+    """Find the flow run waiting on `version`, check the answer may stand, and resume it."""
+    config = settings()
+    from pydantic import ValidationError
+
+    from flows.approval import ApprovalInput, answer, maker_of, settled_state
+    from loanops import promotion_log, registry
+    from loanops.approval import refusal
+
+    who = approver if approver is not None else promotion_log.operator()
+    name = f"{config.model_name} v{version}"
+    with clear_errors(), _prefect_errors(name):
+        run = _waiting_run(config.model_name, version)
+        refused = refusal(decision, who, reason, maker_of(run))
+        if refused is not None:
+            raise fail(f"{name}: {refused}")
+        try:
+            given = ApprovalInput(decision=decision, approver=who, reason=reason)
+        except ValidationError as error:
+            raise fail(f"invalid answer: {error.errors()[0]['msg']}") from None
+        answer(run, given)
+        state = settled_state(run.id, timeout=wait).state
+        if state is not None and state.is_paused():
+            raise fail(f"{name}: the promotion refused the answer and waits again (run {run.id})")
+        if state is None or not state.is_final():
+            console.print(
+                f"{name}: answer sent to flow run {run.id}, which is still working; "
+                "`loanops models history` will show the outcome"
+            )
+            return
+        records = [
+            r
+            for r in promotion_log.history(registry.connect(config), config)
+            if r.challenger_version == version and r.approval not in (None, "awaiting")
+        ]
+    if not state.is_completed() or not records:
+        raise fail(f"{name}: flow run {run.id} ended {state.name}: {state.message or ''}")
+    console.print(f"{name}: {records[-1].outcome} ({_approval(records[-1])})")
+
+
+def _waiting_run(model_name: str, version: str) -> FlowRun:
+    """The one flow run waiting for approval of the version; none or several end the command."""
+    from flows.approval import waiting_promotions
+
+    runs = waiting_promotions(model_name, version)
+    name = f"{model_name} v{version}"
+    if not runs:
+        raise fail(f"no promotion of {name} is waiting for approval on {_prefect_api()}")
+    if len(runs) > 1:
+        ids = ", ".join(str(run.id) for run in runs)
+        raise fail(f"{len(runs)} promotions of {name} are waiting ({ids}); answer one in the UI")
+    return runs[0]
+
+
+@contextmanager
+def _prefect_errors(name: str) -> Iterator[None]:
+    """Prefect's refusals and an unreachable server as one line each."""
+    import httpx
+    from prefect.exceptions import FlowPauseTimeout, NotPausedError
+
+    try:
+        yield
+    except httpx.HTTPError as error:
+        raise fail(f"cannot reach the Prefect server at {_prefect_api()}: {error}") from None
+    except NotPausedError:
+        raise fail(f"{name}: the promotion stopped waiting before the answer arrived") from None
+    except FlowPauseTimeout:
+        raise fail(f"{name}: the wait for approval has timed out; promote it again") from None
+
+
+def _prefect_api() -> str:
+    """Where the CLI looked for waiting promotions."""
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value() or "the temporary Prefect server (set PREFECT_API_URL)"
+
+
+def _approval(record: DecisionRecord) -> str:
+    """A record's approval in one cell: who decided, when and why; `-` without maker-checker."""
+    if record.approval is None:
+        return "-"
+    if record.approval == "awaiting":
+        return f"awaiting (asked by {record.requested_by})"
+    if record.approval == "timed_out":
+        return f"timed out {record.approval_decided_at}"
+    by = f"{record.approval} by {record.approver} {record.approval_decided_at}"
+    return f"{by}: {record.approval_reason}" if record.approval_reason else by
 
 
 def _metric(metrics: dict[str, float], name: str) -> str:

@@ -156,19 +156,36 @@ def tune_worker(
     run_worker(config, run_id, worker, str(data) if data else None)
 
 
+RequestedByOption = Annotated[
+    str | None,
+    typer.Option(
+        "--requested-by",
+        help="Who asks for the promotion; with maker-checker on they cannot approve it "
+        "(default: your OS user).",
+    ),
+]
+
+
 def promote(
     version: Annotated[
         str | None, typer.Option(help="Challenger version (default: the newest).")
     ] = None,
+    requested_by: RequestedByOption = None,
 ) -> None:
     """Gate a version against the production champion and move the aliases if it passes.
 
+    With LOANOPS_PROMOTION_MAKER_CHECKER=true a passed gate waits for someone else's
+    `loanops models approve VERSION` (or the Prefect UI) before the aliases move.
+
     Example: loanops promote --version 3
     """
-    settings()
+    config = settings()
     from flows.promote import promote_flow
 
-    result = run_with_status("gating…", lambda: promote_flow(version=version))
+    status = "gating (a pass waits for approval)…" if config.gate.maker_checker else "gating…"
+    result = run_with_status(
+        status, lambda: promote_flow(version=version, requested_by=requested_by)
+    )
     console.print(promotion_table(result))
 
 
@@ -179,12 +196,16 @@ def retrain(
     trials: TrialsOption = None,
     timeout: TimeoutOption = None,
     data: TrainingDataOption = None,
+    requested_by: RequestedByOption = None,
 ) -> None:
     """Train a candidate, gate it against the champion, and deploy it when a cluster is set.
 
     Example: loanops retrain --trials 20
     """
-    parameters = training_parameters(dataset, rows, seed, trials, timeout, data)
+    parameters = {
+        **training_parameters(dataset, rows, seed, trials, timeout, data),
+        "requested_by": requested_by,
+    }
     from flows.retrain import retrain_flow
 
     result = run_with_status("retraining…", lambda: retrain_flow(**parameters))

@@ -2,7 +2,9 @@
 
 The second half of `retrain`. The decision is appended to the promotion log before any alias
 moves, so production never changes without a record; a failed gate leaves every alias where it
-was.
+was. With maker-checker on (`LOANOPS_PROMOTION_MAKER_CHECKER`), a passed gate is recorded as
+`awaiting_approval` and the run pauses for a second person (flows/approval.py); the aliases move
+only on an approval, and the answer is recorded before they do.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
+from flows.approval import wait_for_approval
 from flows.common import TRACKING_RETRIES, settings_for
 from loanops import card, promotion_log, registry
+from loanops.approval import Approval, LiveComparison
 from loanops.data import frame_sha256
 from loanops.directions import direction_effects
 from loanops.evaluate import expected_calibration_error
@@ -55,6 +59,9 @@ class PromotionResult:
     production_version: str | None
     reasons: tuple[str, ...]
     record_run_id: str | None
+    approval: str | None = None
+    """Maker-checker only: `approved`, `rejected` or `timed_out`; None when it is off."""
+    approver: str | None = None
 
 
 @task(cache_policy=NO_CACHE, **TRACKING_RETRIES)
@@ -203,35 +210,63 @@ def precheck(settings: Settings, challenger: ModelVersion, champion: ModelVersio
 
 @task(cache_policy=NO_CACHE, **TRACKING_RETRIES)
 def record(
-    settings: Settings, decision: GateDecision, gate_sha256: str
+    settings: Settings,
+    decision: GateDecision,
+    gate_sha256: str,
+    requested_by: str,
+    approval: Approval | None = None,
 ) -> promotion_log.DecisionRecord:
-    """Append the decision to the promotion log; a retry finds it instead of adding another."""
+    """Append the decision to the promotion log; a retry finds it instead of adding another.
+
+    With maker-checker, one run appends two records, the wait and the answer, each with a key
+    of its own.
+    """
     client = registry.connect(settings)
     run_id = flow_run.get_id()
-    user = promotion_log.operator()
+    stage = ""
+    if approval is not None:
+        stage = "/awaiting" if approval.status == "awaiting" else "/answer"
     return promotion_log.record_decision(
         client,
         settings,
         decision,
-        decided_by=f"{user} via prefect flow run {run_id}" if run_id else user,
+        decided_by=f"{requested_by} via prefect flow run {run_id}" if run_id else requested_by,
         gate_data_sha256=gate_sha256,
         decision_key=promotion_log.decision_id(
-            settings.model_name, decision.challenger.version, str(run_id) if run_id else None
+            settings.model_name,
+            decision.challenger.version,
+            f"{run_id}{stage}" if run_id else None,
         ),
+        approval=approval,
     )
+
+
+@task(cache_policy=NO_CACHE, **TRACKING_RETRIES)
+def show_on_version(settings: Settings, entry: promotion_log.DecisionRecord) -> None:
+    """Show a decision on the version, without carrying anything out (a wait for approval)."""
+    promotion_log.tag_version_with_decision(registry.connect(settings), settings, entry)
+
+
+@task(cache_policy=NO_CACHE, **TRACKING_RETRIES)
+def find_live_comparison(settings: Settings, version: str) -> LiveComparison | None:
+    """The live comparison recorded for the version, shown to whoever approves it."""
+    return promotion_log.live_comparison(registry.connect(settings), settings, version)
 
 
 @task(cache_policy=NO_CACHE, **TRACKING_RETRIES)
 def apply(
     settings: Settings,
-    decision: GateDecision,
     entry: promotion_log.DecisionRecord,
     challenger: ModelVersion,
     champion: ModelVersion | None,
 ) -> None:
-    """Move the aliases if the gate passed, and show the decision on the version."""
+    """Move the aliases if the record says promoted, and show the decision on the version.
+
+    The record, not the gate, decides: with maker-checker a passed gate promotes only once
+    approved.
+    """
     client = registry.connect(settings)
-    if decision.promote:
+    if entry.outcome == "promoted":
         registry.move_aliases(client, settings, challenger, champion)
     # The record was written first; this marks that what it says has been carried out.
     client.set_tag(entry.run_id, "loanops.applied", "true")
@@ -253,15 +288,20 @@ def log_model_card(settings: Settings, version: ModelVersion) -> str:
 
 
 @flow(name="promote")
-def promote_flow(version: str | None = None, model_name: str | None = None) -> PromotionResult:
+def promote_flow(
+    version: str | None = None, model_name: str | None = None, requested_by: str | None = None
+) -> PromotionResult:
     """Gate a challenger version against the production champion.
 
     Args:
         version: the challenger's version number (default: the newest version).
         model_name: registered model name (default: settings).
+        requested_by: who asks for the promotion, for the record; with maker-checker on, they
+            cannot approve it (default: the OS user running the flow).
     """
     settings = settings_for(model_name=model_name)
     logger = get_run_logger()
+    maker = requested_by or promotion_log.operator()
     challenger, champion = resolve_versions(settings, version)
     if champion is not None and str(champion.version) == str(challenger.version):
         logger.info("v%s already holds %s", challenger.version, settings.production_alias)
@@ -310,17 +350,26 @@ def promote_flow(version: str | None = None, model_name: str | None = None) -> P
             challenger_scores["challenger"], champion_scores["challenger"], policy, also=also
         )
 
-    entry = record(settings, decision, gate_sha256)
-    apply(settings, decision, entry, challenger, champion)
+    approval = None
+    if decision.promote and settings.gate.maker_checker:
+        waiting = Approval(status="awaiting", requested_by=maker)
+        show_on_version(settings, record(settings, decision, gate_sha256, maker, waiting))
+        live = find_live_comparison(settings, str(challenger.version))
+        approval = wait_for_approval(settings, decision, requested_by=maker, live=live)
+    entry = record(settings, decision, gate_sha256, maker, approval)
+    apply(settings, entry, challenger, champion)
     log_model_card(settings, challenger)
-    log: Any = logger.info if decision.promote else logger.warning
-    log("v%s %s: %s", challenger.version, decision.outcome, decision.summary)
-    production = challenger if decision.promote else champion
+    promoted = entry.outcome == "promoted"
+    log: Any = logger.info if promoted else logger.warning
+    log("v%s %s: %s", challenger.version, entry.outcome, "; ".join(entry.reasons))
+    production = challenger if promoted else champion
     return PromotionResult(
-        outcome=decision.outcome,
+        outcome=entry.outcome,
         challenger_version=str(challenger.version),
         champion_version=str(champion.version) if champion else None,
         production_version=str(production.version) if production else None,
-        reasons=decision.reasons,
+        reasons=tuple(entry.reasons),
         record_run_id=entry.run_id,
+        approval=approval.status if approval else None,
+        approver=approval.approver if approval else None,
     )

@@ -34,6 +34,7 @@ def retrain_flow(
     trials: int | None = None,
     timeout_seconds: float | None = None,
     data_path: str | None = None,
+    requested_by: str | None = None,
 ) -> RetrainResult:
     """Train a candidate on fresh data, gate it against the production champion, and roll it
     out when it takes production and a cluster is configured.
@@ -45,6 +46,8 @@ def retrain_flow(
         trials: Optuna trial budget.
         timeout_seconds: Optuna time budget.
         data_path: train on this CSV or Parquet file, which must follow the dataset's schema.
+        requested_by: who asks for the promotion; with maker-checker on, they cannot approve it
+            (default: the OS user running the flow).
     """
     training = train_flow(
         dataset=dataset,
@@ -54,7 +57,9 @@ def retrain_flow(
         timeout_seconds=timeout_seconds,
         data_path=data_path,
     )
-    promotion = promote_flow(version=training.version, model_name=training.model_name)
+    promotion = promote_flow(
+        version=training.version, model_name=training.model_name, requested_by=requested_by
+    )
     deployment = None
     settings = settings_for(model_name=training.model_name)
     # Only a version that just took production is rolled out; a refused one changed nothing.

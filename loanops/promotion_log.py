@@ -1,7 +1,9 @@
 """The promotion log: every gate decision and every deploy outcome, append-only, in MLflow.
 
 Each decision, pass or fail, is a run of its own in the promotions experiment, so the log is
-append-only and readable in the MLflow UI as well as through `history()`. So is every deploy
+append-only and readable in the MLflow UI as well as through `history()`. With maker-checker on,
+a passed gate adds two: `awaiting_approval` when it starts to wait, then the answer (approver,
+reason, time) as `promoted` or `rejected`. So is every deploy
 outcome (a version rolled out, or rolled back with the alias moved back): `deploy_history()`
 reads those. A run's tag `loanops.record_complete` is written last, and a retry with the same key
 returns the record already there, so neither a cut-short run nor a retried one adds a record.
@@ -20,12 +22,14 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
+from loanops.approval import Approval, LiveComparison
 from loanops.promotion import GateDecision
 from loanops.registry import ensure_experiment
 from loanops.settings import Settings
 
 RECORD_KIND_TAG = "loanops.record_kind"
-"""Tells the promotion log's two kinds of run apart: `gate` decisions and `deploy` outcomes."""
+"""Tells the promotion log's kinds of run apart: `gate` decisions and `deploy` outcomes (and
+the `live_comparison` runs that `live_comparison()` reads)."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,12 @@ class DecisionRecord:
     gate_data_sha256: str
     decision_id: str = ""
     run_id: str = ""
+    approval: str | None = None
+    """Maker-checker only: `awaiting`, `approved`, `rejected` or `timed_out`; None when off."""
+    requested_by: str | None = None
+    approver: str | None = None
+    approval_reason: str | None = None
+    approval_decided_at: str | None = None
 
 
 def operator() -> str:
@@ -83,6 +93,7 @@ def record_decision(
     decided_by: str,
     gate_data_sha256: str,
     decision_key: str,
+    approval: Approval | None = None,
 ) -> DecisionRecord:
     """Append a decision to the promotion log, once per `decision_key`.
 
@@ -90,6 +101,9 @@ def record_decision(
     metrics, the policy, and `decision.json`. The tag `loanops.record_complete` is written last,
     so a run cut short is never read as a decision. A retry with the same key finds the
     complete record and returns it instead of writing a second one.
+
+    With an `approval` (maker-checker), the outcome is the approval's: `awaiting_approval`, or
+    `promoted` only when a second person approved; the approval is added to the reasons.
     """
     experiment_id = ensure_experiment(client, settings.gate.experiment_name, settings)
     existing = client.search_runs(
@@ -109,15 +123,20 @@ def record_decision(
         decided_at=datetime.now(UTC).isoformat(timespec="seconds"),
         decided_by=decided_by,
         model_name=settings.model_name,
-        outcome=decision.outcome,
+        outcome=decision.outcome if approval is None else approval.outcome,
         challenger_version=decision.challenger.version,
         champion_version=decision.champion_version,
-        reasons=list(decision.reasons),
+        reasons=[*decision.reasons, *([approval.sentence()] if approval else [])],
         challenger_metrics=_scores(decision.challenger),
         champion_metrics=_scores(champion) if champion else None,
         policy=asdict(decision.policy),
         gate_data_sha256=gate_data_sha256,
         decision_id=decision_key,
+        approval=approval.status if approval else None,
+        requested_by=approval.requested_by if approval else None,
+        approver=approval.approver if approval else None,
+        approval_reason=approval.reason if approval else None,
+        approval_decided_at=approval.decided_at if approval else None,
     )
     run_name = f"v{record.challenger_version} {record.outcome}"
     if record.champion_version:
@@ -134,6 +153,8 @@ def record_decision(
             "loanops.decided_by": decided_by,
             RECORD_KIND_TAG: "gate",
             "mlflow.note.content": "\n".join(record.reasons),
+            **({"loanops.approval": approval.status} if approval else {}),
+            **({"loanops.approver": approval.approver} if approval and approval.approver else {}),
         },
     )
     run_id = run.info.run_id
@@ -167,6 +188,36 @@ def tag_version_with_decision(
         "gate.record_run_id": record.run_id,
     }.items():
         client.set_model_version_tag(settings.model_name, record.challenger_version, key, value)
+
+
+def live_comparison(
+    client: MlflowClient, settings: Settings, version: str
+) -> LiveComparison | None:
+    """The newest live comparison recorded for a version, or None when there is none.
+
+    What is looked for: a run in the promotions experiment tagged `loanops.record_kind` =
+    `live_comparison`, `loanops.model_name` = the model, `loanops.challenger_version` = the
+    version and `loanops.record_complete` = `true`; its metrics are the headline numbers. No
+    flow writes these yet; a compare flow that records its results this way has them shown in
+    the approval request.
+    """
+    experiment = client.get_experiment_by_name(settings.gate.experiment_name)
+    if experiment is None:
+        return None
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=(
+            f"tags.`{RECORD_KIND_TAG}` = 'live_comparison' "
+            f"and tags.`loanops.model_name` = '{settings.model_name}' "
+            f"and tags.`loanops.challenger_version` = '{version}' "
+            "and tags.`loanops.record_complete` = 'true'"
+        ),
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not runs:
+        return None
+    return LiveComparison(run_id=runs[0].info.run_id, metrics=dict(runs[0].data.metrics))
 
 
 def _complete_records(client: MlflowClient, settings: Settings) -> list[Any]:

@@ -62,3 +62,20 @@ class GateSettings(SettingsGroup):
         ge=1,
         description="Fewest gate loans a group needs to count in its adverse impact ratio.",
     )
+    maker_checker: bool = Field(
+        default=False,
+        description=(
+            "Whether a promotion the gate passes waits for a second person to approve it "
+            "(`loanops models approve`, or the Prefect UI) before any alias moves."
+        ),
+    )
+    approval_timeout_seconds: int = Field(
+        default=86_400,
+        ge=1,
+        description="How long a promotion waits for approval before it counts as rejected.",
+    )
+    approval_poll_seconds: int = Field(
+        default=10,
+        ge=1,
+        description="How often a waiting promotion asks the Prefect server for an answer.",
+    )
