@@ -17,6 +17,9 @@ from threadpoolctl import threadpool_limits
 
 _PREFECT_HOME = tempfile.mkdtemp(prefix="loanops-test-prefect-")
 os.environ["PREFECT_HOME"] = _PREFECT_HOME
+# As the CLI's embedded defaults (cli/environment.py): a temporary server's first start migrates
+# its database, which on 2 busy cores took longer than Prefect's default 20 s wait.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")

@@ -3,8 +3,9 @@
 The Redis is this module's own (`redis-server` on a free port, no RDB, no AOF), killed with
 SIGKILL and started again on the same port 5 s later; the worker is `loanops worker`, the
 manifests' command. Every task in flight or queued is gone after the restart: the sweep must
-find the lost work in the job state in SQL and send it again. It runs on both storage backends:
-the local folder, and a bucket on moto's S3 server, where the worker has a folder of its own.
+find the lost work in the job state in SQL and send it again. Storage is the local folder: the
+sweep works from SQL and the queue alone, and a task sent again reading its chunk from a bucket
+is what the killed-worker test of `test_batch_jobs` shows on moto's S3 server.
 """
 
 from __future__ import annotations
@@ -37,12 +38,7 @@ from tests.integration.serving_fixtures import (
     celery_worker,
     serving_model,  # noqa: F401  (a fixture)
 )
-from tests.services import S3_CREDENTIALS, free_port
-from tests.storage_fixtures import (
-    BACKENDS,
-    create_bucket,
-    s3_endpoint,  # noqa: F401  (a fixture)
-)
+from tests.services import free_port
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -107,28 +103,18 @@ def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnRedis]:
         server.kill()
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
+@pytest.fixture(scope="module")
 def settings(
-    request: pytest.FixtureRequest,
     serving_model: ServingModel,  # noqa: F811
     own_redis: OwnRedis,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Settings:
-    storage: dict[str, str] = {}
-    if request.param == "s3":
-        endpoint = request.getfixturevalue("s3_endpoint")
-        storage = {
-            "storage": "s3",
-            "s3_bucket": create_bucket(endpoint),
-            "s3_endpoint_url": endpoint,
-        }
     return serving_model.settings(
         batch={
             "redis_url": own_redis.url,
             "storage_dir": tmp_path_factory.mktemp("fault-storage"),
             "chunk_rows": CHUNK_ROWS,
             "visibility_seconds": STALE_AFTER_S,
-            **storage,
         },
         decision_log={
             "database_url": f"sqlite:///{tmp_path_factory.mktemp('fault-db') / 'decisions.db'}"
@@ -150,13 +136,6 @@ def worker(
         LOANOPS_BATCH_CHUNK_ROWS=str(CHUNK_ROWS),
         LOANOPS_BATCH_VISIBILITY_SECONDS=str(STALE_AFTER_S),
     )
-    if settings.batch.storage == "s3":
-        environment |= S3_CREDENTIALS | {
-            "LOANOPS_STORAGE_DIR": str(tmp_path_factory.mktemp("fault-worker-storage")),
-            "LOANOPS_BATCH_STORAGE": "s3",
-            "LOANOPS_BATCH_S3_BUCKET": settings.batch.s3_bucket,
-            "LOANOPS_BATCH_S3_ENDPOINT_URL": settings.batch.s3_endpoint_url,
-        }
     with celery_worker(environment, log_dir=tmp_path_factory.mktemp("fault-worker")) as process:
         yield process
 

@@ -1,9 +1,11 @@
 """Batch jobs end to end: a real Redis, real `loanops worker` processes and the registry.
 
 The API's part is played by `JobStore.receive` and `submit`, exactly as the router calls them.
-Every test runs on both storage backends: the local folder, shared with the worker, and a bucket
-on moto's S3 server on loopback, where the worker has a storage folder of its own and shares
-nothing with this process but the bucket and the database.
+Tests run on the local folder, shared with the worker. Those whose outcome depends on where
+inputs, chunks and results live (`ON_EACH_BACKEND`: a job's results, the killed worker, an
+aborted submission, the API's upload) run again on a bucket of moto's S3 server on loopback,
+where the worker has a storage folder of its own and shares nothing with this process but the
+bucket and the database. Job state, versions and the queue do not depend on the backend.
 """
 
 from __future__ import annotations
@@ -59,16 +61,20 @@ JOB_TIMEOUT_S = 90.0
 OUTPUT = ["row", "probability", "decision", "reason_codes", "rejection_reason"]
 
 
-# --- fixtures ----------------------------------------------------------------------------------
+ON_EACH_BACKEND = pytest.mark.parametrize("overrides", BACKENDS, indirect=True, scope="module")
+ON_LOCAL_FOLDER = pytest.mark.parametrize("overrides", ["local"], indirect=True, scope="module")
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
+@pytest.fixture(scope="module")
 def overrides(
     request: pytest.FixtureRequest,
     batch_redis_url: str,  # noqa: F811
     tmp_path_factory: pytest.TempPathFactory,
 ) -> dict[str, Any]:
-    """What this module's API and workers share besides the model: queue, storage, chunk size."""
+    """What this module's API and workers share besides the model: queue, storage, chunk size.
+
+    Parametrised by each test (`ON_EACH_BACKEND` or `ON_LOCAL_FOLDER`) with its storage backend.
+    """
     batch: dict[str, Any] = {
         "redis_url": batch_redis_url,
         "storage_dir": tmp_path_factory.mktemp("storage"),
@@ -131,9 +137,6 @@ def production(settings: Settings, serving_model: ServingModel) -> LoadedModel: 
     from loanops.registry import connect
 
     return load_version(connect(settings), settings.model_name, serving_model.version)
-
-
-# --- helpers -----------------------------------------------------------------------------------
 
 
 async def _pieces(data: bytes, size: int = 65_536) -> AsyncIterator[bytes]:
@@ -268,9 +271,7 @@ def check_result(
     assert scored.loc[~declined, "reason_codes"].isna().all()
 
 
-# --- tests -------------------------------------------------------------------------------------
-
-
+@ON_EACH_BACKEND
 def test_csv_job_scores_each_row_once_and_rejects_bad_rows_with_reasons(
     worker: WorkerProcess,
     celery_app: Celery,
@@ -303,6 +304,7 @@ def test_csv_job_scores_each_row_once_and_rejects_bad_rows_with_reasons(
     assert all(r["impact"] > 0 and r["text"] for r in reasons)
 
 
+@ON_LOCAL_FOLDER
 def test_parquet_job_keeps_its_format_and_columns(
     worker: WorkerProcess,
     celery_app: Celery,
@@ -331,6 +333,7 @@ def test_parquet_job_keeps_its_format_and_columns(
     pd.testing.assert_frame_equal(result[submitted.columns], submitted)
 
 
+@ON_EACH_BACKEND
 def test_a_job_survives_its_worker_being_killed_mid_chunk(
     worker: WorkerProcess,
     celery_app: Celery,
@@ -413,6 +416,7 @@ def wait_for_new_pool_process(worker: WorkerProcess, old_pid: int) -> None:
     )
 
 
+@ON_LOCAL_FOLDER
 def test_a_job_keeps_its_version_when_production_moves_mid_job(
     worker: WorkerProcess,
     celery_app: Celery,
@@ -453,6 +457,7 @@ def test_a_job_keeps_its_version_when_production_moves_mid_job(
     assert f"loaded {settings.model_name} v{challenger}" in worker.log()
 
 
+@ON_LOCAL_FOLDER
 def test_job_state_is_durable_across_store_instances(
     worker: WorkerProcess,
     celery_app: Celery,
@@ -480,6 +485,7 @@ def test_job_state_is_durable_across_store_instances(
     assert store.get(waiting.job_id) is None
 
 
+@ON_EACH_BACKEND
 def test_submitting_while_redis_is_down_fails_fast_and_leaves_nothing(
     store: JobStore,
     settings: Settings,
@@ -508,6 +514,7 @@ def test_submitting_while_redis_is_down_fails_fast_and_leaves_nothing(
     assert store.storage.keys(job.job_id) == []
 
 
+@ON_EACH_BACKEND
 def test_the_api_takes_an_upload_and_serves_its_result_from_storage(
     worker: WorkerProcess,
     settings: Settings,
