@@ -8,7 +8,7 @@ decision-log records.
 
 from __future__ import annotations
 
-import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -17,14 +17,17 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from loanops.explain import ReasonRanking, reason_code
+from loanops.explain import ReasonRanking, Variant, reason_code
 from loanops.schema import Feature
 from serving.batch.job import ChunkCounts
 from serving.batch.validation import ValidatedChunk, validate_chunk
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from loanops.decisions.record import Decision
     from serving.model import LoadedModel
+    from serving.scorer.compiled import CompiledScorer
 
 # Prefix of the feature columns in a chunk's decisions table.
 _INPUT_PREFIX = "input:"
@@ -86,7 +89,7 @@ def score_chunk(
             ranking = model.explainer.rank_reasons(
                 features.iloc[declined],
                 p[declined],
-                functools.partial(model.scorer.score_frame, cast=False),
+                _CastAlready(model.scorer),
                 top=top_reasons,
             )
             reasons[declined], codes[scored_rows[declined]] = _reason_texts(ranking)
@@ -119,6 +122,16 @@ def score_chunk(
     ).replace_schema_metadata(metadata)
     counts = ChunkCounts(rows=n_rows, valid=len(scored_rows), rejected=n_rows - len(scored_rows))
     return ScoredChunk(table=output, decisions=decisions, counts=counts)
+
+
+@dataclass(frozen=True)
+class _CastAlready:
+    """The scorer's variants of frames that `validate_chunk` has cast already."""
+
+    scorer: CompiledScorer
+
+    def score_variants(self, frame: pd.DataFrame, variants: Sequence[Variant]) -> np.ndarray:
+        return self.scorer.score_variants(frame, variants, cast=False)
 
 
 def _reason_texts(ranking: ReasonRanking) -> tuple[list[str], list[str]]:

@@ -4,6 +4,7 @@ and verified against the pipeline before it may score.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -18,6 +19,7 @@ from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
+from loanops.explain import Variant, score_variant_frames
 from loanops.schema import FeatureSchema
 from serving.scorer.linear import compile_linear
 from serving.scorer.parts import (
@@ -29,7 +31,7 @@ from serving.scorer.parts import (
     UnsupportedModelError,
 )
 from serving.scorer.scorecard import compile_scorecard, is_scorecard_block
-from serving.scorer.trees import compile_forest
+from serving.scorer.trees import Forest, compile_forest
 
 VERIFY_TOLERANCE = 1e-9
 """Largest |compiled - pipeline| probability accepted on the probe rows at compile time."""
@@ -214,6 +216,31 @@ class CompiledScorer:
         """
         features = self.schema.to_frame(frame) if cast else frame
         return self._calibrate(self._decision.columns(FrameColumns(features), len(features)))
+
+    def score_variants(
+        self, frame: pd.DataFrame, variants: Sequence[Variant], *, cast: bool = True
+    ) -> FloatArray:
+        """Probability of default of each variant: rows of `frame` with one feature changed.
+
+        What `Explainer.rank_reasons` asks for its adverse-action reasons. Trees re-walk only
+        the trees that split on a variant's feature, reusing the row's other leaves; the other
+        families score the variants built as frames. Either way the probabilities are those of
+        `score_frame` on the variant rows, to the last bit.
+
+        Args:
+            frame: validated rows holding at least the schema's feature columns.
+            variants: which rows to change, which feature, and to what value.
+            cast: as in `score_frame`.
+
+        Returns:
+            The variants' probabilities, concatenated in the order of `variants`.
+        """
+        features = self.schema.to_frame(frame) if cast else frame
+        if isinstance(self._decision, Forest):
+            raw = self._decision.variants(FrameColumns(features), len(features), variants)
+            return self._calibrate(raw)
+        score = functools.partial(self.score_frame, cast=False)
+        return np.asarray(score_variant_frames(score, features, variants), dtype=np.float64)
 
     def _calibrate(self, decisions: FloatArray) -> FloatArray:
         # _SigmoidCalibration.predict, term for term.

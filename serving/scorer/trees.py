@@ -2,13 +2,14 @@
 OrdinalEncoder and the one the classifier adds internally), and the trees flattened into lists.
 
 It reads scikit-learn internals (`_predictors`, `_preprocessor`, `_bin_mapper`,
-`_baseline_prediction`, the `TreePredictor` node records), last checked against 1.9.1.
+`_baseline_prediction`, the `TreePredictor` node records and constructor), last checked against
+1.9.1.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.preprocessing import OrdinalEncoder
 from sklearn.utils import check_array
 
+from loanops.explain import Variant
 from serving.scorer.parts import (
     NAN,
     Block,
@@ -62,6 +64,8 @@ class Forest:
     """The TreePredictors, for the vectorised path."""
     known_cat_bitsets: Any
     f_idx_map: Any
+    paths: tuple[_LeafPaths, ...]
+    """Per tree, which leaf each row reaches and which inputs its path reads, for `variants`."""
 
     family = "hist_gbt"
     one_by_one = 8
@@ -92,17 +96,104 @@ class Forest:
         return total
 
     def columns(self, columns: Columns, n_rows: int) -> FloatArray:
+        X = self._matrix(columns, n_rows)
+        # As HistGradientBoostingClassifier._raw_predict: baseline, then each tree in turn. One
+        # OpenMP thread: with two, single-row predictions stalled now and then on 2-core nodes.
+        raw = np.zeros(n_rows) + self.baseline
+        for predictor in self.predictors:
+            raw += self._leaves(predictor, X)
+        return raw
+
+    def variants(self, columns: Columns, n_rows: int, variants: Sequence[Variant]) -> FloatArray:
+        """The raw score of each variant, re-walking a tree only for the rows whose path in it
+        splits on the variant's feature.
+
+        Any other row follows its own path, and reaches its own leaf, in that tree. So each
+        variant's sum takes the same leaves in the same order as `columns` on the variant rows
+        would, and gives the same number.
+
+        Returns:
+            The variants' raw scores, concatenated in the order of `variants`.
+        """
+        X = self._matrix(columns, n_rows)
+        reached = np.empty((len(self.paths), n_rows), dtype=np.intp)
+        leaves = np.empty((len(self.paths), n_rows))
+        for t, paths in enumerate(self.paths):
+            reached[t] = self._leaves(paths.leaf_ids, X).astype(np.intp)
+            leaves[t] = paths.values[reached[t]]
+        position = {item.name: j for j, item in enumerate(self.inputs)}
+        scores = []
+        for variant in variants:
+            rows = np.asarray(variant.rows, dtype=np.intp)
+            moved = leaves[:, rows]
+            j = position.get(variant.feature)  # None: the trees never read it
+            if j is not None:
+                item = self.inputs[j]
+                X_variant = X[rows]
+                if item.codes is not None:
+                    X_variant[:, j] = item.codes.of(variant.value)
+                else:
+                    X_variant[:, j] = NAN if variant.value is None else float(variant.value)
+                for t, paths in enumerate(self.paths):
+                    if not paths.reads_input[j]:
+                        continue
+                    hit = np.flatnonzero(paths.reads[reached[t, rows], j])
+                    if len(hit):
+                        moved[t, hit] = self._leaves(self.predictors[t], X_variant[hit])
+            raw = np.zeros(len(rows)) + self.baseline
+            for tree_leaves in moved:
+                raw += tree_leaves
+            scores.append(raw)
+        return np.concatenate(scores) if scores else np.empty(0)
+
+    def _matrix(self, columns: Columns, n_rows: int) -> FloatArray:
+        """The trees' input, one column per `inputs` item."""
         X = np.empty((n_rows, len(self.inputs)))
         for j, item in enumerate(self.inputs):
             X[:, j] = (
                 columns.number(item.name) if item.codes is None else columns.category(item.codes)
             )
-        # As HistGradientBoostingClassifier._raw_predict: baseline, then each tree in turn. One
-        # OpenMP thread: with two, single-row predictions stalled now and then on 2-core nodes.
-        raw = np.zeros(n_rows) + self.baseline
-        for predictor in self.predictors:
-            raw += predictor.predict(X, self.known_cat_bitsets, self.f_idx_map, 1)
-        return raw
+        return X
+
+    def _leaves(self, predictor: Any, X: FloatArray) -> FloatArray:
+        """One tree's leaf value per row of `X`."""
+        return np.asarray(
+            predictor.predict(X, self.known_cat_bitsets, self.f_idx_map, 1), dtype=np.float64
+        )
+
+
+@dataclass(frozen=True)
+class _LeafPaths:
+    """One tree's leaves as `variants` needs them."""
+
+    leaf_ids: Any
+    """The tree as a TreePredictor whose leaves hold their own node index."""
+    values: FloatArray
+    """Each node's value; a leaf's is what the tree predicts."""
+    reads: np.ndarray
+    """(nodes, inputs): whether the path from the root to a node splits on an input."""
+    reads_input: np.ndarray
+    """(inputs,): whether any split of the tree reads an input."""
+
+
+def _leaf_paths(predictor: Any, n_inputs: int) -> _LeafPaths:
+    nodes = predictor.nodes
+    reads = np.zeros((len(nodes), n_inputs), dtype=bool)
+    stack = [0]  # the root
+    while stack:
+        node = stack.pop()
+        if not nodes["is_leaf"][node]:
+            for child in (int(nodes["left"][node]), int(nodes["right"][node])):
+                reads[child] = reads[node]
+                reads[child, nodes["feature_idx"][node]] = True
+                stack.append(child)
+    numbered = nodes.copy()
+    numbered["value"] = np.arange(len(nodes))
+    leaf_ids = type(predictor)(
+        numbered, predictor.binned_left_cat_bitsets, predictor.raw_left_cat_bitsets
+    )
+    values = np.asarray(nodes["value"], dtype=np.float64)
+    return _LeafPaths(leaf_ids, values, reads, np.asarray(reads.any(axis=0)))
 
 
 @dataclass(frozen=True)
@@ -275,4 +366,5 @@ def compile_forest(blocks: list[Block], classifier: HistGradientBoostingClassifi
         predictors=tuple(predictors),
         known_cat_bitsets=known_cat_bitsets,
         f_idx_map=f_idx_map,
+        paths=tuple(_leaf_paths(predictor, len(inputs)) for predictor in predictors),
     )
