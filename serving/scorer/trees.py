@@ -31,6 +31,9 @@ from serving.scorer.parts import (
     transformer_steps,
 )
 
+_VARIANT_CELLS = 1 << 22
+"""Most (variant row, tree) pairs `Forest.variants` holds at once, which bounds its memory."""
+
 
 @dataclass(frozen=True)
 class _TreeInput:
@@ -117,34 +120,46 @@ class Forest:
         """
         X = self._matrix(columns, n_rows)
         reached = np.empty((len(self.paths), n_rows), dtype=np.intp)
-        leaves = np.empty((len(self.paths), n_rows))
         for t, paths in enumerate(self.paths):
             reached[t] = self._leaves(paths.leaf_ids, X).astype(np.intp)
-            leaves[t] = paths.values[reached[t]]
-        position = {item.name: j for j, item in enumerate(self.inputs)}
-        scores = []
-        for variant in variants:
-            rows = np.asarray(variant.rows, dtype=np.intp)
-            moved = leaves[:, rows]
-            j = position.get(variant.feature)  # None: the trees never read it
-            if j is not None:
-                item = self.inputs[j]
-                X_variant = X[rows]
-                if item.codes is not None:
-                    X_variant[:, j] = item.codes.of(variant.value)
-                else:
-                    X_variant[:, j] = NAN if variant.value is None else float(variant.value)
-                for t, paths in enumerate(self.paths):
-                    if not paths.reads_input[j]:
-                        continue
-                    hit = np.flatnonzero(paths.reads[reached[t, rows], j])
-                    if len(hit):
-                        moved[t, hit] = self._leaves(self.predictors[t], X_variant[hit])
-            raw = np.zeros(len(rows)) + self.baseline
-            for tree_leaves in moved:
-                raw += tree_leaves
-            scores.append(raw)
+        scores = [
+            self._variant_group(X, reached, group)
+            for group in _groups(variants, _VARIANT_CELLS // max(1, len(self.paths)))
+        ]
         return np.concatenate(scores) if scores else np.empty(0)
+
+    def _variant_group(
+        self, X: FloatArray, reached: np.ndarray, variants: Sequence[Variant]
+    ) -> FloatArray:
+        """`variants` for a few variants at once: one tree walk per tree for all of them."""
+        position = {item.name: j for j, item in enumerate(self.inputs)}
+        unread = len(self.inputs)  # the extra column of `_LeafPaths.reads`, never set
+        rows = np.concatenate([np.asarray(v.rows, dtype=np.intp) for v in variants])
+        moved_input = np.concatenate(
+            [np.full(len(v.rows), position.get(v.feature, unread)) for v in variants]
+        )
+        X_variants = X[rows]
+        start = 0
+        for variant in variants:
+            end = start + len(variant.rows)
+            j = position.get(variant.feature)
+            if j is not None:  # else the trees never read it: the variant scores as its row
+                item = self.inputs[j]
+                if item.codes is not None:
+                    code = item.codes.of(variant.value)
+                else:
+                    code = NAN if variant.value is None else float(variant.value)
+                X_variants[start:end, j] = code
+            start = end
+        raw = np.zeros(len(rows)) + self.baseline
+        for t, paths in enumerate(self.paths):
+            leaf = reached[t, rows]
+            leaves = paths.values[leaf]
+            hit = np.flatnonzero(paths.reads[leaf, moved_input])
+            if len(hit):
+                leaves[hit] = self._leaves(self.predictors[t], X_variants[hit])
+            raw += leaves
+        return raw
 
     def _matrix(self, columns: Columns, n_rows: int) -> FloatArray:
         """The trees' input, one column per `inputs` item."""
@@ -162,6 +177,19 @@ class Forest:
         )
 
 
+def _groups(variants: Sequence[Variant], most_rows: int) -> list[list[Variant]]:
+    """`variants` in order, in groups of at most `most_rows` rows (or one variant)."""
+    groups: list[list[Variant]] = []
+    size = most_rows
+    for variant in variants:
+        if size + len(variant.rows) > most_rows:
+            groups.append([])
+            size = 0
+        groups[-1].append(variant)
+        size += len(variant.rows)
+    return groups
+
+
 @dataclass(frozen=True)
 class _LeafPaths:
     """One tree's leaves as `variants` needs them."""
@@ -171,14 +199,13 @@ class _LeafPaths:
     values: FloatArray
     """Each node's value; a leaf's is what the tree predicts."""
     reads: np.ndarray
-    """(nodes, inputs): whether the path from the root to a node splits on an input."""
-    reads_input: np.ndarray
-    """(inputs,): whether any split of the tree reads an input."""
+    """(nodes, inputs + 1): whether the path from the root to a node splits on an input; the
+    last column, for a feature the trees do not read, is all False."""
 
 
 def _leaf_paths(predictor: Any, n_inputs: int) -> _LeafPaths:
     nodes = predictor.nodes
-    reads = np.zeros((len(nodes), n_inputs), dtype=bool)
+    reads = np.zeros((len(nodes), n_inputs + 1), dtype=bool)
     stack = [0]  # the root
     while stack:
         node = stack.pop()
@@ -193,7 +220,7 @@ def _leaf_paths(predictor: Any, n_inputs: int) -> _LeafPaths:
         numbered, predictor.binned_left_cat_bitsets, predictor.raw_left_cat_bitsets
     )
     values = np.asarray(nodes["value"], dtype=np.float64)
-    return _LeafPaths(leaf_ids, values, reads, np.asarray(reads.any(axis=0)))
+    return _LeafPaths(leaf_ids, values, reads)
 
 
 @dataclass(frozen=True)
