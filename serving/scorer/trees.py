@@ -120,25 +120,32 @@ class Forest:
         """
         X = self._matrix(columns, n_rows)
         reached = np.empty((len(self.paths), n_rows), dtype=np.intp)
+        leaves = np.empty((len(self.paths), n_rows))
         for t, paths in enumerate(self.paths):
             reached[t] = self._leaves(paths.leaf_ids, X).astype(np.intp)
+            leaves[t] = paths.values[reached[t]]
         scores = [
-            self._variant_group(X, reached, group)
+            self._variant_group(X, reached, leaves, group)
             for group in _groups(variants, _VARIANT_CELLS // max(1, len(self.paths)))
         ]
         return np.concatenate(scores) if scores else np.empty(0)
 
     def _variant_group(
-        self, X: FloatArray, reached: np.ndarray, variants: Sequence[Variant]
+        self,
+        X: FloatArray,
+        reached: np.ndarray,
+        leaves: FloatArray,
+        variants: Sequence[Variant],
     ) -> FloatArray:
-        """`variants` for a few variants at once: one tree walk per tree for all of them."""
+        """`variants` for a few variants at once: one walk of each tree for all of them.
+
+        `reached` and `leaves` are each row's leaf and its value, per tree.
+        """
         position = {item.name: j for j, item in enumerate(self.inputs)}
-        unread = len(self.inputs)  # the extra column of `_LeafPaths.reads`, never set
         rows = np.concatenate([np.asarray(v.rows, dtype=np.intp) for v in variants])
-        moved_input = np.concatenate(
-            [np.full(len(v.rows), position.get(v.feature, unread)) for v in variants]
-        )
-        X_variants = X[rows]
+        # One contiguous row per input: a tree re-walks its hit rows on its own inputs only.
+        X_variants = np.take(X.T, rows, axis=1)
+        moved: list[tuple[int, int, int]] = []  # (first, end, input) of each variant read at all
         start = 0
         for variant in variants:
             end = start + len(variant.rows)
@@ -149,16 +156,26 @@ class Forest:
                     code = item.codes.of(variant.value)
                 else:
                     code = NAN if variant.value is None else float(variant.value)
-                X_variants[start:end, j] = code
+                X_variants[j, start:end] = code
+                moved.append((start, end, j))
             start = end
         raw = np.zeros(len(rows)) + self.baseline
         for t, paths in enumerate(self.paths):
-            leaf = reached[t, rows]
-            leaves = paths.values[leaf]
-            hit = np.flatnonzero(paths.reads[leaf, moved_input])
+            tree_leaves = leaves[t].take(rows)
+            hits = [
+                first + np.flatnonzero(paths.reads[j].take(reached[t].take(rows[first:end])))
+                for first, end, j in moved
+                if paths.reads_input[j]
+            ]
+            hit = np.concatenate(hits) if hits else np.empty(0, dtype=np.intp)
             if len(hit):
-                leaves[hit] = self._leaves(self.predictors[t], X_variants[hit])
-            raw += leaves
+                on_inputs = np.empty((len(paths.inputs), len(hit)))
+                for k, j in enumerate(paths.inputs):
+                    np.take(X_variants[j], hit, out=on_inputs[k])
+                tree_leaves[hit] = paths.on_inputs.predict(
+                    on_inputs.T, self.known_cat_bitsets, paths.f_idx_map, 1
+                )
+            raw += tree_leaves
         return raw
 
     def _matrix(self, columns: Columns, n_rows: int) -> FloatArray:
@@ -199,13 +216,20 @@ class _LeafPaths:
     values: FloatArray
     """Each node's value; a leaf's is what the tree predicts."""
     reads: np.ndarray
-    """(nodes, inputs + 1): whether the path from the root to a node splits on an input; the
-    last column, for a feature the trees do not read, is all False."""
+    """(inputs, nodes): whether the path from the root to a node splits on an input."""
+    reads_input: np.ndarray
+    """(inputs,): whether any split of the tree reads an input."""
+    inputs: np.ndarray
+    """The inputs the tree splits on."""
+    on_inputs: Any
+    """The tree as a TreePredictor that reads `inputs` alone: its split k reads column k."""
+    f_idx_map: np.ndarray
+    """`Forest.f_idx_map` for `on_inputs`."""
 
 
-def _leaf_paths(predictor: Any, n_inputs: int) -> _LeafPaths:
+def _leaf_paths(predictor: Any, n_inputs: int, f_idx_map: np.ndarray) -> _LeafPaths:
     nodes = predictor.nodes
-    reads = np.zeros((len(nodes), n_inputs + 1), dtype=bool)
+    reads = np.zeros((len(nodes), n_inputs), dtype=bool)
     stack = [0]  # the root
     while stack:
         node = stack.pop()
@@ -220,7 +244,24 @@ def _leaf_paths(predictor: Any, n_inputs: int) -> _LeafPaths:
         numbered, predictor.binned_left_cat_bitsets, predictor.raw_left_cat_bitsets
     )
     values = np.asarray(nodes["value"], dtype=np.float64)
-    return _LeafPaths(leaf_ids, values, reads)
+    reads_input = reads.any(axis=0)
+    inputs = np.flatnonzero(reads_input)
+    column = np.zeros(n_inputs, dtype=nodes.dtype["feature_idx"])
+    column[inputs] = np.arange(len(inputs))
+    renumbered = nodes.copy()
+    renumbered["feature_idx"] = column[nodes["feature_idx"]]
+    on_inputs = type(predictor)(
+        renumbered, predictor.binned_left_cat_bitsets, predictor.raw_left_cat_bitsets
+    )
+    return _LeafPaths(
+        leaf_ids=leaf_ids,
+        values=values,
+        reads=np.ascontiguousarray(reads.T),
+        reads_input=np.asarray(reads_input),
+        inputs=inputs,
+        on_inputs=on_inputs,
+        f_idx_map=np.ascontiguousarray(f_idx_map[inputs]),
+    )
 
 
 @dataclass(frozen=True)
@@ -393,5 +434,5 @@ def compile_forest(blocks: list[Block], classifier: HistGradientBoostingClassifi
         predictors=tuple(predictors),
         known_cat_bitsets=known_cat_bitsets,
         f_idx_map=f_idx_map,
-        paths=tuple(_leaf_paths(predictor, len(inputs)) for predictor in predictors),
+        paths=tuple(_leaf_paths(predictor, len(inputs), f_idx_map) for predictor in predictors),
     )
