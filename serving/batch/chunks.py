@@ -75,7 +75,9 @@ def score_chunk(
     checked = validate_chunk(table, model.schema)
     valid = checked.valid
     scored_rows = np.flatnonzero(valid)
-    features = checked.frame(scored_rows)
+    # Every row valid (the usual case): the frame views the validated columns, which it only
+    # reads, instead of copying them.
+    features = checked.frame(scored_rows if len(scored_rows) < n_rows else slice(None))
     probability = np.full(n_rows, np.nan)
     decision = np.full(n_rows, None, dtype=object)
     codes = np.full(n_rows, None, dtype=object)

@@ -38,8 +38,11 @@ class ValidatedChunk:
     valid: np.ndarray
     """Per row, whether it may be scored."""
 
-    def frame(self, rows: np.ndarray) -> pd.DataFrame:
-        """The features of the given row positions, as `FeatureSchema.to_frame` takes them."""
+    def frame(self, rows: np.ndarray | slice) -> pd.DataFrame:
+        """The features of the given row positions, as `FeatureSchema.to_frame` takes them.
+
+        A slice gives views of `columns`, not copies, so the frame must then only be read.
+        """
         return pd.DataFrame(
             {name: values[rows] for name, values in self.columns.items()}, copy=False
         )
