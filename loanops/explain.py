@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -25,7 +25,7 @@ FrameScorer = Callable[[pd.DataFrame], np.ndarray]
 RowScorer = Callable[[Sequence[Mapping[str, Any]]], np.ndarray]
 
 _VARIANT_ROWS_PER_CALL = 65_536
-"""Most variant rows `Explainer.reasons_frame` scores in one call, which bounds its memory."""
+"""Most variant rows `score_variant_frames` scores in one call, which bounds its memory."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,66 @@ class Reason:
     text: str
     impact: float
     """How much the probability of default would fall with the feature at its favourable value."""
+
+
+class Variant(NamedTuple):
+    """Some rows of a frame with one feature set to one value."""
+
+    feature: str
+    value: Any
+    rows: np.ndarray
+    """Positions in the frame."""
+
+
+@runtime_checkable
+class VariantScorer(Protocol):
+    """Scores variants of a frame's rows without building them as frames, when a model's
+    structure allows it (see `serving.scorer.compiled.CompiledScorer.score_variants`)."""
+
+    def score_variants(self, frame: pd.DataFrame, variants: Sequence[Variant]) -> np.ndarray:
+        """PD of each variant's rows, concatenated in the order of `variants`; the same numbers
+        as scoring frames holding those rows with the feature set."""
+        ...
+
+
+def score_variant_frames(
+    score: FrameScorer, frame: pd.DataFrame, variants: Sequence[Variant]
+) -> np.ndarray:
+    """`VariantScorer.score_variants` for any frame scorer: the variants built as frames.
+
+    Variants of several features go to `score` together, a bounded number of rows at a time:
+    one call per feature would pay the scorer's fixed cost many times over. They are built
+    column by column in numpy, which costs a fraction of a frame copy per feature.
+    """
+    columns = {column: frame[column].to_numpy() for column in frame.columns}
+    scores: list[np.ndarray] = []
+    pending: list[Variant] = []
+    pending_rows = 0
+
+    def flush() -> None:
+        nonlocal pending_rows
+        if not pending:
+            return
+        taken = np.concatenate([variant.rows for variant in pending])
+        built = {column: values[taken] for column, values in columns.items()}
+        start = 0
+        for variant in pending:
+            end = start + len(variant.rows)
+            built[variant.feature] = _able_to_hold(built[variant.feature], variant.value)
+            built[variant.feature][start:end] = variant.value
+            start = end
+        # copy=False: the arrays are fresh, and pandas would copy them into blocks again.
+        scores.append(np.asarray(score(pd.DataFrame(built, copy=False)), dtype=np.float64))
+        pending.clear()
+        pending_rows = 0
+
+    for variant in variants:
+        pending.append(variant)
+        pending_rows += len(variant.rows)
+        if pending_rows >= _VARIANT_ROWS_PER_CALL:
+            flush()
+    flush()
+    return np.concatenate(scores) if scores else np.empty(0)
 
 
 def reason_code(feature: str) -> str:
@@ -159,20 +219,21 @@ class Explainer:
         self,
         frame: pd.DataFrame,
         probabilities: np.ndarray,
-        score: FrameScorer,
+        score: FrameScorer | VariantScorer,
         top: int = 4,
     ) -> ReasonRanking:
         """Each row's `top` candidate reasons as arrays, scoring the variants of many rows at once.
 
         The ranking behind `reasons_frame`, without a Python object per reason: what a batch
-        file needs, where declined rows number in the thousands per chunk. Each row's variants
-        (one feature set to its favourable value) of all rows and features go to `score` in a
-        few large frames.
+        file needs, where declined rows number in the thousands per chunk. The variants of all
+        rows (one feature set to its favourable value) go to `score` together.
 
         Args:
             frame: validated applications, one per row, holding the schema's feature columns.
             probabilities: their probabilities of default, as scored, in row order.
-            score: PD of each row of a frame like `frame` (e.g. `CompiledScorer.score_frame`).
+            score: PD of each row of a frame like `frame` (e.g. `CompiledScorer.score_frame`),
+                or a `VariantScorer` (e.g. a `CompiledScorer`), which may score the variants
+                without building them.
             top: how many reasons to rank per row at most.
 
         Returns:
@@ -188,46 +249,21 @@ class Explainer:
         # -inf marks "at its favourable value already": such a feature is no reason, as in
         # `reasons`, and sorts after every real impact.
         impacts = np.full((n_rows, len(names)), -np.inf)
-        # Variants of several features go to the scorer together, a bounded number of rows at a
-        # time: one call per feature would pay the scorer's fixed cost many times over. They are
-        # built column by column in numpy, which costs a fraction of a frame copy per feature.
-        columns = {column: frame[column].to_numpy() for column in frame.columns}
-        pending: list[tuple[int, np.ndarray]] = []
-        pending_rows = 0
-
-        def flush() -> None:
-            nonlocal pending_rows
-            if not pending:
-                return
-            taken = np.concatenate([np.flatnonzero(differs) for _, differs in pending])
-            variants = {column: values[taken] for column, values in columns.items()}
-            start = 0
-            for j, differs in pending:
-                end = start + int(differs.sum())
-                name = names[j]
-                favourable = self._favourable[name]
-                variants[name] = _able_to_hold(variants[name], favourable)
-                variants[name][start:end] = favourable
-                start = end
-            # copy=False: the arrays are fresh, and pandas would copy them into blocks again.
-            scores = np.asarray(score(pd.DataFrame(variants, copy=False)), dtype=np.float64)
-            start = 0
-            for j, differs in pending:
-                end = start + int(differs.sum())
-                impacts[differs, j] = p[differs] - scores[start:end]
-                start = end
-            pending.clear()
-            pending_rows = 0
-
+        variants = []
         for j, name in enumerate(names):
-            differs = np.asarray(columns[name] != self._favourable[name], dtype=bool)
-            if not differs.any():
-                continue
-            pending.append((j, differs))
-            pending_rows += int(differs.sum())
-            if pending_rows >= _VARIANT_ROWS_PER_CALL:
-                flush()
-        flush()
+            differs = np.asarray(frame[name].to_numpy() != self._favourable[name], dtype=bool)
+            if differs.any():
+                variants.append((j, Variant(name, self._favourable[name], np.flatnonzero(differs))))
+        chosen = [variant for _, variant in variants]
+        if isinstance(score, VariantScorer):
+            scores = np.asarray(score.score_variants(frame, chosen), dtype=np.float64)
+        else:
+            scores = score_variant_frames(score, frame, chosen)
+        start = 0
+        for j, variant in variants:
+            end = start + len(variant.rows)
+            impacts[variant.rows, j] = p[variant.rows] - scores[start:end]
+            start = end
         order = np.argsort(-impacts, axis=1, kind="stable")[:, :top]
         return ReasonRanking(names, texts, order, np.take_along_axis(impacts, order, axis=1))
 
@@ -235,7 +271,7 @@ class Explainer:
         self,
         frame: pd.DataFrame,
         probabilities: np.ndarray,
-        score: FrameScorer,
+        score: FrameScorer | VariantScorer,
         top: int = 4,
     ) -> list[list[Reason]]:
         """`reasons` for every row of a frame, scoring the variants of many rows at once.
@@ -246,7 +282,7 @@ class Explainer:
         Args:
             frame: validated applications, one per row, holding the schema's feature columns.
             probabilities: their probabilities of default, as scored, in row order.
-            score: PD of each row of a frame like `frame` (e.g. `CompiledScorer.score_frame`).
+            score: as in `rank_reasons`.
             top: how many reasons to return per row at most.
 
         Returns:

@@ -8,7 +8,7 @@ decision log stores them.
 
 from __future__ import annotations
 
-import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -17,13 +17,16 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from loanops.explain import ReasonRanking, reason_code
+from loanops.explain import ReasonRanking, Variant, reason_code
 from loanops.schema import Feature
 from serving.batch.job import ChunkCounts
 from serving.batch.validation import ValidatedChunk, validate_chunk
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from serving.model import LoadedModel
+    from serving.scorer.compiled import CompiledScorer
 
 # Prefix of the feature columns in a chunk's decisions table.
 _INPUT_PREFIX = "input:"
@@ -71,7 +74,9 @@ def score_chunk(
     checked = validate_chunk(table, model.schema)
     valid = checked.valid
     scored_rows = np.flatnonzero(valid)
-    features = checked.frame(scored_rows)
+    # Every row valid (the usual case): the frame views the validated columns, which it only
+    # reads, instead of copying them.
+    features = checked.frame(scored_rows if len(scored_rows) < n_rows else slice(None))
     probability = np.full(n_rows, np.nan)
     decision = np.full(n_rows, None, dtype=object)
     codes = np.full(n_rows, None, dtype=object)
@@ -85,7 +90,7 @@ def score_chunk(
             ranking = model.explainer.rank_reasons(
                 features.iloc[declined],
                 p[declined],
-                functools.partial(model.scorer.score_frame, cast=False),
+                _CastAlready(model.scorer),
                 top=top_reasons,
             )
             reasons[declined], codes[scored_rows[declined]] = _reason_texts(ranking)
@@ -118,6 +123,16 @@ def score_chunk(
     ).replace_schema_metadata(metadata)
     counts = ChunkCounts(rows=n_rows, valid=len(scored_rows), rejected=n_rows - len(scored_rows))
     return ScoredChunk(table=output, decisions=decisions, counts=counts)
+
+
+@dataclass(frozen=True)
+class _CastAlready:
+    """The scorer's variants of frames that `validate_chunk` has cast already."""
+
+    scorer: CompiledScorer
+
+    def score_variants(self, frame: pd.DataFrame, variants: Sequence[Variant]) -> np.ndarray:
+        return self.scorer.score_variants(frame, variants, cast=False)
 
 
 def _reason_texts(ranking: ReasonRanking) -> tuple[list[str], list[str]]:

@@ -4,6 +4,7 @@ and verified against the pipeline before it may score.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -18,6 +19,7 @@ from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
+from loanops.explain import Variant, score_variant_frames
 from loanops.schema import FeatureSchema
 from serving.scorer.linear import compile_linear
 from serving.scorer.parts import (
@@ -29,7 +31,7 @@ from serving.scorer.parts import (
     UnsupportedModelError,
 )
 from serving.scorer.scorecard import compile_scorecard, is_scorecard_block
-from serving.scorer.trees import compile_forest
+from serving.scorer.trees import Forest, compile_forest
 
 VERIFY_TOLERANCE = 1e-9
 """Largest |compiled - pipeline| probability accepted on the probe rows at compile time."""
@@ -153,8 +155,9 @@ class CompiledScorer:
                 `HistGradientBoostingClassifier`, as `mlflow.sklearn.load_model` returns it.
             schema: the feature schema the model was trained on (its `ModelCard.schema`).
             verify: score probe rows drawn from the schema with both the compiled scorer and
-                the model, and refuse the compilation when they differ by more than
-                `VERIFY_TOLERANCE`. Costs a few tens of milliseconds.
+                the model (and variants of them, as the reasons ask), and refuse the compilation
+                when they differ by more than `VERIFY_TOLERANCE`. Costs a few tens of
+                milliseconds.
 
         Returns:
             The compiled scorer.
@@ -215,6 +218,31 @@ class CompiledScorer:
         features = self.schema.to_frame(frame) if cast else frame
         return self._calibrate(self._decision.columns(FrameColumns(features), len(features)))
 
+    def score_variants(
+        self, frame: pd.DataFrame, variants: Sequence[Variant], *, cast: bool = True
+    ) -> FloatArray:
+        """Probability of default of each variant: rows of `frame` with one feature changed.
+
+        What `Explainer.rank_reasons` asks for its adverse-action reasons. A forest re-walks a
+        tree only for the rows whose path in it splits on the variant's feature and keeps the
+        other leaves of the row; the other families score the variants built as frames. Either
+        way the probabilities are those of `score_frame` on the variant rows, to the last bit.
+
+        Args:
+            frame: validated rows holding at least the schema's feature columns.
+            variants: which rows to change, which feature, and to what value.
+            cast: as in `score_frame`.
+
+        Returns:
+            The variants' probabilities, concatenated in the order of `variants`.
+        """
+        features = self.schema.to_frame(frame) if cast else frame
+        if isinstance(self._decision, Forest):
+            raw = self._decision.variants(FrameColumns(features), len(features), variants)
+            return self._calibrate(raw)
+        score = functools.partial(self.score_frame, cast=False)
+        return np.asarray(score_variant_frames(score, features, variants), dtype=np.float64)
+
     def _calibrate(self, decisions: FloatArray) -> FloatArray:
         # _SigmoidCalibration.predict, term for term.
         return np.asarray(expit(-(self._a * decisions + self._b)), dtype=np.float64)
@@ -224,14 +252,27 @@ class CompiledScorer:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "Found unknown categories"
             expected = model.predict_proba(self.schema.to_frame(probe))[:, 1]
+            # Each feature of a quarter of the probe rows set to another probe row's value.
+            cast = self.schema.to_frame(probe)
+            variants = [
+                Variant(name, cast[name].iloc[k], np.arange(k % 4, len(probe), 4))
+                for k, name in enumerate(self.schema.feature_names)
+            ]
+            moved = pd.concat([cast.iloc[v.rows].assign(**{v.feature: v.value}) for v in variants])
+            expected_variants = model.predict_proba(self.schema.to_frame(moved))[:, 1]
         rows = probe.to_dict("records")
-        for path, scores in (
-            ("score_frame", self.score_frame(probe)),
-            ("score_frame uncast", self.score_frame(self.schema.to_frame(probe), cast=False)),
-            ("score_rows", self.score_rows(rows)),
-            ("score_rows one by one", np.concatenate([self.score_rows([r]) for r in rows])),
+        for path, scores, wanted in (
+            ("score_frame", self.score_frame(probe), expected),
+            ("score_frame uncast", self.score_frame(cast, cast=False), expected),
+            ("score_rows", self.score_rows(rows), expected),
+            (
+                "score_rows one by one",
+                np.concatenate([self.score_rows([r]) for r in rows]),
+                expected,
+            ),
+            ("score_variants", self.score_variants(cast, variants, cast=False), expected_variants),
         ):
-            gap = float(np.max(np.abs(scores - expected)))
+            gap = float(np.max(np.abs(scores - wanted)))
             if not gap <= VERIFY_TOLERANCE:  # also catches NaN
                 raise UnsupportedModelError(
                     f"{path} differs from the pipeline by {gap:.3g} on probe rows; "

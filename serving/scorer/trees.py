@@ -2,13 +2,14 @@
 OrdinalEncoder and the one the classifier adds internally), and the trees flattened into lists.
 
 It reads scikit-learn internals (`_predictors`, `_preprocessor`, `_bin_mapper`,
-`_baseline_prediction`, the `TreePredictor` node records), last checked against 1.9.1.
+`_baseline_prediction`, the `TreePredictor` node records and constructor), last checked against
+1.9.1.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.preprocessing import OrdinalEncoder
 from sklearn.utils import check_array
 
+from loanops.explain import Variant
 from serving.scorer.parts import (
     NAN,
     Block,
@@ -28,6 +30,9 @@ from serving.scorer.parts import (
     is_nan,
     transformer_steps,
 )
+
+_VARIANT_CELLS = 1 << 22
+"""Most (variant row, tree) pairs `Forest.variants` holds at once, which bounds its memory."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,8 @@ class Forest:
     """The TreePredictors, for the vectorised path."""
     known_cat_bitsets: Any
     f_idx_map: Any
+    paths: tuple[_LeafPaths, ...]
+    """Per tree, which leaf each row reaches and which inputs its path reads, for `variants`."""
 
     family = "hist_gbt"
     one_by_one = 8
@@ -92,17 +99,169 @@ class Forest:
         return total
 
     def columns(self, columns: Columns, n_rows: int) -> FloatArray:
+        X = self._matrix(columns, n_rows)
+        # As HistGradientBoostingClassifier._raw_predict: baseline, then each tree in turn. One
+        # OpenMP thread: with two, single-row predictions stalled now and then on 2-core nodes.
+        raw = np.zeros(n_rows) + self.baseline
+        for predictor in self.predictors:
+            raw += self._leaves(predictor, X)
+        return raw
+
+    def variants(self, columns: Columns, n_rows: int, variants: Sequence[Variant]) -> FloatArray:
+        """The raw score of each variant, re-walking a tree only for the rows whose path in it
+        splits on the variant's feature.
+
+        Any other row follows its own path, and reaches its own leaf, in that tree. So each
+        variant's sum takes the same leaves in the same order as `columns` on the variant rows
+        would, and gives the same number.
+
+        Returns:
+            The variants' raw scores, concatenated in the order of `variants`.
+        """
+        X = self._matrix(columns, n_rows)
+        reached = np.empty((len(self.paths), n_rows), dtype=np.intp)
+        leaves = np.empty((len(self.paths), n_rows))
+        for t, paths in enumerate(self.paths):
+            reached[t] = self._leaves(paths.leaf_ids, X).astype(np.intp)
+            leaves[t] = paths.values[reached[t]]
+        scores = [
+            self._variant_group(X, reached, leaves, group)
+            for group in _groups(variants, _VARIANT_CELLS // max(1, len(self.paths)))
+        ]
+        return np.concatenate(scores) if scores else np.empty(0)
+
+    def _variant_group(
+        self,
+        X: FloatArray,
+        reached: np.ndarray,
+        leaves: FloatArray,
+        variants: Sequence[Variant],
+    ) -> FloatArray:
+        """`variants` for a few variants at once: one walk of each tree for all of them.
+
+        `reached` and `leaves` are each row's leaf and its value, per tree.
+        """
+        position = {item.name: j for j, item in enumerate(self.inputs)}
+        rows = np.concatenate([np.asarray(v.rows, dtype=np.intp) for v in variants])
+        # One contiguous row per input: a tree re-walks its hit rows on its own inputs only.
+        X_variants = np.take(X.T, rows, axis=1)
+        moved: list[tuple[int, int, int]] = []  # (first, end, input) of each variant read at all
+        start = 0
+        for variant in variants:
+            end = start + len(variant.rows)
+            j = position.get(variant.feature)
+            if j is not None:  # else the trees never read it: the variant scores as its row
+                item = self.inputs[j]
+                if item.codes is not None:
+                    code = item.codes.of(variant.value)
+                else:
+                    code = NAN if variant.value is None else float(variant.value)
+                X_variants[j, start:end] = code
+                moved.append((start, end, j))
+            start = end
+        raw = np.zeros(len(rows)) + self.baseline
+        for t, paths in enumerate(self.paths):
+            tree_leaves = leaves[t].take(rows)
+            hits = [
+                first + np.flatnonzero(paths.reads[j].take(reached[t].take(rows[first:end])))
+                for first, end, j in moved
+                if paths.reads_input[j]
+            ]
+            hit = np.concatenate(hits) if hits else np.empty(0, dtype=np.intp)
+            if len(hit):
+                on_inputs = np.empty((len(paths.inputs), len(hit)))
+                for k, j in enumerate(paths.inputs):
+                    np.take(X_variants[j], hit, out=on_inputs[k])
+                tree_leaves[hit] = paths.on_inputs.predict(
+                    on_inputs.T, self.known_cat_bitsets, paths.f_idx_map, 1
+                )
+            raw += tree_leaves
+        return raw
+
+    def _matrix(self, columns: Columns, n_rows: int) -> FloatArray:
+        """The trees' input, one column per `inputs` item."""
         X = np.empty((n_rows, len(self.inputs)))
         for j, item in enumerate(self.inputs):
             X[:, j] = (
                 columns.number(item.name) if item.codes is None else columns.category(item.codes)
             )
-        # As HistGradientBoostingClassifier._raw_predict: baseline, then each tree in turn. One
-        # OpenMP thread: with two, single-row predictions stalled now and then on 2-core nodes.
-        raw = np.zeros(n_rows) + self.baseline
-        for predictor in self.predictors:
-            raw += predictor.predict(X, self.known_cat_bitsets, self.f_idx_map, 1)
-        return raw
+        return X
+
+    def _leaves(self, predictor: Any, X: FloatArray) -> FloatArray:
+        """One tree's leaf value per row of `X`."""
+        return np.asarray(
+            predictor.predict(X, self.known_cat_bitsets, self.f_idx_map, 1), dtype=np.float64
+        )
+
+
+def _groups(variants: Sequence[Variant], most_rows: int) -> list[list[Variant]]:
+    """`variants` in order, in groups of at most `most_rows` rows (or one variant)."""
+    groups: list[list[Variant]] = []
+    size = most_rows
+    for variant in variants:
+        if size + len(variant.rows) > most_rows:
+            groups.append([])
+            size = 0
+        groups[-1].append(variant)
+        size += len(variant.rows)
+    return groups
+
+
+@dataclass(frozen=True)
+class _LeafPaths:
+    """One tree's leaves as `variants` needs them."""
+
+    leaf_ids: Any
+    """The tree as a TreePredictor whose leaves hold their own node index."""
+    values: FloatArray
+    """Each node's value; a leaf's is what the tree predicts."""
+    reads: np.ndarray
+    """(inputs, nodes): whether the path from the root to a node splits on an input."""
+    reads_input: np.ndarray
+    """(inputs,): whether any split of the tree reads an input."""
+    inputs: np.ndarray
+    """The inputs the tree splits on."""
+    on_inputs: Any
+    """The tree as a TreePredictor that reads `inputs` alone: its split k reads column k."""
+    f_idx_map: np.ndarray
+    """`Forest.f_idx_map` for `on_inputs`."""
+
+
+def _leaf_paths(predictor: Any, n_inputs: int, f_idx_map: np.ndarray) -> _LeafPaths:
+    nodes = predictor.nodes
+    reads = np.zeros((len(nodes), n_inputs), dtype=bool)
+    stack = [0]  # the root
+    while stack:
+        node = stack.pop()
+        if not nodes["is_leaf"][node]:
+            for child in (int(nodes["left"][node]), int(nodes["right"][node])):
+                reads[child] = reads[node]
+                reads[child, nodes["feature_idx"][node]] = True
+                stack.append(child)
+    numbered = nodes.copy()
+    numbered["value"] = np.arange(len(nodes))
+    leaf_ids = type(predictor)(
+        numbered, predictor.binned_left_cat_bitsets, predictor.raw_left_cat_bitsets
+    )
+    values = np.asarray(nodes["value"], dtype=np.float64)
+    reads_input = reads.any(axis=0)
+    inputs = np.flatnonzero(reads_input)
+    column = np.zeros(n_inputs, dtype=nodes.dtype["feature_idx"])
+    column[inputs] = np.arange(len(inputs))
+    renumbered = nodes.copy()
+    renumbered["feature_idx"] = column[nodes["feature_idx"]]
+    on_inputs = type(predictor)(
+        renumbered, predictor.binned_left_cat_bitsets, predictor.raw_left_cat_bitsets
+    )
+    return _LeafPaths(
+        leaf_ids=leaf_ids,
+        values=values,
+        reads=np.ascontiguousarray(reads.T),
+        reads_input=np.asarray(reads_input),
+        inputs=inputs,
+        on_inputs=on_inputs,
+        f_idx_map=np.ascontiguousarray(f_idx_map[inputs]),
+    )
 
 
 @dataclass(frozen=True)
@@ -275,4 +434,5 @@ def compile_forest(blocks: list[Block], classifier: HistGradientBoostingClassifi
         predictors=tuple(predictors),
         known_cat_bitsets=known_cat_bitsets,
         f_idx_map=f_idx_map,
+        paths=tuple(_leaf_paths(predictor, len(inputs), f_idx_map) for predictor in predictors),
     )

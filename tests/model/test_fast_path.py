@@ -18,6 +18,7 @@ from sklearn.calibration import CalibratedClassifierCV
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import SGDClassifier
 
+from loanops.explain import Variant
 from loanops.schema import FeatureSchema
 from serving.scorer.compiled import CompiledScorer
 from serving.scorer.parts import UnsupportedModelError
@@ -154,3 +155,53 @@ def test_models_the_compiler_does_not_know_are_refused(lending_club_model: Fitte
     sgd.fit(validation.X, validation.y)
     with pytest.raises(UnsupportedModelError, match="SGDClassifier"):
         CompiledScorer.compile(sgd, lending_club_model.schema)
+
+
+def some_variants(schema: FeatureSchema, n_rows: int) -> list[Variant]:
+    """Per feature, a few values (each category, None, an unknown category, each number's ends
+    and a whole middle value) on a different third of the rows each."""
+    rng = np.random.default_rng(0)
+    variants = []
+    for feature in schema.features:
+        values: list[Any]
+        if feature.is_categorical:
+            values = [*(feature.categories or ()), None, "not-a-category"]
+        else:
+            low = feature.minimum if feature.minimum is not None else -1.0
+            high = feature.maximum if feature.maximum is not None else low + 1e4
+            middle = (low + high) / 2
+            middle = float(round(middle)) if feature.kind == "int" else middle
+            values = [low, high, middle, *([None] if feature.nullable else [])]
+        for value in values:
+            rows = np.flatnonzero(rng.random(n_rows) < 1 / 3)
+            variants.append(Variant(feature.name, value, rows))
+    return variants
+
+
+def variant_frames(frame: pd.DataFrame, variants: list[Variant]) -> pd.DataFrame:
+    return pd.concat(
+        [frame.iloc[v.rows].assign(**{v.feature: v.value}) for v in variants], ignore_index=True
+    )
+
+
+def assert_variants_score_as_their_rows(fitted: Fitted) -> None:
+    # Adverse-action reasons rank features by these scores, so they must equal scoring the
+    # variant rows themselves, to the last bit: trees reuse the leaves of trees a variant's
+    # feature cannot move.
+    scorer = compile_scorer(fitted)
+    raw = fitted.raw_test.iloc[:400]
+    frame = fitted.schema.to_frame(raw).reset_index(drop=True)
+    variants = some_variants(fitted.schema, len(frame))
+    expected = scorer.score_frame(variant_frames(frame, variants))
+
+    np.testing.assert_array_equal(scorer.score_variants(frame, variants, cast=False), expected)
+    np.testing.assert_array_equal(scorer.score_variants(raw, variants), expected)
+    assert len(scorer.score_variants(frame, [])) == 0
+
+
+def test_variants_score_as_their_rows(lending_club_model: Fitted) -> None:
+    assert_variants_score_as_their_rows(lending_club_model)
+
+
+def test_variants_score_as_their_rows_with_null_categories(synthetic_model: Fitted) -> None:
+    assert_variants_score_as_their_rows(synthetic_model)
