@@ -243,7 +243,7 @@ def window_segments(
 
     c = SEGMENTS_TABLE.c
     statement = (
-        select(c.model_name, c.model_version, c.data)
+        select(c.model_name, c.model_version, c.first_at, c.last_at, c.data)
         .order_by(c.segment_id)
         .execution_options(yield_per=8)  # a few compressed segments in memory at a time
     )
@@ -257,8 +257,11 @@ def window_segments(
         statement = statement.where(c.model_version == model_version)
     with engine.connect() as connection:
         result = connection.execute(statement)
-        for name, version, data in result:
+        for name, version, first_at, last_at, data in result:
             table = decode(data)
+            if (start is None or first_at >= start) and (end is None or last_at < end):
+                yield name, version, table  # wholly inside: no row to cut
+                continue
             times = table["decided_at"]
             mask = None
             if start is not None:
