@@ -5,6 +5,8 @@
 - `database`: engines for SQLite and PostgreSQL, and the migrations (`migrate`);
 - `write`: the idempotent batch insert (`write_decisions`);
 - `read`: a time window back as a DataFrame (`read_decisions`) or a count;
+- `stream`: a time window as bounded batches of Arrow columns (`stream_decisions`), the
+  monitor's read;
 - `spill`: decisions saved to files when the database cannot take them (`load_spill`).
 
 The API's batching writer, which runs in a process of its own, is `serving.decision_log`.

@@ -5,7 +5,12 @@ with the smallest keys (ties broken by position), in window order. That is a uni
 without replacement, and the same rows whether the window comes whole or in batches of any
 size: the generator's draws do not depend on how they are split, and a row whose key is above
 the `rows`-th smallest seen so far can never be chosen, so only candidates are kept. Memory is
-about twice the sample, whatever the window; the keys drawn cost 8 bytes a row while they last.
+about twice the sample, whatever the window.
+
+Which rows are chosen depends on the window's order. `stream_decisions` yields segments in the
+order they were written, `read_decisions` sorts by time: where segments overlap in time (the API
+and batch workers writing at once), the two orders differ, and so do the rows sampled, though
+not their number nor anything computed on every row.
 """
 
 from __future__ import annotations
