@@ -10,9 +10,9 @@ Modules: `thresholds` (what counts as drift, built from the settings by `monitor
 `reference` (the reference sample and its statistics, on disk), `window` (a window's batches,
 coerced to the schema), `statistics` (PSI and the two-sample KS of the score, also from counts),
 `quality` (data quality on every row), `sample` (the seeded sample Evidently sees),
-`streaming` (the one pass over a window that feeds them), `evidently_mapping` (the column
-mapping and the report's parts), `results` (the typed summary), `run` (one run, step by step)
-and `reports` (the files a run writes).
+`streaming` (the one pass over a window that feeds them), `drift_plan` (which tests, on which
+samples), `evidently_mapping` (the column mapping and the report's parts), `results` (the
+typed summary), `run` (one run, step by step) and `reports` (the files a run writes).
 
 A window is read once, batch by batch, and never held whole: a run keeps counts, the sample and
 one batch, so its memory does not grow with the window. Every statistic below is the
