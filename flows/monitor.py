@@ -10,12 +10,12 @@ over time) and in the storage folder. A crossed threshold requests retraining
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -23,14 +23,15 @@ from prefect.cache_policies import NO_CACHE
 from flows.common import TRACKING_RETRIES, settings_for
 from flows.triggers import TriggerOutcome, request_retraining
 from loanops import registry
-from loanops.data import read_frame
+from loanops.data import frame_file_format, read_frame
 from loanops.decisions.database import create_engine_for
-from loanops.decisions.read import read_decisions
+from loanops.decisions.stream import ColumnBatch, stream_decisions
 from loanops.monitoring.reference import Reference, load_reference
 from loanops.monitoring.reports import write_reports
 from loanops.monitoring.results import MonitorSummary
-from loanops.monitoring.run import logged_inputs, run_monitor
+from loanops.monitoring.run import EmptyWindowError, logged_inputs, monitor_window
 from loanops.monitoring.thresholds import monitor_thresholds
+from loanops.monitoring.window import frame_batches, parquet_batches
 from loanops.schema import FeatureSchema
 from loanops.settings import Settings
 
@@ -62,41 +63,39 @@ def production_version(settings: Settings) -> ModelVersion:
     return version
 
 
-@task(cache_policy=NO_CACHE)
-def load_window(
+def window_batches(
     settings: Settings,
     version: ModelVersion,
     schema: FeatureSchema,
     start: datetime,
     end: datetime,
     data_path: str | None,
-) -> pd.DataFrame:
-    """The decisions of `version` in [start, end), or the rows of a file.
+) -> Iterator[ColumnBatch]:
+    """The decisions of `version` in [start, end), or the rows of a file, batch by batch.
 
-    Only the schema's inputs are read from the log, extracted by the database: a week of a
-    busy lender's decisions then fits in bounded memory.
+    Only the schema's inputs and the columns the summary needs are read, from the log's
+    columnar segments (or a Parquet file's row groups), so memory stays bounded whatever the
+    window holds. A CSV file is read whole.
     """
     if data_path is not None:
-        return read_frame(Path(data_path))
+        path = Path(data_path)
+        if frame_file_format(path) == "parquet" and path.exists():
+            yield from parquet_batches(path, schema)
+        else:
+            yield from frame_batches(read_frame(path))
+        return
     engine = create_engine_for(settings.decision_db_url)
     try:
-        window = read_decisions(
+        yield from stream_decisions(
             engine,
             start,
             end,
             model_name=version.name,
             model_version=str(version.version),
             inputs=logged_inputs(schema),
-            reasons=False,
         )
     finally:
         engine.dispose()
-    if window.empty:
-        raise ValueError(
-            f"the decision log holds no decisions of {version.name} v{version.version} "
-            f"between {start:%Y-%m-%d %H:%M} and {end:%Y-%m-%d %H:%M} UTC"
-        )
-    return window
 
 
 @task(cache_policy=NO_CACHE, **TRACKING_RETRIES)
@@ -109,25 +108,36 @@ def fetch_reference(settings: Settings, version: ModelVersion) -> Reference:
 
 @task(cache_policy=NO_CACHE)
 def compare(
-    window: pd.DataFrame,
     reference: Reference,
     settings: Settings,
     version: ModelVersion,
     start: datetime,
     end: datetime,
+    data_path: str | None,
 ) -> tuple[MonitorSummary, Snapshot]:
-    """Drift, prediction drift and data quality of the window against the reference."""
-    return run_monitor(
-        window,
-        reference,
-        reference.schema,
-        sample_rows=settings.monitor.sample_rows,
-        seed=settings.training.seed,
-        thresholds=monitor_thresholds(settings),
-        model_name=version.name,
-        model_version=str(version.version),
-        window=(start, end),
-    )
+    """Drift, prediction drift and data quality of the window against the reference.
+
+    The window is read as it is compared, one batch at a time (`window_batches`).
+    """
+    try:
+        return monitor_window(
+            window_batches(settings, version, reference.schema, start, end, data_path),
+            reference,
+            reference.schema,
+            sample_rows=settings.monitor.sample_rows,
+            seed=settings.training.seed,
+            thresholds=monitor_thresholds(settings),
+            model_name=version.name,
+            model_version=str(version.version),
+            window=(start, end),
+        )
+    except EmptyWindowError:
+        if data_path is not None:
+            raise
+        raise EmptyWindowError(
+            f"the decision log holds no decisions of {version.name} v{version.version} "
+            f"between {start:%Y-%m-%d %H:%M} and {end:%Y-%m-%d %H:%M} UTC"
+        ) from None
 
 
 @task(cache_policy=NO_CACHE, **TRACKING_RETRIES)
@@ -218,8 +228,7 @@ def monitor_flow(
     start = end - timedelta(days=days or settings.monitor.window_days)
     version = production_version(settings)
     reference = fetch_reference(settings, version)
-    window = load_window(settings, version, reference.schema, start, end, data_path)
-    summary, snapshot = compare(window, reference, settings, version, start, end)
+    summary, snapshot = compare(reference, settings, version, start, end, data_path)
     run_id, folder = log_reports(settings, version, summary, snapshot)
     reasons = crossed(summary, settings)
     logger = get_run_logger()

@@ -6,6 +6,8 @@
 - `bulk`: a batch as columns, stored as its slim rows and one segment (`write_segment`);
 - `write`: `Decision` records stored the same way (`write_decisions`), and `check_storable`;
 - `read`: a time window back as a DataFrame (`read_decisions`) or a count;
+- `stream`: a time window as bounded batches of Arrow columns (`stream_decisions`), the
+  monitor's read;
 - `spill`: decisions saved to files when the database cannot take them (`load_spill`).
 
 The API's batching writer, which runs in a process of its own, is `serving.decision_log`.

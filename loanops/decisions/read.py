@@ -1,8 +1,10 @@
 """Reading the decision log back: a time window as a DataFrame, or its count.
 
-Monitoring reads with `read_decisions`, from the columnar segments (`loanops.decisions.segments`),
-never from the JSON column. `loanops.outcomes` builds its joined reads of the row table from
-`window_filter`, `input_columns` and `read_frame`.
+`read_decisions` reads the columnar segments (`loanops.decisions.segments`), never the JSON
+column, into one frame of the whole window; the monitor, whose windows run to millions of
+decisions, reads the same segments in bounded batches instead (`loanops.decisions.stream`).
+`loanops.outcomes` builds its joined reads of the row table from `window_filter`,
+`input_columns` and `read_frame`.
 """
 
 from __future__ import annotations

@@ -41,6 +41,8 @@ TYPED_PREFIX: Final = "in:"
 """Prefix of an input column stored with its Arrow type."""
 JSON_PREFIX: Final = "js:"
 """Prefix of an input column whose values mixed types, stored as one JSON text per row."""
+_SEGMENTS_PER_FETCH: Final = 8
+"""Compressed segments held in memory at a time while a window is read."""
 META_FIELDS: Final = (
     "request_id",
     "decided_at",
@@ -243,31 +245,36 @@ def window_segments(
     import pyarrow.compute as pc
 
     c = SEGMENTS_TABLE.c
-    statement = (
-        select(c.model_name, c.model_version, c.data)
-        .order_by(c.segment_id)
-        .execution_options(yield_per=8)  # a few compressed segments in memory at a time
-    )
+    # The spans first, the blobs then by id, a few at a time: ordering the filtered rows with
+    # their blobs, SQLite sorts every blob of the window in memory before returning the first.
+    spans = select(c.segment_id, c.model_name, c.model_version, c.first_at, c.last_at)
     if start is not None:
-        statement = statement.where(c.last_at >= start)
+        spans = spans.where(c.last_at >= start)
     if end is not None:
-        statement = statement.where(c.first_at < end)
+        spans = spans.where(c.first_at < end)
     if model_name is not None:
-        statement = statement.where(c.model_name == model_name)
+        spans = spans.where(c.model_name == model_name)
     if model_version is not None:
-        statement = statement.where(c.model_version == model_version)
+        spans = spans.where(c.model_version == model_version)
     with engine.connect() as connection:
-        result = connection.execute(statement)
-        for name, version, data in result:
-            table = decode(data)
-            times = table["decided_at"]
-            mask = None
-            if start is not None:
-                mask = pc.greater_equal(times, pa.scalar(start, type=times.type))
-            if end is not None:
-                below = pc.less(times, pa.scalar(end, type=times.type))
-                mask = below if mask is None else pc.and_(mask, below)
-            if mask is not None:
-                table = table.filter(mask)
-            if table.num_rows:
-                yield name, version, table
+        found = connection.execute(spans.order_by(c.segment_id)).all()
+        for first in range(0, len(found), _SEGMENTS_PER_FETCH):
+            some = found[first : first + _SEGMENTS_PER_FETCH]
+            fetched = select(c.segment_id, c.data).where(c.segment_id.in_([r[0] for r in some]))
+            blobs = dict(connection.execute(fetched).tuples().all())
+            for segment_id, name, version, first_at, last_at in some:
+                table = decode(blobs.pop(segment_id))
+                if (start is None or first_at >= start) and (end is None or last_at < end):
+                    yield name, version, table  # wholly inside: no row to cut
+                    continue
+                times = table["decided_at"]
+                mask = None
+                if start is not None:
+                    mask = pc.greater_equal(times, pa.scalar(start, type=times.type))
+                if end is not None:
+                    below = pc.less(times, pa.scalar(end, type=times.type))
+                    mask = below if mask is None else pc.and_(mask, below)
+                if mask is not None:
+                    table = table.filter(mask)
+                if table.num_rows:
+                    yield name, version, table

@@ -1,20 +1,21 @@
 """Data quality of a window on every row: null rates, out-of-range values, wrong types, new
-categories, each against the reference; vectorised, no sampling, no Evidently.
+categories, each against the reference; counted batch by batch, no sampling, no Evidently.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from collections import Counter
+from collections.abc import Mapping
+from typing import Final
 
 import numpy as np
-import numpy.typing as npt
 import pandas as pd
 
-from loanops.monitoring.reference import PREDICTION_COLUMN, Reference, ReferenceStatistics
+from loanops.monitoring.reference import Reference, ReferenceStatistics
 from loanops.monitoring.results import DataQuality, FeatureQuality
 from loanops.monitoring.statistics import share
 from loanops.monitoring.thresholds import MonitorThresholds
+from loanops.monitoring.window import PreparedBatch, frame_batches, prepare_batch
 from loanops.schema import FeatureSchema
 
 # Most categories listed per feature in the data-quality findings.
@@ -30,8 +31,6 @@ def check_data_quality(
 ) -> DataQuality:
     """The data-quality part of `run_monitor` alone: every row, no sampling, no Evidently.
 
-    It is vectorised over the whole window, so a flow can afford it on any window.
-
     Args:
         current: The window (see `run_monitor`).
         reference: The reference of the model version.
@@ -46,10 +45,10 @@ def check_data_quality(
         ValueError: The schema's features differ from the reference's.
     """
     check_same_features(schema, reference.schema)
-    prepared, invalid, missing = coerce_window(current, schema)
-    return data_quality(
-        prepared, invalid, missing, reference.statistics, schema, thresholds or MonitorThresholds()
-    )
+    counts = QualityCounts(schema)
+    for batch in frame_batches(current):
+        counts.add(prepare_batch(batch, schema))
+    return data_quality(counts, reference.statistics, schema, thresholds or MonitorThresholds())
 
 
 def check_same_features(schema: FeatureSchema, reference: FeatureSchema) -> None:
@@ -63,56 +62,64 @@ def check_same_features(schema: FeatureSchema, reference: FeatureSchema) -> None
         )
 
 
-def coerce_window(
-    current: pd.DataFrame, schema: FeatureSchema
-) -> tuple[pd.DataFrame, dict[str, int], tuple[str, ...]]:
-    """The window's features as monitoring compares them, with counts of values of the wrong type.
+class QualityCounts:
+    """What data quality needs from a window, counted batch by batch: memory is per category."""
 
-    Numeric features become float64 (a value that is not a number becomes NaN and is counted as
-    invalid); categorical ones become objects holding str or None. Only the needed columns are
-    copied, never the whole window.
-    """
-    columns: dict[str, npt.NDArray[Any]] = {}
-    invalid: dict[str, int] = {}
-    missing = tuple(name for name in schema.feature_names if name not in current)
-    for feature in schema.features:
-        if feature.name in missing:
-            continue
-        column = current[feature.name]
-        if isinstance(column.dtype, pd.CategoricalDtype):
-            column = column.astype(object)
-        invalid[feature.name] = 0
-        if feature.is_categorical:
-            present = column.notna()
-            if pd.api.types.infer_dtype(column, skipna=True) not in ("string", "empty"):
-                column = column.where(~present, column.astype(str))
-            columns[feature.name] = column.astype(object).where(present, None).to_numpy()
-        elif pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
-            columns[feature.name] = column.to_numpy(dtype=np.float64, na_value=np.nan)
-        else:
-            numbers = pd.to_numeric(column, errors="coerce").astype(np.float64)
-            invalid[feature.name] = int((column.notna() & numbers.isna()).sum())
-            columns[feature.name] = numbers.to_numpy()
-    if PREDICTION_COLUMN in current:
-        scores = pd.to_numeric(current[PREDICTION_COLUMN], errors="coerce")
-        columns[PREDICTION_COLUMN] = scores.to_numpy(dtype=np.float64, na_value=np.nan)
-    return pd.DataFrame(columns, index=pd.RangeIndex(len(current))), invalid, missing
+    def __init__(self, schema: FeatureSchema) -> None:
+        self._schema = schema
+        self.rows = 0
+        self.present: set[str] = set()
+        """Features with a column in at least one batch; the others are missing."""
+        self.nulls = dict.fromkeys(schema.feature_names, 0)
+        """Values missing as logged (not counting the invalid ones)."""
+        self.invalid = dict.fromkeys(schema.feature_names, 0)
+        self.out_of_range = dict.fromkeys(schema.feature_names, 0)
+        self.categories: dict[str, Counter[str]] = {
+            name: Counter() for name in schema.categorical_features
+        }
+
+    def add(self, batch: PreparedBatch) -> None:
+        """Count one prepared batch."""
+        import pyarrow.compute as pc
+
+        self.rows += batch.rows
+        self.present |= {name for name in self.nulls if name not in batch.absent}
+        for feature in self._schema.features:
+            name = feature.name
+            invalid = batch.invalid[name]
+            self.invalid[name] += invalid
+            if feature.is_categorical:
+                texts = batch.texts[name]
+                self.nulls[name] += texts.null_count
+                counted = pc.value_counts(texts)
+                for value, count in zip(
+                    counted.field("values").to_pylist(),
+                    counted.field("counts").to_pylist(),
+                    strict=True,
+                ):
+                    if value is not None:
+                        self.categories[name][value] += count
+                continue
+            values = batch.numbers[name]
+            self.nulls[name] += int(np.isnan(values).sum()) - invalid
+            outside = np.zeros(len(values), dtype=np.bool_)
+            if feature.minimum is not None:
+                outside |= values < feature.minimum
+            if feature.maximum is not None:
+                outside |= values > feature.maximum
+            self.out_of_range[name] += int(outside.sum())
 
 
 def data_quality(
-    prepared: pd.DataFrame,
-    invalid: Mapping[str, int],
-    missing: Sequence[str],
+    counts: QualityCounts,
     stats: ReferenceStatistics,
     schema: FeatureSchema,
     thresholds: MonitorThresholds,
 ) -> DataQuality:
-    """The data-quality findings on a window `coerce_window` prepared, with their flags.
+    """The data-quality findings on a window's counts, with their flags.
 
     Args:
-        prepared: The window's features as `coerce_window` returns them.
-        invalid: Values of the wrong type per feature, from `coerce_window`.
-        missing: Features absent from the window.
+        counts: The window's `QualityCounts`, every batch added.
         stats: The reference's statistics.
         schema: The model's feature schema.
         thresholds: Flag thresholds.
@@ -120,35 +127,25 @@ def data_quality(
     Returns:
         Per-feature findings and the features each flag names.
     """
-    rows = len(prepared)
+    rows = counts.rows
+    missing = tuple(name for name in schema.feature_names if name not in counts.present)
     results: list[FeatureQuality] = []
     for feature in schema.features:
         reference = stats.features[feature.name]
         unknown: dict[str, int] = {}
         unseen: dict[str, int] = {}
-        out_of_range = 0
         if feature.name in missing:
             null_rate = 1.0
         else:
-            column = prepared[feature.name]
-            nulls = int(column.isna().sum()) - invalid[feature.name]
-            null_rate = share(nulls, rows)
+            null_rate = share(counts.nulls[feature.name], rows)
             if feature.is_categorical:
                 allowed = set(feature.categories or ())
                 seen = set(reference.category_shares or {})
-                for value, count in column.value_counts().items():
+                for value, count in counts.categories[feature.name].items():
                     if value not in allowed:
                         unknown[str(value)] = int(count)
                     elif value not in seen:
                         unseen[str(value)] = int(count)
-            else:
-                values = column.to_numpy()
-                outside = np.zeros(rows, dtype=np.bool_)
-                if feature.minimum is not None:
-                    outside |= values < feature.minimum
-                if feature.maximum is not None:
-                    outside |= values > feature.maximum
-                out_of_range = int(outside.sum())
         change = null_rate - reference.null_rate
         results.append(
             FeatureQuality(
@@ -157,8 +154,8 @@ def data_quality(
                 null_rate=null_rate,
                 reference_null_rate=reference.null_rate,
                 null_rate_change=change,
-                invalid=invalid.get(feature.name, 0),
-                out_of_range=out_of_range,
+                invalid=counts.invalid[feature.name],
+                out_of_range=0 if feature.name in missing else counts.out_of_range[feature.name],
                 unknown_categories=_top(unknown),
                 unseen_categories=_top(unseen),
                 missingness_spike=change > thresholds.null_rate_increase,
@@ -167,7 +164,7 @@ def data_quality(
     return DataQuality(
         rows=rows,
         features=tuple(results),
-        missing_columns=tuple(missing),
+        missing_columns=missing,
         missingness_spikes=tuple(r.feature for r in results if r.missingness_spike),
         out_of_range=tuple(
             r.feature

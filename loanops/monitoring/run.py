@@ -1,31 +1,35 @@
 """One monitor run: a window of decisions against the reference of the model that made them.
 
-`run_monitor` reads as its steps: coerce the window and check its quality on every row, plan
-the drift tests on seeded samples, run Evidently once, then read the per-feature and score
-drift out of its snapshot into the typed summary.
+`monitor_window` reads as its steps: one pass over the window's batches (data quality, the
+score's PSI and KS, a seeded sample; `streaming.WindowStatistics`), plan the drift tests on the
+samples, run Evidently once, then read the per-feature and score drift out of its snapshot into
+the typed summary. `run_monitor` is the same on a DataFrame.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
-import numpy as np
 import pandas as pd
 
 from loanops.decisions.read import InputKind
+from loanops.decisions.stream import ColumnBatch
+from loanops.monitoring.drift_plan import DriftPlan, plan_drift_tests
 from loanops.monitoring.evidently_mapping import (
     data_definition,
     drift_result,
     summary_without_tests,
 )
-from loanops.monitoring.quality import check_same_features, coerce_window, data_quality
-from loanops.monitoring.reference import PREDICTION_COLUMN, FeatureStatistics, Reference
+from loanops.monitoring.quality import check_same_features, data_quality
+from loanops.monitoring.reference import PREDICTION_COLUMN, Reference
 from loanops.monitoring.results import DriftReport, FeatureDrift, MonitorSummary, PredictionDrift
-from loanops.monitoring.statistics import ks_drift_statistic, population_stability_index
-from loanops.monitoring.thresholds import DriftFamily, DriftMethod, MonitorThresholds
+from loanops.monitoring.streaming import WindowStatistics
+from loanops.monitoring.thresholds import MonitorThresholds
+from loanops.monitoring.window import frame_batches
 from loanops.schema import FeatureSchema
 
 if TYPE_CHECKING:
@@ -34,36 +38,8 @@ if TYPE_CHECKING:
 DEFAULT_SAMPLE_ROWS: Final = 50_000
 
 
-@dataclass(frozen=True, eq=False)
-class DriftPlan:
-    """Which drift tests a run asks Evidently for, on which samples, judged by which thresholds.
-
-    Attributes:
-        family: Distances when both samples have `min_rows_for_distance` rows, else p-values.
-        current_sample: The seeded sample of the coerced window.
-        reference_sample: The seeded sample of the reference.
-        tested: Features with values on both sides, in schema order.
-        untested: Features missing from the window or without any value in it.
-        methods: The test of each tested feature.
-        limits: The threshold of each tested feature's test.
-        has_prediction: The window holds scores, so the score's drift is tested too.
-        prediction_method: The test on the score.
-    """
-
-    family: DriftFamily
-    current_sample: pd.DataFrame
-    reference_sample: pd.DataFrame
-    tested: tuple[str, ...]
-    untested: tuple[str, ...]
-    methods: dict[str, DriftMethod]
-    limits: dict[str, float]
-    has_prediction: bool
-    prediction_method: DriftMethod
-
-    @property
-    def columns(self) -> list[str]:
-        """The columns given to Evidently: the tested features, then the score if any."""
-        return [*self.tested, *([PREDICTION_COLUMN] if self.has_prediction else [])]
+class EmptyWindowError(ValueError):
+    """The window holds no rows to monitor."""
 
 
 @dataclass(frozen=True)
@@ -102,22 +78,64 @@ def run_monitor(
     model_version: str | None = None,
     window: tuple[datetime, datetime] | None = None,
 ) -> tuple[MonitorSummary, Snapshot]:
-    """Compare a window of decisions with the reference of the model that made them.
-
-    Data quality and the score's PSI/KS use every row; Evidently's drift tests and summary use a
-    seeded sample of `sample_rows` rows of the window and of the reference (see the package
-    docstring, `loanops.monitoring`, for why that loses nothing that matters).
+    """`monitor_window` on a window held as one DataFrame (a file, a test, a notebook).
 
     Args:
         current: The window, e.g. `read_decisions(...)`: the feature columns (extra columns are
             ignored; missing ones are reported), and `probability` when the rows were scored.
+        reference, schema, sample_rows, seed, thresholds, model_name, model_version, window:
+            As `monitor_window` takes them.
+
+    Returns:
+        The typed summary, and the Evidently snapshot (for `write_reports`).
+
+    Raises:
+        ValueError: As `monitor_window`.
+    """
+    return monitor_window(
+        frame_batches(current),
+        reference,
+        schema,
+        sample_rows=sample_rows,
+        seed=seed,
+        thresholds=thresholds,
+        model_name=model_name,
+        model_version=model_version,
+        window=window,
+    )
+
+
+def monitor_window(
+    batches: Iterable[ColumnBatch],
+    reference: Reference,
+    schema: FeatureSchema,
+    *,
+    sample_rows: int = DEFAULT_SAMPLE_ROWS,
+    seed: int = 0,
+    thresholds: MonitorThresholds | None = None,
+    model_name: str | None = None,
+    model_version: str | None = None,
+    window: tuple[datetime, datetime] | None = None,
+) -> tuple[MonitorSummary, Snapshot]:
+    """Compare a window of decisions, given batch by batch, with its model's reference.
+
+    Data quality and the score's PSI/KS use every row; Evidently's drift tests and summary use a
+    seeded sample of `sample_rows` rows of the window and of the reference (see the package
+    docstring, `loanops.monitoring`, for why that loses nothing that matters). The batches are
+    read once and let go, so memory does not grow with the window (`streaming`); the result
+    is the same however the window is cut into batches.
+
+    Args:
+        batches: The window in order, e.g. `stream_decisions(...)`, `parquet_batches(...)`:
+            the feature columns (extra columns are ignored; missing ones are reported), and
+            `probability` when the rows were scored.
         reference: The reference of the model version.
         schema: The model's feature schema; its features must match the reference's.
         sample_rows: Rows of the window (and of the reference) given to Evidently.
         seed: Seed of those samples.
         thresholds: Drift and data-quality thresholds (default: `MonitorThresholds()`).
-        model_name: Recorded in the summary; default: the window's `model_name` if it has one.
-        model_version: Recorded in the summary; default: the window's `model_version` if it has
+        model_name: Recorded in the summary; default: the window's model, if it has one.
+        model_version: Recorded in the summary; default: the window's model version, if it has
             exactly one.
         window: (start, end) recorded in the summary; default: the window's first and last
             `decided_at`, if it has that column.
@@ -126,28 +144,36 @@ def run_monitor(
         The typed summary, and the Evidently snapshot (for `write_reports`).
 
     Raises:
-        ValueError: The window is empty, `sample_rows` is not positive, or the schema's
-            features differ from the reference's.
+        EmptyWindowError: The window holds no rows.
+        ValueError: `sample_rows` is not positive, or the schema's features differ from the
+            reference's.
     """
     from evidently import __version__ as evidently_version
 
     started = time.perf_counter()
     thresholds = thresholds or MonitorThresholds()
-    if len(current) == 0:
-        raise ValueError("the window holds no rows to monitor")
     if sample_rows < 1:
         raise ValueError(f"sample_rows must be positive, got {sample_rows}")
     check_same_features(schema, reference.schema)
 
-    prepared, invalid, missing = coerce_window(current, schema)
-    quality = data_quality(prepared, invalid, missing, reference.statistics, schema, thresholds)
+    counted = WindowStatistics(reference, schema, sample_rows=sample_rows, seed=seed)
+    counted.add_all(batches)
+    if counted.rows == 0:
+        raise EmptyWindowError("the window holds no rows to monitor")
+    quality = data_quality(counted.quality, reference.statistics, schema, thresholds)
     plan = plan_drift_tests(
-        prepared, missing, reference, schema, thresholds, sample_rows=sample_rows, seed=seed
+        counted, reference, schema, thresholds, sample_rows=sample_rows, seed=seed
     )
-    labels = label_window(current, model_name, model_version, window)
+    labels = WindowLabels(
+        model_name=model_name if model_name is not None else _unique(counted.model_names),
+        model_version=(
+            model_version if model_version is not None else _unique(counted.model_versions)
+        ),
+        window=window if window is not None else counted.time_span,
+    )
     snapshot = run_evidently(plan, schema, thresholds, labels)
     prediction = (
-        prediction_drift(snapshot, plan, prepared, reference, thresholds)
+        prediction_drift(snapshot, plan, counted, reference, thresholds)
         if plan.has_prediction
         else None
     )
@@ -156,7 +182,7 @@ def run_monitor(
         model_version=labels.model_version,
         window_start=labels.window[0] if labels.window else None,
         window_end=labels.window[1] if labels.window else None,
-        rows=len(current),
+        rows=counted.rows,
         sample_rows=len(plan.current_sample),
         reference_rows=reference.rows,
         seed=seed,
@@ -168,86 +194,6 @@ def run_monitor(
         seconds=time.perf_counter() - started,
     )
     return summary, snapshot
-
-
-def plan_drift_tests(
-    prepared: pd.DataFrame,
-    missing: tuple[str, ...],
-    reference: Reference,
-    schema: FeatureSchema,
-    thresholds: MonitorThresholds,
-    *,
-    sample_rows: int,
-    seed: int,
-) -> DriftPlan:
-    """Sample both sides and choose each feature's test (see `loanops.monitoring`).
-
-    Args:
-        prepared: The window as `coerce_window` returns it.
-        missing: Features absent from the window.
-        reference: The reference of the model version.
-        schema: The model's feature schema.
-        thresholds: The drift thresholds.
-        sample_rows: Most rows of each side given to Evidently.
-        seed: Seed of the window's sample; the reference's uses `seed + 1`.
-
-    Returns:
-        The samples, the tested features with their tests and thresholds, and the score's test.
-    """
-    stats = reference.statistics
-    current_sample = _sample(prepared, sample_rows, seed)
-    reference_sample = _sample(reference.frame, sample_rows, seed + 1)
-    compared_rows = min(len(current_sample), len(reference_sample))
-    family: DriftFamily = (
-        "distance" if compared_rows >= thresholds.min_rows_for_distance else "p_value"
-    )
-    present = [name for name in schema.feature_names if name not in missing]
-    methods = {name: _drift_method(stats.features[name], family) for name in present}
-    for name in present:
-        if methods[name] == "chisquare":
-            # Chi-square cannot expect a category the reference sample lacks (scipy refuses the
-            # totals); such values are new categories, which data quality reports on every row.
-            known = reference_sample[name].dropna().unique()
-            column = current_sample[name]
-            current_sample[name] = column.where(column.isin(known), None)
-    # Evidently refuses a drift test on a column with no values on either side.
-    tested = tuple(
-        name
-        for name in present
-        if current_sample[name].notna().any() and reference_sample[name].notna().any()
-    )
-    return DriftPlan(
-        family=family,
-        current_sample=current_sample,
-        reference_sample=reference_sample,
-        tested=tested,
-        untested=tuple(name for name in schema.feature_names if name not in tested),
-        methods={name: methods[name] for name in tested},
-        limits={name: thresholds.for_method(methods[name]) for name in tested},
-        has_prediction=bool(
-            PREDICTION_COLUMN in prepared and prepared[PREDICTION_COLUMN].notna().any()
-        ),
-        prediction_method="wasserstein" if family == "distance" else "ks",
-    )
-
-
-def label_window(
-    current: pd.DataFrame,
-    model_name: str | None,
-    model_version: str | None,
-    window: tuple[datetime, datetime] | None,
-) -> WindowLabels:
-    """The given model and time span, or what the window's own columns say where not given."""
-    if window is None and "decided_at" in current and current["decided_at"].notna().any():
-        decided = pd.to_datetime(current["decided_at"], utc=True)
-        window = (decided.min().to_pydatetime(), decided.max().to_pydatetime())
-    return WindowLabels(
-        model_name=model_name if model_name is not None else _unique(current, "model_name"),
-        model_version=(
-            model_version if model_version is not None else _unique(current, "model_version")
-        ),
-        window=window,
-    )
 
 
 def run_evidently(
@@ -325,24 +271,23 @@ def feature_drift(
 def prediction_drift(
     snapshot: Snapshot,
     plan: DriftPlan,
-    prepared: pd.DataFrame,
+    counted: WindowStatistics,
     reference: Reference,
     thresholds: MonitorThresholds,
 ) -> PredictionDrift:
     """The score's drift: PSI and two-sample KS on every row, Evidently's test on the sample."""
-    scores = prepared[PREDICTION_COLUMN].dropna().to_numpy(dtype=np.float64)
-    reference_scores = reference.frame[PREDICTION_COLUMN].dropna().to_numpy(dtype=np.float64)
-    psi = population_stability_index(scores, reference.statistics.prediction)
+    scores = counted.scores
+    psi = scores.psi
     threshold = thresholds.for_method(plan.prediction_method)
     score, test_drifted = drift_result(
         snapshot, _score_drift_metric(plan, thresholds), plan.prediction_method, threshold
     )
     return PredictionDrift(
-        rows=len(scores),
+        rows=scores.rows,
         psi=psi,
         psi_threshold=thresholds.prediction_psi,
-        ks_drift_statistic=ks_drift_statistic(reference_scores, scores),
-        current_mean=float(scores.mean()),
+        ks_drift_statistic=scores.ks_drift_statistic,
+        current_mean=scores.mean,
         reference_mean=reference.statistics.prediction.mean,
         method=plan.prediction_method,
         score=score,
@@ -362,22 +307,5 @@ def _score_drift_metric(plan: DriftPlan, thresholds: MonitorThresholds) -> Any:
     )
 
 
-def _sample(frame: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:
-    """At most `rows` rows of `frame`, uniformly without replacement, in their original order."""
-    if len(frame) <= rows:
-        return frame.copy()
-    keep = np.sort(np.random.default_rng(seed).choice(len(frame), size=rows, replace=False))
-    return frame.iloc[keep].copy()
-
-
-def _drift_method(statistics: FeatureStatistics, family: DriftFamily) -> DriftMethod:
-    if family == "distance":
-        return statistics.drift_method
-    return "chisquare" if statistics.kind == "category" else "ks"
-
-
-def _unique(frame: pd.DataFrame, column: str) -> str | None:
-    if column not in frame:
-        return None
-    values = frame[column].dropna().unique()
-    return str(values[0]) if len(values) == 1 else None
+def _unique(values: set[str]) -> str | None:
+    return next(iter(values)) if len(values) == 1 else None

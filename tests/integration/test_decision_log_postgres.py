@@ -21,7 +21,8 @@ from sqlalchemy.engine import make_url
 
 import loanops.outcomes  # noqa: F401  (its table is part of Base.metadata and of the migrations)
 from loanops.decisions.database import _MIGRATION_LOCK_KEY, create_engine_for, migrate
-from loanops.decisions.read import count_decisions, read_decisions
+from loanops.decisions.read import InputKind, count_decisions, read_decisions
+from loanops.decisions.stream import stream_decisions
 from loanops.decisions.table import Base
 from loanops.decisions.write import write_decisions
 from serving.decision_log.batching import BatchingWriter
@@ -145,6 +146,38 @@ def test_reads_are_utc_and_windowed_whatever_the_session_time_zone(
         assert read_decisions(oddly_zoned, start, end, model_version="4").shape[0] == 5
     finally:
         oddly_zoned.dispose()
+
+
+def test_a_window_streams_cut_to_its_bounds_whatever_the_session_time_zone(
+    engine: Engine, database_url: str
+) -> None:
+    write_decisions(engine, make_decisions(10))
+    write_decisions(engine, make_decisions(10, start=10, model_version="4"))
+    oddly_zoned = create_engine_for(
+        make_url(database_url)
+        .update_query_dict({"options": "-c timezone=Asia/Kathmandu"})
+        .render_as_string(hide_password=False)
+    )
+    inputs: dict[str, InputKind] = {"funded_amnt": "number", "sub_grade": "text"}
+    try:
+        start, end = T0 + timedelta(seconds=5), T0 + timedelta(seconds=15)
+        west = start.astimezone(timezone(timedelta(hours=-7)))
+        cut = list(stream_decisions(oddly_zoned, west, end, inputs=inputs))
+        whole = list(stream_decisions(oddly_zoned, T0, T0 + timedelta(days=1), inputs=inputs))
+    finally:
+        oddly_zoned.dispose()
+
+    assert [(b.model_name, b.model_version, b.rows) for b in cut] == [
+        ("loan-default", "3", 5),
+        ("loan-default", "4", 5),
+    ]
+    times = pd.concat([pd.Series(b.columns["decided_at"].to_pandas()) for b in cut])
+    assert times.iloc[0] == pd.Timestamp(start) and times.iloc[-1] < pd.Timestamp(end)
+    funded = [v for b in cut for v in b.columns["funded_amnt"].to_pylist()]
+    assert funded == [float(v) for v in range(1_005, 1_015)]
+    assert [b.rows for b in whole] == [10, 10]
+    expected = read_decisions(engine, inputs=inputs, reasons=False)["sub_grade"].tolist()
+    assert [v for b in whole for v in b.columns["sub_grade"].to_pylist()] == expected
 
 
 def test_the_decision_log_writes_everything_across_dropped_connections(
