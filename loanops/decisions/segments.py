@@ -261,7 +261,7 @@ def window_segments(
         for first in range(0, len(found), _SEGMENTS_PER_FETCH):
             some = found[first : first + _SEGMENTS_PER_FETCH]
             fetched = select(c.segment_id, c.data).where(c.segment_id.in_([r[0] for r in some]))
-            blobs = dict(connection.execute(fetched).tuples().all())
+            blobs = dict(connection.execute(fetched).all())
             for segment_id, name, version, first_at, last_at in some:
                 table = decode(blobs.pop(segment_id))
                 if (start is None or first_at >= start) and (end is None or last_at < end):
