@@ -15,7 +15,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 
 .PHONY: help install lint format test test-fast test-container demo bench lock clean manifests
-.PHONY: test-manifests
+.PHONY: test-manifests container-deps
 .PHONY: stack stack-down stack-status api-docs system-deps
 
 help: ## List the targets
@@ -56,8 +56,14 @@ system-deps:
 # Builds the image on a base made from Debian's packages (no registry is reachable) and runs the
 # API, a worker and retrain in containers as the manifests run them. Needs a Docker engine: one is
 # started (and stopped after) when dockerd is installed and this runs as root.
-test-container: install ## Build the image and run it as the manifests do (needs Docker)
+test-container: install container-deps ## Build the image and run it as the manifests do (needs Docker)
 	$(BIN)/pytest tests/container -m container
+
+# The base image is made from Debian's packages by debootstrap; the Docker engine itself is not
+# installed here, so a machine without one fails the tier saying so.
+container-deps:
+	@command -v debootstrap >/dev/null || { echo "installing debootstrap (Debian package) to make the base image"; \
+		apt-get install -y -qq debootstrap >/dev/null || echo "could not install debootstrap: apt-get install debootstrap"; }
 
 test-fast: install ## Only the tiers that need no services
 	$(BIN)/pytest -m "not integration"
