@@ -588,6 +588,7 @@ def report(
         f"{baseline.predict:.2f}, write {baseline.write:.2f}; {baseline.decline_share:.1%} "
         "declined)"
     )
+    width = max(len(batch.setup.label) for batch in batches) + 1
     for batch in batches:
         job = batch.job
         if job.total_rows != rows or job.rows_done != rows:
@@ -595,7 +596,7 @@ def report(
             return False
         rate = rows / batch.result
         print(
-            f"  batch job, {batch.setup.label + ':':<21} {batch.result:7.2f} s {rate:>10,.0f} "
+            f"  batch job, {batch.setup.label + ':':<{width}} {batch.result:7.2f} s {rate:>10,.0f} "
             f"rows/s   ratio {rate / base_rate:.2f} (receive {batch.receive:.2f}; "
             f"{job.chunks} chunks of {settings.batch.chunk_rows:,}; decisions logged after "
             f"{batch.recorded:.2f} s, ratio {rows / batch.recorded / base_rate:.2f})"
