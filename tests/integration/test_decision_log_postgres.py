@@ -12,6 +12,7 @@ from datetime import timedelta, timezone
 
 import pandas as pd
 import psycopg
+import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
@@ -20,11 +21,13 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
 import loanops.outcomes  # noqa: F401  (its table is part of Base.metadata and of the migrations)
+from loanops.decisions.bulk import write_segment
 from loanops.decisions.database import _MIGRATION_LOCK_KEY, create_engine_for, migrate
 from loanops.decisions.read import InputKind, count_decisions, read_decisions
 from loanops.decisions.stream import stream_decisions
-from loanops.decisions.table import Base
+from loanops.decisions.table import DECISIONS_TABLE, Base
 from loanops.decisions.write import write_decisions
+from serving.batch.chunks import decision_columns
 from serving.decision_log.batching import BatchingWriter
 from tests.factories import DECIDED_FROM as T0
 from tests.factories import make_decision, make_decisions
@@ -99,6 +102,44 @@ def test_n_decisions_make_n_rows_and_rewriting_them_adds_none(engine: Engine) ->
     assert write_decisions(engine, chunk) == 0  # a redelivered chunk
     assert write_decisions(engine, make_decisions(1_000, start=2_500)) == 500
     assert count_decisions(engine) == 3_500
+
+
+def test_a_chunk_whose_ids_and_job_need_escaping_is_copied_as_given(engine: Engine) -> None:
+    # COPY's text format escapes tabs, newlines and backslashes; a chunk's job is formatted once.
+    job = 'job "7"\t\\ \n é'
+    rows = pa.array(range(40), pa.int64())
+    table = pa.table(
+        {
+            "row": rows,
+            "probability": pa.array([0.25] * 40),
+            "decision": pa.array(["approve"] * 40),
+            "reasons": pa.array(["[]"] * 40),
+            "input:loan_amnt": rows,
+        }
+    ).replace_schema_metadata(
+        {
+            "job_id": job,
+            "model_name": "loan\tdefault",
+            "model_version": "3",
+            "threshold": "0.5",
+            "decided_at": T0.isoformat(),
+        }
+    )
+
+    assert write_segment(engine, *decision_columns(table)) == 40
+    assert write_segment(engine, *decision_columns(table.slice(30))) == 0  # redelivered
+    with engine.connect() as connection:
+        stored = set(
+            connection.execute(
+                sa.select(
+                    DECISIONS_TABLE.c.request_id,
+                    DECISIONS_TABLE.c.job_id,
+                    DECISIONS_TABLE.c.model_name,
+                    DECISIONS_TABLE.c.decided_at,
+                )
+            )
+        )
+    assert stored == {(f"{job}-{i}", job, "loan\tdefault", T0) for i in range(40)}
 
 
 def test_a_redelivered_chunk_racing_the_first_delivery_adds_nothing(engine: Engine) -> None:

@@ -115,3 +115,21 @@ def test_a_batch_without_its_model_or_with_foreign_columns_is_refused(engine: En
         write_segment(engine, "m", version, table.append_column("extra", pa.array([1] * 5)))
     with pytest.raises(ValueError, match="needs the columns"):
         write_segment(engine, "m", version, table.drop_columns(["threshold"]))
+
+
+def test_ids_and_a_job_that_need_escaping_are_stored_as_given(engine: Engine) -> None:
+    # The shared values are bound once and the ids sent as one JSON array: quotes, backslashes,
+    # control characters and non-ASCII text must come back unchanged.
+    job = 'job "7"\t\\ \n é'
+    table = chunk(0, 30)
+    metadata = {**table.schema.metadata, b"job_id": job.encode()}
+    written = table.replace_schema_metadata(metadata)
+
+    assert write_segment(engine, *decision_columns(written)) == 30
+    assert write_segment(engine, *decision_columns(written)) == 0
+    with engine.connect() as connection:
+        stored = set(
+            connection.execute(sa.select(DECISIONS_TABLE.c.request_id, DECISIONS_TABLE.c.job_id))
+        )
+    assert stored == {(f"{job}-{i}", job) for i in range(30)}
+    assert segments(engine)[0]["request_id"].to_pylist() == sorted(f"{job}-{i}" for i in range(30))
