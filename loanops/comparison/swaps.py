@@ -84,6 +84,14 @@ class SwapSet(BaseModel):
         return next(cell for cell in self.cells if cell.cell == name)
 
     @property
+    def champion_approval_rate(self) -> float:
+        return self.cell("both_approve").share + self.cell("champion_only").share
+
+    @property
+    def challenger_approval_rate(self) -> float:
+        return self.cell("both_approve").share + self.cell("challenger_only").share
+
+    @property
     def swap_in(self) -> int:
         """Applicants only the challenger approves."""
         return self.cell("challenger_only").count
