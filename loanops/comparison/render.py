@@ -71,10 +71,11 @@ def compare_table(report: ComparisonReport) -> list[Row]:
             ", ".join(f"v{v}" for v in report.champion_versions),
             f"v{report.challenger_version}",
         ),
+        ("paired decisions", f"{report.paired:,}", ""),
         (
-            "paired decisions",
-            f"{report.paired:,}",
-            f"{report.arms.get('challenger', 0):,} got its decision",
+            "applicants given its decision",
+            f"{report.arms.get('champion', 0):,}",
+            f"{report.arms.get('challenger', 0):,}",
         ),
         ("agreement", f"{report.agreement_rate:.1%}", ""),
         (
@@ -126,10 +127,17 @@ def _vintage_rows(outcomes: Sequence[SliceOutcomes]) -> list[list[str]]:
             *_pair(part, lambda m: m.ks),
             *_pair(part, lambda m: m.brier),
             *_pair(part, lambda m: m.calibration_gap),
-            interval_text(part),
+            *_difference_cells(part),
         ]
         for part in outcomes
     ]
+
+
+def _difference_cells(part: SliceOutcomes) -> tuple[str, str, str]:
+    found = part.auc_difference
+    if found is None:
+        return "-", "-", part.note or "-"
+    return f"{found.difference:+.4f}", f"{found.low:+.4f} to {found.high:+.4f}", found.verdict
 
 
 def _reliability_rows(overall: SliceOutcomes | None) -> list[list[str]]:
