@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -40,6 +41,17 @@ def compare(
         str | None,
         typer.Option(help="The challenger version to compare.", show_default="the latest to score"),
     ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data",
+            exists=True,
+            dir_okay=False,
+            help="Compare the paired decisions of this CSV or Parquet file (the decision log's "
+            "column names, with defaulted), instead of the decision log's.",
+            show_default="the decision log's window",
+        ),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the whole report as JSON instead of the table.")
     ] = False,
@@ -54,7 +66,12 @@ def compare(
     start = None if since is None else since if since.tzinfo else since.replace(tzinfo=UTC)
     result = run_with_status(
         "comparing champion and challenger…",
-        lambda: compare_flow(days=days, since=start, challenger_version=challenger),
+        lambda: compare_flow(
+            days=days,
+            since=start,
+            challenger_version=challenger,
+            data_path=str(data) if data else None,
+        ),
     )
     if as_json:
         typer.echo(result.report.model_dump_json(indent=2))

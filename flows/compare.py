@@ -26,7 +26,7 @@ from loanops.comparison.record import record_comparison
 from loanops.comparison.render import render_html
 from loanops.comparison.report import ComparisonReport, compare_pairs
 from loanops.comparison.window import read_paired, segment_inputs
-from loanops.data import get_dataset
+from loanops.data import get_dataset, read_frame
 from loanops.decisions.database import create_engine_for
 from loanops.evaluate import CostMatrix
 from loanops.schema import FeatureSchema
@@ -56,6 +56,21 @@ def load_window(
         )
     finally:
         engine.dispose()
+
+
+@task(cache_policy=NO_CACHE)
+def load_file(path: str, start: datetime, end: datetime) -> pd.DataFrame:
+    """The paired decisions of a CSV or Parquet file (the log's column names) in the window.
+
+    For comparing offline: two models' scores of a historical book, exported with the paired
+    columns and ``defaulted``.
+    """
+    frame = read_frame(Path(path), text_columns=["model_version", "challenger_version"])
+    if "decided_at" not in frame:
+        raise ValueError(f"{path} has no decided_at column: the window cannot be chosen")
+    frame["decided_at"] = pd.to_datetime(frame["decided_at"], utc=True)
+    inside = (frame["decided_at"] >= start) & (frame["decided_at"] < end)
+    return frame[inside].reset_index(drop=True)
 
 
 @task(cache_policy=NO_CACHE)
@@ -117,6 +132,7 @@ def compare_flow(
     since: datetime | None = None,
     end: datetime | None = None,
     challenger_version: str | None = None,
+    data_path: str | None = None,
 ) -> CompareResult:
     """Compare champion and challenger on the paired decisions of a window.
 
@@ -125,6 +141,8 @@ def compare_flow(
         since: start of the window (timezone-aware).
         end: end of the window (default: now).
         challenger_version: which challenger (default: the one that scored most recently).
+        data_path: compare the paired decisions of this CSV or Parquet file instead of the
+            decision log's.
     """
     settings = settings_for()
     end = end or datetime.now(UTC)
@@ -132,7 +150,10 @@ def compare_flow(
     if start >= end:
         raise ValueError(f"the window is empty: it starts {start:%Y-%m-%d %H:%M} after its end")
     schema = get_dataset(settings.training.dataset).schema
-    window = load_window(settings, schema, start, end)
+    if data_path is None:
+        window = load_window(settings, schema, start, end)
+    else:
+        window = load_file(data_path, start, end)
     report = build_report(settings, schema, window, start, end, challenger_version)
     run_id = log_report(settings, report)
     folder = write_report(settings, report, run_id)

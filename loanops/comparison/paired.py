@@ -84,6 +84,8 @@ def pairs_of(frame: pd.DataFrame, challenger_version: str | None = None) -> Pair
     missing = [name for name in PAIRED_COLUMNS if name not in frame]
     if missing:
         raise ValueError(f"the decisions lack the paired columns {missing}")
+    if frame.empty:
+        raise NoPairedDecisionsError("the window holds no decisions")
     versions = challenger_versions(frame)
     if not versions:
         raise NoPairedDecisionsError(

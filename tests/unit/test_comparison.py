@@ -235,6 +235,8 @@ def test_no_challenger_scored_anything() -> None:
         frame[name] = None
     with pytest.raises(NoPairedDecisionsError, match="none of the 20 decisions"):
         pairs_of(frame)
+    with pytest.raises(NoPairedDecisionsError, match="holds no decisions"):
+        pairs_of(frame.iloc[:0])
 
 
 def test_only_the_chosen_challengers_pairs_count() -> None:
