@@ -28,8 +28,8 @@ from loanops.performance import DEFAULT_MIN_DEFAULTS, DEFAULT_MIN_LABELS, OVERAL
 
 RELIABILITY_BINS: Final = 10
 INTERVAL_LEVEL: Final = 0.95
-_CHUNK: Final = 50
-"""Bootstrap resamples computed at once: a chunk holds this many weights per loan."""
+_CHUNK_CELLS: Final = 4_000_000
+"""Resample weights held at once (resamples × loans): about 32 MB per array of them."""
 
 
 class ReliabilityBin(BaseModel):
@@ -133,8 +133,9 @@ def paired_auc_difference(
     rng = np.random.default_rng(seed)
     n = len(y)
     differences: list[np.ndarray] = []
-    for first in range(0, samples, _CHUNK):
-        size = min(_CHUNK, samples - first)
+    chunk = max(1, _CHUNK_CELLS // max(n, 1))
+    for first in range(0, samples, chunk):
+        size = min(chunk, samples - first)
         weights = rng.multinomial(n, np.full(n, 1.0 / n), size=size).astype(np.float64)
         differences.append(
             weighted_aucs(y, challenger, weights) - weighted_aucs(y, champion, weights)
