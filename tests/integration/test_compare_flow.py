@@ -1,5 +1,5 @@
-"""The compare flow end to end: paired decisions and their outcomes, the flow run on a real
-Prefect server, and its report in a real `mlflow server` backed by PostgreSQL.
+"""The compare flow end to end: paired decisions and their outcomes in a real decision log on
+PostgreSQL, the flow run on a real Prefect server, and its report in a real `mlflow server`.
 
 The two models' PDs are the synthetic generator's ground truths, so which one is better is known:
 after a concept shift (dti weighs four times as much), the champion scores with the truth from
@@ -10,10 +10,12 @@ only for the loans the champion approved, as in shadow mode.
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,14 +24,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from sqlalchemy import Engine
 
 from flows.compare import compare_flow
 from loanops import promotion_log, registry
 from loanops.comparison.paired import NoPairedDecisionsError
 from loanops.data import synthetic as syn
 from loanops.data.synthetic_drift import Drift
+from loanops.decisions.database import create_engine_for, migrate
+from loanops.decisions.record import Decision
+from loanops.decisions.write import write_decisions
+from loanops.outcomes import Outcome, record_outcomes
 from loanops.settings import Settings
 from tests.integration.conftest import LoanopsEnvironment
+from tests.services import fresh_database
 
 pytestmark = pytest.mark.integration
 
@@ -90,14 +98,65 @@ def paired(
     return frame
 
 
-@pytest.fixture(scope="module")
-def scenarios(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
-    """Both scenarios and a window no challenger scored, as the flow's parameters that read them.
+def log(engine: Engine, frame: pd.DataFrame, loans: pd.DataFrame) -> None:
+    """Write `frame`'s paired decisions through the decision log's write API (the loans' inputs
+    beside them), and record its outcomes."""
+    inputs = syn.SCHEMA.to_frame(loans).astype(object).to_dict(orient="records")
+    decisions = []
+    for row, applicant in zip(frame.itertuples(index=False), inputs, strict=True):
+        challenger: dict[str, Any] = {}
+        if row.challenger_version is not None:
+            challenger = {
+                "challenger_version": row.challenger_version,
+                "challenger_threshold": row.challenger_threshold,
+                "challenger_probability": row.challenger_probability,
+                "challenger_decision": row.challenger_decision,
+                "challenger_reasons": [],
+            }
+        decisions.append(
+            Decision(
+                request_id=row.request_id,
+                decided_at=row.decided_at.to_pydatetime(),
+                model_name=row.model_name,
+                model_version=row.model_version,
+                threshold=row.threshold,
+                inputs={k: None if _missing(v) else v for k, v in applicant.items()},
+                probability=row.probability,
+                decision=row.decision,
+                reasons=[],
+                arm=row.arm,
+                **challenger,
+            )
+        )
+    write_decisions(engine, decisions)
+    known = frame[frame["defaulted"].notna()]
+    record_outcomes(
+        engine,
+        [
+            Outcome(request_id=request_id, defaulted=bool(defaulted))
+            for request_id, defaulted in zip(known["request_id"], known["defaulted"], strict=True)
+        ],
+    )
 
-    The flow reads them from a file of paired decisions (its `data_path`): the decision log's
-    paired records are another branch's work (wt2-challenger), to be wired in when it lands.
-    """
-    folder = tmp_path_factory.mktemp("compare-scenarios")
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+@pytest.fixture(scope="module")
+def decision_database(postgres_server: str) -> Iterator[str]:
+    """The decision log and outcomes on a PostgreSQL database of this module's own."""
+    with fresh_database(postgres_server) as url:
+        migrate(url)
+        yield url
+
+
+@pytest.fixture(scope="module")
+def scenarios(
+    decision_database: str, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, pd.DataFrame]:
+    """Both scenarios and a window no challenger scored, written to the decision log; the
+    better one also as a file of paired decisions."""
     shifted = syn.generate(ROWS, seed=21, drift=Drift.coefficient_change(start=0.0))
     before, after = syn.baseline_pd(shifted), shifted["pd_true"].to_numpy()
     frames = {
@@ -105,12 +164,13 @@ def scenarios(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, A
         "clone": paired(shifted, before, before.copy(), "3", CLONE, "clone"),
         "unpaired": paired(shifted.iloc[:200], before[:200], None, None, UNPAIRED, "unpaired"),
     }
-    found = {}
-    for name, frame in frames.items():
-        path = folder / f"{name}.parquet"
-        frame.to_parquet(path, index=False)
-        found[name] = {"data_path": str(path)}
-    return found
+    engine = create_engine_for(decision_database)
+    try:
+        for frame in frames.values():
+            log(engine, frame, shifted.iloc[: len(frame)])
+    finally:
+        engine.dispose()
+    return frames
 
 
 @pytest.fixture
@@ -119,6 +179,7 @@ def settings(
     loanops_env: LoanopsEnvironment,
     prefect_server: tuple[str, dict[str, str]],
     mlflow_server_url: str,
+    decision_database: str,
 ) -> Settings:
     _, prefect_env = prefect_server
     return loanops_env(
@@ -129,6 +190,7 @@ def settings(
             # The session's `mlflow server` is shared: names of this module's own.
             "LOANOPS_MODEL_NAME": MODEL_NAME,
             "LOANOPS_PROMOTION_EXPERIMENT_NAME": f"promotion-compare-{SUFFIX}",
+            "LOANOPS_DATABASE_URL": decision_database,
             "LOANOPS_DATASET": "synthetic",
             "LOANOPS_BOOTSTRAP_SAMPLES": "500",
         }
@@ -136,9 +198,9 @@ def settings(
 
 
 def test_a_challenger_trained_after_the_shift_is_found_better(
-    settings: Settings, scenarios: dict[str, dict[str, Any]]
+    settings: Settings, scenarios: dict[str, pd.DataFrame]
 ) -> None:
-    result = compare_flow(since=BETTER.start, end=BETTER.end, **scenarios["better"])
+    result = compare_flow(since=BETTER.start, end=BETTER.end)
 
     report = result.report
     assert (report.challenger_version, report.champion_versions) == ("2", ("1",))
@@ -163,11 +225,9 @@ def test_a_challenger_trained_after_the_shift_is_found_better(
 
 
 def test_a_clone_is_found_no_different(
-    settings: Settings, scenarios: dict[str, dict[str, Any]]
+    settings: Settings, scenarios: dict[str, pd.DataFrame]
 ) -> None:
-    result = compare_flow(
-        since=CLONE.start, end=CLONE.end, challenger_version="3", **scenarios["clone"]
-    )
+    result = compare_flow(since=CLONE.start, end=CLONE.end, challenger_version="3")
 
     report = result.report
     assert report.agreement_rate == 1.0 and report.swap_set.swap_in == 0
@@ -178,11 +238,9 @@ def test_a_clone_is_found_no_different(
 
 
 def test_a_window_with_no_paired_decision_fails_the_run_saying_why(
-    settings: Settings, scenarios: dict[str, dict[str, Any]]
+    settings: Settings, scenarios: dict[str, pd.DataFrame]
 ) -> None:
-    state = compare_flow(
-        since=UNPAIRED.start, end=UNPAIRED.end, return_state=True, **scenarios["unpaired"]
-    )
+    state = compare_flow(since=UNPAIRED.start, end=UNPAIRED.end, return_state=True)
 
     assert state.is_failed()
     with pytest.raises(NoPairedDecisionsError, match="nothing to compare between .* challenger"):
@@ -190,19 +248,15 @@ def test_a_window_with_no_paired_decision_fails_the_run_saying_why(
 
 
 def test_loanops_compare_prints_the_compare_table(
-    settings: Settings, scenarios: dict[str, dict[str, Any]]
+    settings: Settings, scenarios: dict[str, pd.DataFrame]
 ) -> None:
     env = {**os.environ, "COLUMNS": "200"}  # the settings fixture's variables are set
-    options = [
-        f"--{key.removesuffix('_path')}={value}" for key, value in scenarios["better"].items()
-    ]
     done = subprocess.run(
         [
             str(BIN / "loanops"),
             "compare",
             f"--since={BETTER.start:%Y-%m-%dT%H:%M:%S%z}",
             "--challenger=2",
-            *options,
         ],
         env=env,
         capture_output=True,
@@ -214,3 +268,16 @@ def test_loanops_compare_prints_the_compare_table(
     assert "AUC difference, challenger − champion" in done.stdout
     assert "challenger better" in done.stdout
     assert "Report:" in done.stdout
+
+
+def test_a_file_of_the_same_pairs_gives_the_same_report(
+    settings: Settings, scenarios: dict[str, pd.DataFrame], tmp_path: Path
+) -> None:
+    path = tmp_path / "better.parquet"
+    scenarios["better"].to_parquet(path, index=False)
+
+    from_file = compare_flow(since=BETTER.start, end=BETTER.end, data_path=str(path))
+    from_log = compare_flow(since=BETTER.start, end=BETTER.end)
+
+    assert from_file.report.headline_metrics() == from_log.report.headline_metrics()
+    assert from_file.report.segments == from_log.report.segments
