@@ -3,6 +3,7 @@
 A window of paired decisions (one record per application, both models' scores and decisions;
 the columns are `paired.PAIRED_COLUMNS`) is summarised by concern:
 
+- `window`: a window of the decision log read as that frame, outcomes joined in;
 - `paired`: the frame contract, and the choice of one challenger version's pairs;
 - `swaps`: the swap set, who each model approves that the other declines, with PDs per cell;
 - `decisions`: agreement, PD shift, per-segment approval rates and expected cost;
