@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from cli import batch, demo, models, monitoring, serving, training
+from cli import batch, comparison, demo, models, monitoring, serving, training
 from cli.environment import prepare
 from cli.stack import commands as stack
 
@@ -57,3 +57,4 @@ app.command()(serving.serve)
 app.command()(serving.worker)
 app.command()(monitoring.monitor)
 app.command()(monitoring.performance)
+app.command()(comparison.compare)

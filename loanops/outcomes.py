@@ -371,7 +371,7 @@ def read_labelled(
         .order_by(_DECISIONS.c.decided_at, _DECISIONS.c.request_id)
     )
     labelled = read_frame(engine, statement, columns, {}, batch_rows=batch_rows)
-    decided = [name for name in META_COLUMNS if reasons or name != "reasons"]
+    decided = [name for name in META_COLUMNS if reasons or not name.endswith("reasons")]
     logged = _logged(engine, labelled, decided, inputs)
     outcome = [name for name, _, _ in _OUTCOME_COLUMNS]
     keys = {

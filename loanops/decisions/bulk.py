@@ -29,8 +29,14 @@ import orjson
 from sqlalchemy import Engine
 
 from loanops.decisions.database import write_transaction
-from loanops.decisions.record import DECISIONS, SOURCES
-from loanops.decisions.segments import JSON_PREFIX, META_FIELDS, TYPED_PREFIX, encode
+from loanops.decisions.record import ARMS, DECISIONS, SOURCES
+from loanops.decisions.segments import (
+    JSON_PREFIX,
+    META_FIELDS,
+    PAIRED_FIELDS,
+    TYPED_PREFIX,
+    encode,
+)
 from loanops.decisions.table import DECISIONS_TABLE, SEGMENTS_TABLE
 
 if TYPE_CHECKING:
@@ -90,7 +96,9 @@ def check_columns(model_name: str, model_version: str, table: pa.Table) -> None:
     others = [
         name
         for name in table.column_names
-        if name not in META_FIELDS and not name.startswith((TYPED_PREFIX, JSON_PREFIX))
+        if name not in META_FIELDS
+        and name not in PAIRED_FIELDS
+        and not name.startswith((TYPED_PREFIX, JSON_PREFIX))
     ]
     if others:
         raise ValueError(f"a decision batch holds columns that are not inputs: {others}")
@@ -111,6 +119,7 @@ def check_columns(model_name: str, model_version: str, table: pa.Table) -> None:
         known = pc.is_in(values, value_set=pa.array(sorted(allowed)))
         if values.null_count or not pc.all(known).as_py():
             raise ValueError(f"{name} must be one of {sorted(allowed)} on every decision")
+    _check_paired(table)
     texts = [model_name, model_version]
     if any("\x00" in text for text in texts) or any(
         _holds_nul(table[name])
@@ -118,6 +127,28 @@ def check_columns(model_name: str, model_version: str, table: pa.Table) -> None:
         if _is_text(field.type)
     ):
         raise ValueError("decisions may not hold NUL characters, which PostgreSQL refuses")
+
+
+def _check_paired(table: pa.Table) -> None:
+    """The paired-record columns, where a batch has them (a batch without is the champion's)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if "arm" in table.column_names:
+        arms = _plain_text(table["arm"])
+        if arms.null_count or not pc.all(pc.is_in(arms, value_set=pa.array(sorted(ARMS)))).as_py():
+            raise ValueError(f"arm must be one of {sorted(ARMS)} on every decision")
+    for name in ("challenger_probability", "challenger_threshold"):
+        if name in table.column_names:
+            values = table[name]
+            inside = pc.and_(pc.greater_equal(values, 0.0), pc.less_equal(values, 1.0))
+            if pc.any(pc.invert(inside)).as_py():
+                raise ValueError(f"{name} must lie in [0, 1] where a challenger scored")
+    if "challenger_decision" in table.column_names:
+        values = _plain_text(table["challenger_decision"])
+        known = pc.is_in(values, value_set=pa.array(sorted(DECISIONS)))
+        if pc.any(pc.and_(pc.is_valid(values), pc.invert(known))).as_py():
+            raise ValueError(f"challenger_decision must be one of {sorted(DECISIONS)} or null")
 
 
 def _is_text(kind: pa.DataType) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from loanops.decisions.segments import JSON_PREFIX, TYPED_PREFIX
+from loanops.decisions.segments import JSON_PREFIX, PAIRED_FIELDS, TYPED_PREFIX, with_paired
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -40,6 +40,8 @@ def segment_frame(
 
     parts = list(segments)
     tables = [table for _, _, table in parts]
+    if any(name in PAIRED_FIELDS for name in columns):
+        tables = [with_paired(table) for table in tables]
     sizes = [table.num_rows for table in tables]
     data: dict[str, pd.Series] = {}
     for name in columns:
@@ -48,8 +50,8 @@ def segment_frame(
                 [model if name == "model_name" else version for model, version, _ in parts],
                 sizes,
             )
-        elif name == "reasons":
-            data[name] = _reasons(tables)
+        elif name in ("reasons", "challenger_reasons"):
+            data[name] = _reasons(tables, name)
         else:
             data[name] = _meta(name, [table[name] for table in tables])
     keys = list(inputs) if inputs is not None else _input_keys(tables)
@@ -99,7 +101,7 @@ def _meta(name: str, arrays: list[pa.ChunkedArray]) -> pd.Series:
             return pd.Series([], dtype="datetime64[ns, UTC]")
         joined = _joined(arrays, arrays[0].type)
         return pd.Series(joined.to_pandas()).astype("datetime64[ns, UTC]")
-    if name in ("threshold", "probability"):
+    if name in ("threshold", "probability", "challenger_threshold", "challenger_probability"):
         if not arrays:
             return pd.Series([], dtype="float64")
         return pd.Series(_joined(arrays, pa.float64()).to_pandas()).astype("float64")
@@ -122,11 +124,15 @@ def _text(arrays: list[pa.ChunkedArray]) -> pd.Series:
     return categorical.where(categorical.notna(), None)
 
 
-def _reasons(tables: list[pa.Table]) -> pd.Series:
+def _reasons(tables: list[pa.Table], name: str) -> pd.Series:
     import orjson
     import pandas as pd
 
-    values = [orjson.loads(text) for table in tables for text in table["reasons"].to_pylist()]
+    values = [
+        None if text is None else orjson.loads(text)
+        for table in tables
+        for text in table[name].to_pylist()
+    ]
     return pd.Series(values, dtype=object)
 
 

@@ -43,8 +43,17 @@ META_COLUMNS: Final[Mapping[str, ColumnKind]] = {
     "reasons": "json",
     "source": "text",
     "job_id": "text",
+    "arm": "text",
+    "challenger_version": "text",
+    "challenger_threshold": "float",
+    "challenger_probability": "float",
+    "challenger_decision": "text",
+    "challenger_reasons": "json",
 }
-"""Columns of `read_decisions` before the inputs, in their order, with their kinds."""
+"""Columns of `read_decisions` before the inputs, in their order, with their kinds.
+
+The ``challenger_*`` columns are null (NaN for numbers) where no challenger scored.
+"""
 READ_BATCH_ROWS: Final = 100_000
 """Rows fetched and converted at a time when a window is read."""
 
@@ -228,8 +237,9 @@ def read_decisions(
         model_name: Keep only this model's decisions.
         model_version: Keep only this model version's decisions.
         inputs: Read only these input keys, as numbers or text. None reads every key there is.
-        reasons: Include the ``reasons`` column (a list per row, the costliest column after
-            the inputs).
+        reasons: Include the ``reasons`` and ``challenger_reasons`` columns (a list per row,
+            the costliest columns after the inputs; ``challenger_reasons`` is None where no
+            challenger scored).
         batch_rows: Kept for callers; a window is read a stored segment at a time.
 
     Returns:
@@ -244,7 +254,7 @@ def read_decisions(
     for bound in (start, end):
         if bound is not None and (bound.tzinfo is None or bound.utcoffset() is None):
             raise ValueError("window bounds must be timezone-aware datetimes")
-    columns = [name for name in META_COLUMNS if reasons or name != "reasons"]
+    columns = [name for name in META_COLUMNS if reasons or not name.endswith("reasons")]
     return segment_frame(
         window_segments(engine, start, end, model_name, model_version), columns, inputs
     )

@@ -54,6 +54,55 @@ META_FIELDS: Final = (
     "job_id",
 )
 """Columns of a segment besides its inputs (model name and version are the segment's own)."""
+PAIRED_FIELDS: Final = (
+    "arm",
+    "challenger_version",
+    "challenger_threshold",
+    "challenger_probability",
+    "challenger_decision",
+    "challenger_reasons",
+)
+"""A paired record's columns (`loanops.decisions.record.Decision`), after `META_FIELDS`.
+
+A segment may lack them (written before challengers existed, or by a batch job with no
+challenger): `with_paired` reads such a segment as the champion's alone.
+"""
+
+
+def paired_types() -> dict[str, pa.DataType]:
+    """The Arrow type of each of `PAIRED_FIELDS`, as stored and as `with_paired` fills them."""
+    import pyarrow as pa
+
+    text = pa.dictionary(pa.int32(), pa.string())
+    return {
+        "arm": text,
+        "challenger_version": text,
+        "challenger_threshold": pa.float64(),
+        "challenger_probability": pa.float64(),
+        "challenger_decision": text,
+        "challenger_reasons": pa.string(),
+    }
+
+
+def with_paired(table: pa.Table) -> pa.Table:
+    """The segment with every paired column: a missing ``arm`` is the champion, the rest null."""
+    import numpy as np
+    import pyarrow as pa
+
+    if all(name in table.column_names for name in PAIRED_FIELDS):
+        return table
+    n = table.num_rows
+    for name, kind in paired_types().items():
+        if name in table.column_names:
+            continue
+        if name == "arm":
+            column = pa.DictionaryArray.from_arrays(
+                pa.array(np.zeros(n, dtype=np.int32)), pa.array(["champion"])
+            )
+        else:
+            column = pa.nulls(n, kind)
+        table = table.append_column(pa.field(name, kind), column)
+    return table
 
 
 def input_table(

@@ -18,7 +18,14 @@ from sqlalchemy import Engine
 
 from loanops.decisions.columnar import _input
 from loanops.decisions.read import READ_BATCH_ROWS, InputKind, window_filter
-from loanops.decisions.segments import JSON_PREFIX, META_FIELDS, TYPED_PREFIX, window_segments
+from loanops.decisions.segments import (
+    JSON_PREFIX,
+    META_FIELDS,
+    PAIRED_FIELDS,
+    TYPED_PREFIX,
+    window_segments,
+    with_paired,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -72,7 +79,9 @@ def stream_decisions(
         inputs: The input keys to read and their kinds.
         model_name: Keep only this model's decisions.
         model_version: Keep only this model version's decisions.
-        columns: Columns of a segment to yield besides the inputs (`segments.META_FIELDS`).
+        columns: Columns of a segment to yield besides the inputs (`segments.META_FIELDS` and
+            `segments.PAIRED_FIELDS`; a segment written without a challenger yields ``arm``
+            ``"champion"`` and null ``challenger_*`` columns).
         batch_rows: Rows after which a batch is yielded.
 
     Yields:
@@ -87,9 +96,10 @@ def stream_decisions(
             is not positive.
     """
     window_filter(start, end)  # refuses naive bounds before any query
-    unknown = [name for name in columns if name not in META_FIELDS]
+    known = (*META_FIELDS, *PAIRED_FIELDS)
+    unknown = [name for name in columns if name not in known]
     if unknown:
-        raise ValueError(f"not columns of a segment: {unknown}; choose from {list(META_FIELDS)}")
+        raise ValueError(f"not columns of a segment: {unknown}; choose from {list(known)}")
     if batch_rows < 1:
         raise ValueError(f"batch_rows must be positive, got {batch_rows}")
     pending: list[pa.Table] = []
@@ -116,6 +126,8 @@ def _batch(
     import pyarrow as pa
 
     table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+    if any(name in PAIRED_FIELDS for name in columns):
+        table = with_paired(table)
     data: dict[str, Column] = {name: table[name] for name in columns}
     for key, kind in inputs.items():
         label = f"{_COLLISION_PREFIX}{key}" if key in columns else key

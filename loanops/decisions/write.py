@@ -17,7 +17,7 @@ from sqlalchemy import Engine
 from loanops.decisions.bulk import check_columns, insert_segment
 from loanops.decisions.database import json_dumps, write_transaction
 from loanops.decisions.record import Decision
-from loanops.decisions.segments import input_table
+from loanops.decisions.segments import input_table, paired_types
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -38,7 +38,19 @@ def decision_row(decision: Decision) -> dict[str, Any]:
         "reasons": [r if type(r) is dict else dict(r) for r in decision.reasons],
         "source": decision.source,
         "job_id": decision.job_id,
+        "arm": decision.arm,
+        "challenger_version": decision.challenger_version,
+        "challenger_threshold": _float_or_none(decision.challenger_threshold),
+        "challenger_probability": _float_or_none(decision.challenger_probability),
+        "challenger_decision": decision.challenger_decision,
+        "challenger_reasons": None
+        if decision.challenger_reasons is None
+        else [r if type(r) is dict else dict(r) for r in decision.challenger_reasons],
     }
+
+
+def _float_or_none(value: float | None) -> float | None:
+    return None if value is None else float(value)
 
 
 def check_storable(decision: Decision) -> None:
@@ -49,7 +61,7 @@ def check_storable(decision: Decision) -> None:
         ValueError: It holds a NUL character, which PostgreSQL cannot store.
     """
     row = decision_row(decision)
-    json_dumps((row["inputs"], row["reasons"]))
+    json_dumps((row["inputs"], row["reasons"], row["challenger_reasons"]))
     if _holds_nul(row):
         raise ValueError("decisions may not hold NUL characters, which PostgreSQL refuses")
 
@@ -129,12 +141,41 @@ def _columns(decisions: list[Decision]) -> pa.Table:
             "reasons": pa.array(reasons, pa.string()),
             "source": pa.array([d.source for d in decisions], pa.string()).dictionary_encode(),
             "job_id": pa.array([d.job_id for d in decisions], pa.string()).dictionary_encode(),
+            **_paired_columns(decisions),
         }
     )
     typed = input_table(lines, inputs)
     for name in typed.column_names:
         table = table.append_column(name, typed[name])
     return table
+
+
+def _paired_columns(decisions: list[Decision]) -> dict[str, pa.Array]:
+    """The `PAIRED_FIELDS` columns, typed as `paired_types` says."""
+    import pyarrow as pa
+
+    types = paired_types()
+    reasons = [
+        None
+        if d.challenger_reasons is None
+        else json_dumps([_plain(r) for r in d.challenger_reasons])
+        for d in decisions
+    ]
+    values: dict[str, list[Any]] = {
+        "arm": [d.arm for d in decisions],
+        "challenger_version": [d.challenger_version for d in decisions],
+        "challenger_threshold": [_float_or_none(d.challenger_threshold) for d in decisions],
+        "challenger_probability": [_float_or_none(d.challenger_probability) for d in decisions],
+        "challenger_decision": [d.challenger_decision for d in decisions],
+        "challenger_reasons": reasons,
+    }
+    columns: dict[str, pa.Array] = {}
+    for name, kind in types.items():
+        if pa.types.is_dictionary(kind):
+            columns[name] = pa.array(values[name], pa.string()).dictionary_encode()
+        else:
+            columns[name] = pa.array(values[name], kind)
+    return columns
 
 
 def _plain(value: Mapping[str, Any]) -> dict[str, Any]:

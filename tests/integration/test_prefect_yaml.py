@@ -47,6 +47,10 @@ def test_prefect_deploy_all_accepts_the_project_file(prefect_server: tuple[str, 
     assert [s["schedule"]["cron"] for s in monitor["schedules"]] == ["0 4 * * *"]
     performance = deployments["performance-weekly"]
     assert [s["schedule"]["cron"] for s in performance["schedules"]] == ["0 5 * * 1"]
+    compare = deployments["compare-weekly"]
+    assert compare["entrypoint"] == "flows/compare.py:compare_flow"
+    assert compare["parameters"] == {"days": 30}
+    assert [s["schedule"]["cron"] for s in compare["schedules"]] == ["0 6 * * 1"]
     on_drift = deployments["retrain-on-drift"]
     assert on_drift["entrypoint"] == "flows/retrain.py:retrain_flow"
     automations = httpx.post(f"{api_url}/automations/filter", json={}, timeout=10).json()

@@ -38,7 +38,11 @@ from loanops.mlflow_links import model_url, promotion_log_url, run_url, runs_url
 from loanops.settings import Settings, TrainingSettings
 from serving.app import offline_docs_assets
 from tests.integration.serving_fixtures import promote, register_version
-from tests.integration.ui_pages import model_card_folder, monitor_report_folder
+from tests.integration.ui_pages import (
+    compare_report_folder,
+    model_card_folder,
+    monitor_report_folder,
+)
 from tests.processes import alive
 from tests.services import free_port
 
@@ -310,6 +314,17 @@ def loaded_images(page: Page) -> dict[str, int]:
         "Object.fromEntries([...document.images].map(i => [i.getAttribute('src'), i.naturalWidth]))"
     )
     return widths
+
+
+def test_compare_report_shows_the_swap_set_and_the_auc_interval(
+    page: Page, screenshots: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = compare_report_folder("loan-default", screenshots / "compare")
+    page.goto(report.page.as_uri())
+    page.get_by_role("heading", name=report.title).wait_for()
+    page.get_by_role("heading", name="Swap set").wait_for()
+    assert page.get_by_text("challenger better").count() >= 1
+    save(page, screenshots, "compare-report.png", capsys)
 
 
 def test_api_docs_render_without_a_cdn(

@@ -1,8 +1,10 @@
-"""The two pages the browser test opens from files: a version's model card and a monitor report.
+"""The pages the browser test opens from files: a version's model card, a monitor report and a
+compare report.
 
-Both are written the way the product writes them (the promote flow's `build_card` and
-`log_card`, the monitor flow's `run_monitor` and `write_reports`) into a folder that is kept
-beside the screenshots, so a reader can open the page itself.
+Each is written the way the product writes it (the promote flow's `build_card` and
+`log_card`, the monitor flow's `run_monitor` and `write_reports`, the compare flow's
+`compare_pairs` and `render_html`) into a folder that is kept beside the screenshots, so a
+reader can open the page itself.
 """
 
 from __future__ import annotations
@@ -18,7 +20,11 @@ from mlflow.entities.model_registry import ModelVersion
 
 from loanops import registry
 from loanops.card import CARD_ARTIFACT, build_card, log_card
+from loanops.comparison.render import render_html
+from loanops.comparison.report import compare_pairs
 from loanops.data import synthetic as syn
+from loanops.data.synthetic_drift import Drift
+from loanops.evaluate import CostMatrix
 from loanops.monitoring.reference import PREDICTION_COLUMN, build_reference
 from loanops.monitoring.reports import report_title, write_reports
 from loanops.monitoring.run import run_monitor
@@ -30,6 +36,7 @@ CARD_BOOTSTRAP_SAMPLES = 200
 # The shape of the issue's report: a small window beside a reference some forty times larger.
 WINDOW_ROWS, REFERENCE_ROWS = 201, 7823
 WINDOW_START = datetime(2026, 12, 1, 9, tzinfo=UTC)
+COMPARE_ROWS = 6_000
 
 
 @dataclass(frozen=True)
@@ -98,3 +105,50 @@ def monitor_report_folder(model_name: str, version: str, folder: Path) -> Writte
     )
     page, _ = write_reports(snapshot, folder, summary=summary)
     return WrittenPage(page=page, title=report_title(snapshot.to_snapshot_model().metadata))
+
+
+def compare_report_folder(model_name: str, folder: Path) -> WrittenPage:
+    """A compare report of a challenger that knows of a concept shift the champion missed.
+
+    The champion scores with the synthetic generator's truth before the shift (dti weighs four
+    times as much after it), the challenger with the truth after it; outcomes exist for the
+    loans the champion approved, over three months.
+    """
+    import numpy as np
+    import pandas as pd
+
+    loans = syn.generate(COMPARE_ROWS, seed=21, drift=Drift.coefficient_change(start=0.0))
+    champion, challenger = syn.baseline_pd(loans), loans["pd_true"].to_numpy()
+    threshold = 1 / 6
+    decided = pd.Timestamp(WINDOW_START) + pd.to_timedelta(np.linspace(0, 89, len(loans)), unit="D")
+    approved = champion < threshold
+    frame = pd.DataFrame(
+        {
+            "request_id": [f"r{i}" for i in range(len(loans))],
+            "decided_at": decided,
+            "model_version": "3",
+            "probability": champion,
+            "decision": np.where(approved, "approve", "decline"),
+            "arm": "champion",
+            "challenger_version": "4",
+            "challenger_probability": challenger,
+            "challenger_decision": np.where(challenger < threshold, "approve", "decline"),
+            "annual_inc": loans["annual_inc"].to_numpy(),
+            "grade": loans["grade"].to_numpy(),
+            "term": loans["term"].to_numpy(),
+            "defaulted": pd.Series(loans["default"].astype(bool)).where(approved),
+        }
+    )
+    report = compare_pairs(
+        frame,
+        model_name=model_name,
+        segments=syn.SCHEMA.segments,
+        costs=CostMatrix(false_approve=5.0, false_decline=1.0),
+        window=(WINDOW_START, WINDOW_START + timedelta(days=90)),
+        bootstrap_samples=500,
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    page = folder / "report.html"
+    page.write_text(render_html(report), encoding="utf-8")
+    title = f"Live comparison: {model_name} v4 against v3"
+    return WrittenPage(page=page, title=title)

@@ -38,7 +38,7 @@ def test_decisions_read_back_as_written_with_inputs_expanded(engine: Engine) -> 
 
     frame = read_decisions(engine)
 
-    assert list(frame.columns[:10]) == [
+    assert list(frame.columns[:16]) == [
         "request_id",
         "decided_at",
         "model_name",
@@ -49,8 +49,14 @@ def test_decisions_read_back_as_written_with_inputs_expanded(engine: Engine) -> 
         "reasons",
         "source",
         "job_id",
+        "arm",
+        "challenger_version",
+        "challenger_threshold",
+        "challenger_probability",
+        "challenger_decision",
+        "challenger_reasons",
     ]
-    assert list(frame.columns[10:]) == list(applicant(0))
+    assert list(frame.columns[16:]) == list(applicant(0))
     assert str(frame["decided_at"].dtype) == "datetime64[ns, UTC]"
     assert frame["request_id"].tolist() == [d.request_id for d in [*batch, later]]
     assert frame["decided_at"].iloc[-1] == pd.Timestamp("2026-11-26 10:00", tz="UTC")
@@ -97,7 +103,7 @@ def test_an_empty_window_reads_as_an_empty_frame_with_the_columns(engine: Engine
 
     assert frame.empty
     assert list(frame.columns)[:2] == ["request_id", "decided_at"]
-    assert len(frame.columns) == 10
+    assert list(frame.columns) == list(META_COLUMNS)
     assert str(frame["decided_at"].dtype) == "datetime64[ns, UTC]"
     assert frame["probability"].dtype == np.float64
 
@@ -137,7 +143,7 @@ def test_selected_inputs_read_in_batches_equal_the_full_read(engine: Engine) -> 
     batched = read_decisions(engine, inputs=kinds, reasons=False, batch_rows=7)
 
     assert list(batched.columns) == [
-        *(name for name in META_COLUMNS if name != "reasons"),
+        *(name for name in META_COLUMNS if not name.endswith("reasons")),
         *kinds,
     ]
     assert batched["annual_inc"].dtype == np.float64
