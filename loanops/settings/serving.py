@@ -44,6 +44,20 @@ class ServingSettings(SettingsGroup):
         description="Longest wait for the next part of a request body (or upload) before the "
         "API answers 408.",
     )
+    challenger_alias: str = Field(
+        default="challenger",
+        min_length=1,
+        description="Alias of the model version the API scores beside the champion, if set.",
+    )
+    challenger_share: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of applicants who receive the challenger's decision; 0 is shadow only.",
+    )
+    challenger_seed: int = Field(
+        default=0, description="Seed of the applicant hash that picks the challenger's share."
+    )
     api_keys: SecretStr | None = Field(
         default=None,
         description=(
