@@ -205,9 +205,9 @@ class CompiledScorer:
         """Probability of default of each variant of one row: `row` with one feature changed.
 
         What `Explainer.reasons` asks for a single application: the probabilities `score_rows`
-        gives each changed row. An additive model (logistic regression, scorecard) evaluates only
-        the term that changed, to the same bits as `score_rows` of one row; the others score the
-        changed rows.
+        gives each changed row, to the same bits as `score_rows` of one row. An additive model
+        (logistic regression, scorecard) evaluates only the term that changed; a forest re-walks
+        only the trees whose path reads the changed feature.
 
         Args:
             row: one validated application, as for `score_rows`.
@@ -216,7 +216,7 @@ class CompiledScorer:
         Returns:
             One probability per change, in order.
         """
-        if isinstance(self._decision, Additive):
+        if isinstance(self._decision, Additive | Forest):
             return self._calibrate(np.array(self._decision.row_variants(row, changes)))
         return self.score_rows([{**row, name: value} for name, value in changes])
 
