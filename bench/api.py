@@ -12,6 +12,8 @@ starts two servers on that same registered version, each as one uvicorn worker w
 - the framework's ceiling (`bench/ceiling.py`): a bare FastAPI endpoint on one uvicorn worker
   that validates the same request model and answers a constant prediction of the same shape.
   loanops's ratio to it says how much of each request's time is ours rather than the framework's.
+- with `--challenger`, `loanops serve` again with a shadow challenger attached (`loanops+chall`):
+  the production version registered a second time under the `challenger` alias.
 
 All get the same application: the first row of the model's logged input example. Before any
 load, one request to mlflow and loanops must give the same probability of default (|diff| <=
@@ -25,6 +27,7 @@ log), and counts the decisions logged: at least one per 2xx answer loanops gave.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/api.py [--duration 10] [--home .loanops]
                                                        [--trials 3] [--warmup 3] [--keep]
+                                                       [--challenger]
 
 It prints one table (concurrency, server, req/s, p50, p99, CPU per request, and the ratios
 loanops/mlflow and loanops/ceiling of each), then the targets of the serving issue, each PASS or

@@ -75,10 +75,23 @@ class Forest:
     one_by_one = 8
 
     def row(self, row: Mapping[str, Any]) -> float:
+        # The walk of `_leaf`, inlined: a call per tree cost a quarter of a request's scoring.
         x = self._inputs_of(row)
+        feature, threshold, missing_left = self.feature, self.threshold, self.missing_left
+        left_codes, left, right, leaf_value = self.left_codes, self.left, self.right, self.value
         total = self.baseline
-        for root in self.roots:
-            total += self.value[self._leaf(root, x)[0]]
+        for node in self.roots:
+            while (f := feature[node]) >= 0:
+                v = x[f]
+                codes = left_codes[node]
+                if v != v:
+                    go_left = missing_left[node]
+                elif codes is None:
+                    go_left = v <= threshold[node]
+                else:  # a negative code counts as missing
+                    go_left = v in codes if v >= 0 else missing_left[node]
+                node = left[node] if go_left else right[node]
+            total += leaf_value[node]
         return total
 
     def row_variants(self, row: Mapping[str, Any], changes: Sequence[Change]) -> list[float]:
@@ -95,12 +108,17 @@ class Forest:
         base = self.baseline
         for leaf_value in leaves:
             base += leaf_value
+        readers: dict[int, list[int]] = {}  # input -> the trees whose path reads it
+        for t, (_, reads) in enumerate(reached):
+            while reads:
+                low = reads & -reads
+                readers.setdefault(low.bit_length() - 1, []).append(t)
+                reads ^= low
         position = self._positions
         scores = []
         for name, changed in changes:
             j = position.get(name)
-            bit = 0 if j is None else 1 << j
-            touched = [t for t, (_, reads) in enumerate(reached) if reads & bit]
+            touched = readers.get(j, []) if j is not None else []
             if not touched:
                 scores.append(base)
                 continue
