@@ -7,14 +7,13 @@ HTML page is the Jinja2 template `loanops/templates/model_card.html.j2`, shipped
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from functools import cache
 from typing import TYPE_CHECKING, Any, Final
 
-import jinja2
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from loanops.html_pages import templates
 from loanops.scorecard import BASE_ODDS, BASE_SCORE, POINTS_TO_DOUBLE_ODDS
 
 if TYPE_CHECKING:
@@ -196,7 +195,7 @@ def render_html(card: ModelCardReport) -> str:
             section["image"] = body
         sections.append(section)
     page = (
-        _templates()
+        templates()
         .get_template(_HTML_TEMPLATE)
         .render(
             title=f"Model card: {card.model_name} v{card.version}",
@@ -206,14 +205,3 @@ def render_html(card: ModelCardReport) -> str:
         )
     )
     return page.rstrip("\n") + "\n"
-
-
-@cache
-def _templates() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("loanops", "templates"),
-        autoescape=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        undefined=jinja2.StrictUndefined,
-    )

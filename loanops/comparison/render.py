@@ -8,14 +8,12 @@ so versions and segment values are shown as text, never as markup).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from functools import cache
 from typing import Final
-
-import jinja2
 
 from loanops.comparison.ranking import OutcomeMetrics, SliceOutcomes
 from loanops.comparison.report import ComparisonReport
 from loanops.comparison.swaps import CELLS, Distribution
+from loanops.html_pages import templates
 
 _HTML_TEMPLATE: Final = "comparison.html.j2"
 _CELL_TITLES: Final = {
@@ -162,7 +160,7 @@ def render_html(report: ComparisonReport) -> str:
     """The report as one self-contained HTML page."""
     swap = report.swap_set
     page = (
-        _templates()
+        templates()
         .get_template(_HTML_TEMPLATE)
         .render(
             report=report,
@@ -208,14 +206,3 @@ def render_html(report: ComparisonReport) -> str:
         )
     )
     return page.rstrip("\n") + "\n"
-
-
-@cache
-def _templates() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("loanops", "templates"),
-        autoescape=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        undefined=jinja2.StrictUndefined,
-    )
