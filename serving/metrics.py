@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, Metric
@@ -56,6 +57,28 @@ class _BatchRows(Collector):
         value = self._rows_processed()
         with self._lock:
             self._value = max(self._value, value)
+
+
+_Metric = TypeVar("_Metric", Counter, Histogram)
+
+
+class _Bound(Generic[_Metric]):
+    """A labelled metric's children, each looked up once and then reused.
+
+    `labels()` validates and joins the label values and takes a lock on every call, which costs
+    more than the increment itself; the label sets here are few (route templates, methods,
+    statuses, decisions), so each child is kept after its first use.
+    """
+
+    def __init__(self, metric: _Metric) -> None:
+        self._metric: _Metric = metric
+        self._children: dict[tuple[str, ...], _Metric] = {}
+
+    def __call__(self, *values: str) -> _Metric:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
 
 
 class Metrics:
@@ -111,6 +134,11 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.request_count = _Bound(self.requests)
+        self.request_latency = _Bound(self.latency)
+        self.decided = _Bound(self.predictions)
+        """`predictions` by decision, for the scoring routes."""
+
     def watch_batch_rows(self, rows_processed: Callable[[], int]) -> None:
         self.registry.register(_BatchRows(rows_processed))
 
@@ -138,23 +166,20 @@ class MetricsMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                route = _route(scope)
-                self.metrics.latency.labels(route, scope["method"]).observe(
-                    time.perf_counter() - start
-                )
-                self.metrics.requests.labels(route, scope["method"], str(status)).inc()
+                self._observe(scope, start, status)
             await send(message)
 
         try:
             await self.app(scope, receive, send_and_observe)
         except Exception:
             if status == 500:  # no response started: the server error middleware answers 500
-                route = _route(scope)
-                self.metrics.latency.labels(route, scope["method"]).observe(
-                    time.perf_counter() - start
-                )
-                self.metrics.requests.labels(route, scope["method"], "500").inc()
+                self._observe(scope, start, 500)
             raise
+
+    def _observe(self, scope: Scope, start: float, status: int) -> None:
+        route, method = _route(scope), scope["method"]
+        self.metrics.request_latency(route, method).observe(time.perf_counter() - start)
+        self.metrics.request_count(route, method, str(status)).inc()
 
 
 def _route(scope: Scope) -> str:

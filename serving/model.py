@@ -183,7 +183,9 @@ def load_version(
         raise ModelLoadError(
             f"{name} v{version} cannot be compiled for serving: {error}"
         ) from error
-    explainer = Explainer(schema, card.favourable_values, scorer.score_rows)
+    explainer = Explainer(
+        schema, card.favourable_values, scorer.score_rows, scorer.score_row_variants
+    )
     loaded = LoadedModel(
         name=name,
         version=str(version),

@@ -14,11 +14,12 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
 from loanops.decisions.record import Decision
-from serving.deps import ApiKeyDep, AppState, ModelDep, StateDep
+from serving.deps import AppState, ScoringDep
 from serving.model import LoadedModel, Scored
 from serving.schemas import ERROR_RESPONSES, BatchPrediction, Prediction
 
-router = APIRouter(prefix="/v1", tags=["predict"], dependencies=[ApiKeyDep])
+# Each route checks the key through `ScoringDep`, with the state and model it needs.
+router = APIRouter(prefix="/v1", tags=["predict"])
 
 
 @router.post(
@@ -27,8 +28,9 @@ router = APIRouter(prefix="/v1", tags=["predict"], dependencies=[ApiKeyDep])
     responses=ERROR_RESPONSES,
     openapi_extra={"x-loanops-body": "application"},
 )
-async def predict(request: Request, state: StateDep, model: ModelDep) -> Response:
+async def predict(request: Request, scoring: ScoringDep) -> Response:
     """Score one application: probability of default, decision and adverse-action reasons."""
+    state, model = scoring.state, scoring.model
     _refuse_when_log_is_full(state)
     application = _validate(state.request_model, await request.body())
     row = application.model_dump()
@@ -43,8 +45,9 @@ async def predict(request: Request, state: StateDep, model: ModelDep) -> Respons
     responses=ERROR_RESPONSES,
     openapi_extra={"x-loanops-body": "batch"},
 )
-async def predict_batch(request: Request, state: StateDep, model: ModelDep) -> Response:
+async def predict_batch(request: Request, scoring: ScoringDep) -> Response:
     """Score up to `LOANOPS_MAX_SYNC_BATCH` applications together, all with one model version."""
+    state, model = scoring.state, scoring.model
     _refuse_when_log_is_full(state)
     batch = _validate(state.batch_request_model, await request.body())
     rows = [application.model_dump() for application in batch.applications]  # type: ignore[attr-defined]
@@ -94,7 +97,7 @@ def _record(
                 reasons=reasons,
             )
         )
-    state.metrics.predictions.labels(scored.decision).inc()
+    state.metrics.decided(scored.decision).inc()
     return {
         "request_id": request_id,
         "model_version": model.version,

@@ -5,8 +5,8 @@ and the weight of the one-hot column each category value lights up (infrequent b
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -20,10 +20,12 @@ from sklearn.preprocessing import (
 
 from serving.scorer.parts import (
     NAN,
+    Additive,
     Block,
     CategoryTable,
     Columns,
     FloatArray,
+    Term,
     UnsupportedModelError,
     is_identity,
     is_nan,
@@ -43,9 +45,15 @@ class _NumericTerm:
     scale: float
     weight: float
 
+    def of(self, value: Any) -> float:
+        value = self.fill if value is None or value != value else float(value)
+        if self.log:
+            value = math.log1p(value)
+        return self.weight * ((value - self.mean) / self.scale)
+
 
 @dataclass(frozen=True)
-class Linear:
+class Linear(Additive):
     """The logit of a logistic regression as a sum of per-feature terms."""
 
     intercept: float
@@ -56,17 +64,9 @@ class Linear:
     family = "logreg"
     one_by_one = 24
 
-    def row(self, row: Mapping[str, Any]) -> float:
-        total = self.intercept
-        for term in self.numbers:
-            value = row[term.name]
-            value = term.fill if value is None or value != value else float(value)
-            if term.log:
-                value = math.log1p(value)
-            total += term.weight * ((value - term.mean) / term.scale)
-        for table in self.categories:
-            total += table.of(row[table.name])
-        return total
+    @cached_property
+    def terms(self) -> tuple[Term, ...]:
+        return (*self.numbers, *self.categories)
 
     def columns(self, columns: Columns, n_rows: int) -> FloatArray:
         total = np.full(n_rows, self.intercept)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Protocol
 
 import numpy as np
@@ -110,6 +111,65 @@ class DecisionFunction(Protocol):
     def row(self, row: Mapping[str, Any]) -> float: ...
 
     def columns(self, columns: Columns, n_rows: int) -> FloatArray: ...
+
+
+class Term(Protocol):
+    """What one feature adds to an additive logit."""
+
+    @property
+    def name(self) -> str: ...
+
+    def of(self, value: Any) -> float: ...
+
+
+Change = tuple[str, Any]
+"""One feature of a row set to another value: a variant, as the adverse-action reasons ask."""
+
+
+class Additive:
+    """The one-row paths of a logit that is a sum of per-feature terms (linear, scorecard).
+
+    A subclass declares `intercept` and its terms in `terms`, in the order they are summed.
+    """
+
+    intercept: float
+
+    @property
+    def terms(self) -> tuple[Term, ...]:
+        raise NotImplementedError
+
+    @cached_property
+    def _positions(self) -> dict[str, int]:
+        return {term.name: k for k, term in enumerate(self.terms)}
+
+    def row(self, row: Mapping[str, Any]) -> float:
+        total = self.intercept
+        for term in self.terms:
+            total += term.of(row[term.name])
+        return total
+
+    def row_variants(self, row: Mapping[str, Any], changes: Sequence[Change]) -> list[float]:
+        """`row` of each variant of `row`, each evaluating only the term that changed.
+
+        The sum runs in `row`'s order from the same partial sums, so a variant's logit is the
+        one `row` gives for the changed mapping, to the last bit.
+        """
+        terms = self.terms
+        values = [term.of(row[term.name]) for term in terms]
+        partial = [self.intercept]  # partial[k]: the sum before term k
+        for value in values:
+            partial.append(partial[-1] + value)
+        logits = []
+        for name, changed in changes:
+            k = self._positions.get(name)
+            if k is None:  # a feature the model never reads
+                logits.append(partial[-1])
+                continue
+            total = partial[k] + terms[k].of(changed)
+            for value in values[k + 1 :]:
+                total += value
+            logits.append(total)
+        return logits
 
 
 def is_identity(step: Any) -> bool:

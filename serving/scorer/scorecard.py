@@ -5,15 +5,23 @@ the logit (the logistic regression's coefficient times the bin's weight of evide
 from __future__ import annotations
 
 import bisect
-from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from loanops.scorecard import WoEEncoder
-from serving.scorer.parts import Block, CategoryTable, Columns, FloatArray, UnsupportedModelError
+from serving.scorer.parts import (
+    Additive,
+    Block,
+    CategoryTable,
+    Columns,
+    FloatArray,
+    Term,
+    UnsupportedModelError,
+)
 
 
 @dataclass(frozen=True)
@@ -31,7 +39,7 @@ class _NumericBins:
 
 
 @dataclass(frozen=True)
-class Bins:
+class Bins(Additive):
     """The logit of a scorecard as a sum of per-bin weights."""
 
     intercept: float
@@ -41,13 +49,9 @@ class Bins:
     family = "scorecard"
     one_by_one = 24
 
-    def row(self, row: Mapping[str, Any]) -> float:
-        total = self.intercept
-        for bins in self.numbers:
-            total += bins.of(row[bins.name])
-        for table in self.categories:
-            total += table.of(row[table.name])
-        return total
+    @cached_property
+    def terms(self) -> tuple[Term, ...]:
+        return (*self.numbers, *self.categories)
 
     def columns(self, columns: Columns, n_rows: int) -> FloatArray:
         total = np.full(n_rows, self.intercept)

@@ -9,6 +9,7 @@ It reads scikit-learn internals (`_predictors`, `_preprocessor`, `_bin_mapper`,
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,7 @@ from serving.scorer.parts import (
     NAN,
     Block,
     CategoryTable,
+    Change,
     Columns,
     FloatArray,
     UnsupportedModelError,
@@ -74,13 +76,8 @@ class Forest:
     one_by_one = 8
 
     def row(self, row: Mapping[str, Any]) -> float:
-        x = []
-        for item in self.inputs:
-            value = row[item.name]
-            if item.codes is not None:
-                x.append(item.codes.of(value))
-            else:
-                x.append(NAN if value is None else float(value))
+        # The walk of `_leaf`, inlined: a call per tree cost a quarter of a request's scoring.
+        x = self._inputs_of(row)
         feature, threshold, missing_left = self.feature, self.threshold, self.missing_left
         left_codes, left, right, leaf_value = self.left_codes, self.left, self.right, self.value
         total = self.baseline
@@ -97,6 +94,73 @@ class Forest:
                 node = left[node] if go_left else right[node]
             total += leaf_value[node]
         return total
+
+    def row_variants(self, row: Mapping[str, Any], changes: Sequence[Change]) -> list[float]:
+        """`row` of each variant of `row`, re-walking only the trees whose path reads the changed
+        input.
+
+        Every other tree gives the row's own leaf, and the sum runs in `row`'s order, so each
+        variant's raw score is the one `row` gives for the changed mapping, to the last bit: a
+        change no path reads scores exactly as the row.
+        """
+        x = self._inputs_of(row)
+        reached = [self._leaf(root, x) for root in self.roots]
+        leaves = [self.value[leaf] for leaf, _ in reached]
+        # reduce(add) adds in order, as row's loop does, at C speed (sum() may compensate).
+        base = functools.reduce(operator.add, leaves, self.baseline)
+        readers: dict[int, list[int]] = {}  # input -> the trees whose path reads it
+        for t, (_, reads) in enumerate(reached):
+            while reads:
+                low = reads & -reads
+                readers.setdefault(low.bit_length() - 1, []).append(t)
+                reads ^= low
+        position = self._positions
+        scores = []
+        for name, changed in changes:
+            j = position.get(name)
+            touched = readers.get(j, []) if j is not None else []
+            if not touched:
+                scores.append(base)
+                continue
+            assert j is not None
+            moved = list(x)
+            moved[j] = self._input(self.inputs[j], changed)
+            values = list(leaves)
+            for t in touched:
+                values[t] = self.value[self._leaf(self.roots[t], moved)[0]]
+            scores.append(functools.reduce(operator.add, values, self.baseline))
+        return scores
+
+    @functools.cached_property
+    def _positions(self) -> dict[str, int]:
+        return {item.name: j for j, item in enumerate(self.inputs)}
+
+    @staticmethod
+    def _input(item: _TreeInput, value: Any) -> float:
+        if item.codes is not None:
+            return item.codes.of(value)
+        return NAN if value is None else float(value)
+
+    def _inputs_of(self, row: Mapping[str, Any]) -> list[float]:
+        return [self._input(item, row[item.name]) for item in self.inputs]
+
+    def _leaf(self, node: int, x: Sequence[float]) -> tuple[int, int]:
+        """The leaf one tree gives `x`, from its root `node`, and its path's inputs as a bitmask."""
+        feature, threshold, missing_left = self.feature, self.threshold, self.missing_left
+        left_codes, left, right = self.left_codes, self.left, self.right
+        reads = 0
+        while (f := feature[node]) >= 0:
+            reads |= 1 << f
+            v = x[f]
+            codes = left_codes[node]
+            if v != v:
+                go_left = missing_left[node]
+            elif codes is None:
+                go_left = v <= threshold[node]
+            else:  # a negative code counts as missing
+                go_left = v in codes if v >= 0 else missing_left[node]
+            node = left[node] if go_left else right[node]
+        return node, reads
 
     def columns(self, columns: Columns, n_rows: int) -> FloatArray:
         X = self._matrix(columns, n_rows)
