@@ -151,25 +151,22 @@ def create_app(
 
             state.celery = create_client(settings)
         follow = asyncio.create_task(holder.run(), name="follow-model")
-        follow_challenger = None
-        if challenger is not None:
-            state.shadow = ShadowScorer(
-                challenger,
-                state.decisions.record,
-                top_reasons=settings.serving.reasons_top,
-                on_overflow=metrics.challenger_overflow.inc,
-            )
-            follow_challenger = asyncio.create_task(challenger.run(), name="follow-challenger")
+        # Shadow scoring drains into the decision log, so it stops before the log closes.
+        state.shadow = ShadowScorer(
+            challenger,
+            state.decisions.record,
+            top_reasons=settings.serving.reasons_top,
+            on_overflow=metrics.challenger_overflow.inc,
+        )
+        follow_challenger = asyncio.create_task(challenger.run(), name="follow-challenger")
         try:
             yield
         finally:
             for task in (follow, follow_challenger):
-                if task is not None:
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-            if state.shadow is not None:
-                await asyncio.to_thread(state.shadow.close)
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await asyncio.to_thread(state.shadow.close)
             await asyncio.to_thread(state.decisions.close)
             state.database = None
             database.dispose()
