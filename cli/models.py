@@ -215,6 +215,50 @@ def reject(
     _answer(version, "reject", approver, reason, wait)
 
 
+@models_app.command()
+def challenger(
+    version: Annotated[str, typer.Argument(help="The registered version to attach.")],
+) -> None:
+    """Attach a version as the challenger: the API scores it beside the champion, no restart.
+
+    It sets the `LOANOPS_CHALLENGER_ALIAS` alias; the API follows it as it follows production.
+
+    Example: loanops models challenger 4
+    """
+    config = settings()
+    from loanops import registry
+
+    alias = config.serving.challenger_alias
+    with clear_errors():
+        client = registry.connect(config)
+        client.get_model_version(config.model_name, version)  # an unknown version fails here
+        champion = registry.version_by_alias(client, config.model_name, config.production_alias)
+        if champion is not None and str(champion.version) == version:
+            raise fail(f"version {version} is the champion ({config.production_alias}) already")
+        client.set_registered_model_alias(config.model_name, alias, version)
+    console.print(f"{config.model_name} v{version} is the challenger (@{alias})")
+
+
+@models_app.command("detach-challenger")
+def detach_challenger() -> None:
+    """Detach the challenger: the API goes back to the champion alone, no restart.
+
+    Example: loanops models detach-challenger
+    """
+    config = settings()
+    from loanops import registry
+
+    alias = config.serving.challenger_alias
+    with clear_errors():
+        client = registry.connect(config)
+        attached = registry.version_by_alias(client, config.model_name, alias)
+        if attached is None:
+            console.print(f"{config.model_name} has no challenger (@{alias})")
+            return
+        client.delete_registered_model_alias(config.model_name, alias)
+    console.print(f"{config.model_name} v{attached.version} is no longer the challenger")
+
+
 def _answer(version: str, decision: Answer, approver: str | None, reason: str, wait: float) -> None:
     """Find the flow run waiting on `version`, check the answer may stand, and resume it."""
     config = settings()

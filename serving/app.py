@@ -37,6 +37,7 @@ from loanops.settings import Settings, get_settings
 from serving.batch import database as batch_database
 from serving.batch.storage import storage_for
 from serving.batch.store import JobStore
+from serving.challenger import ChallengerHolder
 from serving.decision_log.handle import DecisionLogProcess
 from serving.deps import AppState
 from serving.heap import freeze_heap
@@ -49,6 +50,7 @@ from serving.middleware import (
 )
 from serving.model import LoadedModel
 from serving.routers import batch_jobs, health, model, outcomes, predict
+from serving.shadow import ShadowScorer
 from serving.state import ModelHolder
 
 logger = logging.getLogger(__name__)
@@ -97,9 +99,17 @@ def create_app(
         freeze_heap()
         metrics.serving(loaded.name, loaded.version, loaded.run_id, loaded.loaded_at.timestamp())
 
+    champion_ref = ModelRef.parse(settings.model_uri)
+    challenger = ChallengerHolder(
+        client_factory or (lambda: connect(settings)),
+        ModelRef(champion_ref.name, alias=settings.serving.challenger_alias),
+        schema,
+        poll_seconds=settings.serving.model_poll_seconds,
+        on_failure=lambda stage: metrics.challenger_failures.labels(stage).inc(),
+    )
     holder = ModelHolder(
         client_factory or (lambda: connect(settings)),
-        ModelRef.parse(settings.model_uri),
+        champion_ref,
         schema,
         poll_seconds=settings.serving.model_poll_seconds,
         max_backoff_seconds=settings.serving.model_load_max_backoff_seconds,
@@ -117,6 +127,7 @@ def create_app(
         metrics=metrics,
         jobs=jobs,
         api_keys=tuple(key.encode() for key in settings.serving.api_key_values),
+        challenger=challenger,
     )
 
     @contextlib.asynccontextmanager
@@ -140,12 +151,22 @@ def create_app(
 
             state.celery = create_client(settings)
         follow = asyncio.create_task(holder.run(), name="follow-model")
+        # Shadow scoring drains into the decision log, so it stops before the log closes.
+        state.shadow = ShadowScorer(
+            challenger,
+            state.decisions.record,
+            top_reasons=settings.serving.reasons_top,
+            on_overflow=metrics.challenger_overflow.inc,
+        )
+        follow_challenger = asyncio.create_task(challenger.run(), name="follow-challenger")
         try:
             yield
         finally:
-            follow.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await follow
+            for task in (follow, follow_challenger):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await asyncio.to_thread(state.shadow.close)
             await asyncio.to_thread(state.decisions.close)
             state.database = None
             database.dispose()

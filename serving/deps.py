@@ -27,7 +27,9 @@ if TYPE_CHECKING:
     from celery import Celery
 
     from serving.batch.store import JobStore
+    from serving.challenger import ChallengerHolder
     from serving.decision_log.handle import DecisionLogProcess
+    from serving.shadow import ShadowScorer
 
 
 @dataclass
@@ -51,6 +53,10 @@ class AppState:
     database: Engine | None = None
     """An engine on the decision log's database, which `POST /v1/outcomes` writes through."""
     celery: Celery | None = None
+    challenger: ChallengerHolder | None = None
+    """The version under the challenger alias, when the API follows one."""
+    shadow: ShadowScorer | None = None
+    """Scores champion decisions with the challenger off the request path."""
 
 
 # Every dependency here is `async def`: FastAPI runs a plain `def` dependency in the thread pool,

@@ -121,6 +121,17 @@ class Metrics:
             "Failed attempts to load a model; the previous one kept serving.",
             registry=self.registry,
         )
+        self.challenger_failures = Counter(
+            "loanops_challenger_failures",
+            "Challenger versions dropped because they failed to load or to score, by stage.",
+            ["stage"],
+            registry=self.registry,
+        )
+        self.challenger_overflow = Counter(
+            "loanops_challenger_shadow_overflow",
+            "Decisions recorded champion-only because the shadow queue was full.",
+            registry=self.registry,
+        )
         self.decisions_pending = Gauge(
             "loanops_decision_log_pending",
             "Decisions recorded but not yet written to the decision log.",

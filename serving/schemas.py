@@ -89,6 +89,20 @@ class ScorecardInfo(BaseModel):
     )
 
 
+class ChallengerInfo(BaseModel):
+    """The version under the challenger alias and whether it scores beside the champion."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    alias: str
+    version: str | None
+    state: Literal["attached", "detached", "failed"]
+    share: float
+    last_error: str | None = None
+    last_error_stage: Literal["load", "score"] | None = None
+    last_error_at: datetime | None = None
+
+
 class ModelInfo(BaseModel):
     """The model serving now, and the last failure to load another."""
 
@@ -130,6 +144,9 @@ class ModelInfo(BaseModel):
     reload_failures: int = Field(description="Failed loads since this process started.")
     scorecard: ScorecardInfo | None = Field(
         default=None, description="The points table, when the model is a scorecard."
+    )
+    challenger: ChallengerInfo | None = Field(
+        default=None, description="The challenger alias's version and its state."
     )
 
 

@@ -5,8 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from loanops.scorecard import POINTS_TO_DOUBLE_ODDS, Scorecard
-from serving.deps import ApiKeyDep, ModelDep, StateDep
-from serving.schemas import ERROR_RESPONSES, ModelInfo, ScorecardBin, ScorecardInfo
+from serving.deps import ApiKeyDep, AppState, ModelDep, StateDep
+from serving.schemas import (
+    ERROR_RESPONSES,
+    ChallengerInfo,
+    ModelInfo,
+    ScorecardBin,
+    ScorecardInfo,
+)
 
 router = APIRouter(prefix="/v1", tags=["model"], dependencies=[ApiKeyDep])
 
@@ -29,6 +35,23 @@ async def model_info(state: StateDep, model: ModelDep) -> ModelInfo:
         last_reload_error_at=error.at if error else None,
         reload_failures=state.holder.reload_failures,
         scorecard=_scorecard(model.scorecard),
+        challenger=_challenger(state),
+    )
+
+
+def _challenger(state: AppState) -> ChallengerInfo | None:
+    holder = state.challenger
+    if holder is None:
+        return None
+    error = holder.last_error
+    return ChallengerInfo(
+        alias=str(holder.ref.alias),
+        version=holder.version,
+        state=holder.state,
+        share=state.settings.serving.challenger_share,
+        last_error=error.message if error else None,
+        last_error_stage=error.stage if error else None,
+        last_error_at=error.at if error else None,
     )
 
 

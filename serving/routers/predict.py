@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -13,10 +14,12 @@ from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
+from loanops.arms import Arm, assign_arm
 from loanops.decisions.record import Decision
 from serving.deps import AppState, ScoringDep
 from serving.model import LoadedModel, Scored
 from serving.schemas import ERROR_RESPONSES, BatchPrediction, Prediction
+from serving.shadow import paired, reasons_of
 
 # Each route checks the key through `ScoringDep`, with the state and model it needs.
 router = APIRouter(prefix="/v1", tags=["predict"])
@@ -35,7 +38,7 @@ async def predict(request: Request, scoring: ScoringDep) -> Response:
     application = _validate(state.request_model, await request.body())
     row = application.model_dump()
     (scored,) = model.score([row], top_reasons=state.settings.serving.reasons_top)
-    prediction = _record(state, model, row, scored)
+    prediction = _decide(state, model, row, scored)
     return Response(orjson.dumps(prediction), media_type="application/json")
 
 
@@ -55,7 +58,7 @@ async def predict_batch(request: Request, scoring: ScoringDep) -> Response:
     scored = await asyncio.to_thread(
         model.score, rows, top_reasons=state.settings.serving.reasons_top
     )
-    predictions = [_record(state, model, row, s) for row, s in zip(rows, scored, strict=True)]
+    predictions = [_decide(state, model, row, s) for row, s in zip(rows, scored, strict=True)]
     body = {"model_version": model.version, "predictions": predictions}
     return Response(orjson.dumps(body), media_type="application/json")
 
@@ -78,34 +81,66 @@ def _refuse_when_log_is_full(state: AppState) -> None:
         )
 
 
-def _record(
+def _decide(
     state: AppState, model: LoadedModel, row: Mapping[str, Any], scored: Scored
 ) -> dict[str, Any]:
-    request_id = uuid.uuid4().hex
-    reasons = _reasons(scored)
-    if state.decisions is not None:
-        state.decisions.record(
-            Decision(
-                request_id=request_id,
-                decided_at=datetime.now(UTC),
-                model_name=model.name,
-                model_version=model.version,
-                threshold=model.threshold,
-                inputs=row,
-                probability=scored.probability,
-                decision=scored.decision,
-                reasons=reasons,
-            )
-        )
-    state.metrics.decided(scored.decision).inc()
+    """Record the decision and return the applicant's answer, with the challenger if attached."""
+    decision = Decision(
+        request_id=uuid.uuid4().hex,
+        decided_at=datetime.now(UTC),
+        model_name=model.name,
+        model_version=model.version,
+        threshold=model.threshold,
+        inputs=row,
+        probability=scored.probability,
+        decision=scored.decision,
+        reasons=_reasons(scored),
+    )
+    challenger = state.challenger.current if state.challenger is not None else None
+    answer: tuple[LoadedModel, Scored] = (model, scored)
+    if challenger is None or state.decisions is None:
+        _log(state, decision)
+    elif _arm(state, row) == "challenger":
+        try:
+            (theirs,) = challenger.score([row], top_reasons=state.settings.serving.reasons_top)
+        except Exception as error:  # a broken challenger: the champion answers, logged alone
+            assert state.challenger is not None
+            state.challenger.scoring_failed(challenger, error)
+            _log(state, decision)
+        else:
+            answer = (challenger, theirs)
+            _log(state, dataclasses.replace(paired(decision, challenger, theirs), arm="challenger"))
+    elif state.shadow is not None:
+        state.shadow.submit(challenger, decision)
+    else:
+        _log(state, decision)
+    answered, result = answer
+    state.metrics.decided(result.decision).inc()
     return {
-        "request_id": request_id,
-        "model_version": model.version,
-        "probability_of_default": scored.probability,
-        "decision": scored.decision,
-        "threshold": model.threshold,
-        "reasons": reasons,
+        "request_id": decision.request_id,
+        "model_version": answered.version,
+        "probability_of_default": result.probability,
+        "decision": result.decision,
+        "threshold": answered.threshold,
+        "reasons": decision.reasons if answered is model else reasons_of(result),
     }
+
+
+def _arm(state: AppState, row: Mapping[str, Any]) -> Arm:
+    share = state.settings.serving.challenger_share
+    if share == 0.0:
+        return "champion"
+    return assign_arm(
+        row,
+        share=share,
+        seed=state.settings.serving.challenger_seed,
+        applicant_key=state.schema.applicant_key,
+    )
+
+
+def _log(state: AppState, decision: Decision) -> None:
+    if state.decisions is not None:
+        state.decisions.record(decision)
 
 
 def _reasons(scored: Scored) -> Sequence[dict[str, Any]]:

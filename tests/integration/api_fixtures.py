@@ -99,6 +99,9 @@ def api_environment(settings: Settings) -> dict[str, str]:
         "LOANOPS_DECISION_LOG_READY_BACKLOG": str(settings.decision_log.ready_backlog),
         "LOANOPS_DECISION_LOG_MEMORY_BACKLOG": str(settings.decision_log.memory_backlog),
         "LOANOPS_BODY_TIMEOUT_SECONDS": str(settings.serving.body_timeout_seconds),
+        "LOANOPS_CHALLENGER_ALIAS": settings.serving.challenger_alias,
+        "LOANOPS_CHALLENGER_SHARE": str(settings.serving.challenger_share),
+        "LOANOPS_CHALLENGER_SEED": str(settings.serving.challenger_seed),
     }
     if settings.serving.api_keys is not None:
         environment["LOANOPS_API_KEYS"] = settings.serving.api_keys.get_secret_value()

@@ -102,6 +102,44 @@ def test_train_promote_and_read_the_registry(cli_env: dict[str, str], tmp_path: 
     assert "| outcome | promoted |" in text
     assert (tmp_path / "card" / "calibration.png").read_bytes()[:4] == b"\x89PNG"
 
+    _attach_and_detach_a_challenger(cli_env)
+
+
+def _attach_and_detach_a_challenger(env: dict[str, str]) -> None:
+    # A second version from the first one's artifacts: the alias, not the model, is tested.
+    registered = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from loanops import registry; from loanops.settings import get_settings; "
+            "s = get_settings(); c = registry.connect(s); "
+            "v = c.get_model_version(s.model_name, '1'); "
+            "print(c.create_model_version(s.model_name, v.source, run_id=v.run_id).version)",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert registered.returncode == 0, registered.stderr
+    assert registered.stdout.strip().splitlines()[-1] == "2"
+
+    refused = loanops(env, "models", "challenger", "1")
+    assert refused.returncode == 1
+    assert "version 1 is the champion" in refused.stderr and "Traceback" not in refused.stderr
+
+    attached = loanops(env, "models", "challenger", "2")
+    assert attached.returncode == 0, attached.stderr
+    assert "v2 is the challenger (@challenger)" in attached.stdout
+    shown = loanops(env, "models", "show", "2")
+    assert "challenger" in next(line for line in shown.stdout.splitlines() if "aliases" in line)
+
+    detached = loanops(env, "models", "detach-challenger")
+    assert detached.returncode == 0, detached.stderr
+    assert "v2 is no longer the challenger" in detached.stdout
+    again = loanops(env, "models", "detach-challenger")
+    assert again.returncode == 0 and "has no challenger" in again.stdout
+
 
 @pytest.mark.parametrize(
     ("variable", "value", "error"),
