@@ -6,6 +6,7 @@ import contextlib
 import os
 import shlex
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -21,6 +22,7 @@ from cli.training import promotion_table, training_table
 
 if TYPE_CHECKING:
     from cli.stack.tour import ServingTour
+    from flows.train import TrainResult
     from loanops.settings import Settings
 
 MLFLOW_UI = "http://127.0.0.1:5000"
@@ -62,9 +64,18 @@ def demo(
         console.print(table)
     report: Path | None = None
     if serving:
-        with clear_errors():
+        with clear_errors(), shadow_challenger(config, trials) as challenger:
             print_tour(tour_serving(config))
+            from cli.comparison import print_compare
+            from flows.compare import compare_flow
             from flows.monitor import monitor_flow
+
+            compared = run_with_status(
+                f"comparing v{challenger.version} with the champion on the tour's decisions…",
+                lambda: compare_flow(days=1 / 24, challenger_version=challenger.version),
+            )
+            console.print()
+            print_compare(compared.report)
 
             # The tour's decisions are in the log: the last hour holds them.
             monitored = run_with_status(
@@ -75,6 +86,38 @@ def demo(
         print_monitor(monitored, with_report=False)
         report = monitored.report_dir / "report.html"
     console.print(where_to_look(config, result.training.version, report), soft_wrap=True)
+
+
+@contextlib.contextmanager
+def shadow_challenger(config: Settings, trials: int | None) -> Iterator[TrainResult]:
+    """Train a second candidate on another sample, attach it as the challenger for the block.
+
+    The API follows the challenger alias, so the tour's applications are scored by both models
+    (shadow: the applicant gets the champion's decision). The alias is removed afterwards, so
+    the home is left with the champion alone.
+    """
+    from flows.train import train_flow
+    from loanops import registry
+
+    seed = config.training.seed + 1
+    challenger = run_with_status(
+        f"training a second candidate (seed {seed}) to shadow the champion…",
+        lambda: train_flow(seed=seed, trials=trials),
+    )
+    alias = config.serving.challenger_alias
+    client = registry.connect(config)
+    client.set_registered_model_alias(config.model_name, alias, challenger.version)
+    console.print(
+        f"\nchallenger: {challenger.model_name} v{challenger.version} ({challenger.family}, "
+        f"seed {seed}, test ROC AUC {challenger.evaluation.roc_auc:.4f}) attached as "
+        f"@{alias}, in shadow",
+        highlight=False,
+        soft_wrap=True,
+    )
+    try:
+        yield challenger
+    finally:
+        client.delete_registered_model_alias(config.model_name, alias)
 
 
 def tour_serving(config: Settings) -> ServingTour:
@@ -124,7 +167,8 @@ def print_tour(seen: ServingTour) -> None:
     job = seen.job
     console.print("\n[bold]served[/] by the API and a batch worker (started for the tour, stopped)")
     console.print(
-        f"  POST /v1/predict → {prediction['decision']}, PD "
+        f"  POST /v1/predict, each of {seen.result_rows - 1} applications; the first → "
+        f"{prediction['decision']}, PD "
         f"{prediction['probability_of_default']:.4f} (threshold {prediction['threshold']:.4f}); "
         f"reasons: {codes}",
         highlight=False,

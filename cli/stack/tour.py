@@ -109,7 +109,7 @@ def tour(
     workdir: Path,
     broken: tuple[str, Any],
 ) -> ServingTour:
-    """Score the first application over REST, then all of them as a batch job.
+    """Score each application over REST, then all of them as a batch job.
 
     A copy of the first row with `broken` = (column, value) rides along in the batch file, so
     the tour shows a row-level rejection next to the scored rows.
@@ -131,6 +131,7 @@ def tour(
     if response.status_code != 200:
         raise StackError(f"POST /v1/predict answered {response.status_code}: {response.text}")
     prediction = response.json()
+    _score_each(url, applications.iloc[1:], headers)
 
     batch = applications.copy()
     path = workdir / "applications.csv"
@@ -172,6 +173,23 @@ def tour(
     shown = frame[[c for c in columns if c in frame.columns]].tail(2).astype(object)
     preview = shown.where(shown.notna(), "-").to_string(index=False)
     return ServingTour(prediction, job, len(frame), preview)
+
+
+def _score_each(url: str, applications: pd.DataFrame, headers: dict[str, str]) -> None:
+    """Score each application over REST, as live traffic would reach a shadow challenger."""
+    import requests
+
+    with requests.Session() as session:
+        session.headers.update({**headers, "Content-Type": "application/json"})
+        for done, row in enumerate(applications.to_dict("records"), start=1):
+            response = session.post(
+                f"{url}/v1/predict", data=json.dumps(row, default=_json_scalar), timeout=10
+            )
+            if response.status_code != 200:
+                raise StackError(
+                    f"POST /v1/predict answered {response.status_code}: {response.text}"
+                )
+            report(Progress("applications scored over REST", done, len(applications)))
 
 
 def _json_scalar(value: Any) -> Any:
