@@ -94,8 +94,9 @@ bench: install ## Benchmarks; each prints its figure against a baseline from the
 	@failed=""; \
 	for bench in cli_startup fast_path batch decision_log api synthetic_auc tuning monitor; do \
 		echo "== bench/$$bench.py"; \
+		args=""; if [ $$bench = api ]; then args="--challenger"; fi; \
 		if [ $$bench = synthetic_auc ]; then $(BIN)/python bench/$$bench.py; \
-		else OMP_NUM_THREADS=1 $(BIN)/python bench/$$bench.py; fi || failed="$$failed $$bench"; \
+		else OMP_NUM_THREADS=1 $(BIN)/python bench/$$bench.py $$args; fi || failed="$$failed $$bench"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "benchmarks that failed:$$failed"; exit 1; fi
 
