@@ -28,7 +28,13 @@ from loanops.data import synthetic as syn
 from loanops.data.synthetic_drift import Drift
 from loanops.decisions.database import create_engine_for, migrate
 from loanops.decisions.record import Decision
-from loanops.decisions.segments import TYPED_PREFIX, decode, encode, insert_segments
+from loanops.decisions.segments import (
+    TYPED_PREFIX,
+    decode,
+    encode,
+    insert_segments,
+    with_paired,
+)
 from loanops.decisions.table import SEGMENTS_TABLE
 from loanops.decisions.write import write_decisions
 from loanops.monitoring import reference as monitor_reference
@@ -121,9 +127,11 @@ def segment_table(chunk: pd.DataFrame) -> pa.Table:
         "source": pa.array(chunk["source"], type=pa.string()).dictionary_encode(),
         "job_id": pa.array(chunk["job_id"], type=pa.string()).dictionary_encode(),
     }
+    # The champion's decisions alone: no challenger attached.
+    table = with_paired(pa.table(columns))
     for name in syn.SCHEMA.feature_names:
-        columns[TYPED_PREFIX + name] = pa.array(chunk[name], from_pandas=True)
-    return pa.table(columns)  # the chunk is in (decided_at, request_id) order already
+        table = table.append_column(TYPED_PREFIX + name, pa.array(chunk[name], from_pandas=True))
+    return table  # the chunk is in (decided_at, request_id) order already
 
 
 def segment_row(chunk: pd.DataFrame) -> dict[str, Any]:
