@@ -28,8 +28,8 @@ if TYPE_CHECKING:
     from serving.model import LoadedModel
     from serving.scorer.compiled import CompiledScorer
 
-# Prefix of the feature columns in a chunk's decisions table.
-_INPUT_PREFIX = "input:"
+INPUT_PREFIX = "input:"
+"""Prefix of the feature columns in a chunk's decisions table."""
 
 
 @dataclass(frozen=True)
@@ -80,20 +80,11 @@ def score_chunk(
     probability = np.full(n_rows, np.nan)
     decision = np.full(n_rows, None, dtype=object)
     codes = np.full(n_rows, None, dtype=object)
-    reasons = np.full(len(scored_rows), "[]", dtype=object)
-    if len(scored_rows):
-        p, decided = model.score_frame(features, cast=False)  # validate_chunk cast it already
-        probability[scored_rows] = p
-        decision[scored_rows] = decided
-        declined = np.flatnonzero(decided == "decline")
-        if len(declined):
-            ranking = model.explainer.rank_reasons(
-                features.iloc[declined],
-                p[declined],
-                _CastAlready(model.scorer),
-                top=top_reasons,
-            )
-            reasons[declined], codes[scored_rows[declined]] = _reason_texts(ranking)
+    decided = decide_rows(features, model, top_reasons=top_reasons)
+    probability[scored_rows] = decided.probability
+    decision[scored_rows] = decided.decision
+    codes[scored_rows] = decided.codes
+    reasons = decided.reasons
     rows = np.arange(first_row, first_row + n_rows, dtype=np.int64)
     output = (
         table.append_column("row", pa.array(rows))
@@ -116,13 +107,43 @@ def score_chunk(
             "decision": pa.array(decision[scored_rows], type=pa.string()),
             "reasons": pa.array(reasons, type=pa.string()),
             **{
-                f"{_INPUT_PREFIX}{feature.name}": _input_column(checked, feature, valid)
+                f"{INPUT_PREFIX}{feature.name}": _input_column(checked, feature, valid)
                 for feature in model.schema.features
             },
         }
     ).replace_schema_metadata(metadata)
     counts = ChunkCounts(rows=n_rows, valid=len(scored_rows), rejected=n_rows - len(scored_rows))
     return ScoredChunk(table=output, decisions=decisions, counts=counts)
+
+
+@dataclass(frozen=True)
+class DecidedRows:
+    """One model's decisions on validated rows, in row order."""
+
+    probability: np.ndarray
+    decision: np.ndarray
+    """`approve` or `decline` per row."""
+    reasons: np.ndarray
+    """The adverse-action reasons as decision-log JSON; `[]` for an approved row."""
+    codes: np.ndarray
+    """The reason codes joined with ";"; None for an approved row."""
+
+
+def decide_rows(features: pd.DataFrame, model: LoadedModel, *, top_reasons: int) -> DecidedRows:
+    """Score and explain rows that `validate_chunk` has cast already."""
+    n = len(features)
+    reasons = np.full(n, "[]", dtype=object)
+    codes = np.full(n, None, dtype=object)
+    if n == 0:
+        return DecidedRows(np.empty(0), np.empty(0, dtype=object), reasons, codes)
+    p, decided = model.score_frame(features, cast=False)
+    declined = np.flatnonzero(decided == "decline")
+    if len(declined):
+        ranking = model.explainer.rank_reasons(
+            features.iloc[declined], p[declined], _CastAlready(model.scorer), top=top_reasons
+        )
+        reasons[declined], codes[declined] = _reason_texts(ranking)
+    return DecidedRows(p, decided, reasons, codes)
 
 
 @dataclass(frozen=True)
@@ -176,7 +197,7 @@ def decision_columns(table: pa.Table) -> tuple[str, str, pa.Table]:
     """
     import pyarrow.compute as pc
 
-    from loanops.decisions.segments import TYPED_PREFIX
+    from loanops.decisions.segments import PAIRED_FIELDS, TYPED_PREFIX
 
     metadata = {
         key.decode(): value.decode() for key, value in (table.schema.metadata or {}).items()
@@ -198,13 +219,16 @@ def decision_columns(table: pa.Table) -> tuple[str, str, pa.Table]:
         "source": pa.repeat("batch", n).dictionary_encode(),
         "job_id": pa.repeat(job_id, n).dictionary_encode(),
     }
+    for name in PAIRED_FIELDS:
+        if name in table.column_names:  # a job a challenger shadows (`serving.batch.shadow`)
+            columns[name] = table.column(name)
     for name in table.column_names:
-        if name.startswith(_INPUT_PREFIX):
+        if name.startswith(INPUT_PREFIX):
             column = table.column(name)
             if pa.types.is_floating(column.type):
                 # As JSON would keep it: a value that is no finite number is missing.
                 column = pc.if_else(pc.is_finite(column), column, pa.scalar(None, column.type))
             elif pa.types.is_large_string(column.type) or pa.types.is_dictionary(column.type):
                 column = column.cast(pa.string())
-            columns[TYPED_PREFIX + name.removeprefix(_INPUT_PREFIX)] = column
+            columns[TYPED_PREFIX + name.removeprefix(INPUT_PREFIX)] = column
     return metadata["model_name"], metadata["model_version"], pa.table(columns)

@@ -41,6 +41,8 @@ class BatchJob(BaseModel):
                     "decisions_recorded": 40000,
                     "decisions_pending": 9870,
                     "error": None,
+                    "challenger_version": "4",
+                    "challenger_error": None,
                 }
             ]
         }
@@ -88,6 +90,18 @@ class BatchJob(BaseModel):
         "recording them, and the job fails (see `error`) if they cannot.",
     )
     error: str | None = Field(default=None, description="Why the job failed; null otherwise.")
+    challenger_version: str | None = Field(
+        default=None,
+        description="Version that shadows the job: the challenger attached when the job was "
+        "submitted. Its scores, decisions and reasons go to the decision log beside the "
+        "champion's; the result holds the champion's alone. Null when none was attached.",
+    )
+    challenger_error: str | None = Field(
+        default=None,
+        description="Why the challenger stopped shadowing the job (it failed to load or to "
+        "score); the decisions recorded after that are the champion's alone. The result is "
+        "never affected. Null otherwise.",
+    )
 
     @property
     def finished(self) -> bool:

@@ -27,8 +27,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-MODELS_PER_PROCESS = 2
-"""Loaded versions a worker process keeps: production, and the one a job pinned before a swap."""
+MODELS_PER_PROCESS = 3
+"""Loaded versions a worker process keeps: production, the one a job pinned before a swap, and
+the challenger that shadows jobs."""
 
 
 class ModelCache:

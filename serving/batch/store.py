@@ -89,6 +89,7 @@ class JobStore:
         model_name: str,
         model_version: str,
         schema: FeatureSchema,
+        challenger_version: str | None = None,
     ) -> BatchJob:
         """Stream an upload to storage as a new job, check it, and record the job as queued.
 
@@ -104,6 +105,8 @@ class JobStore:
             model_name: registered model that will score the job.
             model_version: the version to pin the job to.
             schema: the input contract the file must meet.
+            challenger_version: a version of the same model to shadow the job with: its
+                scores go to the decision log beside the champion's, never into the result.
 
         Returns:
             The job, `queued`; it is not on the queue until `submit`.
@@ -127,11 +130,12 @@ class JobStore:
                 plan = await asyncio.to_thread(inspect_file, path, input_format, schema)
                 await asyncio.to_thread(self._store_input, job_id, plan.input_file, path)
             now = _now()
-            row = {
+            row: dict[str, object] = {
                 "id": job_id,
                 "status": "queued",
                 "model_name": model_name,
                 "model_version": str(model_version),
+                "challenger_version": challenger_version,
                 "filename": filename,
                 "input_format": input_format,
                 "input_file": plan.input_file,
@@ -217,6 +221,8 @@ class JobStore:
             decisions_recorded=recorded,
             decisions_pending=max(valid - recorded, 0),
             error=job.error,
+            challenger_version=job.challenger_version,
+            challenger_error=job.challenger_error,
         )
 
     def result_key(self, job_id: str) -> str | None:
@@ -295,6 +301,16 @@ class JobStore:
         if self._set_status(job_id, "failed", ("succeeded",), error=error):
             logger.error("batch job %s failed after its result: %s", job_id, error)
         return self.get(job_id)
+
+    def mark_challenger_failed(self, job_id: str, error: str) -> None:
+        """Stop shadowing the job: its chunks not yet recorded are logged as the champion's
+        alone. The first reason is kept."""
+        with self.engine.begin() as connection:
+            connection.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.challenger_error.is_(None))
+                .values(challenger_error=error)
+            )
 
     def _set_status(
         self, job_id: str, status: str, allowed: Iterable[str], **changes: object

@@ -48,6 +48,10 @@ class JobRow(BatchBase):
     """When a prepare task was last sent for the job; the sweep resends one when it is old."""
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    challenger_version: Mapped[str | None] = mapped_column(String, nullable=True)
+    """The version that shadows the job, when a challenger was attached at submission."""
+    challenger_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """Why the challenger stopped shadowing the job; its later chunks are the champion's alone."""
 
 
 class ChunkRow(BatchBase):

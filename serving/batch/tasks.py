@@ -5,8 +5,9 @@ A job runs as three kinds of task on one queue, with its state kept in the `JobS
     prepare(job)     split the upload into chunk files; queue one `chunk` task per chunk
     chunk(job, i)    validate, score and explain chunk i; keep its output and its decisions; the
                      chunk that finds every other chunk done assembles the result
-    record(job, i)   write chunk i's decisions to the decision log; lowest priority, so results
-                     come first, and retried until the database takes them
+    record(job, i)   write chunk i's decisions to the decision log, with the job's challenger's
+                     beside them when one shadows it (`serving.batch.shadow`); lowest priority,
+                     so results come first, and retried until the database takes them
 
 Every task is acknowledged only when it returns (`acks_late`), and a task whose process dies is
 put back on the queue (`reject_on_worker_lost`), so a killed worker costs a rerun of its chunk,
@@ -30,6 +31,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import pyarrow as pa
 from celery import Celery, Task
 from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
@@ -44,6 +46,7 @@ from serving.batch.client import (
     celery_config,
     create_client,
 )
+from serving.batch.job import BatchJob
 from serving.batch.runtime import WorkerRuntime, preload
 from serving.batch.sweep import Sweeper, sweep_interval
 from serving.batch.upload import BatchFileError
@@ -294,6 +297,8 @@ def record(self: Task, job_id: str, index: int) -> None:
         decisions = None if job is None else store.read_decisions(job_id, index)
         if job is None or decisions is None:
             return
+        if job.challenger_version is not None and job.challenger_error is None:
+            decisions = _shadowed(job, index, decisions)
         count = worker.record(decisions)
         store.mark_recorded(job_id, index, count)
     except FileNotFoundError:
@@ -311,6 +316,32 @@ def record(self: Task, job_id: str, index: int) -> None:
         step = f"recording chunk {index}"
         logger.warning("batch job %s: %s hit %s; retrying", job_id, step, describe(error))
         raise TransientError(step, error) from error
+
+
+def _shadowed(job: BatchJob, index: int, decisions: pa.Table) -> pa.Table:
+    """The chunk's decisions with the job's challenger's beside them; as they are when the
+    challenger fails, which then stops shadowing the job.
+
+    A transient error (the registry is down) is raised, so the record is retried.
+    """
+    from serving.batch.shadow import shadow_decisions
+
+    worker = runtime()
+    version = str(job.challenger_version)
+    try:
+        challenger = worker.models.get(job.model_name, version)
+        return shadow_decisions(
+            decisions, challenger, top_reasons=worker.settings.serving.reasons_top
+        )
+    except Exception as error:
+        if is_transient(error):
+            raise
+        reason = f"challenger v{version} failed on chunk {index}: {describe(error)}"
+        logger.warning(
+            "batch job %s: %s; recording the champion's decisions alone", job.job_id, reason
+        )
+        worker.store.mark_challenger_failed(job.job_id, reason)
+        return decisions
 
 
 def run_worker(

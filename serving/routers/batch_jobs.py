@@ -13,7 +13,7 @@ from serving.batch.client import QueueUnavailable, submit
 from serving.batch.job import BatchJob
 from serving.batch.storage import StorageUnavailable
 from serving.batch.upload import BatchFileError, UploadTooLarge
-from serving.deps import ApiKeyDep, ModelDep, StateDep
+from serving.deps import ApiKeyDep, AppState, ModelDep, StateDep
 from serving.schemas import ERROR_RESPONSES, ErrorBody
 
 router = APIRouter(prefix="/v1/batch-jobs", tags=["batch jobs"], dependencies=[ApiKeyDep])
@@ -66,7 +66,11 @@ async def create_job(
         ),
     ] = None,
 ) -> BatchJob:
-    """Queue a CSV or Parquet file for scoring with the version serving now."""
+    """Queue a CSV or Parquet file for scoring with the version serving now.
+
+    When a challenger is attached, it shadows the job: its scores go to the decision log beside
+    the champion's, and the result holds the champion's alone.
+    """
     if state.celery is None:
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
@@ -81,6 +85,7 @@ async def create_job(
             model_name=model.name,
             model_version=model.version,
             schema=state.schema,
+            challenger_version=_shadowing_version(state),
         )
     except UploadTooLarge as error:
         raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, detail=str(error)) from None
@@ -100,6 +105,12 @@ async def create_job(
             status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(error), headers={"Retry-After": "30"}
         ) from None
     return job
+
+
+def _shadowing_version(state: AppState) -> str | None:
+    """The attached challenger's version, which shadows jobs submitted now."""
+    challenger = None if state.challenger is None else state.challenger.current
+    return None if challenger is None else challenger.version
 
 
 @router.get("/{job_id}", response_model=BatchJob, responses={**ERROR_RESPONSES, **_NOT_FOUND})

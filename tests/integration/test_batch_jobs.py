@@ -144,7 +144,14 @@ async def _pieces(data: bytes, size: int = 65_536) -> AsyncIterator[bytes]:
         yield data[start : start + size]
 
 
-def receive(store: JobStore, data: bytes, filename: str, model: LoadedModel) -> BatchJob:
+def receive(
+    store: JobStore,
+    data: bytes,
+    filename: str,
+    model: LoadedModel,
+    *,
+    challenger: str | None = None,
+) -> BatchJob:
     return asyncio.run(
         store.receive(
             _pieces(data),
@@ -154,6 +161,7 @@ def receive(store: JobStore, data: bytes, filename: str, model: LoadedModel) -> 
             model_name=model.name,
             model_version=model.version,
             schema=model.schema,
+            challenger_version=challenger,
         )
     )
 
@@ -553,3 +561,114 @@ def test_the_api_takes_an_upload_and_serves_its_result_from_storage(
     assert frame["row"].tolist() == list(range(len(submitted)))
     assert frame["id"].tolist() == submitted["id"].tolist()
     assert frame["probability"].notna().all()
+
+
+def logged_pairs(engine: Engine, job_id: str) -> pd.DataFrame:
+    """A job's logged decisions with their challenger columns, in row order."""
+    frame = read_decisions(engine, inputs={})
+    frame = frame.loc[frame["job_id"] == job_id]
+    order = frame["request_id"].str.rsplit("-", n=1).str[1].astype(int).argsort()
+    return frame.iloc[order.to_numpy()].reset_index(drop=True)
+
+
+@ON_LOCAL_FOLDER
+def test_a_shadowed_job_logs_both_models_and_returns_the_champions_result(
+    worker: WorkerProcess,
+    store: JobStore,
+    settings: Settings,
+    production: LoadedModel,
+    serving_model: ServingModel,  # noqa: F811
+    decision_log: Engine,
+) -> None:
+    from loanops.registry import connect
+
+    client = connect(settings)
+    version = register_version(settings, seed=8, params={"C": 1.0, "log_amounts": False})
+    challenger = load_version(client, settings.model_name, version)
+    submitted, rejected = with_bad_rows(serving_model.applicants.head(1200))
+    client.set_registered_model_alias(settings.model_name, "challenger", version)
+    try:
+        with TestClient(create_app(settings)) as api:
+
+            def attached() -> bool:
+                served = api.get("/v1/model")
+                return served.status_code == 200 and served.json()["challenger"]["state"] == (
+                    "attached"
+                )
+
+            wait_for(
+                attached,
+                timeout=60,
+                what="the API to attach the challenger",
+                interval=0.2,
+            )
+            created = api.post(
+                "/v1/batch-jobs",
+                params={"filename": "shadowed.csv"},
+                content=submitted.to_csv(index=False).encode(),
+                headers={"Content-Type": "text/csv"},
+            )
+        assert created.status_code == 202, created.text
+    finally:
+        client.delete_registered_model_alias(settings.model_name, "challenger")
+    wait_until_finished(store, created.json()["job_id"], worker)
+    job = wait_until_recorded(store, created.json()["job_id"], worker)
+
+    assert (job.status, job.model_version) == ("succeeded", production.version), job.error
+    assert (job.challenger_version, job.challenger_error) == (version, None)
+    check_result(read_result(store, job), submitted, production, rejected)
+    pairs = logged_pairs(decision_log, job.job_id)
+    clean = submitted.drop(index=list(rejected))
+    assert len(pairs) == len(clean)
+    assert set(pairs["arm"]) == {"champion"}
+    assert set(pairs["model_version"]) == {production.version}
+    assert set(pairs["challenger_version"]) == {version}
+    np.testing.assert_allclose(
+        pairs["probability"], expected_scores(production, clean), rtol=0, atol=1e-12
+    )
+    np.testing.assert_allclose(
+        pairs["challenger_probability"], expected_scores(challenger, clean), rtol=0, atol=1e-12
+    )
+    assert not np.allclose(pairs["probability"], pairs["challenger_probability"], atol=1e-6)
+    declines = pairs["challenger_probability"] >= challenger.threshold
+    assert (
+        pairs["challenger_decision"].tolist() == np.where(declines, "decline", "approve").tolist()
+    )
+    assert (pairs["challenger_threshold"] == challenger.threshold).all()
+    assert all(len(reasons) > 0 for reasons in pairs.loc[declines, "challenger_reasons"])
+    assert all(len(reasons) == 0 for reasons in pairs.loc[~declines, "challenger_reasons"])
+
+
+@ON_LOCAL_FOLDER
+def test_a_challenger_that_fails_in_the_worker_leaves_the_job_and_its_log_to_the_champion(
+    worker: WorkerProcess,
+    celery_app: Celery,
+    store: JobStore,
+    settings: Settings,
+    production: LoadedModel,
+    serving_model: ServingModel,  # noqa: F811
+    decision_log: Engine,
+) -> None:
+    from tests.integration.api_fixtures import register_model_without_card
+
+    broken = register_model_without_card(settings)  # no model card: it cannot load
+    submitted = pd.concat([serving_model.applicants] * 2, ignore_index=True)
+    job = receive(
+        store, submitted.to_csv(index=False).encode(), "broken.csv", production, challenger=broken
+    )
+    submit(celery_app, store, job)
+    wait_until_finished(store, job.job_id, worker)
+    job = wait_until_recorded(store, job.job_id, worker)
+
+    assert job.status == "succeeded", job.error
+    assert job.challenger_version == broken
+    assert job.challenger_error is not None
+    assert job.challenger_error.startswith(f"challenger v{broken} failed on chunk ")
+    check_result(read_result(store, job), submitted, production, {})
+    pairs = logged_pairs(decision_log, job.job_id)
+    assert len(pairs) == len(submitted)
+    assert pairs["challenger_version"].isna().all()
+    assert pairs["challenger_probability"].isna().all()
+    np.testing.assert_allclose(
+        pairs["probability"], expected_scores(production, submitted), rtol=0, atol=1e-12
+    )
