@@ -174,9 +174,10 @@ def print_tour(seen: ServingTour) -> None:
         highlight=False,
         soft_wrap=True,
     )
+    shadow = f", shadowed by v{job['challenger_version']}" if job.get("challenger_version") else ""
     console.print(
         f"  batch job {job['job_id']}: {job['status']}, {job['rows_valid']} rows scored, "
-        f"{job['rows_rejected']} rejected; the last rows of its result:",
+        f"{job['rows_rejected']} rejected{shadow}; the last rows of its result:",
         highlight=False,
         soft_wrap=True,
     )
