@@ -522,6 +522,19 @@ def test_submitting_while_redis_is_down_fails_fast_and_leaves_nothing(
     assert store.storage.keys(job.job_id) == []
 
 
+def upload_csv(api: TestClient, frame: pd.DataFrame, filename: str) -> str:
+    """Submit `frame` as a CSV file through the API; returns the job id."""
+    created = api.post(
+        "/v1/batch-jobs",
+        params={"filename": filename},
+        content=frame.to_csv(index=False).encode(),
+        headers={"Content-Type": "text/csv"},
+    )
+    assert created.status_code == 202, created.text
+    job_id: str = created.json()["job_id"]
+    return job_id
+
+
 @ON_EACH_BACKEND
 def test_the_api_takes_an_upload_and_serves_its_result_from_storage(
     worker: WorkerProcess,
@@ -536,14 +549,7 @@ def test_the_api_takes_an_upload_and_serves_its_result_from_storage(
             what="the API to load its model",
             interval=0.2,
         )
-        created = api.post(
-            "/v1/batch-jobs",
-            params={"filename": "applications.csv"},
-            content=submitted.to_csv(index=False).encode(),
-            headers={"Content-Type": "text/csv"},
-        )
-        assert created.status_code == 202, created.text
-        job_id = created.json()["job_id"]
+        job_id = upload_csv(api, submitted, "applications.csv")
         wait_for(
             lambda: api.get(f"/v1/batch-jobs/{job_id}").json()["status"] == "succeeded",
             timeout=JOB_TIMEOUT_S,
@@ -602,17 +608,11 @@ def test_a_shadowed_job_logs_both_models_and_returns_the_champions_result(
                 what="the API to attach the challenger",
                 interval=0.2,
             )
-            created = api.post(
-                "/v1/batch-jobs",
-                params={"filename": "shadowed.csv"},
-                content=submitted.to_csv(index=False).encode(),
-                headers={"Content-Type": "text/csv"},
-            )
-        assert created.status_code == 202, created.text
+            job_id = upload_csv(api, submitted, "shadowed.csv")
     finally:
         client.delete_registered_model_alias(settings.model_name, "challenger")
-    wait_until_finished(store, created.json()["job_id"], worker)
-    job = wait_until_recorded(store, created.json()["job_id"], worker)
+    wait_until_finished(store, job_id, worker)
+    job = wait_until_recorded(store, job_id, worker)
 
     assert (job.status, job.model_version) == ("succeeded", production.version), job.error
     assert (job.challenger_version, job.challenger_error) == (version, None)
