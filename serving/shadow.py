@@ -107,10 +107,14 @@ class ShadowScorer:
         except Exception as error:  # a broken challenger must not lose a decision
             self._holder.scoring_failed(model, error)
             for decision in decisions:
-                self._record(decision)
+                self._record_or_log(decision)
             return
         for decision, one in zip(decisions, scored, strict=True):
-            try:
-                self._record(paired(decision, model, one))
-            except Exception:  # e.g. the log closed under us; nothing to hand it to
-                logger.exception("cannot record decision %s", decision.request_id)
+            self._record_or_log(paired(decision, model, one))
+
+    def _record_or_log(self, decision: Decision) -> None:
+        # Raising here would end the thread, and with it every decision queued behind this one.
+        try:
+            self._record(decision)
+        except Exception:  # e.g. the log closed under us; nothing to hand it to
+            logger.exception("cannot record decision %s", decision.request_id)

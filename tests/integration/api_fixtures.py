@@ -2,14 +2,16 @@
 
 Good model versions come from `tests.integration.serving_fixtures.register_version` (a small
 logistic regression on synthetic loans, logged as the training flow logs it). This module adds
-what a bad release looks like to the serving tier: a model without the loanops card, and a
-loanops model whose stored file was damaged after it was logged. The serving tier only follows
-an alias, so `point_alias` is a faithful stand-in for the promotion flow here.
+what a bad release looks like to the serving tier: a model without the loanops card, a loanops
+model whose stored file was damaged after it was logged, and a loanops model that loads but
+raises while scoring many applicants. The serving tier only follows an alias, so `point_alias`
+is a faithful stand-in for the promotion flow here.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -31,8 +33,12 @@ from sklearn.linear_model import LogisticRegression
 
 from loanops import registry
 from loanops.data import synthetic as syn
+from loanops.explain import Explainer
 from loanops.settings import Settings
+from loanops.train import TrainedModel
 from serving.app import create_app
+from serving.scorer.compiled import CompiledScorer
+from tests.integration.serving_fixtures import register_version
 from tests.services import _process_group, _tail, free_port
 from tests.waiting import wait_for
 
@@ -150,6 +156,69 @@ def damage_model_file(client: MlflowClient, name: str, version: str) -> Path:
     (damaged,) = folder.glob("*.skops")
     damaged.write_bytes(b"this is not a skops archive")
     return damaged
+
+
+UNREADABLE_FAVOURABLE = "n/a"
+"""The favourable value `register_version_failing_to_explain` stores: text where a number goes."""
+FOREST = {
+    "learning_rate": 0.1,
+    "max_leaf_nodes": 4,
+    "min_samples_leaf": 50,
+    "l2_regularization": 1.0,
+    "max_iter": 20,
+}
+"""A small forest: its trees split on a feature only in some branches, so a feature may lie on
+one applicant's paths and not on another's."""
+
+
+def register_version_failing_to_explain(settings: Settings, *, seed: int = 3) -> str:
+    """Register a forest that loads and passes its smoke test, then raises scoring applicants.
+
+    Its card gives one numeric feature a favourable value that is text. Adverse-action reasons
+    read a favourable value only when one of the applicant's tree paths splits on that feature;
+    the input example the smoke test scores holds training rows whose paths never do. An
+    applicant whose paths do makes `LoadedModel.score` raise (`float("n/a")`). The feature is
+    the one on the most training rows' paths that still leaves five rows off them.
+
+    Returns:
+        The new version.
+    """
+
+    def unreadable_reason(
+        trained: TrainedModel, train: pd.DataFrame, card: registry.ModelCard
+    ) -> tuple[registry.ModelCard, pd.DataFrame]:
+        scorer = CompiledScorer.compile(trained.model, SCHEMA)
+        rows = train.head(400)
+        records = [
+            {k: None if pd.isna(v) else v for k, v in r.items()}
+            for r in rows.astype(object).to_dict(orient="records")
+        ]
+        best: tuple[int, str, list[int]] | None = None
+        for feature in SCHEMA.numeric_features:
+            favourable = {**card.favourable_values, feature: UNREADABLE_FAVOURABLE}
+            explainer = Explainer(SCHEMA, favourable, scorer.score_rows, scorer.score_row_variants)
+            safe = [i for i, row in enumerate(records) if _explains(explainer, row)]
+            failing = len(records) - len(safe)
+            if len(safe) >= 5 and (best is None or failing > best[0]):
+                best = (failing, feature, safe[:5])
+        assert best is not None and best[0] > 0, "no feature lies on only some trees' paths"
+        _, feature, safe = best
+        damaged = dataclasses.replace(
+            card, favourable_values={**card.favourable_values, feature: UNREADABLE_FAVOURABLE}
+        )
+        return damaged, rows.iloc[safe]
+
+    return register_version(
+        settings, seed=seed, family="hist_gbt", params=FOREST, rows=2000, tamper=unreadable_reason
+    )
+
+
+def _explains(explainer: Explainer, row: dict[str, Any]) -> bool:
+    try:
+        explainer.reasons(row, 0.5)
+    except ValueError:
+        return False
+    return True
 
 
 def point_alias(settings: Settings, version: str, alias: str | None = None) -> None:

@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,7 @@ from loanops.data import synthetic as syn
 from loanops.evaluate import CostMatrix, evaluate
 from loanops.features import split_frame
 from loanops.settings import ModelFamily, Settings
-from loanops.train import fit
+from loanops.train import TrainedModel, fit
 from tests.services import _process_group, _tail, redis_url
 from tests.waiting import exited, wait_for
 
@@ -55,6 +55,11 @@ DECLINE_SHARE = 0.2
 """Share of validation applicants the fixture model's threshold declines."""
 WORKER_READY_TIMEOUT_S = 90.0
 _CLAIM_KEY = "loanops:test-session"
+
+Tamper = Callable[
+    [TrainedModel, pd.DataFrame, registry.ModelCard], tuple[registry.ModelCard, pd.DataFrame]
+]
+"""Given the fitted model, its training features and its card: the card and example to log."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +107,7 @@ def register_version(
     rows: int = TRAINING_ROWS,
     decline_share: float = DECLINE_SHARE,
     family: ModelFamily = "logreg",
+    tamper: Tamper | None = None,
 ) -> str:
     """Train a model (a logistic regression unless told) on synthetic loans and register it.
 
@@ -112,6 +118,9 @@ def register_version(
             `SCORECARD` for a scorecard).
         rows: training rows drawn.
         decline_share: the threshold declines this share of validation applicants.
+        family: the model family.
+        tamper: what to log instead of the card and the input example as trained, from the
+            fitted model and its training features; for versions that are broken on purpose.
 
     Returns:
         The new version.
@@ -156,7 +165,10 @@ def register_version(
             for name, value in {**evaluation.as_metrics(), "cv_roc_auc": evaluation.roc_auc}.items()
         ],
     )
-    info = registry.log_model(client, run_id, trained.model, schema, splits.train.X.head(5), card)
+    example = splits.train.X.head(5)
+    if tamper is not None:
+        card, example = tamper(trained, splits.train.X, card)
+    info = registry.log_model(client, run_id, trained.model, schema, example, card)
     version = registry.register_version(client, settings.model_name, info, run_id, tags)
     client.set_terminated(run_id)
     return str(version.version)

@@ -2,8 +2,8 @@
 
 Shadow (share 0): the applicant gets the champion's answer and the log gets one paired record
 per application. Share: a seeded share of applicants gets the challenger's answer, always the
-same applicants. A challenger that cannot load is detached, named and counted, and the champion
-answers on.
+same applicants. A challenger that cannot load, or that raises while scoring (in shadow, or on
+the request path under a share), is detached, named and counted, and the champion answers on.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from loanops.arms import assign_arm
 from loanops.decisions.database import create_engine_for
 from loanops.decisions.read import count_decisions, read_decisions
 from loanops.settings import Settings
+from serving.model import LoadedModel, load_version
 from tests.factories import synthetic_applications
 from tests.integration.api_fixtures import (
     API_KEYS,
@@ -30,6 +31,7 @@ from tests.integration.api_fixtures import (
     loanops_serve,
     point_alias,
     register_model_without_card,
+    register_version_failing_to_explain,
     registry_settings,
 )
 from tests.integration.serving_fixtures import register_version
@@ -235,3 +237,90 @@ def test_a_share_of_applicants_gets_the_challenger_always_the_same_ones(
     challenger_rows = records[records["arm"] == "challenger"]
     assert (challenger_rows["challenger_version"] == versions.challenger).all()
     assert (challenger_rows["model_version"] == versions.champion).all()
+
+
+@dataclass(frozen=True)
+class ScoringFault:
+    version: str
+    raising: list[dict[str, Any]]
+    """Applications its scoring raises on; its input example is not among them."""
+
+
+@pytest.fixture(scope="module")
+def scoring_fault(versions: Versions) -> ScoringFault:
+    version = register_version_failing_to_explain(versions.settings)
+    client = loanops_registry.connect(versions.settings)
+    # The path the API loads by, smoke test included: the version is accepted.
+    loaded = load_version(client, versions.settings.model_name, version, expected_schema=SCHEMA)
+    raising = [a for a in synthetic_applications(300) if _raises(loaded, a)]
+    return ScoringFault(version, raising)
+
+
+def arm(application: dict[str, Any], share: float) -> str:
+    return assign_arm(application, share=share, seed=SEED, applicant_key=SCHEMA.applicant_key)
+
+
+def _raises(model: LoadedModel, application: dict[str, Any]) -> bool:
+    row = SCHEMA.request_model().model_validate(application).model_dump()
+    try:
+        model.score([row], top_reasons=4)
+    except ValueError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize("share", [0.0, SHARE], ids=["shadow", "share"])
+def test_a_challenger_that_raises_while_scoring_is_dropped_and_the_champion_answers_alone(
+    versions: Versions, scoring_fault: ScoringFault, decision_db: str, tmp_path: Path, share: float
+) -> None:
+    # Under a share, applicants of the challenger's arm only: it scores on the request path.
+    applications = [
+        a for a in scoring_fault.raising if share == 0.0 or arm(a, share) == "challenger"
+    ]
+    applications = applications[:6]
+    assert len(applications) == 6
+    set_challenger(versions, None)
+    engine = create_engine_for(decision_db)
+    try:
+        with serve(versions, tmp_path, decision_db, share=share) as server:
+            alone = predict_all(server, applications)
+            set_challenger(versions, scoring_fault.version)
+            wait_for(
+                lambda: challenger_info(server)["state"] == "attached",
+                timeout=30,
+                what="the challenger to attach",
+            )
+            answered = predict_all(server, applications)
+            wait_for(
+                lambda: challenger_info(server)["state"] == "failed",
+                timeout=30,
+                what="the challenger to fail while scoring",
+            )
+            failed = challenger_info(server)
+            failures = {stage: challenger_failures(server, stage) for stage in ("load", "score")}
+            wait_for(
+                lambda: count_decisions(engine) == 2 * len(applications),
+                timeout=30,
+                what="every decision in the log",
+            )
+    finally:
+        set_challenger(versions, None)
+    records = read_decisions(engine).set_index("request_id")
+    engine.dispose()
+
+    def answer(a: dict[str, Any]) -> tuple[Any, ...]:
+        return a["model_version"], a["probability_of_default"], a["decision"], a["reasons"]
+
+    assert [answer(a) for a in answered] == [answer(a) for a in alone]
+    assert {a["model_version"] for a in answered} == {versions.champion}
+    assert failed["version"] == scoring_fault.version
+    assert failed["last_error_stage"] == "score"
+    assert "n/a" in failed["last_error"]
+    # Dropped at its first failure: no application scores with it after that.
+    assert failures == {"load": 0, "score": 1}
+    logged = records.loc[[a["request_id"] for a in answered]]
+    assert (logged["arm"] == "champion").all()
+    assert (logged["model_version"] == versions.champion).all()
+    assert logged["challenger_version"].isna().all()
+    assert logged["challenger_probability"].isna().all()
+    assert list(logged["probability"]) == [a["probability_of_default"] for a in answered]
