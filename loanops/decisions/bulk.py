@@ -15,18 +15,22 @@ time as JSON per row cost most of a write (the JSON encoding, and a row several 
 no reader, and each further column costs every insert its binding. A row keeps what keyed work
 and a window count need: the key that makes writes idempotent and that outcomes refer to, the
 time, the model version, the job, and the segment that holds the rest. Rows go in by each
-database's bulk path: one executemany on SQLite, COPY on PostgreSQL, its text built by Arrow's
-string kernels (a chunk's time, model and job are one value each, formatted once).
+database's bulk path: one statement on SQLite, binary COPY on PostgreSQL, its fields joined by
+Arrow's kernels (a chunk's time, model and job are one value each, encoded once). On PostgreSQL
+the server's work on those rows (parsing them, its key index) is most of a write, so the segment
+is encoded while a thread sends them.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import struct
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from itertools import repeat
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import orjson
-from sqlalchemy import Engine
+from sqlalchemy import Engine, Integer
 
 from loanops.decisions.database import write_transaction
 from loanops.decisions.record import ARMS, DECISIONS, SOURCES
@@ -37,11 +41,13 @@ from loanops.decisions.segments import (
     TYPED_PREFIX,
     encode,
 )
-from loanops.decisions.table import DECISIONS_TABLE, SEGMENTS_TABLE
+from loanops.decisions.table import DECISIONS_TABLE, SEGMENTS_TABLE, UTCDateTime
 
 if TYPE_CHECKING:
     import pyarrow as pa
     from sqlalchemy.engine import Connection
+
+_T = TypeVar("_T")
 
 ROW_COLUMNS: Final = tuple(column.name for column in DECISIONS_TABLE.columns)
 """Columns of ``decisions``, in the order every statement here lists them."""
@@ -62,14 +68,26 @@ _SQLITE_IN_CHUNK: Final = 900
 _PG_STAGE: Final = (
     "CREATE TEMPORARY TABLE decisions_incoming (LIKE decisions INCLUDING DEFAULTS) ON COMMIT DROP"
 )
-_PG_COPY: Final = "COPY {table} ({columns}) FROM STDIN"
+_PG_COPY: Final = "COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)"
+# How each column of ``decisions`` goes into binary COPY: as its PostgreSQL type sends it.
+_PG_KINDS: Final = {
+    column.name: "timestamptz"
+    if isinstance(column.type, UTCDateTime)
+    else "int4"
+    if isinstance(column.type, Integer)
+    else "text"
+    for column in DECISIONS_TABLE.columns
+}
+_PG_EPOCH: Final = datetime(2000, 1, 1, tzinfo=UTC)
+_PG_EPOCH_US: Final = (_PG_EPOCH - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+_PG_BINARY_HEADER: Final = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
+_PG_BINARY_TRAILER: Final = struct.pack(">h", -1)
+_PG_NULL: Final = struct.pack(">i", -1)
 _PG_MOVE: Final = (
     f"INSERT INTO decisions ({', '.join(ROW_COLUMNS)}) "
     f"SELECT {', '.join(ROW_COLUMNS)} FROM decisions_incoming ORDER BY request_id "
     "ON CONFLICT (request_id) DO NOTHING RETURNING request_id"
 )
-# What COPY's text format escapes in a value, backslash first.
-_COPY_ESCAPES: Final = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))
 _PG_NEXT_SEGMENT: Final = (
     "SELECT nextval(pg_get_serial_sequence('decision_segments', 'segment_id'))"
 )
@@ -226,8 +244,11 @@ def insert_segment(
     rows = _key_table(table, model_name, model_version, segment_id)
     if not _is_identity(by_key):
         rows = rows.take(by_key)
+    segment: dict[str, Any] | None = None
     if dialect == "postgresql":
-        inserted = _copy_postgres(connection, rows)
+        # Betting that every row is new (a redelivered chunk is rare), the segment is encoded
+        # while the server takes the rows.
+        inserted, segment = _copy_postgres(connection, rows, lambda: _segment(table, by_key))
     elif dialect == "sqlite":
         inserted = _insert_sqlite(connection, rows)
     else:
@@ -236,23 +257,35 @@ def insert_segment(
         table = table.filter(
             pc.is_in(table["request_id"], value_set=pa.array(sorted(inserted), pa.string()))
         )
-    if table.num_rows == 0:
-        return 0
-    table = _in_segment_order(table, by_key if inserted is None else None)
-    times = table["decided_at"]
+        if table.num_rows == 0:
+            return 0
+        segment = _segment(table, None)
+    elif segment is None:
+        segment = _segment(table, by_key)
     connection.execute(
         SEGMENTS_TABLE.insert(),
         {
             "segment_id": segment_id,
             "model_name": model_name,
             "model_version": model_version,
-            "first_at": pc.min(times).as_py(),
-            "last_at": pc.max(times).as_py(),
-            "rows": table.num_rows,
-            "data": encode(table),
+            **segment,
         },
     )
-    return table.num_rows
+    return int(segment["rows"])
+
+
+def _segment(table: pa.Table, by_key: pa.Array | None) -> dict[str, Any]:
+    """The ``decision_segments`` values of a batch's stored decisions, bar its id and model."""
+    import pyarrow.compute as pc
+
+    table = _in_segment_order(table, by_key)
+    times = pc.min_max(table["decided_at"])
+    return {
+        "first_at": times["min"].as_py(),
+        "last_at": times["max"].as_py(),
+        "rows": table.num_rows,
+        "data": encode(table),
+    }
 
 
 def _by_key(table: pa.Table) -> tuple[pa.Table, pa.Array]:
@@ -425,81 +458,132 @@ def _sqlite_times(times: pa.ChunkedArray) -> list[str] | Any:
     return pa.array(texts, pa.string()).take(encoded.indices).to_pylist()
 
 
-def _copy_text(rows: pa.Table) -> bytes:
-    """The rows in COPY's text format, built column by column in Arrow."""
+def _copy_binary(rows: pa.Table) -> list[bytes | memoryview]:
+    """The rows in COPY's binary format, in `ROW_COLUMNS` order, as buffers to send in turn.
+
+    Binary spares the server parsing text (a timestamp per row costs it more than the row's
+    heap insert) and us escaping it. Each row is its field count, then each field's length and
+    value; a value shared by every row (a chunk's time, model, job and segment) is encoded once,
+    and Arrow joins the rest column-wise.
+    """
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    fields: list[Any] = []
+    fields: list[Any] = [pa.scalar(struct.pack(">h", len(ROW_COLUMNS)), pa.binary())]
     for name in ROW_COLUMNS:
         column = rows[name]
+        kind = _PG_KINDS[name]
         found, value = (False, None) if name == "request_id" else _one_value(column)
         if found:
-            # The same in every row (a chunk's time, model and job): formatted once.
-            fields.append(_copy_value(value))
-            continue
-        if pa.types.is_timestamp(column.type):
-            encoded = pc.dictionary_encode(column).combine_chunks()
-            texts = pa.array(
-                [None if t is None else t.isoformat() for t in encoded.dictionary.to_pylist()],
-                pa.string(),
-            )
-            column = texts.take(encoded.indices)
-        elif _is_text(column.type):
-            column = _plain_text(column)
-            for special, escaped in _COPY_ESCAPES:
-                column = pc.replace_substring(column, special, escaped)
+            fields.append(pa.scalar(_binary_value(kind, value), pa.binary()))
+        elif kind == "text":
+            fields.append(_binary_texts(column))
+        elif kind == "timestamptz":
+            micros = column.cast(pa.timestamp("us", tz="UTC"), safe=False).cast(pa.int64())
+            fields.append(_binary_fixed(micros, ">i8", -_PG_EPOCH_US))
         else:
-            column = column.cast(pa.string())
-        fields.append(pc.fill_null(column, "\\N"))
-    joined = pc.binary_join_element_wise(*fields, "\t")
-    lines = pc.binary_join_element_wise(joined, "", "\n")  # each line ends with a newline
+            fields.append(_binary_fixed(column.cast(pa.int64()), ">i4", 0))
+    lines = pc.binary_join_element_wise(*fields, pa.scalar(b"", pa.binary()))
     if isinstance(lines, pa.ChunkedArray):
         lines = lines.combine_chunks()
     if len(lines) == 0:
-        return b""
-    # The values of a string array lie end to end in its data buffer: that is the COPY text.
+        return [_PG_BINARY_HEADER, _PG_BINARY_TRAILER]
+    # The values of a binary array lie end to end in its data buffer: that is the COPY body.
     _, offsets, values = lines.buffers()
     bounds = np.frombuffer(offsets, dtype=np.int32)[[lines.offset, lines.offset + len(lines)]]
-    return bytes(memoryview(values)[int(bounds[0]) : int(bounds[1])])
+    body = memoryview(values)[int(bounds[0]) : int(bounds[1])]
+    return [_PG_BINARY_HEADER, body, _PG_BINARY_TRAILER]
 
 
-def _copy_value(value: Any) -> str:
-    """One value in COPY's text format."""
+def _binary_value(kind: str, value: Any) -> bytes:
+    """One field in COPY's binary format: its length, then its value as PostgreSQL sends it."""
     if value is None:
-        return "\\N"
-    text = value.isoformat() if isinstance(value, datetime) else str(value)
-    for special, escaped in _COPY_ESCAPES:
-        text = text.replace(special, escaped)
-    return text
+        return _PG_NULL
+    if kind == "timestamptz":
+        at = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        return struct.pack(">iq", 8, (at - _PG_EPOCH) // timedelta(microseconds=1))
+    if kind == "int4":
+        return struct.pack(">ii", 4, value)
+    data = str(value).encode()
+    return struct.pack(">i", len(data)) + data
 
 
-def _copy_postgres(connection: Connection, rows: pa.Table) -> set[str] | None:
+def _binary_texts(column: pa.ChunkedArray) -> pa.Array:
+    """A text column as binary COPY fields: each value's length, then its UTF-8 bytes."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    values = _plain_text(column).cast(pa.binary()).combine_chunks()
+    lengths = pc.fill_null(pc.binary_length(values), -1)  # a missing value's length is -1
+    prefixes = _big_endian(lengths.to_numpy(zero_copy_only=False).astype(">i4"))
+    return pc.binary_join_element_wise(
+        prefixes, pc.fill_null(values, b""), pa.scalar(b"", pa.binary())
+    )
+
+
+def _binary_fixed(values: pa.ChunkedArray, kind: str, shift: int) -> pa.Array:
+    """A column of fixed-width numbers as binary COPY fields (`kind` a big-endian dtype)."""
+    import numpy as np
+
+    numbers = values.to_numpy(zero_copy_only=False)
+    if values.null_count:
+        raise ValueError("a decision's time and segment are never missing")
+    if kind == ">i4" and len(numbers) and not (-(2**31) <= numbers.min() <= numbers.max() < 2**31):
+        raise ValueError("a segment id outside PostgreSQL's integer range")
+    width = np.dtype(kind).itemsize
+    fields = np.empty(len(numbers), dtype=[("length", ">i4"), ("value", kind)])
+    fields["length"] = width
+    fields["value"] = numbers + shift
+    return _big_endian(fields)
+
+
+def _big_endian(packed: Any) -> pa.Array:
+    """A numpy array of fixed-width records as a binary array, one value per record."""
+    import pyarrow as pa
+
+    width = packed.dtype.itemsize
+    fixed = pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(width), len(packed), [None, pa.py_buffer(packed.tobytes())]
+    )
+    return fixed.cast(pa.binary())
+
+
+def _copy_postgres(
+    connection: Connection, rows: pa.Table, meanwhile: Callable[[], _T]
+) -> tuple[set[str] | None, _T | None]:
     """COPY straight into the table; the set of inserted ids, or None when all were.
+
+    `meanwhile` runs while the server takes the rows (a thread sends them); its result comes
+    back when every row was inserted, None otherwise.
 
     A stored request id fails that COPY (a redelivered chunk, which is rare); then, back at the
     savepoint, the rows are copied into a staging table and only the new ones moved over.
     """
     import psycopg
+    from psycopg.copy import QueuedLibpqWriter
 
-    data = _copy_text(rows)
+    data = _copy_binary(rows)
     columns = ", ".join(ROW_COLUMNS)
     dbapi = connection.connection.driver_connection
     assert dbapi is not None
     with dbapi.cursor() as cursor:
         cursor.execute("SAVEPOINT decisions_copy")
         try:
-            with cursor.copy(_PG_COPY.format(table="decisions", columns=columns)) as copy:
-                copy.write(data)
+            statement = _PG_COPY.format(table="decisions", columns=columns)
+            with cursor.copy(statement, writer=QueuedLibpqWriter(cursor)) as copy:
+                for buffer in data:
+                    copy.write(buffer)
+                done = meanwhile()
             cursor.execute("RELEASE SAVEPOINT decisions_copy")
-            return None
+            return None, done
         except psycopg.errors.UniqueViolation:
             cursor.execute("ROLLBACK TO SAVEPOINT decisions_copy")
         cursor.execute(_PG_STAGE)
         with cursor.copy(_PG_COPY.format(table="decisions_incoming", columns=columns)) as copy:
-            copy.write(data)
+            for buffer in data:
+                copy.write(buffer)
         cursor.execute(_PG_MOVE)
         inserted = {row[0] for row in cursor.fetchall()}
         cursor.execute("DROP TABLE decisions_incoming")
-    return None if len(inserted) == rows.num_rows else inserted
+    return (None, None) if len(inserted) == rows.num_rows else (inserted, None)

@@ -105,7 +105,7 @@ def test_n_decisions_make_n_rows_and_rewriting_them_adds_none(engine: Engine) ->
 
 
 def test_a_chunk_whose_ids_and_job_need_escaping_is_copied_as_given(engine: Engine) -> None:
-    # COPY's text format escapes tabs, newlines and backslashes; a chunk's job is formatted once.
+    # Texts that COPY's text format would escape; a chunk's job is encoded once.
     job = 'job "7"\t\\ \n é'
     rows = pa.array(range(40), pa.int64())
     table = pa.table(
@@ -140,6 +140,28 @@ def test_a_chunk_whose_ids_and_job_need_escaping_is_copied_as_given(engine: Engi
             )
         )
     assert stored == {(f"{job}-{i}", job, "loan\tdefault", T0) for i in range(40)}
+
+
+def test_rows_that_differ_in_time_and_job_are_copied_as_given(engine: Engine) -> None:
+    # Each row's own time (before PostgreSQL's epoch too, to the microsecond) and job, or none.
+    times = [T0, T0 + timedelta(microseconds=1), T0.replace(year=1999, month=12, day=31)]
+    decisions = [
+        make_decision(i, decided_at=when, job_id=None if i == 1 else f"job-{i}")
+        for i, when in enumerate(times)
+    ]
+
+    assert write_decisions(engine, decisions) == 3
+    with engine.connect() as connection:
+        stored = set(
+            connection.execute(
+                sa.select(
+                    DECISIONS_TABLE.c.request_id,
+                    DECISIONS_TABLE.c.decided_at,
+                    DECISIONS_TABLE.c.job_id,
+                )
+            )
+        )
+    assert stored == {(d.request_id, d.decided_at, d.job_id) for d in decisions}
 
 
 def test_a_redelivered_chunk_racing_the_first_delivery_adds_nothing(engine: Engine) -> None:
