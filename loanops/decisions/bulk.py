@@ -15,23 +15,20 @@ time as JSON per row cost most of a write (the JSON encoding, and a row several 
 no reader, and each further column costs every insert its binding. A row keeps what keyed work
 and a window count need: the key that makes writes idempotent and that outcomes refer to, the
 time, the model version, the job, and the segment that holds the rest. Rows go in by each
-database's bulk path: one statement on SQLite, binary COPY on PostgreSQL, its fields joined by
-Arrow's kernels (a chunk's time, model and job are one value each, encoded once). On PostgreSQL
-the server's work on those rows (parsing them, its key index) is most of a write, so the segment
-is encoded while a thread sends them.
+database's bulk path: one statement on SQLite (`bulk_sqlite`), binary COPY on PostgreSQL
+(`bulk_postgres`), a chunk's time, model and job bound or encoded once. On PostgreSQL the
+server's work on those rows is most of a write, so the segment is encoded while they are sent.
 """
 
 from __future__ import annotations
 
-import struct
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
-from itertools import repeat
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final
 
-import orjson
-from sqlalchemy import Engine, Integer
+from sqlalchemy import Engine
 
+from loanops.decisions.bulk_columns import ROW_COLUMNS, plain_text
+from loanops.decisions.bulk_postgres import copy_postgres
+from loanops.decisions.bulk_sqlite import insert_sqlite
 from loanops.decisions.database import write_transaction
 from loanops.decisions.record import ARMS, DECISIONS, SOURCES
 from loanops.decisions.segments import (
@@ -41,53 +38,13 @@ from loanops.decisions.segments import (
     TYPED_PREFIX,
     encode,
 )
-from loanops.decisions.table import DECISIONS_TABLE, SEGMENTS_TABLE, UTCDateTime
+from loanops.decisions.table import SEGMENTS_TABLE
 
 if TYPE_CHECKING:
     import pyarrow as pa
     from sqlalchemy.engine import Connection
 
-_T = TypeVar("_T")
 
-ROW_COLUMNS: Final = tuple(column.name for column in DECISIONS_TABLE.columns)
-"""Columns of ``decisions``, in the order every statement here lists them."""
-_SQLITE_INSERT: Final = (
-    f"INSERT INTO decisions ({', '.join(ROW_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(ROW_COLUMNS))}) ON CONFLICT (request_id) DO NOTHING"
-)
-# A batch whose rows differ only by request id: the ids go in as one JSON array, which SQLite
-# walks in C, and the other values are bound once. ("WHERE true" lets SQLite parse the upsert
-# after a SELECT.)
-_SQLITE_INSERT_IDS: Final = (
-    f"INSERT INTO decisions ({', '.join(ROW_COLUMNS)}) "
-    f"SELECT {', '.join('value' if name == 'request_id' else '?' for name in ROW_COLUMNS)} "
-    "FROM json_each(?) WHERE true ON CONFLICT (request_id) DO NOTHING"
-)
-# SQLite's limit on bound parameters of one statement, with a margin.
-_SQLITE_IN_CHUNK: Final = 900
-_PG_STAGE: Final = (
-    "CREATE TEMPORARY TABLE decisions_incoming (LIKE decisions INCLUDING DEFAULTS) ON COMMIT DROP"
-)
-_PG_COPY: Final = "COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)"
-# How each column of ``decisions`` goes into binary COPY: as its PostgreSQL type sends it.
-_PG_KINDS: Final = {
-    column.name: "timestamptz"
-    if isinstance(column.type, UTCDateTime)
-    else "int4"
-    if isinstance(column.type, Integer)
-    else "text"
-    for column in DECISIONS_TABLE.columns
-}
-_PG_EPOCH: Final = datetime(2000, 1, 1, tzinfo=UTC)
-_PG_EPOCH_US: Final = (_PG_EPOCH - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
-_PG_BINARY_HEADER: Final = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
-_PG_BINARY_TRAILER: Final = struct.pack(">h", -1)
-_PG_NULL: Final = struct.pack(">i", -1)
-_PG_MOVE: Final = (
-    f"INSERT INTO decisions ({', '.join(ROW_COLUMNS)}) "
-    f"SELECT {', '.join(ROW_COLUMNS)} FROM decisions_incoming ORDER BY request_id "
-    "ON CONFLICT (request_id) DO NOTHING RETURNING request_id"
-)
 _PG_NEXT_SEGMENT: Final = (
     "SELECT nextval(pg_get_serial_sequence('decision_segments', 'segment_id'))"
 )
@@ -133,7 +90,7 @@ def check_columns(model_name: str, model_version: str, table: pa.Table) -> None:
         if values.null_count or not pc.all(inside).as_py():
             raise ValueError(f"{name} must lie in [0, 1] on every decision")
     for name, allowed in (("decision", DECISIONS), ("source", SOURCES)):
-        values = _plain_text(table[name])
+        values = plain_text(table[name])
         known = pc.is_in(values, value_set=pa.array(sorted(allowed)))
         if values.null_count or not pc.all(known).as_py():
             raise ValueError(f"{name} must be one of {sorted(allowed)} on every decision")
@@ -153,7 +110,7 @@ def _check_paired(table: pa.Table) -> None:
     import pyarrow.compute as pc
 
     if "arm" in table.column_names:
-        arms = _plain_text(table["arm"])
+        arms = plain_text(table["arm"])
         if arms.null_count or not pc.all(pc.is_in(arms, value_set=pa.array(sorted(ARMS)))).as_py():
             raise ValueError(f"arm must be one of {sorted(ARMS)} on every decision")
     for name in ("challenger_probability", "challenger_threshold"):
@@ -163,7 +120,7 @@ def _check_paired(table: pa.Table) -> None:
             if pc.any(pc.invert(inside)).as_py():
                 raise ValueError(f"{name} must lie in [0, 1] where a challenger scored")
     if "challenger_decision" in table.column_names:
-        values = _plain_text(table["challenger_decision"])
+        values = plain_text(table["challenger_decision"])
         known = pc.is_in(values, value_set=pa.array(sorted(DECISIONS)))
         if pc.any(pc.and_(pc.is_valid(values), pc.invert(known))).as_py():
             raise ValueError(f"challenger_decision must be one of {sorted(DECISIONS)} or null")
@@ -175,12 +132,6 @@ def _is_text(kind: pa.DataType) -> bool:
     if pa.types.is_dictionary(kind):
         kind = kind.value_type
     return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind))
-
-
-def _plain_text(values: pa.ChunkedArray) -> pa.ChunkedArray:
-    import pyarrow as pa
-
-    return values.cast(pa.string()) if pa.types.is_dictionary(values.type) else values
 
 
 def _holds_nul(values: pa.ChunkedArray) -> bool:
@@ -248,9 +199,9 @@ def insert_segment(
     if dialect == "postgresql":
         # Betting that every row is new (a redelivered chunk is rare), the segment is encoded
         # while the server takes the rows.
-        inserted, segment = _copy_postgres(connection, rows, lambda: _segment(table, by_key))
+        inserted, segment = copy_postgres(connection, rows, lambda: _segment(table, by_key))
     elif dialect == "sqlite":
-        inserted = _insert_sqlite(connection, rows)
+        inserted = insert_sqlite(connection, rows)
     else:
         raise ValueError(f"the decision log supports SQLite and PostgreSQL, not {dialect}")
     if inserted is not None:
@@ -357,233 +308,3 @@ def _key_table(table: pa.Table, model_name: str, model_version: str, segment_id:
         "segment_id": pa.repeat(pa.scalar(segment_id, pa.int64()), n),
     }
     return pa.table({name: columns[name] for name in ROW_COLUMNS})
-
-
-def _insert_sqlite(connection: Connection, rows: pa.Table) -> set[str] | None:
-    """Insert on SQLite; the set of inserted ids, or None when every row was inserted."""
-    dbapi = connection.connection.driver_connection
-    assert dbapi is not None
-    n = rows.num_rows
-    ids = _plain_text(rows["request_id"]).to_pylist()
-    shared = {name: _one_value(rows[name]) for name in ROW_COLUMNS if name != "request_id"}
-    cursor = dbapi.cursor()
-    try:
-        # The write lock is held (BEGIN IMMEDIATE), so what is stored cannot change under us.
-        before = dbapi.total_changes
-        if all(found for found, _ in shared.values()):
-            # A batch chunk: binding costs about a microsecond a value, so the shared values
-            # are bound once and the ids passed as one JSON array.
-            constants = [
-                _sqlite_time(value) if name == "decided_at" else value
-                for name, (_, value) in shared.items()
-            ]
-            cursor.execute(_SQLITE_INSERT_IDS, (*constants, orjson.dumps(ids).decode()))
-        else:
-            values = [
-                ids
-                if name == "request_id"
-                else _sqlite_times(rows[name])
-                if name == "decided_at"
-                else _values(rows[name])
-                for name in ROW_COLUMNS
-            ]
-            cursor.executemany(_SQLITE_INSERT, zip(*values, strict=True))
-        changed = dbapi.total_changes - before
-        if changed == n:
-            return None
-        if changed == 0:
-            return set()
-        # Some were stored already: the new rows are those that point to this batch's segment.
-        segment_id = rows["segment_id"][0].as_py()
-        new: set[str] = set()
-        for start in range(0, n, _SQLITE_IN_CHUNK):
-            part = ids[start : start + _SQLITE_IN_CHUNK]
-            cursor.execute(
-                "SELECT request_id FROM decisions WHERE segment_id = ? "
-                f"AND request_id IN ({', '.join('?' * len(part))})",
-                (segment_id, *part),
-            )
-            new.update(row[0] for row in cursor.fetchall())
-        return new
-    finally:
-        cursor.close()
-
-
-def _one_value(column: pa.ChunkedArray) -> tuple[bool, Any]:
-    """Whether every row of a column holds the same value (null included), and that value."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    if column.null_count == len(column):
-        return True, None
-    if column.null_count:
-        return False, None
-    if pa.types.is_dictionary(column.type):
-        column = pc.dictionary_encode(column.cast(column.type.value_type)).combine_chunks()
-        dictionary = column.dictionary
-        return (True, dictionary[0].as_py()) if len(dictionary) == 1 else (False, None)
-    bounds = pc.min_max(column)
-    low, high = bounds["min"], bounds["max"]
-    return (True, low.as_py()) if low == high else (False, None)
-
-
-def _sqlite_time(value: datetime) -> str:
-    """A time as `UTCDateTime` stores it on SQLite (SQLAlchemy's fixed-width naive UTC)."""
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
-
-
-def _values(column: pa.ChunkedArray) -> Any:
-    """A column's values for executemany: a repeat of one value when they are all the same."""
-    import pyarrow as pa
-
-    if pa.types.is_dictionary(column.type) and column.num_chunks == 1 and not column.null_count:
-        dictionary = column.chunk(0).dictionary
-        if len(dictionary) == 1:
-            return repeat(dictionary[0].as_py(), len(column))
-    return _plain_text(column).to_pylist()
-
-
-def _sqlite_times(times: pa.ChunkedArray) -> list[str] | Any:
-    """UTC as `UTCDateTime` stores it on SQLite (SQLAlchemy's fixed-width text).
-
-    A batch chunk shares one timestamp, so each distinct one is formatted once.
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    encoded = pc.dictionary_encode(times).combine_chunks()
-    texts = [_sqlite_time(value) for value in encoded.dictionary.to_pylist()]
-    if len(texts) == 1:
-        return repeat(texts[0], len(times))
-    return pa.array(texts, pa.string()).take(encoded.indices).to_pylist()
-
-
-def _copy_binary(rows: pa.Table) -> list[bytes | memoryview]:
-    """The rows in COPY's binary format, in `ROW_COLUMNS` order, as buffers to send in turn.
-
-    Binary spares the server parsing text (a timestamp per row costs it more than the row's
-    heap insert) and us escaping it. Each row is its field count, then each field's length and
-    value; a value shared by every row (a chunk's time, model, job and segment) is encoded once,
-    and Arrow joins the rest column-wise.
-    """
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    fields: list[Any] = [pa.scalar(struct.pack(">h", len(ROW_COLUMNS)), pa.binary())]
-    for name in ROW_COLUMNS:
-        column = rows[name]
-        kind = _PG_KINDS[name]
-        found, value = (False, None) if name == "request_id" else _one_value(column)
-        if found:
-            fields.append(pa.scalar(_binary_value(kind, value), pa.binary()))
-        elif kind == "text":
-            fields.append(_binary_texts(column))
-        elif kind == "timestamptz":
-            micros = column.cast(pa.timestamp("us", tz="UTC"), safe=False).cast(pa.int64())
-            fields.append(_binary_fixed(micros, ">i8", -_PG_EPOCH_US))
-        else:
-            fields.append(_binary_fixed(column.cast(pa.int64()), ">i4", 0))
-    lines = pc.binary_join_element_wise(*fields, pa.scalar(b"", pa.binary()))
-    if isinstance(lines, pa.ChunkedArray):
-        lines = lines.combine_chunks()
-    if len(lines) == 0:
-        return [_PG_BINARY_HEADER, _PG_BINARY_TRAILER]
-    # The values of a binary array lie end to end in its data buffer: that is the COPY body.
-    _, offsets, values = lines.buffers()
-    bounds = np.frombuffer(offsets, dtype=np.int32)[[lines.offset, lines.offset + len(lines)]]
-    body = memoryview(values)[int(bounds[0]) : int(bounds[1])]
-    return [_PG_BINARY_HEADER, body, _PG_BINARY_TRAILER]
-
-
-def _binary_value(kind: str, value: Any) -> bytes:
-    """One field in COPY's binary format: its length, then its value as PostgreSQL sends it."""
-    if value is None:
-        return _PG_NULL
-    if kind == "timestamptz":
-        at = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-        return struct.pack(">iq", 8, (at - _PG_EPOCH) // timedelta(microseconds=1))
-    if kind == "int4":
-        return struct.pack(">ii", 4, value)
-    data = str(value).encode()
-    return struct.pack(">i", len(data)) + data
-
-
-def _binary_texts(column: pa.ChunkedArray) -> pa.Array:
-    """A text column as binary COPY fields: each value's length, then its UTF-8 bytes."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    values = _plain_text(column).cast(pa.binary()).combine_chunks()
-    lengths = pc.fill_null(pc.binary_length(values), -1)  # a missing value's length is -1
-    prefixes = _big_endian(lengths.to_numpy(zero_copy_only=False).astype(">i4"))
-    return pc.binary_join_element_wise(
-        prefixes, pc.fill_null(values, b""), pa.scalar(b"", pa.binary())
-    )
-
-
-def _binary_fixed(values: pa.ChunkedArray, kind: str, shift: int) -> pa.Array:
-    """A column of fixed-width numbers as binary COPY fields (`kind` a big-endian dtype)."""
-    import numpy as np
-
-    numbers = values.to_numpy(zero_copy_only=False)
-    if values.null_count:
-        raise ValueError("a decision's time and segment are never missing")
-    if kind == ">i4" and len(numbers) and not (-(2**31) <= numbers.min() <= numbers.max() < 2**31):
-        raise ValueError("a segment id outside PostgreSQL's integer range")
-    width = np.dtype(kind).itemsize
-    fields = np.empty(len(numbers), dtype=[("length", ">i4"), ("value", kind)])
-    fields["length"] = width
-    fields["value"] = numbers + shift
-    return _big_endian(fields)
-
-
-def _big_endian(packed: Any) -> pa.Array:
-    """A numpy array of fixed-width records as a binary array, one value per record."""
-    import pyarrow as pa
-
-    width = packed.dtype.itemsize
-    fixed = pa.FixedSizeBinaryArray.from_buffers(
-        pa.binary(width), len(packed), [None, pa.py_buffer(packed.tobytes())]
-    )
-    return fixed.cast(pa.binary())
-
-
-def _copy_postgres(
-    connection: Connection, rows: pa.Table, meanwhile: Callable[[], _T]
-) -> tuple[set[str] | None, _T | None]:
-    """COPY straight into the table; the set of inserted ids, or None when all were.
-
-    `meanwhile` runs while the server takes the rows (a thread sends them); its result comes
-    back when every row was inserted, None otherwise.
-
-    A stored request id fails that COPY (a redelivered chunk, which is rare); then, back at the
-    savepoint, the rows are copied into a staging table and only the new ones moved over.
-    """
-    import psycopg
-    from psycopg.copy import QueuedLibpqWriter
-
-    data = _copy_binary(rows)
-    columns = ", ".join(ROW_COLUMNS)
-    dbapi = connection.connection.driver_connection
-    assert dbapi is not None
-    with dbapi.cursor() as cursor:
-        cursor.execute("SAVEPOINT decisions_copy")
-        try:
-            statement = _PG_COPY.format(table="decisions", columns=columns)
-            with cursor.copy(statement, writer=QueuedLibpqWriter(cursor)) as copy:
-                for buffer in data:
-                    copy.write(buffer)
-                done = meanwhile()
-            cursor.execute("RELEASE SAVEPOINT decisions_copy")
-            return None, done
-        except psycopg.errors.UniqueViolation:
-            cursor.execute("ROLLBACK TO SAVEPOINT decisions_copy")
-        cursor.execute(_PG_STAGE)
-        with cursor.copy(_PG_COPY.format(table="decisions_incoming", columns=columns)) as copy:
-            for buffer in data:
-                copy.write(buffer)
-        cursor.execute(_PG_MOVE)
-        inserted = {row[0] for row in cursor.fetchall()}
-        cursor.execute("DROP TABLE decisions_incoming")
-    return (None, None) if len(inserted) == rows.num_rows else (inserted, None)
