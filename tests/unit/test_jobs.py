@@ -18,16 +18,10 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 from sqlalchemy import select, update
-from threadpoolctl import threadpool_limits
 
 from loanops.data import synthetic as syn
 from loanops.decisions.bulk import check_columns
 from loanops.decisions.database import create_engine_for
-from loanops.evaluate import CostMatrix
-from loanops.explain import Explainer, favourable_values
-from loanops.features import split_frame
-from loanops.registry import ModelCard
-from loanops.train import fit
 from serving.batch.chunks import decision_columns, score_chunk
 from serving.batch.client import PREPARE_TASK, RECORD_PRIORITY, RECORD_TASK
 from serving.batch.database import migrate
@@ -38,8 +32,7 @@ from serving.batch.tables import ChunkRow, JobRow
 from serving.batch.upload import BatchFileError, UploadTooLarge, detect_format
 from serving.batch.validation import validate_chunk
 from serving.model import LoadedModel
-from serving.scorer.compiled import CompiledScorer
-from tests.model.fitting import CONFIGS
+from tests.loaded_models import compiled_logreg
 from tests.storage_fixtures import (
     BACKENDS,
     make_storage,
@@ -53,40 +46,7 @@ TYPES = ("int", "float", "category")
 @pytest.fixture(scope="module")
 def model() -> LoadedModel:
     """A compiled logistic regression on synthetic loans; it declines about a fifth of them."""
-    raw = syn.generate(4000, seed=11)
-    splits = split_frame(raw, SCHEMA, test_size=0.2, validation_size=0.25, seed=0)
-    with threadpool_limits(limits=1):
-        trained = fit(
-            SCHEMA,
-            "logreg",
-            CONFIGS["logreg"],
-            splits.train,
-            splits.validation,
-            CostMatrix(5, 1),
-            0,
-        )
-    scorer = CompiledScorer.compile(trained.model, SCHEMA)
-    favourable = favourable_values(trained.predict_pd, splits.train.X, SCHEMA, seed=0)
-    card = ModelCard(
-        threshold=float(np.quantile(trained.predict_pd(splits.validation.X), 0.8)),
-        family="logreg",
-        params=CONFIGS["logreg"],
-        dataset="synthetic",
-        dataset_sha256="test",
-        cost_false_approve=5.0,
-        cost_false_decline=1.0,
-        feature_schema=SCHEMA.model_dump(mode="json"),
-        favourable_values=favourable,
-    )
-    return LoadedModel(
-        name="loan-default",
-        version="3",
-        run_id=None,
-        card=card,
-        scorer=scorer,
-        explainer=Explainer(SCHEMA, favourable, scorer.score_rows),
-        input_example=[],
-    )
+    return compiled_logreg(4000, "3", seed=0)
 
 
 @pytest.fixture(params=BACKENDS)

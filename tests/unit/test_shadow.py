@@ -10,24 +10,16 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import numpy as np
 import pytest
-from threadpoolctl import threadpool_limits
 
 from loanops.data import synthetic as syn
 from loanops.decisions.record import Decision
-from loanops.evaluate import CostMatrix
-from loanops.explain import Explainer, favourable_values
-from loanops.features import split_frame
 from loanops.model_ref import ModelRef
-from loanops.registry import ModelCard
-from loanops.train import fit
 from serving.challenger import ChallengerHolder
 from serving.model import LoadedModel
-from serving.scorer.compiled import CompiledScorer
 from serving.shadow import ShadowScorer
 from tests.factories import make_decision, synthetic_applications
-from tests.model.fitting import CONFIGS
+from tests.loaded_models import compiled_logreg
 from tests.waiting import wait_for
 
 SCHEMA = syn.SCHEMA
@@ -37,40 +29,7 @@ APPLICATIONS = synthetic_applications(20)
 @pytest.fixture(scope="module")
 def model() -> LoadedModel:
     """A compiled logistic regression on synthetic loans, as the challenger."""
-    raw = syn.generate(1500, seed=11)
-    splits = split_frame(raw, SCHEMA, test_size=0.2, validation_size=0.25, seed=0)
-    with threadpool_limits(limits=1):
-        trained = fit(
-            SCHEMA,
-            "logreg",
-            CONFIGS["logreg"],
-            splits.train,
-            splits.validation,
-            CostMatrix(5, 1),
-            0,
-        )
-    scorer = CompiledScorer.compile(trained.model, SCHEMA)
-    favourable = favourable_values(trained.predict_pd, splits.train.X, SCHEMA, sample_rows=300)
-    card = ModelCard(
-        threshold=float(np.quantile(trained.predict_pd(splits.validation.X), 0.8)),
-        family="logreg",
-        params=CONFIGS["logreg"],
-        dataset="synthetic",
-        dataset_sha256="test",
-        cost_false_approve=5.0,
-        cost_false_decline=1.0,
-        feature_schema=SCHEMA.model_dump(mode="json"),
-        favourable_values=favourable,
-    )
-    return LoadedModel(
-        name="loan-default",
-        version="4",
-        run_id=None,
-        card=card,
-        scorer=scorer,
-        explainer=Explainer(SCHEMA, favourable, scorer.score_rows, scorer.score_row_variants),
-        input_example=[],
-    )
+    return compiled_logreg(1500, "4", row_variants=True, sample_rows=300)
 
 
 def holding(model: LoadedModel) -> ChallengerHolder:
