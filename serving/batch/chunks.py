@@ -42,8 +42,8 @@ class ScoredChunk:
     decisions: pa.Table
     """One row per scored row: `row`, `probability`, `decision`, `reasons` (JSON) and the
     features as validated (`input:<name>`); the model, threshold, job and time ride in the
-    schema's metadata.
-    `decision_columns` lays it out as the decision log stores it."""
+    schema's metadata. When a challenger shadows the job, the record step adds its columns
+    (`serving.batch.shadow`). `decision_columns` lays it out as the decision log stores it."""
     counts: ChunkCounts
 
 

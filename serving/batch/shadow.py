@@ -55,9 +55,9 @@ def shadow_decisions(decisions: pa.Table, challenger: LoadedModel, *, top_reason
     n = decisions.num_rows
     kinds = paired_types()
     columns: dict[str, pa.Array] = {
-        "arm": pa.array(["champion"] * n).dictionary_encode(),
-        "challenger_version": pa.array([challenger.version] * n).dictionary_encode(),
-        "challenger_threshold": pa.array([float(challenger.threshold)] * n, pa.float64()),
+        "arm": pa.repeat("champion", n).dictionary_encode(),
+        "challenger_version": pa.repeat(challenger.version, n).dictionary_encode(),
+        "challenger_threshold": pa.repeat(pa.scalar(float(challenger.threshold), pa.float64()), n),
         "challenger_probability": pa.array(decided.probability, pa.float64()),
         "challenger_decision": pa.array(decided.decision, pa.string()).dictionary_encode(),
         "challenger_reasons": pa.array(decided.reasons, pa.string()),
