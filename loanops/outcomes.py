@@ -59,7 +59,7 @@ from loanops.decisions.read import (
     read_frame,
     window_filter,
 )
-from loanops.decisions.table import Base, DecisionRecord, UTCDateTime
+from loanops.decisions.table import KEY, Base, DecisionRecord, UTCDateTime
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -146,7 +146,7 @@ class OutcomeRecord(Base):
     __tablename__ = "outcomes"
 
     request_id: Mapped[str] = mapped_column(
-        String, ForeignKey(DecisionRecord.request_id, ondelete="CASCADE"), primary_key=True
+        KEY, ForeignKey(DecisionRecord.request_id, ondelete="CASCADE"), primary_key=True
     )
     defaulted: Mapped[bool] = mapped_column(Boolean)
     observed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

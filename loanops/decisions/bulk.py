@@ -12,12 +12,12 @@ way and comes here too.
 Why the rows are slim: reads of a window (monitoring) and of labelled decisions (the outcomes
 join) take every field but the key from the segments, so keeping the inputs and reasons a second
 time as JSON per row cost most of a write (the JSON encoding, and a row several times wider) for
-no reader, and each further column costs every insert its binding. A row keeps what keyed work
-and a window count need: the key that makes writes idempotent and that outcomes refer to, the
-time, the model version, the job, and the segment that holds the rest. Rows go in by each
-database's bulk path: one statement on SQLite (`bulk_sqlite`), binary COPY on PostgreSQL
-(`bulk_postgres`), a chunk's time, model and job bound or encoded once. On PostgreSQL the
-server's work on those rows is most of a write, so the segment is encoded while they are sent.
+no reader, and each further column costs every insert its width and binding. A row keeps what
+keyed work and a window count need: the key that makes writes idempotent and that outcomes refer
+to, the time, and the segment that holds the rest (whose row names the model). Rows go in by
+each database's bulk path: one statement on SQLite (`bulk_sqlite`), binary COPY on PostgreSQL
+(`bulk_postgres`), a chunk's time and segment bound or encoded once. On PostgreSQL the server's
+work on those rows is most of a write, so the segment is encoded while they are sent.
 """
 
 from __future__ import annotations
@@ -192,7 +192,7 @@ def insert_segment(
     table, by_key = _by_key(table)
     dialect = connection.dialect.name
     segment_id = _reserve_segment_id(connection, dialect)
-    rows = _key_table(table, model_name, model_version, segment_id)
+    rows = _key_table(table, segment_id)
     if not _is_identity(by_key):
         rows = rows.take(by_key)
     segment: dict[str, Any] | None = None
@@ -294,17 +294,13 @@ def _reserve_segment_id(connection: Connection, dialect: str) -> int:
     return int(last or 0) + 1
 
 
-def _key_table(table: pa.Table, model_name: str, model_version: str, segment_id: int) -> pa.Table:
+def _key_table(table: pa.Table, segment_id: int) -> pa.Table:
     """The rows of ``decisions`` for the batch, in `ROW_COLUMNS` order."""
     import pyarrow as pa
 
-    n = table.num_rows
     columns: dict[str, Any] = {
         "request_id": table["request_id"],
         "decided_at": table["decided_at"],
-        "model_name": pa.repeat(model_name, n),
-        "model_version": pa.repeat(model_version, n),
-        "job_id": table["job_id"],
-        "segment_id": pa.repeat(pa.scalar(segment_id, pa.int64()), n),
+        "segment_id": pa.repeat(pa.scalar(segment_id, pa.int64()), table.num_rows),
     }
     return pa.table({name: columns[name] for name in ROW_COLUMNS})

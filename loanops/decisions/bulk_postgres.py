@@ -1,6 +1,6 @@
 """The slim rows of a batch into PostgreSQL by binary COPY, its fields joined by Arrow's kernels.
 
-A value every row shares (a chunk's time, model, job and segment) is encoded once. The server's
+A value every row shares (a chunk's time and segment) is encoded once. The server's
 work on the rows (its key index above all) is most of a write, so the caller's other work runs
 while a thread sends them. Measured on 1M rows, against the text COPY this replaced, in
 bench/README.md.
@@ -70,7 +70,7 @@ def _copy_binary(rows: pa.Table) -> list[bytes | memoryview]:
 
     Binary spares the server parsing text (a timestamp per row costs it more than the row's
     heap insert) and us escaping it. Each row is its field count, then each field's length and
-    value; a value shared by every row (a chunk's time, model, job and segment) is encoded once,
+    value; a value shared by every row (a chunk's time and segment) is encoded once,
     and Arrow joins the rest column-wise.
     """
     import numpy as np

@@ -18,7 +18,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from loanops.decisions.columnar import segment_frame
 from loanops.decisions.segments import window_segments
-from loanops.decisions.table import DECISIONS_TABLE
+from loanops.decisions.table import DECISIONS_TABLE, SEGMENTS_TABLE
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -77,10 +77,18 @@ def window_filter(
         conditions.append(_COLUMNS.decided_at >= start)
     if end is not None:
         conditions.append(_COLUMNS.decided_at < end)
-    if model_name is not None:
-        conditions.append(_COLUMNS.model_name == model_name)
-    if model_version is not None:
-        conditions.append(_COLUMNS.model_version == model_version)
+    # A row's model is its segment's.
+    segments = SEGMENTS_TABLE.c
+    models = [
+        column == value
+        for column, value in (
+            (segments.model_name, model_name),
+            (segments.model_version, model_version),
+        )
+        if value is not None
+    ]
+    if models:
+        conditions.append(_COLUMNS.segment_id.in_(select(segments.segment_id).where(*models)))
     return conditions
 
 

@@ -16,8 +16,8 @@ Why this layout and not the alternatives:
   workers on different nodes, and could disagree with the table after a crash. A segment lives
   in the same database and the same transaction as its rows, so both are written or neither.
 
-Since revision 0004 ``decisions`` keeps only each decision's key, time, model, job and segment
-(for idempotent writes, outcome joins and counts); the segment is the one copy of the rest. The
+Since revision 0005 ``decisions`` keeps only each decision's key, time and segment (for
+idempotent writes, outcome joins and counts); the segment is the one copy of the rest. The
 segments are append-only and only ever hold rows whose insert succeeded, so a redelivered batch
 adds no segment rows.
 """

@@ -50,6 +50,10 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
+KEY = String().with_variant(String(collation="C"), "postgresql")
+"""A decision's ``request_id``: compared byte by byte on PostgreSQL (revision 0005 says why)."""
+
+
 class Base(DeclarativeBase):
     """Declarative base of the decision log's tables (the Alembic target metadata)."""
 
@@ -68,22 +72,19 @@ class Base(DeclarativeBase):
 class DecisionRecord(Base):
     """A row of the ``decisions`` table; see `Decision` for the meaning of each column.
 
-    The row is the decision's key, what a window count filters on, and the segment that holds
-    the decision whole (``segment_id``); the rest is kept in that segment only, as
-    `loanops.decisions.bulk` explains. Windows are read from the segments, so the rows carry no
-    time index: each insert maintains the key alone.
+    The row is the decision's key, its time (what a window count filters on), and the segment
+    that holds the decision whole (``segment_id``), whose row names the model; the rest is kept
+    in that segment only, as `loanops.decisions.bulk` explains. Windows are read from the
+    segments, so the rows carry no time index: each insert maintains the key alone.
     """
 
     __tablename__ = "decisions"
     # On SQLite the key is the table: one b-tree per insert, not a table and its key index.
     __table_args__ = {"sqlite_with_rowid": False}
 
-    request_id: Mapped[str] = mapped_column(String, primary_key=True)
+    request_id: Mapped[str] = mapped_column(KEY, primary_key=True)
     decided_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    model_name: Mapped[str] = mapped_column(String)
-    model_version: Mapped[str] = mapped_column(String)
-    job_id: Mapped[str | None] = mapped_column(String)
-    segment_id: Mapped[int | None] = mapped_column(Integer)
+    segment_id: Mapped[int] = mapped_column(Integer)
 
 
 DECISIONS_TABLE: Table = Base.metadata.tables[DecisionRecord.__tablename__]

@@ -165,7 +165,10 @@ def logged(settings: Settings, job_id: str) -> int:
     engine = create_engine_for(settings.decision_db_url)
     try:
         with engine.connect() as connection:
-            query = select(func.count()).where(DecisionRecord.job_id == job_id)
+            # A job's decisions are keyed `<job id>-<row>`.
+            query = select(func.count()).where(
+                DecisionRecord.request_id.startswith(f"{job_id}-", autoescape=True)
+            )
             return int(connection.scalar(query) or 0)
     finally:
         engine.dispose()

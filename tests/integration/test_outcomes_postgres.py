@@ -50,7 +50,7 @@ def test_the_migration_creates_the_declared_outcomes_table(database_url: str) ->
     try:
         with engine.connect() as connection:
             context = MigrationContext.configure(connection)
-            assert context.get_current_revision() == "0004"
+            assert context.get_current_revision() == "0005"
             assert compare_metadata(context, Base.metadata) == []
             types: dict[str, str] = dict(
                 connection.execute(

@@ -128,8 +128,8 @@ def test_ids_and_a_job_that_need_escaping_are_stored_as_given(engine: Engine) ->
     assert write_segment(engine, *decision_columns(written)) == 30
     assert write_segment(engine, *decision_columns(written)) == 0
     with engine.connect() as connection:
-        stored = set(
-            connection.execute(sa.select(DECISIONS_TABLE.c.request_id, DECISIONS_TABLE.c.job_id))
-        )
-    assert stored == {(f"{job}-{i}", job) for i in range(30)}
-    assert segments(engine)[0]["request_id"].to_pylist() == sorted(f"{job}-{i}" for i in range(30))
+        stored = set(connection.execute(sa.select(DECISIONS_TABLE.c.request_id)).scalars())
+    assert stored == {f"{job}-{i}" for i in range(30)}
+    segment = segments(engine)[0]
+    assert segment["request_id"].to_pylist() == sorted(f"{job}-{i}" for i in range(30))
+    assert segment["job_id"].cast(pa.string()).to_pylist() == [job] * 30

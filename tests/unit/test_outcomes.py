@@ -66,13 +66,13 @@ def engine(engine: Engine) -> Engine:
 def test_the_migration_creates_exactly_the_declared_tables_and_downgrades(db_url: str) -> None:
     migrate(db_url)
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert head == "0004"
+    assert head == "0005"
 
     engine = create_engine_for(db_url)
     try:
         with engine.connect() as connection:
             context = MigrationContext.configure(connection)
-            assert context.get_current_revision() == "0004"
+            assert context.get_current_revision() == "0005"
             # Base.metadata holds both tables, as importing loanops.outcomes registers its own.
             assert set(Base.metadata.tables) == {"decisions", "outcomes", "decision_segments"}
             assert compare_metadata(context, Base.metadata) == []
