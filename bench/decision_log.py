@@ -8,8 +8,9 @@ bench/batch.py does, without MLflow) and draws `--rows` applications. It times:
 
 - raw: `schema.to_frame` then `predict_proba` over all of them, on one thread (best of two);
 - recording: what a batch worker does for each chunk of the batch settings' `chunk_rows` beyond
-  scoring it: build the chunk's decisions table (as `serving.batch.chunks.score_chunk` does,
-  without adverse-action reasons, which are explaining, not recording), store it in the job
+  scoring it: build the chunk's decisions table from the validated chunk (with `score_chunk`'s
+  own `decisions_table`, without adverse-action reasons, which are explaining, not recording;
+  the chunks are validated before the clock starts, as scoring's part), store it in the job
   storage and read it back (the chunk task hands it to the record task so), then
   `WorkerRuntime.record`'s two steps, `decision_columns` and `write_segment` (one transaction),
   into a fresh SQLite file and a fresh PostgreSQL database (on 127.0.0.1:5432, or
@@ -50,8 +51,10 @@ from loanops.evaluate import CostMatrix
 from loanops.features import split_frame
 from loanops.settings import BatchSettings, TrainingSettings
 from loanops.train import fit
-from serving.batch.chunks import decision_columns
+from serving.batch.chunks import DecidedRows, decision_columns
+from serving.batch.chunks import decisions_table as chunk_decisions
 from serving.batch.storage import LocalStorage
+from serving.batch.validation import ValidatedChunk, validate_chunk
 
 TARGET_RATIO = 0.5
 TRAINING_ROWS = 20_000
@@ -99,13 +102,34 @@ def database(kind: str, folder: Path) -> Iterator[str]:
             )
 
 
-def decisions_table(
-    frame: pd.DataFrame, probability: np.ndarray, threshold: float, first: int
-) -> pa.Table:
-    """A chunk's decisions table as `serving.batch.chunks.score_chunk` builds it."""
+def validated_chunks(applications: pd.DataFrame, chunk: int) -> list[ValidatedChunk]:
+    """Each chunk of the applications as the chunk task has it before scoring: validated.
+
+    Validation is scoring's part of the chunk task (raw's `to_frame` stands for it), so it is
+    done before the clock starts.
+    """
     names = syn.SCHEMA.feature_names
-    inputs = pa.Table.from_pandas(frame[names], preserve_index=False)
-    decided = np.where(probability >= threshold, "decline", "approve")
+    table = pa.Table.from_pandas(applications[names], preserve_index=False)
+    return [
+        validate_chunk(table.slice(first, chunk), syn.SCHEMA)
+        for first in range(0, table.num_rows, chunk)
+    ]
+
+
+def decisions_table(
+    checked: ValidatedChunk, probability: np.ndarray, threshold: float, first: int
+) -> pa.Table:
+    """A chunk's decisions table, built by `score_chunk`'s own `decisions_table`.
+
+    Its rows are decided as `decide_rows` decides them, without adverse-action reasons.
+    """
+    n = len(probability)
+    decided = DecidedRows(
+        probability=probability,
+        decision=np.where(probability >= threshold, "decline", "approve").astype(object),
+        reasons=np.full(n, "[]", dtype=object),
+        codes=np.full(n, None, dtype=object),
+    )
     metadata = {
         "job_id": "bench",
         "model_name": "bench",
@@ -113,35 +137,27 @@ def decisions_table(
         "threshold": repr(float(threshold)),
         "decided_at": datetime.now(UTC).isoformat(),
     }
-    return pa.table(
-        {
-            "row": pa.array(np.arange(first, first + len(frame), dtype=np.int64)),
-            "probability": pa.array(probability, type=pa.float64()),
-            "decision": pa.array(decided, type=pa.string()),
-            "reasons": pa.array(np.full(len(frame), "[]", dtype=object), type=pa.string()),
-            **{f"input:{name}": _plain(inputs.column(name)).combine_chunks() for name in names},
-        }
-    ).replace_schema_metadata(metadata)
-
-
-def _plain(column: pa.ChunkedArray) -> pa.ChunkedArray:
-    # Validation hands categorical features over as text, not as pandas categories.
-    return column.cast(pa.string()) if pa.types.is_dictionary(column.type) else column
+    rows = np.arange(first, first + n, dtype=np.int64)
+    return chunk_decisions(checked, syn.SCHEMA, rows, decided, metadata)
 
 
 def record(
-    url: str, frame: pd.DataFrame, p: np.ndarray, threshold: float, chunk: int, folder: Path
+    url: str,
+    chunks: Sequence[ValidatedChunk],
+    p: np.ndarray,
+    threshold: float,
+    chunk: int,
+    folder: Path,
 ) -> dict[str, float]:
     engine = create_engine_for(url)
     storage = LocalStorage(folder / "jobs")
     try:
         migrate(engine)
         built = written = 0.0
-        for first in range(0, len(frame), chunk):
+        for number, checked in enumerate(chunks):
+            first = number * chunk
             started = time.perf_counter()
-            table = decisions_table(
-                frame.iloc[first : first + chunk], p[first : first + chunk], threshold, first
-            )
+            table = decisions_table(checked, p[first : first + chunk], threshold, first)
             storage.write_table("bench/log/chunk.arrow", table)
             middle = time.perf_counter()
             stored_table = storage.read_table("bench/log/chunk.arrow")
@@ -151,8 +167,8 @@ def record(
         stored = count_decisions(engine)
     finally:
         engine.dispose()
-    if stored != len(frame):
-        raise SystemExit(f"{stored} decisions stored, {len(frame)} written")
+    if stored != len(p):
+        raise SystemExit(f"{stored} decisions stored, {len(p)} written")
     return {"build": built, "write": written}
 
 
@@ -174,8 +190,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     trained = fit(
         schema, args.family, CONFIGS[args.family], splits.train, splits.validation, costs, SEED
     )
-    frame = schema.to_frame(syn.generate(args.rows, seed=SEED))
+    applications = syn.generate(args.rows, seed=SEED)
+    frame = schema.to_frame(applications)
     chunk = BatchSettings().chunk_rows
+    chunks = validated_chunks(applications, chunk)
+    del applications
     with threadpool_limits(1):
         raw = float("inf")
         for _ in range(2):
@@ -193,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         for kind in kinds:
             with database(kind, folder) as url:
-                times = record(url, frame, p, trained.threshold, chunk, folder)
+                times = record(url, chunks, p, trained.threshold, chunk, folder)
             spent = times["build"] + times["write"]
             ratio = raw / (raw + spent)
             ok = ratio >= TARGET_RATIO

@@ -8,7 +8,7 @@ decision log stores them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -18,7 +18,7 @@ import orjson
 import pyarrow as pa
 
 from loanops.explain import ReasonRanking, Variant, reason_code
-from loanops.schema import Feature
+from loanops.schema import Feature, FeatureSchema
 from serving.batch.job import ChunkCounts
 from serving.batch.validation import ValidatedChunk, validate_chunk
 
@@ -84,7 +84,6 @@ def score_chunk(
     probability[scored_rows] = decided.probability
     decision[scored_rows] = decided.decision
     codes[scored_rows] = decided.codes
-    reasons = decided.reasons
     rows = np.arange(first_row, first_row + n_rows, dtype=np.int64)
     output = (
         table.append_column("row", pa.array(rows))
@@ -100,20 +99,40 @@ def score_chunk(
         "threshold": repr(float(model.threshold)),
         "decided_at": (decided_at or datetime.now(UTC)).isoformat(),
     }
-    decisions = pa.table(
-        {
-            "row": pa.array(rows[scored_rows]),
-            "probability": pa.array(probability[scored_rows], type=pa.float64()),
-            "decision": pa.array(decision[scored_rows], type=pa.string()),
-            "reasons": pa.array(reasons, type=pa.string()),
-            **{
-                f"{INPUT_PREFIX}{feature.name}": _input_column(checked, feature, valid)
-                for feature in model.schema.features
-            },
-        }
-    ).replace_schema_metadata(metadata)
+    decisions = decisions_table(checked, model.schema, rows, decided, metadata)
     counts = ChunkCounts(rows=n_rows, valid=len(scored_rows), rejected=n_rows - len(scored_rows))
     return ScoredChunk(table=output, decisions=decisions, counts=counts)
+
+
+def decisions_table(
+    checked: ValidatedChunk,
+    schema: FeatureSchema,
+    rows: np.ndarray,
+    decided: DecidedRows,
+    metadata: Mapping[str, str],
+) -> pa.Table:
+    """The valid rows' decisions as the record task logs them (`decision_columns`).
+
+    Args:
+        checked: The chunk as `validate_chunk` left it.
+        schema: The schema it was validated against.
+        rows: Input position of every row of the chunk.
+        decided: `decide_rows` on its valid rows.
+        metadata: The job, model, threshold and time, as `score_chunk` sets them.
+    """
+    valid = checked.valid
+    return pa.table(
+        {
+            "row": pa.array(rows[valid]),
+            "probability": pa.array(decided.probability, type=pa.float64()),
+            "decision": pa.array(decided.decision, type=pa.string()),
+            "reasons": pa.array(decided.reasons, type=pa.string()),
+            **{
+                f"{INPUT_PREFIX}{feature.name}": _input_column(checked, feature, valid)
+                for feature in schema.features
+            },
+        }
+    ).replace_schema_metadata(dict(metadata))
 
 
 @dataclass(frozen=True)
