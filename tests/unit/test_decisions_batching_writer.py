@@ -237,6 +237,14 @@ def test_an_in_memory_database_is_shared_by_the_writer_thread() -> None:
         {"reasons": [{"code": "x", "text": "\x00", "impact": 0.1}]},
         {"request_id": "req\x00"},
         {"job_id": "j\x00"},
+        {
+            "arm": "champion",
+            "challenger_version": "4",
+            "challenger_threshold": 0.3,
+            "challenger_probability": 0.1,
+            "challenger_decision": "approve",
+            "challenger_reasons": [{"code": "x", "text": "\x00", "impact": 0.1}],
+        },
     ],
 )
 def test_a_nul_character_is_refused_at_record(
@@ -246,3 +254,15 @@ def test_a_nul_character_is_refused_at_record(
     with pytest.raises(ValueError, match="NUL"):
         decision_log.record(make_decision(1, **overrides))
     assert decision_log.pending == 0
+
+
+def test_the_text_of_an_escaped_nul_is_no_nul_and_is_stored(
+    decision_log: BatchingWriter, engine: Engine
+) -> None:
+    # Backslash, "u0000": JSON writes it as \\u0000, which holds the text \u0000 too.
+    text = "\\u0000"
+    decision_log.record(make_decision(1, inputs={"note": text, text: 1}))
+    decision_log.close(timeout=5)
+    stored = read_decisions(engine, inputs={"note": "text", text: "number"})
+    assert stored["note"].tolist() == [text]
+    assert stored[text].tolist() == [1.0]
