@@ -144,6 +144,7 @@ def create_app(
             flush_seconds=settings.decision_log.flush_seconds,
             max_held=settings.decision_log.memory_backlog,
             spill_dir=settings.storage_path / "unsaved-decisions",
+            writer_nice=settings.decision_log.writer_nice,
         )
         await asyncio.to_thread(state.decisions.start)
         if settings.batch.redis_url:

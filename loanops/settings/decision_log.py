@@ -27,6 +27,18 @@ class DecisionLogSettings(SettingsGroup):
     flush_seconds: float = Field(
         default=0.25, gt=0, description="Longest a decision waits before the log writes it."
     )
+    writer_nice: int = Field(
+        default=19,
+        ge=0,
+        le=19,
+        description=(
+            "How far the API's writer process yields the CPU to request handling (its Unix "
+            "nice increment, 0 to 19). It writes in bursts, and a request that waits behind "
+            "one waits a scheduler slice. On a node whose every core is busy it writes only "
+            "what the requests leave it: if /readyz reports a backlog while the database is "
+            "healthy, lower this."
+        ),
+    )
     ready_backlog: int = Field(
         default=5_000,
         ge=1,

@@ -77,6 +77,7 @@ class DecisionLogProcess:
         max_pending: int = 100_000,
         max_held: int = 20_000,
         spill_dir: Path | None = None,
+        writer_nice: int = 0,
     ) -> None:
         """Prepare the log; nothing runs until `start`.
 
@@ -90,11 +91,14 @@ class DecisionLogProcess:
                 decisions go to overflow files until the child catches up.
             spill_dir: Folder for overflow files and for decisions that cannot be written by
                 the time of `close`; defaults to ``<tempdir>/loanops-decision-spill``.
+            writer_nice: The child's nice increment (0 to 19).
         """
         if max_held < 1 or max_pending < 1:
             raise ValueError("max_held and max_pending must be at least 1")
+        if not 0 <= writer_nice <= 19:
+            raise ValueError("writer_nice must lie in 0 to 19")
         spill_dir = spill_dir or Path(tempfile.gettempdir()) / "loanops-decision-spill"
-        self._options = WriterOptions(url, batch_size, flush_seconds, spill_dir)
+        self._options = WriterOptions(url, batch_size, flush_seconds, spill_dir, writer_nice)
         self._spill_dir = spill_dir
         self._max_pending = max_pending
         self._max_held = max_held

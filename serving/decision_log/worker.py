@@ -63,6 +63,7 @@ class WriterOptions:
     batch_size: int
     flush_seconds: float
     spill_dir: Path | None
+    nice: int = 0
 
 
 class WriterProcess(SpawnProcess):
@@ -84,6 +85,8 @@ class WriterProcess(SpawnProcess):
         for number in IGNORED_SIGNALS:
             signal.signal(number, signal.SIG_IGN)
         os.setsid()
+        if self._options.nice:
+            os.nice(self._options.nice)
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
         )

@@ -78,6 +78,23 @@ def test_a_writer_process_is_out_of_reach_of_signals_to_the_servers_process_grou
     assert count_decisions(engine) == 40
 
 
+def test_a_writer_process_yields_the_cpu_by_its_nice_increment_and_still_writes(
+    engine: Engine, db_url: str, tmp_path: Path
+) -> None:
+    log = DecisionLogProcess(
+        db_url, batch_size=10, flush_seconds=0.05, spill_dir=tmp_path, writer_nice=7
+    )
+    log.start()
+    pid = log.pid
+    assert pid is not None
+    assert os.getpriority(os.PRIO_PROCESS, pid) == min(os.getpriority(os.PRIO_PROCESS, 0) + 7, 19)
+    for decision in make_decisions(25):
+        log.record(decision)
+    log.close(timeout=30)
+
+    assert count_decisions(engine) == 25
+
+
 def test_a_writer_process_refuses_an_unencodable_decision_in_the_caller(
     db_url: str, tmp_path: Path
 ) -> None:

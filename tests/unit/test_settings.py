@@ -435,6 +435,7 @@ WHERE_EACH_VARIABLE_LIVES: dict[str, tuple[str, str, Any]] = {
     "LOANOPS_DECISION_LOG_FLUSH_SECONDS": ("decision_log.flush_seconds", "1.5", 1.5),
     "LOANOPS_DECISION_LOG_READY_BACKLOG": ("decision_log.ready_backlog", "70", 70),
     "LOANOPS_DECISION_LOG_MEMORY_BACKLOG": ("decision_log.memory_backlog", "900", 900),
+    "LOANOPS_DECISION_LOG_WRITER_NICE": ("decision_log.writer_nice", "5", 5),
     "LOANOPS_REDIS_URL": ("batch.redis_url", "redis://r:6379/0", "redis://r:6379/0"),
     "LOANOPS_STORAGE_DIR": ("batch.storage_dir", "/var/jobs", Path("/var/jobs")),
     "LOANOPS_BATCH_STORAGE": ("batch.storage", "s3", "s3"),
