@@ -7,8 +7,9 @@ from typing import Any
 import requests
 from mlflow.exceptions import MlflowException
 from prefect.states import State
+from pydantic import ValidationError
 
-from loanops.settings import Settings
+from loanops.settings import TRACKING_RETRY_COUNT, Settings
 
 
 def settings_for(**overrides: Any) -> Settings:
@@ -35,9 +36,30 @@ def transient_tracking_error(task: Any, task_run: Any, state: State) -> bool:
     return isinstance(error, ConnectionError | TimeoutError | requests.RequestException)
 
 
+def tracking_retry_delays(retries: int) -> list[float]:
+    """The waits before each retry of a tracking call: `LOANOPS_TRACKING_RETRY_DELAY_SECONDS`.
+
+    Prefect calls this once per task, when a flow module defines it, so the delays are those of
+    the environment the process started with.
+
+    Args:
+        retries: the task's number of retries (Prefect passes it; the setting has its own).
+
+    Returns:
+        The waits in seconds; Prefect repeats the last one for any retry past them.
+    """
+    try:
+        return list(Settings().tracking_retry_delay_seconds)
+    except ValidationError:
+        # Importing a flow must not fail on a bad setting: the flow reports it, in one line,
+        # as soon as it builds its settings (settings_for), before any task can retry.
+        default = Settings.model_fields["tracking_retry_delay_seconds"].default
+        return list(default)
+
+
 # Calls to the tracking server can fail transiently; computation and bad input are never retried.
 TRACKING_RETRIES: dict[str, Any] = {
-    "retries": 3,
-    "retry_delay_seconds": [2, 5, 15],
+    "retries": TRACKING_RETRY_COUNT,
+    "retry_delay_seconds": tracking_retry_delays,
     "retry_condition_fn": transient_tracking_error,
 }

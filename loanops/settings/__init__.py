@@ -20,7 +20,7 @@ from loanops.settings.environment import ENV_PREFIX, SettingsGroup, Variable
 from loanops.settings.gate import GateSettings
 from loanops.settings.kube import KubeSettings
 from loanops.settings.monitor import MonitorSettings
-from loanops.settings.root import Settings, get_settings
+from loanops.settings.root import TRACKING_RETRY_COUNT, Settings, get_settings
 from loanops.settings.serving import ServingSettings
 from loanops.settings.training import ModelFamily, TrainingSettings
 
@@ -33,6 +33,7 @@ __all__ = [
     "KubeSettings",
     "ModelFamily",
     "MonitorSettings",
+    "TRACKING_RETRY_COUNT",
     "ServingSettings",
     "Settings",
     "SettingsGroup",

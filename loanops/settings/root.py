@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, computed_field, field_validator, model_validator
+from pydantic import Field, NonNegativeFloat, computed_field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -42,6 +42,8 @@ _VERSION_ALIAS = re.compile(r"[vV][0-9]+")
 _MAX_ALIAS_LENGTH = 255
 # What manifests and templates ship in place of a secret; never a real one.
 _PLACEHOLDER = re.compile(r"change[-_]?(this|me)|placeholder|replace[-_]?me|<[^>]*>", re.I)
+TRACKING_RETRY_COUNT = 3
+"""How often a flow task retries a call to the tracking server (flows/common.py)."""
 
 
 class Settings(BaseSettings):
@@ -65,6 +67,16 @@ class Settings(BaseSettings):
     )
     tracking_uri: str | None = Field(
         default=None, description="MLflow tracking URI; unset means SQLite under `home`."
+    )
+    tracking_retry_delay_seconds: tuple[NonNegativeFloat, ...] = Field(
+        default=(2.0, 5.0, 15.0),
+        min_length=1,
+        max_length=TRACKING_RETRY_COUNT,
+        description=(
+            f"Waits before each of a flow task's {TRACKING_RETRY_COUNT} retries of a call to the "
+            "tracking server that failed transiently; the last wait repeats if fewer are given. "
+            "Read once per process, when the flows define their tasks."
+        ),
     )
     experiment_name: str = "loan-default"
     model_name: str = Field(default="loan-default", description="Registered model name.")

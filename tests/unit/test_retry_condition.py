@@ -15,7 +15,8 @@ from mlflow.protos.databricks_pb2 import (
 from prefect import flow, task
 from prefect.states import Failed, State
 
-from flows.common import TRACKING_RETRIES, transient_tracking_error
+from flows import promote
+from flows.common import TRACKING_RETRIES, tracking_retry_delays, transient_tracking_error
 from flows.deploy.kube import KUBE_RETRIES, DeployError, KubeApiError
 from loanops.promotion import PromotionError
 from loanops.validation import DataValidationError, Problem
@@ -67,3 +68,19 @@ def test_prefect_retries_a_transient_error_and_stops_on_a_refusal(
 
     assert final.is_failed()
     assert len(calls) == attempts
+
+
+@pytest.mark.usefixtures("no_loanops_environment")
+def test_tracking_retry_delays_are_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert tracking_retry_delays(3) == [2.0, 5.0, 15.0]
+    monkeypatch.setenv("LOANOPS_TRACKING_RETRY_DELAY_SECONDS", "[0]")
+    assert tracking_retry_delays(3) == [0.0]
+    # A bad setting leaves the defaults, for the flow to report when it reads its settings.
+    monkeypatch.setenv("LOANOPS_TRACKING_RETRY_DELAY_SECONDS", "[-1]")
+    assert tracking_retry_delays(3) == [2.0, 5.0, 15.0]
+
+
+def test_a_flows_tasks_wait_as_the_setting_said_when_they_were_defined() -> None:
+    """The test session's environment sets no delays: the tasks keep the defaults."""
+    assert promote.resolve_versions.retries == 3
+    assert promote.resolve_versions.retry_delay_seconds == [2.0, 5.0, 15.0]

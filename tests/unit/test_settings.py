@@ -461,6 +461,7 @@ ROOT_VARIABLES = {
     "LOANOPS_ENV": "env",
     "LOANOPS_HOME": "home",
     "LOANOPS_TRACKING_URI": "tracking_uri",
+    "LOANOPS_TRACKING_RETRY_DELAY_SECONDS": "tracking_retry_delay_seconds",
     "LOANOPS_EXPERIMENT_NAME": "experiment_name",
     "LOANOPS_MODEL_NAME": "model_name",
     "LOANOPS_PRODUCTION_ALIAS": "production_alias",
