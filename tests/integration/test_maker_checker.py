@@ -2,8 +2,9 @@
 while `loanops models approve` / `reject` answer from others; MLflow is a real `mlflow server` on
 PostgreSQL.
 
-The module trains v1 and promotes it with maker-checker off, then trains v2; each test gates v2
-against champion v1. The approval test moves the aliases, so it comes last in the file.
+The module trains v1 and promotes it with maker-checker off, then trains v2 (both in the test's
+own process); each test gates v2 against champion v1. The approval test moves the aliases, so it
+comes last in the file.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from prefect.input.actions import read_flow_run_input
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows.approval import ApprovalInput, answer, settled_state, waiting_promotions
+from flows.train import TrainResult, train_flow
 from loanops import promotion_log, registry
 from loanops.settings import Settings
 from tests.waiting import wait_for
@@ -49,6 +51,20 @@ def loanops(
     )
 
 
+def train(env: dict[str, str], api_url: str, *, seed: int) -> TrainResult:
+    """`loanops train --rows 4000 --trials 2` in this process, which has its modules loaded.
+
+    The CLI's own output is tested in test_cli.py; here a process of its own would only add
+    its start (about 7 s, importing MLflow, Prefect and scikit-learn) to each version.
+    """
+    # Prefect read its settings when it was imported: PREFECT_API_URL alone would not reach it.
+    with pytest.MonkeyPatch.context() as patch, temporary_settings({PREFECT_API_URL: api_url}):
+        for name, value in env.items():
+            if name.startswith("LOANOPS_"):
+                patch.setenv(name, value)
+        return train_flow(rows=4000, seed=seed, trials=2)
+
+
 @pytest.fixture(scope="module")
 def stack(
     prefect_server: tuple[str, dict[str, str]],
@@ -65,7 +81,10 @@ def stack(
         "LOANOPS_HOME": str(home),
         "LOANOPS_TRACKING_URI": mlflow_server_url,
         "LOANOPS_MODEL_NAME": model_name,
-        "LOANOPS_BOOTSTRAP_SAMPLES": "200",
+        # The smallest budget that trains a model clearing the gate: the approval is tested,
+        # not the search or the card's intervals.
+        "LOANOPS_BOOTSTRAP_SAMPLES": "100",
+        "LOANOPS_CV_FOLDS": "2",
         "LOANOPS_MODEL_FAMILIES": '["logreg"]',
         # This tests the approval path, not the gate's margins: v2 need only clear the floors.
         "LOANOPS_PROMOTION_AUC_TOLERANCE": "0.1",
@@ -74,14 +93,13 @@ def stack(
         "LOANOPS_PROMOTION_APPROVAL_POLL_SECONDS": "1",
         "COLUMNS": "250",
     }
-    first = loanops(env, "train", "--rows", "4000", "--seed", "7", "--trials", "2")
-    assert first.returncode == 0, first.stderr
+    first = train(env, api_url, seed=7)
     # With maker-checker off, promotion is as it always was: no wait, no approval.
     promoted = loanops({**env, "LOANOPS_PROMOTION_MAKER_CHECKER": "false"}, "promote")
     assert promoted.returncode == 0, promoted.stderr
     assert "promotion: promoted" in promoted.stdout
-    second = loanops(env, "train", "--rows", "4000", "--seed", "8", "--trials", "2")
-    assert second.returncode == 0, second.stderr
+    second = train(env, api_url, seed=8)
+    assert (first.version, second.version) == ("1", "2")
     settings = Settings(tracking_uri=mlflow_server_url, model_name=model_name, home=home)
     (record,) = promotion_log.history(registry.connect(settings), settings)
     assert (record.outcome, record.approval, record.approver) == ("promoted", None, None)
@@ -211,7 +229,7 @@ def test_a_timeout_rejects_and_leaves_the_aliases(stack: Stack) -> None:
     before = aliases(stack)
 
     result = loanops(
-        {**stack.env, "LOANOPS_PROMOTION_APPROVAL_TIMEOUT_SECONDS": "3"},
+        {**stack.env, "LOANOPS_PROMOTION_APPROVAL_TIMEOUT_SECONDS": "1"},
         "promote",
         "--version",
         "2",
