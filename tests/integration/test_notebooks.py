@@ -25,6 +25,7 @@ import nbformat
 import numpy as np
 import papermill
 import pytest
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows.monitor import monitor_flow
 from flows.performance import performance_flow
@@ -137,8 +138,10 @@ def stack(
     tmp_path_factory: pytest.TempPathFactory, prefect_server: tuple[str, dict[str, str]]
 ) -> Iterator[Stack]:
     home = tmp_path_factory.mktemp("notebooks-home")
-    _, prefect_env = prefect_server
-    with pytest.MonkeyPatch.context() as patch:
+    api_url, prefect_env = prefect_server
+    # Prefect read its settings when it was imported: PREFECT_API_URL alone would not reach it,
+    # and the flows would start a temporary server of their own (about 15 s).
+    with pytest.MonkeyPatch.context() as patch, temporary_settings({PREFECT_API_URL: api_url}):
         for key, value in {**prefect_env, **stack_environment(home)}.items():
             patch.setenv(key, value)
         yield build_stack(home)
