@@ -31,11 +31,13 @@ def cli_env(
         **os.environ,
         **prefect_env,
         "LOANOPS_HOME": str(home),
-        "LOANOPS_BOOTSTRAP_SAMPLES": "200",
-        # Two trials on 4,000 loans: the logistic regression alone, so that what they train
-        # clears the gate's AUC floor whatever the sampler draws (this tests the CLI, not the
-        # search).
+        # The fewest bootstrap samples the settings take: the intervals are printed, not checked.
+        "LOANOPS_BOOTSTRAP_SAMPLES": "100",
+        # Two trials of two folds on 4,000 loans: the logistic regression alone, so that what
+        # they train clears the gate's AUC floor whatever the sampler draws (this tests the CLI,
+        # not the search).
         "LOANOPS_MODEL_FAMILIES": '["logreg"]',
+        "LOANOPS_CV_FOLDS": "2",
         "COLUMNS": "200",  # wide enough that rich does not wrap the tables we read
     }
 
