@@ -50,6 +50,15 @@ def database_url(postgres_server: str) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(name="url", params=["sqlite", "postgresql"])
+def sqlite_or_postgresql_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh database of each kind the stores support: a SQLite file, then PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'decisions.db'}"
+    value: str = request.getfixturevalue("database_url")
+    return value
+
+
 @pytest.fixture
 def engine(database_url: str) -> Iterator[Engine]:
     """An engine on a fresh, migrated decision-log database of one test's own."""

@@ -26,14 +26,6 @@ from serving.batch.tables import BatchBase, ChunkRow
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'decisions.db'}"
-    value: str = request.getfixturevalue("database_url")
-    return value
-
-
 def test_the_migration_equals_the_metadata_and_leaves_the_decision_log_alone(url: str) -> None:
     engine = create_engine_for(url)
     try:

@@ -6,8 +6,6 @@ undoing it puts every row's model and job back. On PostgreSQL the keys compare b
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import sqlalchemy as sa
 from alembic import command
@@ -22,14 +20,6 @@ from tests.factories import DECISIONS_BEFORE_0004, make_decisions
 pytestmark = pytest.mark.integration
 
 _MOVED = ("model_name", "model_version", "job_id")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'decisions.db'}"
-    value: str = request.getfixturevalue("database_url")
-    return value
 
 
 def _downgrade(engine: sa.Engine, revision: str) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 import pytest
 import sqlalchemy as sa
@@ -17,14 +15,6 @@ from loanops.decisions.write import decision_row, write_decisions
 from tests.factories import DECISIONS_BEFORE_0004, make_decision, make_decisions
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'decisions.db'}"
-    value: str = request.getfixturevalue("database_url")
-    return value
 
 
 def test_rows_logged_under_0002_are_carried_into_segments_and_read_back(url: str) -> None:

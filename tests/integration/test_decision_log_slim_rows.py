@@ -6,8 +6,6 @@ come back as they were when the revision is undone.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import sqlalchemy as sa
 from alembic import command
@@ -24,14 +22,6 @@ from tests.factories import DECISIONS_BEFORE_0004, make_decision, make_decisions
 pytestmark = pytest.mark.integration
 
 _MOVED = ("threshold", "inputs", "probability", "decision", "reasons", "source")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'decisions.db'}"
-    value: str = request.getfixturevalue("database_url")
-    return value
 
 
 def test_rows_stored_before_0004_point_to_their_segments_and_come_back_on_downgrade(
