@@ -45,7 +45,13 @@ format: install ## Apply ruff's fixes and formatting
 
 # Two processes, each taking whole modules (their module fixtures start servers once): 11 min
 # against 17 serially on 2 cores, measured on a clean clone.
+# The project's own modules are compiled first, as the venv is (PYTHONDONTWRITEBYTECODE): each
+# `loanops`, API, worker and kernel process the tests start would otherwise compile the modules
+# it imports again: measured 0.2 s of CPU for `loanops models show`, 0.3-0.9 s for a process that
+# imports the flows and the API; compiling them all takes 0.3 s. Python checks each file's
+# timestamp, so an edited module never runs from a stale .pyc.
 test: install system-deps lint ## Install, lint, and run the whole test suite against real services
+	$(BIN)/python -m compileall -q loanops cli flows serving
 	$(BIN)/pytest -n 2 --dist loadfile
 
 # Debian packages the tests drive: chromium for the UI check, docker-compose to validate the
