@@ -8,9 +8,10 @@ no segment, since that row's model would be lost.
 
 On PostgreSQL ``request_id`` (and the outcomes' key that refers to it) takes the ``"C"``
 collation. The key index then compares ids as bytes instead of through the database's locale,
-which was most of its cost on each insert; ids are printable ASCII (`loanops.outcomes`), whose
-byte order is the order every locale's ``C.UTF-8`` and SQLite already gave them. Rebuilding the
-key index locks both tables while it runs.
+a share of every step of each insert's descent (bench/README.md has the profile). For UTF-8
+text, byte order is code-point order: the order of a ``C.UTF-8`` database, of SQLite, and of the
+Arrow sort that gives every writer one lock order (`loanops.decisions.bulk`). Rebuilding the key
+index locks both tables while it runs.
 
 Downgrading puts the model and job back from the segments.
 
