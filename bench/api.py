@@ -76,9 +76,11 @@ CONCURRENCIES = (1, 8, 32)
 SERVERS = ("mlflow", "loanops", "ceiling")
 CHALLENGER_SERVER = "loanops+chall"  # loanops with a shadow challenger attached (--challenger)
 CHALLENGER_ALIAS = "challenger"
-# What makes `loanops serve` follow the challenger alias beside production. Empty until serving
-# can attach a challenger; the bench refuses --challenger while /v1/model names none.
-CHALLENGER_ENV: dict[str, str] = {}
+# Every loanops server follows `LOANOPS_CHALLENGER_ALIAS` (default: challenger). The champion-alone
+# server follows an alias no version holds, so it scores alone beside a registry whose challenger
+# alias is set; the bench checks /v1/model of both before any load.
+CHALLENGER_ENV = {"LOANOPS_CHALLENGER_ALIAS": CHALLENGER_ALIAS}
+ALONE_ENV = {"LOANOPS_CHALLENGER_ALIAS": "bench-held-by-no-version"}
 PROBABILITY_TOLERANCE = 1e-6
 READY_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 45.0  # loanops drains for up to 30 s (timeout_graceful_shutdown), then flushes
@@ -322,17 +324,19 @@ def register_challenger(home: Path, version: str) -> str:
     return str(copy.version)
 
 
-def check_challenger_attached(server: Server, version: str) -> None:
-    """`/v1/model` must name the challenger version: otherwise the row would measure no shadow."""
+def check_challenger_attached(server: Server, version: str | None) -> None:
+    """`/v1/model` must name the challenger `version` (None: no challenger), or the server's row
+    would not measure what its name says."""
     request = urllib.request.Request(server.base_url + "/v1/model", headers={**server.headers})
     with urllib.request.urlopen(request, timeout=30) as response:
         described = json.loads(response.read())
     challenger = described.get("challenger") if isinstance(described, dict) else None
     attached = challenger.get("version") if isinstance(challenger, dict) else None
-    if str(attached) != version:
+    if (None if attached is None else str(attached)) != version:
+        wanted = "no challenger" if version is None else f"challenger version {version}"
         raise BenchError(
-            f"{server.name}: /v1/model names challenger {challenger!r}, not version {version}; "
-            "this loanops cannot attach a challenger (see CHALLENGER_ENV)"
+            f"{server.name}: /v1/model names challenger {challenger!r}, not {wanted} "
+            "(see CHALLENGER_ENV and ALONE_ENV)"
         )
 
 
@@ -770,7 +774,7 @@ def bench(args: argparse.Namespace, work: Path) -> bool:
             ready_path="/ping", score_path="/invocations", headers={},
         ),
         "loanops": lambda: start_server(
-            "loanops", loanops_command(port["loanops"]), loanops_env("loanops"), work,
+            "loanops", loanops_command(port["loanops"]), loanops_env("loanops") | ALONE_ENV, work,
             port["loanops"], headers={"X-API-Key": api_key}, **loanops_kind,
         ),
         "ceiling": lambda: start_server(
@@ -797,6 +801,7 @@ def bench(args: argparse.Namespace, work: Path) -> bool:
         check_same_shape(ceiling, loanops, bodies)
         answered = dict.fromkeys(ours, 1)
         answered["loanops"] += 1
+        check_challenger_attached(loanops, None)
         if challenger_version:
             challenged = servers[CHALLENGER_SERVER]
             check_challenger_attached(challenged, challenger_version)
