@@ -167,7 +167,7 @@ def create_app(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            await asyncio.to_thread(state.shadow.close)
+            state.shadow.close()  # on the loop, which its queue drains on
             await asyncio.to_thread(state.decisions.close)
             state.database = None
             database.dispose()

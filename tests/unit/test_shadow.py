@@ -1,13 +1,14 @@
-"""Shadow scoring's queue and drain thread: a full queue and a failing log lose no decision.
+"""Shadow scoring's queue, drained on the event loop: answers first, turns that let requests in,
+and neither a full queue, a failing challenger nor a failing log loses a decision.
 
-Each test holds the drain thread inside its first `record` call on an event, so what sits in the
-queue, and what overflows it, is fixed before the thread moves on.
+Each test submits from a coroutine, as the scoring routes do, so nothing is scored before it
+yields to the loop: what sits in the queue, and what overflows it, is fixed until then.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
+import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -20,7 +21,8 @@ from serving.model import LoadedModel
 from serving.shadow import ShadowScorer
 from tests.factories import make_decision, synthetic_applications
 from tests.loaded_models import compiled_logreg
-from tests.waiting import wait_for
+
+pytestmark = pytest.mark.asyncio
 
 SCHEMA = syn.SCHEMA
 APPLICATIONS = synthetic_applications(20)
@@ -52,31 +54,21 @@ def decision(i: int, **inputs_changed: Any) -> Decision:
 
 
 class Log:
-    """A `record` that holds its first caller until `release`, and raises for chosen requests."""
+    """A `record` that keeps what it is given, raises for chosen requests, and can take time."""
 
-    def __init__(self, refuse: frozenset[str] = frozenset()) -> None:
+    def __init__(self, refuse: frozenset[str] = frozenset(), seconds_each: float = 0.0) -> None:
         self.records: list[Decision] = []
         self.refused: list[str] = []
-        self.holding = threading.Event()
-        self._release = threading.Event()
         self._refuse = refuse
-        self._lock = threading.Lock()
-        self._first = True
+        self._seconds_each = seconds_each
 
     def record(self, decision: Decision) -> None:
-        with self._lock:
-            first, self._first = self._first, False
-        if first:
-            self.holding.set()
-            assert self._release.wait(timeout=30), "the test never released the log"
+        if self._seconds_each:
+            time.sleep(self._seconds_each)
         if decision.request_id in self._refuse:
             self.refused.append(decision.request_id)
             raise RuntimeError(f"the log refuses {decision.request_id}")
-        with self._lock:
-            self.records.append(decision)
-
-    def release(self) -> None:
-        self._release.set()
+        self.records.append(decision)
 
     def by_id(self) -> dict[str, Decision]:
         ids = [d.request_id for d in self.records]
@@ -84,27 +76,17 @@ class Log:
         return {d.request_id: d for d in self.records}
 
 
-@pytest.fixture
-def start_scorer() -> Iterator[Callable[..., ShadowScorer]]:
-    """Builds shadow scorers, and closes any a test left open."""
-    started: list[ShadowScorer] = []
-
-    def start(holder: ChallengerHolder, log: Log, **kwargs: Any) -> ShadowScorer:
-        scorer = ShadowScorer(holder, log.record, top_reasons=4, **kwargs)
-        started.append(scorer)
-        return scorer
-
-    yield start
-    for scorer in started:
-        scorer.close(timeout=5)
+def scorer_for(holder: ChallengerHolder, log: Log, **kwargs: Any) -> ShadowScorer:
+    return ShadowScorer(holder, log.record, top_reasons=4, **kwargs)
 
 
-def hold_the_thread(scorer: ShadowScorer, model: LoadedModel, log: Log) -> Decision:
-    """Submit one decision and wait until the drain thread is inside `record` with it."""
-    first = decision(0)
-    scorer.submit(model, first)
-    assert log.holding.wait(timeout=30), "the drain thread never recorded"
-    return first
+async def drained(scorer: ShadowScorer, turns: int = 1000) -> None:
+    """Let the loop run until the scorer's queue is empty."""
+    for _ in range(turns):
+        if not scorer.queued:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"{scorer.queued} decisions still queued after {turns} turns")
 
 
 def is_paired(recorded: Decision, model: LoadedModel) -> bool:
@@ -117,47 +99,84 @@ def is_champion_only(recorded: Decision) -> bool:
     return recorded.challenger_version is None and recorded.challenger_probability is None
 
 
-def test_a_full_queue_records_the_overflow_champion_only_and_close_drains_the_rest(
-    model: LoadedModel, start_scorer: Callable[..., ShadowScorer]
+async def test_submitting_scores_nothing_until_the_request_yields_then_every_decision_is_paired(
+    model: LoadedModel,
+) -> None:
+    log = Log()
+    scorer = scorer_for(holding(model), log)
+    for i in range(3):
+        scorer.submit(model, decision(i))
+    # The submitting coroutine (a request writing its answer) has not yielded yet.
+    assert log.records == [] and scorer.queued == 3
+
+    await drained(scorer)
+
+    recorded = log.by_id()
+    assert list(recorded) == [decision(i).request_id for i in range(3)]
+    for i in range(3):
+        one = recorded[decision(i).request_id]
+        assert is_paired(one, model)
+        (own,) = model.score([decision(i).inputs], top_reasons=4)
+        assert one.challenger_probability == own.probability
+        assert one.probability == decision(i).probability  # the champion's, unchanged
+
+
+async def test_a_turn_lets_waiting_callbacks_in_before_the_queue_is_drained(
+    model: LoadedModel,
+) -> None:
+    # Each record takes 2 ms, longer than a turn may keep the loop: one decision per turn.
+    log = Log(seconds_each=0.002)
+    scorer = scorer_for(holding(model), log)
+    for i in range(5):
+        scorer.submit(model, decision(i))
+    seen_by_a_request: list[int] = []
+    asyncio.get_running_loop().call_soon(lambda: seen_by_a_request.append(len(log.records)))
+
+    await drained(scorer)
+
+    assert seen_by_a_request == [1]
+    assert len(log.by_id()) == 5
+
+
+async def test_a_full_queue_records_the_overflow_champion_only_and_close_drains_the_rest(
+    model: LoadedModel,
 ) -> None:
     log = Log()
     overflows: list[None] = []
-    scorer = start_scorer(
+    scorer = scorer_for(
         holding(model), log, max_queued=2, on_overflow=lambda: overflows.append(None)
     )
-    hold_the_thread(scorer, model, log)
     queued = [decision(1), decision(2)]
     overflowed = [decision(3), decision(4), decision(5)]
     for one in queued + overflowed:
         scorer.submit(model, one)
-    # The overflow was recorded on the submitting thread, at once; the queue waits.
+    # The overflow was recorded by the submitting request, at once; the queue waits.
     assert [d.request_id for d in log.records] == [d.request_id for d in overflowed]
 
-    log.release()
-    scorer.close()
+    scorer.close()  # before any turn ran: close scores the queue itself
+    after_close = decision(6)
+    scorer.submit(model, after_close)
+    await asyncio.sleep(0)
 
     recorded = log.by_id()
-    assert set(recorded) == {decision(i).request_id for i in range(6)}
-    for i in range(3):
-        assert is_paired(recorded[decision(i).request_id], model)
-    for one in overflowed:
+    assert set(recorded) == {decision(i).request_id for i in range(1, 7)}
+    for one in queued:
+        assert is_paired(recorded[one.request_id], model)
+    for one in [*overflowed, after_close]:
         assert is_champion_only(recorded[one.request_id])
         assert recorded[one.request_id] == one
     assert scorer.overflowed == 3
     assert len(overflows) == 3
 
 
-def test_a_record_that_raises_loses_that_decision_only(
-    model: LoadedModel, start_scorer: Callable[..., ShadowScorer]
-) -> None:
+async def test_a_record_that_raises_loses_that_decision_only(model: LoadedModel) -> None:
     refused = decision(1)
     log = Log(refuse=frozenset({refused.request_id}))
-    scorer = start_scorer(holding(model), log)
-    hold_the_thread(scorer, model, log)
-    for i in (1, 2, 3):  # one batch: the refused decision and the two after it
+    scorer = scorer_for(holding(model), log)
+    for i in (0, 1, 2, 3):
         scorer.submit(model, decision(i))
-    log.release()
-    scorer.close()
+
+    await drained(scorer)
 
     recorded = log.by_id()
     assert log.refused == [refused.request_id]
@@ -165,32 +184,29 @@ def test_a_record_that_raises_loses_that_decision_only(
     assert all(is_paired(d, model) for d in recorded.values())
 
 
-def test_the_thread_survives_a_challenger_that_raises_and_then_a_record_that_raises(
-    model: LoadedModel, start_scorer: Callable[..., ShadowScorer]
+async def test_a_challenger_that_raises_is_detached_and_the_decisions_behind_it_go_champion_only(
+    model: LoadedModel,
 ) -> None:
-    # An application without `dti` makes the challenger raise (KeyError) on its whole batch.
+    # An application without `dti` makes the challenger raise (KeyError); the log then refuses
+    # that decision too, and the drain must still go on to the next.
     without_dti = {k: v for k, v in APPLICATIONS[1].items() if k != "dti"}
     unscorable = make_decision(1, model_version="3", inputs=without_dti, reasons=[])
     log = Log(refuse=frozenset({unscorable.request_id}))
     holder = holding(model)
-    scorer = start_scorer(holder, log)
-    hold_the_thread(scorer, model, log)
+    scorer = scorer_for(holder, log)
+    scorer.submit(model, decision(0))
     scorer.submit(model, unscorable)
     scorer.submit(model, decision(2))
-    log.release()
-    # Once that batch is done the thread takes what comes next: scored, if it still runs.
-    wait_for(
-        lambda: holder.state == "failed" and len(log.records) == 2,
-        timeout=30,
-        what="the failed batch to be recorded",
-    )
-    scorer.submit(model, decision(3))
-    scorer.close()
+
+    await drained(scorer)
+    scorer.submit(model, decision(3))  # the route would no longer pass it, but one was in flight
+    await drained(scorer)
 
     recorded = log.by_id()
     assert log.refused == [unscorable.request_id]
     assert set(recorded) == {decision(i).request_id for i in (0, 2, 3)}
+    assert is_paired(recorded[decision(0).request_id], model)
     assert is_champion_only(recorded[decision(2).request_id])
-    assert is_paired(recorded[decision(3).request_id], model)
+    assert is_champion_only(recorded[decision(3).request_id])
     assert holder.state == "failed"
     assert holder.last_error is not None and holder.last_error.stage == "score"
