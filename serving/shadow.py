@@ -116,21 +116,23 @@ class ShadowScorer:
         """Score and record everything queued, at once; later decisions go champion-only."""
         self._closed = True
         while self._queue:
-            model, decision = self._queue.popleft()
-            self._score(model, [decision])
+            self._score_next_call()
 
     def _turn(self) -> None:
         self._turn_scheduled = False
         ends = time.perf_counter() + _TURN_SECONDS
         while self._queue:
-            taken = [self._queue.popleft() for _ in range(min(_PER_CALL, len(self._queue)))]
-            for model, decisions in _by_model(taken):
-                self._score(model, decisions)
+            self._score_next_call()
             if time.perf_counter() >= ends:
                 break
         if self._queue:
             self._turn_scheduled = True
             asyncio.get_running_loop().call_soon(self._turn)
+
+    def _score_next_call(self) -> None:
+        taken = [self._queue.popleft() for _ in range(min(_PER_CALL, len(self._queue)))]
+        for model, decisions in _by_model(taken):
+            self._score(model, decisions)
 
     def _score(self, model: LoadedModel, decisions: Sequence[Decision]) -> None:
         if self._holder.current is not model:
